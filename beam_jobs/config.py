@@ -1,0 +1,224 @@
+"""Turns :class:`beam_jobs.options.MatchOptions` into one frozen, validated :class:`MatchConfig`.
+
+All string parsing (Flex Templates pass ``'false'``, ``'10'``) and cross-field rules live here, and every
+error is a ``ValueError`` naming the flag, raised before any pipeline is built. DoFns receive the
+config (or parts of it), never PipelineOptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from transforms.schema import DISTANCES, INPUT_FORMATS, OUTPUT_FORMATS
+
+__all__ = ["MatchConfig", "ConfigError", "config_from_options", "scann_params_for"]
+
+
+class ConfigError(ValueError):
+    """A flag is missing, malformed or inconsistent with another flag."""
+
+
+def _int(flags: dict, name: str, default: int | None, minimum: int | None = None) -> int | None:
+    value = flags.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        parsed = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"--{name} must be an integer, got {value!r}") from None
+    if minimum is not None and parsed < minimum:
+        raise ConfigError(f"--{name} must be >= {minimum}, got {parsed}")
+    return parsed
+
+
+def _float(flags: dict, name: str, default: float | None, lo: float | None = None,
+           hi: float | None = None) -> float | None:
+    value = flags.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        parsed = float(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"--{name} must be a number, got {value!r}") from None
+    if not math.isfinite(parsed) or (lo is not None and parsed < lo) or (hi is not None and parsed > hi):
+        raise ConfigError(f"--{name} must be a finite number in [{lo}, {hi}], got {value!r}")
+    return parsed
+
+
+def _choice(flags: dict, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = flags.get(name)
+    if value is None or value == "":
+        return default
+    value = str(value).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"--{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _str(flags: dict, name: str, default: str | None = None) -> str | None:
+    value = flags.get(name)
+    if value is None or str(value).strip() == "":
+        return default
+    return str(value).strip()
+
+
+def _list(flags: dict, name: str) -> tuple[str, ...]:
+    value = _str(flags, name)
+    if value is None:
+        return ()
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if len(set(items)) != len(items):
+        raise ConfigError(f"--{name} lists a field twice: {value!r}")
+    return items
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchConfig:
+    """Validated settings of one match run. See beam_jobs/options.py for each flag's meaning."""
+
+    mode: str  # 'link' or 'dedup'
+    queries: str | None
+    candidates: str | None
+    input: str | None
+    output: str
+    input_format: str = "auto"
+    id_field: str = "id"
+    vector_field: str = "embedding"
+    text_fields: tuple[str, ...] = ()
+    numeric_fields: tuple[str, ...] = ()
+    model_dir: str | None = None
+    transform_fn_dir: str | None = None
+    embed_batch_size: int = 1024
+    embed_min_batch_size: int = 64
+    embed_max_batch_size: int = 4096
+    top_k: int = 10
+    distance: str = "cosine"
+    max_distance: float | None = None
+    index: str = "scann"
+    num_shards: int | None = None
+    max_shard_vectors: int = 1_000_000
+    scann_num_leaves: int | None = None
+    scann_leaves_to_search: int | None = None
+    scann_quantization: str = "ah"
+    scann_anisotropic_threshold: float = 0.2
+    scann_reorder: int = 100
+    scann_training_sample: int = 250_000
+    rescore: str = "exact"
+    output_format: str = "parquet"
+    num_output_shards: int | None = None
+    max_bad_record_ratio: float = 0.01
+    batch_size: int = 4096
+
+    @property
+    def embeds(self) -> bool:
+        """True when records are embedded in the pipeline rather than carrying vectors."""
+        return bool(self.text_fields or self.numeric_fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
+    """Builds a MatchConfig from a dict of raw flag values (strings, numbers or None)."""
+    queries, candidates, input_glob = (_str(flags, n) for n in ("queries", "candidates", "input"))
+    if input_glob and (queries or candidates):
+        raise ConfigError("give either --input (dedup mode) or --queries with --candidates (link "
+                          "mode), not both")
+    if input_glob:
+        mode = "dedup"
+    elif queries and candidates:
+        mode = "link"
+    elif queries or candidates:
+        missing = "--candidates" if queries else "--queries"
+        raise ConfigError(f"link mode needs both --queries and --candidates; {missing} is missing")
+    else:
+        raise ConfigError("no input: give --input GLOB (dedup mode) or --queries GLOB and "
+                          "--candidates GLOB (link mode)")
+    output = _str(flags, "output")
+    if not output:
+        raise ConfigError("--output DIR is required")
+
+    text_fields, numeric_fields = _list(flags, "text_fields"), _list(flags, "numeric_fields")
+    both = set(text_fields) & set(numeric_fields)
+    if both:
+        raise ConfigError(f"--text_fields and --numeric_fields both list {sorted(both)}")
+    id_field = _str(flags, "id_field", "id")
+    if id_field in text_fields or id_field in numeric_fields:
+        raise ConfigError(f"--id_field {id_field!r} cannot also be embedded (--text_fields / "
+                          "--numeric_fields)")
+    embeds = bool(text_fields or numeric_fields)
+    for name in ("model_dir", "transform_fn_dir"):
+        if _str(flags, name) and not embeds:
+            raise ConfigError(f"--{name} needs --text_fields or --numeric_fields")
+
+    cfg = MatchConfig(
+        mode=mode,
+        queries=queries,
+        candidates=candidates,
+        input=input_glob,
+        output=output.rstrip("/"),
+        input_format=_choice(flags, "input_format", INPUT_FORMATS, "auto"),
+        id_field=id_field,
+        vector_field=_str(flags, "vector_field", "embedding"),
+        text_fields=text_fields,
+        numeric_fields=numeric_fields,
+        model_dir=_str(flags, "model_dir"),
+        transform_fn_dir=_str(flags, "transform_fn_dir"),
+        embed_batch_size=_int(flags, "embed_batch_size", 1024, 1),
+        embed_min_batch_size=_int(flags, "embed_min_batch_size", 64, 1),
+        embed_max_batch_size=_int(flags, "embed_max_batch_size", 4096, 1),
+        top_k=_int(flags, "top_k", 10, 1),
+        distance=_choice(flags, "distance", DISTANCES, "cosine"),
+        max_distance=_float(flags, "max_distance", None),
+        index=_choice(flags, "index", ("scann", "exact"), "scann"),
+        num_shards=_int(flags, "num_shards", None, 1),
+        max_shard_vectors=_int(flags, "max_shard_vectors", 1_000_000, 1),
+        scann_num_leaves=_int(flags, "scann_num_leaves", None, 1),
+        scann_leaves_to_search=_int(flags, "scann_leaves_to_search", None, 1),
+        scann_quantization=_choice(flags, "scann_quantization", ("ah", "brute"), "ah"),
+        scann_anisotropic_threshold=_float(flags, "scann_anisotropic_threshold", 0.2, 0.0),
+        scann_reorder=_int(flags, "scann_reorder", 100, 0),
+        scann_training_sample=_int(flags, "scann_training_sample", 250_000, 100),
+        rescore=_choice(flags, "rescore", ("exact", "wasserstein"), "exact"),
+        output_format=_choice(flags, "output_format", OUTPUT_FORMATS, "parquet"),
+        num_output_shards=_int(flags, "num_output_shards", None, 1),
+        max_bad_record_ratio=_float(flags, "max_bad_record_ratio", 0.01, 0.0, 1.0),
+        batch_size=_int(flags, "batch_size", 4096, 1),
+    )
+    if cfg.embed_min_batch_size > cfg.embed_max_batch_size:
+        raise ConfigError("--embed_min_batch_size must be <= --embed_max_batch_size")
+    if (cfg.scann_num_leaves and cfg.scann_leaves_to_search
+            and cfg.scann_leaves_to_search > cfg.scann_num_leaves):
+        raise ConfigError("--scann_leaves_to_search must be <= --scann_num_leaves")
+    return cfg
+
+
+def config_from_options(options) -> MatchConfig:
+    """Builds the config from a PipelineOptions carrying MatchOptions' flags."""
+    from beam_jobs.options import JOB_FLAGS, MatchOptions
+
+    view = options.view_as(MatchOptions).get_all_options(drop_default=False)
+    return config_from_flags({name: view.get(name) for name, _, _ in JOB_FLAGS})
+
+
+def scann_params_for(cfg: MatchConfig, shard_size: int) -> dict[str, Any]:
+    """ScaNN build/search parameters for a shard of ``shard_size`` vectors.
+
+    Defaults follow the measured operating points in shared/FACTS.md: 2000 leaves at 1M vectors,
+    600 at 100k (about 2*sqrt(n)); leaves searched about 1.5*sqrt(leaves) (reached recall@10 ~0.99 at
+    1M and ~0.97 at 100k there); reorder 100.
+    """
+    num_leaves = cfg.scann_num_leaves or max(1, min(shard_size, round(2 * math.sqrt(shard_size))))
+    num_leaves = min(num_leaves, shard_size)
+    to_search = cfg.scann_leaves_to_search or max(8, math.ceil(1.5 * math.sqrt(num_leaves)))
+    return {
+        "num_leaves": num_leaves,
+        "num_leaves_to_search": min(to_search, num_leaves),
+        "training_sample_size": min(cfg.scann_training_sample, shard_size),
+        "quantization": cfg.scann_quantization,
+        "anisotropic_quantization_threshold": cfg.scann_anisotropic_threshold,
+        "reorder": cfg.scann_reorder,
+        "spherical": cfg.distance == "cosine",
+    }

@@ -1,0 +1,248 @@
+"""The match job: wiring only. options -> frozen config -> build_pipeline(p, config) -> run().
+
+read -> validate -> (preprocess -> embed) -> check dims -> shard candidates -> build indices ->
+fan query batches out to shards -> search -> merge top-K (exact distances) -> write matches,
+dead letters and the manifest.
+
+``python -m beam_jobs.match_corpora`` and the ``corpus-match`` console script run the same job.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import sys
+import time
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_jobs.config import MatchConfig, config_from_options, scann_params_for
+from beam_jobs.options import MatchOptions
+from transforms.build import BuildShardIndexes
+from transforms.io import ReadCorpus, WriteDeadLetters, WriteMatches
+from transforms.manifest import BadRecordRatioError, WriteManifest, bad_record_verdict, stack_versions
+from transforms.schema import Role
+from transforms.search import MergeTopK, SearchShards
+from transforms.shard_records import ShardRecords, SplitQueryBatches, shard_count
+from transforms.validate import CheckDims, ValidateRecords
+
+__all__ = ["build_pipeline", "run", "main", "PipelineOutputs", "LOCAL_RUNNERS"]
+
+_LOGGER = logging.getLogger(__name__)
+LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "FnApiRunner",
+                 "PrismRunner", None)
+# Query rows per query shard (grouping removes duplicate query ids; a shard must fit a worker).
+_QUERIES_PER_SHARD = 1_000_000
+# Match output bytes per file when --num_output_shards is not given (estimated from input size).
+_OUTPUT_BYTES_PER_SHARD = 1 << 30
+
+
+class PipelineOutputs(NamedTuple):
+    """The PCollections tests and the launcher look at."""
+
+    pairs: beam.PCollection  # PairBatch
+    shards: beam.PCollection  # ShardIndexInfo
+    dead_letters: beam.PCollection  # DeadLetter
+    manifest: beam.PCollection  # the manifest dict, once
+
+
+def _role_label(role: str) -> str:
+    return role.capitalize()
+
+
+def _count(pcoll, label: str):
+    return (pcoll
+            | f"Len{label}" >> beam.Map(len)
+            | f"Sum{label}" >> beam.CombineGlobally(sum))
+
+
+class _GateFn(beam.DoFn):
+    """Fails the run before any index is built when too many records were rejected."""
+
+    def __init__(self, max_ratio: float):
+        self._max_ratio = max_ratio
+
+    def process(self, _: Any, rows_read: list[int], dead: int, candidates: int) -> Any:
+        read = sum(rows_read)
+        ok, message = bad_record_verdict(read, dead, self._max_ratio)
+        if not ok:
+            raise BadRecordRatioError(message)
+        if candidates == 0:
+            raise BadRecordRatioError("no valid candidate records: nothing to match against")
+        _LOGGER.info("validated: %d records read, %d rejected so far", read, dead)
+        yield {"rows_read": read, "rejected": dead}
+
+
+def default_output_shards(cfg: MatchConfig) -> int:
+    """--num_output_shards, else one file per ~1 GiB of query input (at least 1, at most 10000)."""
+    if cfg.num_output_shards:
+        return cfg.num_output_shards
+    from apache_beam.io.filesystems import FileSystems
+
+    pattern = cfg.queries if cfg.mode == "link" else cfg.input
+    total = sum(m.size_in_bytes for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    return int(min(10_000, max(1, math.ceil(total / _OUTPUT_BYTES_PER_SHARD))))
+
+
+def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int = 1,
+                   static_manifest: dict[str, Any] | None = None) -> PipelineOutputs:
+    """Builds the job's graph on ``p`` and returns the PCollections tests need."""
+    roles = ([Role.QUERIES, Role.CANDIDATES] if cfg.mode == "link" else [Role.INPUT])
+    globs = {Role.QUERIES: cfg.queries, Role.CANDIDATES: cfg.candidates, Role.INPUT: cfg.input}
+    dead: list[beam.PCollection] = []
+    rows_read: dict[str, beam.PCollection] = {}
+    vectors: dict[str, beam.PCollection] = {}
+    for role in roles:
+        label = _role_label(role)
+        read = p | f"Read{label}" >> ReadCorpus(file_pattern=globs[role], input_format=cfg.input_format,
+                                                role=role, batch_size=cfg.batch_size)
+        valid = read.batches | f"Validate{label}" >> ValidateRecords(
+            role=role, id_field=cfg.id_field, vector_field=cfg.vector_field,
+            text_fields=cfg.text_fields, numeric_fields=cfg.numeric_fields, distance=cfg.distance)
+        rows_read[role] = read.rows_read
+        vectors[role] = valid.batches
+        dead += [read.dead_letters, valid.dead_letters]
+
+    if cfg.embeds:
+        from transforms.embed_records import EmbedCorpora
+
+        embedded = vectors | "PreprocessAndEmbed" >> EmbedCorpora(config=cfg)
+        vectors = dict(embedded.vectors)
+        dead.append(embedded.dead_letters)
+
+    checked, dim_dead, _dims = tuple(vectors[r] for r in roles) | "CheckDims" >> CheckDims()
+    vectors = dict(zip(roles, checked, strict=True))
+    dead.append(dim_dead)
+
+    cand_role = Role.CANDIDATES if cfg.mode == "link" else Role.INPUT
+    num_candidates = _count(vectors[cand_role], "Candidates")
+    num_shards = num_candidates | "ShardCount" >> beam.Map(
+        functools.partial(shard_count, fixed=cfg.num_shards, max_shard_vectors=cfg.max_shard_vectors))
+    early_dead = (dead | "FlattenEarlyDeadLetters" >> beam.Flatten()
+                  | "CountEarlyDeadLetters" >> beam.combiners.Count.Globally())
+    gate = (p | "GateOnce" >> beam.Create([None])
+            | "CheckBadRecords" >> beam.ParDo(
+                _GateFn(cfg.max_bad_record_ratio),
+                rows_read=beam.pvalue.AsList(
+                    tuple(rows_read.values()) | "FlattenRowsRead" >> beam.Flatten()),
+                dead=beam.pvalue.AsSingleton(early_dead),
+                candidates=beam.pvalue.AsSingleton(num_candidates)))
+
+    cand_shards = vectors[cand_role] | "ShardCandidates" >> ShardRecords(num_shards=num_shards,
+                                                                          role=cand_role)
+    dead.append(cand_shards.dead_letters)
+    params_for = (functools.partial(scann_params_for, cfg) if cfg.index == "scann"
+                  else functools.partial(dict))
+    infos = cand_shards.shards | "BuildShardIndexes" >> BuildShardIndexes(
+        output_dir=cfg.output, distance=cfg.distance, kind=cfg.index, params_for=params_for,
+        num_shards=num_shards, gate=gate)
+
+    if cfg.mode == "link":
+        num_queries = _count(vectors[Role.QUERIES], "Queries")
+        query_shards = vectors[Role.QUERIES] | "ShardQueries" >> ShardRecords(
+            num_shards=num_queries | "QueryShardCount" >> beam.Map(
+                lambda n: max(1, math.ceil(n / _QUERIES_PER_SHARD))),
+            role=Role.QUERIES)
+        dead.append(query_shards.dead_letters)
+        query_source = query_shards.shards
+    else:
+        num_queries = num_candidates
+        query_source = cand_shards.shards
+    query_batches = query_source | "BatchQueries" >> SplitQueryBatches(batch_size=cfg.batch_size)
+
+    partials = query_batches | "SearchShards" >> SearchShards(
+        shards=infos, num_queries=num_queries, top_k=cfg.top_k, exclude_self=cfg.mode == "dedup",
+        keep_vectors=cfg.rescore == "wasserstein")
+    pairs = partials | "MergeTopK" >> MergeTopK(
+        top_k=cfg.top_k, rescore=cfg.rescore, max_distance=cfg.max_distance,
+        canonical=cfg.mode == "dedup")
+    written = pairs | "WriteMatches" >> WriteMatches(
+        output_dir=cfg.output, output_format=cfg.output_format, num_shards=num_output_shards,
+        unique_pairs=cfg.mode == "dedup")
+
+    all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
+    dead_counts = all_dead | "WriteDeadLetters" >> WriteDeadLetters(output_dir=cfg.output)
+    counts = {f"{role}_read": rows_read[role] for role in roles}
+    counts["pairs_written"] = (written | "RowsWritten" >> beam.Map(lambda kv: kv[1])
+                               | "SumPairs" >> beam.CombineGlobally(sum))
+    counts["candidates_indexed"] = (infos | "ShardSizes" >> beam.Map(lambda s: s.size)
+                                    | "SumIndexed" >> beam.CombineGlobally(sum))
+    manifest = p | "Manifest" >> WriteManifest(
+        output_dir=cfg.output, static=static_manifest or {}, counts=counts,
+        dead_letter_counts=dead_counts, shards=infos,
+        max_bad_record_ratio=cfg.max_bad_record_ratio)
+    return PipelineOutputs(pairs=pairs, shards=infos, dead_letters=all_dead, manifest=manifest)
+
+
+def prepare(argv: list[str] | None) -> tuple[PipelineOptions, MatchConfig, dict[str, Any], int]:
+    """Parses flags and checks everything that can be checked before a pipeline exists."""
+    from transforms.io import check_glob_matches
+
+    options = PipelineOptions(argv)
+    cfg = config_from_options(options)
+    for flag in ("queries", "candidates", "input"):
+        if getattr(cfg, flag):
+            check_glob_matches(getattr(cfg, flag), flag)
+    num_output_shards = default_output_shards(cfg)
+    static = {
+        "mode": cfg.mode,
+        "flags": cfg.to_dict(),
+        "num_output_shards": num_output_shards,
+        "versions": stack_versions(),
+        "runner": options.view_as(StandardOptions).runner or "DirectRunner",
+    }
+    return options, cfg, static, num_output_shards
+
+
+def run(argv: list[str] | None = None, *, wait: bool | None = None):
+    """Builds and runs the job. Waits only for local runners (a Flex Template launch returns at once).
+
+    Returns the PipelineResult. Raises ConfigError (a ValueError naming the flag) before anything runs.
+    """
+    return run_job(argv, wait=wait)[0]
+
+
+def run_job(argv: list[str] | None = None, *, wait: bool | None = None):
+    """Like :func:`run`, returning (PipelineResult, MatchConfig, waited)."""
+    options, cfg, static, num_output_shards = prepare(argv)
+    runner = options.view_as(StandardOptions).runner
+    local = runner in LOCAL_RUNNERS
+    if wait is None:
+        wait = local
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, cfg, num_output_shards=num_output_shards, static_manifest=static)
+    start = time.time()
+    result = p.run()
+    if wait:
+        from beam_jobs.summary import finish_local_run
+
+        finish_local_run(result, cfg, start)
+    return result, cfg, wait
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry of the match job; prints a short summary. Returns the process exit code."""
+    from beam_jobs.config import ConfigError
+    from beam_jobs.summary import print_summary
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        result, cfg, waited = run_job(argv)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"corpus-match: configuration error: {e}", file=sys.stderr)
+        return 2
+    except BadRecordRatioError as e:
+        print(f"corpus-match: failed: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a failed pipeline: the manifest already records it
+        print(f"corpus-match: pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return print_summary(result, cfg, waited)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Every flag of the match job, declared once as a Beam ``PipelineOptions`` subclass.
+
+Defaults here are raw strings/None where the real default depends on other flags or on the data
+(e.g. ScaNN leaves from shard size); :mod:`beam_jobs.config` resolves them and checks cross-field rules.
+Flex Templates pass every value as a string (``'false'``, ``'10'``), so types are parsed in config too.
+"""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.schema import DISTANCES, INPUT_FORMATS, OUTPUT_FORMATS
+
+__all__ = ["MatchOptions", "JOB_FLAGS"]
+
+# (name, help, choices or None). Kept as data so the template metadata parity test and the README
+# table can be checked against one list.
+JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
+    # --- inputs
+    ("queries", "Link mode: glob of the query corpus files (local path or gs://).", None),
+    ("candidates", "Link mode: glob of the candidate corpus files.", None),
+    ("input", "Dedup mode: glob of the one corpus matched against itself.", None),
+    ("input_format", "File format of the corpora; 'auto' picks by file extension. Default auto.",
+     INPUT_FORMATS),
+    ("id_field", "Field holding each record's unique id (read as a string). Default 'id'.", None),
+    ("vector_field", "Field holding a precomputed float vector (list column; JSON array string in csv; "
+     "float_list feature in tf.Example). Default 'embedding'.", None),
+    ("text_fields", "Comma list of text fields to embed with the model (instead of --vector_field).",
+     None),
+    ("numeric_fields", "Comma list of numeric fields to embed with the model.", None),
+    ("model_dir", "TF SavedModel directory used to embed records; default: the built-in embedder.",
+     None),
+    ("transform_fn_dir", "Reuse a saved tf.Transform transform_fn instead of analysing the data.", None),
+    ("embed_batch_size", "Rows per model call when embedding. Default 1024.", None),
+    ("embed_min_batch_size", "RunInference min_batch_size. Default 64.", None),
+    ("embed_max_batch_size", "RunInference max_batch_size (bounds GPU memory). Default 4096.", None),
+    # --- matching
+    ("top_k", "Neighbours kept per query. Default 10.", None),
+    ("distance", "Distance: cosine (1 - cos), dot (-dot) or squared_l2. Default cosine.", DISTANCES),
+    ("max_distance", "Drop pairs farther than this distance. Default: no limit.", None),
+    ("index", "Index per shard: scann (approximate) or exact (brute force). Default scann.",
+     ("scann", "exact")),
+    ("num_shards", "Candidate shards (one index each). Default: ceil(candidates / max_shard_vectors).",
+     None),
+    ("max_shard_vectors", "Largest shard when --num_shards is not set. Default 1000000.", None),
+    ("scann_num_leaves", "ScaNN tree leaves per shard. Default: 2*sqrt(shard size).", None),
+    ("scann_leaves_to_search", "ScaNN leaves searched per query. Default: 1.5*sqrt(leaves), >= 8.",
+     None),
+    ("scann_quantization", "ScaNN scoring: ah (anisotropic hashing) or brute (exact float scoring in "
+     "the tree). Default ah.", ("ah", "brute")),
+    ("scann_anisotropic_threshold", "Anisotropic quantization threshold (dot/cosine). Default 0.2.",
+     None),
+    ("scann_reorder", "ScaNN exact reorder depth (0 disables). Default 100.", None),
+    ("scann_training_sample", "Vectors sampled to train each shard's tree. Default 250000.", None),
+    ("rescore", "Final distance of emitted pairs: exact (the chosen distance on the float vectors) or "
+     "wasserstein (1-D Wasserstein distance of the vectors' values). Default exact.",
+     ("exact", "wasserstein")),
+    # --- outputs
+    ("output", "Output directory (local path or gs://).", None),
+    ("output_format", "Match file format. Default parquet.", OUTPUT_FORMATS),
+    ("num_output_shards", "Number of match files. Default: sized from the query count.", None),
+    ("max_bad_record_ratio", "Fail the run when dead letters / records read exceeds this. "
+     "Default 0.01.", None),
+    ("batch_size", "Rows per batch moved between stages. Default 4096.", None),
+]
+
+
+class MatchOptions(PipelineOptions):
+    """Flags of the match job (see ``JOB_FLAGS``; the README lists them too)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        for name, help_text, choices in JOB_FLAGS:
+            parser.add_argument(f"--{name}", default=None, choices=choices, help=help_text)

@@ -1,0 +1,84 @@
+"""End of a local run: wait, fold Beam metrics into the manifest, print a short summary.
+
+Only used when the launcher waits (local runners); a Dataflow launch returns at once and its manifest
+is the one the pipeline itself wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from apache_beam.metrics.metric import MetricsFilter
+
+from beam_jobs.config import MatchConfig
+from transforms import metrics
+from transforms.manifest import read_manifest, update_manifest
+
+__all__ = ["finish_local_run", "print_summary", "collect_metrics"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def collect_metrics(result) -> dict[str, Any]:
+    """Counters (committed values) and distributions (sum, count) of the job's namespace."""
+    out: dict[str, Any] = {"counters": {}, "distributions": {}}
+    try:
+        queried = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    except (AttributeError, NotImplementedError):
+        return out
+    for c in queried["counters"]:
+        name = c.key.metric.name
+        out["counters"][name] = out["counters"].get(name, 0) + (c.committed or 0)
+    for d in queried["distributions"]:
+        name = d.key.metric.name
+        value = d.committed
+        if value is None:
+            continue
+        prev = out["distributions"].get(name, {"sum": 0, "count": 0})
+        out["distributions"][name] = {"sum": prev["sum"] + value.sum,
+                                      "count": prev["count"] + value.count}
+    return out
+
+
+def finish_local_run(result, cfg: MatchConfig, start: float) -> None:
+    """Waits for the pipeline; records wall time, busy time per stage and the exit state."""
+    try:
+        result.wait_until_finish()
+    except Exception as e:  # the runner's own error types vary; record it, then re-raise
+        update_manifest(cfg.output, exit_state="failed", error=f"{type(e).__name__}: {e}"[:2000],
+                        wall_seconds=round(time.time() - start, 3))
+        raise
+    found = collect_metrics(result)
+    busy = {name.removesuffix("_ms"): round(v["sum"] / 1000, 3)
+            for name, v in found["distributions"].items() if name.endswith("_ms")}
+    update_manifest(cfg.output, exit_state="succeeded", wall_seconds=round(time.time() - start, 3),
+                    stage_busy_seconds=busy, metrics=found["counters"])
+
+
+def print_summary(result, cfg: MatchConfig, waited: bool) -> int:
+    """Prints the one-screen summary of a finished local run (or the launch of a remote one)."""
+    output = cfg.output
+    if not waited:
+        print(f"corpus-match: launched ({getattr(result, 'state', 'UNKNOWN')}); results will be "
+              f"under {output}/")
+        return 0
+    m = read_manifest(output)
+    counts = m.get("counts", {})
+    lines = [
+        f"corpus-match {m.get('mode')} run: {m.get('exit_state')} in {m.get('wall_seconds', '?')} s",
+        "  read:        " + ", ".join(f"{k.removesuffix('_read')} {v}" for k, v in counts.items()
+                                      if k.endswith("_read")),
+        f"  indexed:     {counts.get('candidates_indexed', 0)} candidates in {len(m.get('shards', []))}"
+        " shard(s)",
+        f"  pairs:       {counts.get('pairs_written', 0)} written",
+        f"  rejected:    {counts.get('dead_letters_total', 0)} "
+        + (str(counts.get("dead_letters")) if counts.get("dead_letters") else ""),
+        "  busy time:   " + ", ".join(f"{k} {v:.1f}s" for k, v in
+                                      sorted(m.get("stage_busy_seconds", {}).items())),
+        f"  output:      {output}/matches/ ({m.get('num_output_shards')} file(s)), "
+        f"{output}/dead_letters/, {output}/indexes/, {output}/manifest.json",
+    ]
+    print("\n".join(lines))
+    return 0 if m.get("exit_state") == "succeeded" else 1

@@ -1,0 +1,62 @@
+"""Configuration errors fail before any pipeline exists, naming the flag."""
+
+from __future__ import annotations
+
+import pytest
+
+from beam_jobs.config import ConfigError, config_from_flags, scann_params_for
+
+
+def _flags(**kw):
+    base = {"queries": "q/*.parquet", "candidates": "c/*.parquet", "output": "out"}
+    base.update(kw)
+    return base
+
+
+def test_link_and_dedup_modes():
+    assert config_from_flags(_flags()).mode == "link"
+    cfg = config_from_flags({"input": "x/*.jsonl", "output": "o/"})
+    assert cfg.mode == "dedup" and cfg.output == "o"
+
+
+@pytest.mark.parametrize("flags, named", [
+    ({"output": "o"}, "--input"),
+    ({"queries": "q", "output": "o"}, "--candidates"),
+    ({"candidates": "c", "output": "o"}, "--queries"),
+    ({"input": "i", "queries": "q", "candidates": "c", "output": "o"}, "--input"),
+    ({"input": "i"}, "--output"),
+    (_flags(top_k="0"), "--top_k"),
+    (_flags(top_k="ten"), "--top_k"),
+    (_flags(distance="manhattan"), "--distance"),
+    (_flags(max_bad_record_ratio="1.5"), "--max_bad_record_ratio"),
+    (_flags(max_distance="nan"), "--max_distance"),
+    (_flags(index="faiss"), "--index"),
+    (_flags(output_format="xml"), "--output_format"),
+    (_flags(model_dir="m/"), "--model_dir"),
+    (_flags(text_fields="a,b", numeric_fields="b"), "--text_fields"),
+    (_flags(text_fields="id,name"), "--id_field"),
+    (_flags(scann_num_leaves="10", scann_leaves_to_search="20"), "--scann_leaves_to_search"),
+])
+def test_config_errors_name_the_flag(flags, named):
+    with pytest.raises(ConfigError, match=named):
+        config_from_flags(flags)
+
+
+def test_strings_from_templates_are_parsed():
+    cfg = config_from_flags(_flags(top_k="5", max_distance="0.25", num_shards="4",
+                                   text_fields="given_name, surname", distance="DOT"))
+    assert (cfg.top_k, cfg.max_distance, cfg.num_shards, cfg.distance) == (5, 0.25, 4, "dot")
+    assert cfg.text_fields == ("given_name", "surname") and cfg.embeds
+
+
+def test_scann_params_follow_measured_operating_points():
+    cfg = config_from_flags(_flags())
+    big = scann_params_for(cfg, 1_000_000)
+    assert big["num_leaves"] == 2000 and big["training_sample_size"] == 250_000
+    small = scann_params_for(cfg, 100_000)
+    assert 600 <= small["num_leaves"] <= 650
+    assert small["num_leaves_to_search"] <= small["num_leaves"]
+    assert scann_params_for(cfg, 50)["num_leaves"] <= 50
+    explicit = scann_params_for(config_from_flags(_flags(scann_num_leaves="100",
+                                                         scann_leaves_to_search="7")), 10_000)
+    assert (explicit["num_leaves"], explicit["num_leaves_to_search"]) == (100, 7)

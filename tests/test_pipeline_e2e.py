@@ -1,0 +1,207 @@
+"""End to end on the local runner against a numpy oracle, with deliberately bad rows."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from beam_jobs.config import ConfigError
+from beam_jobs.match_corpora import run_job
+from transforms.io import read_matches
+from transforms.manifest import read_manifest
+from transforms.testing.clustered import make_link_vectors, write_vector_corpus
+
+pytestmark = pytest.mark.slow
+DIMS = 24
+
+
+def oracle_topk(queries: np.ndarray, cands: np.ndarray, cand_ids: np.ndarray, k: int,
+                distance: str = "cosine", exclude: np.ndarray | None = None):
+    """Independent brute force in float64: (ids [n,k], distances [n,k]), ties broken by id."""
+    q = queries.astype(np.float64)
+    c = cands.astype(np.float64)
+    if distance == "cosine":
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        c = c / np.linalg.norm(c, axis=1, keepdims=True)
+        d = 1.0 - q @ c.T
+    elif distance == "dot":
+        d = -(q @ c.T)
+    else:
+        d = (q * q).sum(1)[:, None] - 2 * q @ c.T + (c * c).sum(1)[None, :]
+    if exclude is not None:
+        d[exclude] = np.inf
+    order = np.lexsort((np.broadcast_to(cand_ids.astype(str), d.shape), d), axis=-1)[:, :k]
+    return cand_ids[order], np.take_along_axis(d, order, axis=1)
+
+
+@pytest.fixture(scope="module")
+def link_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("link")
+    cands, queries = make_link_vectors(12_000, 300, DIMS, clusters=40, seed=3)
+    cand_ids = np.array([f"c{i:06d}" for i in range(len(cands))], dtype=object)
+    query_ids = np.array([f"q{i:05d}" for i in range(len(queries))], dtype=object)
+    write_vector_corpus(str(root / "cands"), cand_ids, cands, fmt="parquet", files=3)
+    write_vector_corpus(str(root / "queries"), query_ids, queries, fmt="jsonl", files=2)
+    bad = [
+        "{not json",
+        json.dumps({"id": "bad-nan", "embedding": [float("nan")] * DIMS}),
+        json.dumps({"id": "bad-len", "embedding": [0.1] * (DIMS - 1)}),
+        json.dumps({"embedding": [0.1] * DIMS}),
+        json.dumps({"id": "bad-str", "embedding": ["x"] * DIMS}),
+        json.dumps({"id": "q00000", "embedding": [0.5] * DIMS}),  # duplicate id, later file
+    ]
+    with open(root / "queries" / "part-00009.jsonl", "w") as fh:
+        fh.write("\n".join(bad) + "\n")
+    return root, cands, cand_ids, queries, query_ids
+
+
+def _run(args: list[str]):
+    result, cfg, waited = run_job(args + ["--runner", "DirectRunner"])
+    assert waited
+    return cfg
+
+
+def _link_args(root, out, *extra):
+    return ["--queries", str(root / "queries" / "*.jsonl"), "--candidates",
+            str(root / "cands" / "*.parquet"), "--output", str(out), "--top_k", "10", *extra]
+
+
+def test_exact_index_equals_oracle_and_bad_rows_are_dead_letters(link_data, tmp_path):
+    root, cands, cand_ids, queries, query_ids = link_data
+    out = tmp_path / "exact"
+    _run(_link_args(root, out, "--index", "exact", "--num_shards", "3"))
+    got = read_matches(str(out))
+    want_ids, want_d = oracle_topk(queries, cands, cand_ids, 10)
+    got = got.sort_values(["query_id", "rank"])
+    assert got.query_id.nunique() == len(query_ids)
+    g_ids = got.candidate_id.to_numpy().reshape(len(query_ids), 10)
+    g_d = got.distance.to_numpy().reshape(len(query_ids), 10)
+    order = np.argsort(query_ids.astype(str))
+    np.testing.assert_array_equal(g_ids, want_ids[order])
+    np.testing.assert_allclose(g_d, want_d[order], rtol=1e-6, atol=1e-6)
+    assert (got.groupby("query_id")["rank"].apply(list) == [list(range(1, 11))] * len(query_ids)).all()
+
+    letters = [json.loads(line) for f in glob.glob(str(out / "dead_letters" / "*.jsonl"))
+               for line in open(f)]
+    by_id = {(d["record_id"], d["stage"]) for d in letters}
+    assert {("bad-nan", "validate"), ("bad-len", "validate"), ("bad-str", "validate"),
+            ("q00000", "validate"), ("", "validate"), ("", "read")} <= by_id
+    assert all({"stage", "record_id", "error", "payload", "source"} <= d.keys() for d in letters)
+    assert len(letters) == 6
+    dup = next(d for d in letters if d["record_id"] == "q00000")
+    assert "duplicate" in dup["error"] and "part-00009" in dup["source"]
+
+    manifest = read_manifest(str(out))
+    assert manifest["exit_state"] == "succeeded"
+    assert manifest["counts"]["queries_read"] == len(query_ids) + 6
+    assert manifest["counts"]["candidates_read"] == len(cand_ids)
+    assert manifest["counts"]["pairs_written"] == len(query_ids) * 10
+    assert manifest["counts"]["dead_letters_total"] == 6
+    assert len(manifest["shards"]) == 3 and sum(s["size"] for s in manifest["shards"]) == len(cands)
+    assert len(glob.glob(str(out / "indexes" / "shard-*-of-00003"))) == 3
+
+
+def test_scann_recall_and_identical_output_twice(link_data, tmp_path):
+    root, cands, cand_ids, queries, query_ids = link_data
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        _run(_link_args(root, out, "--num_shards", "2", "--num_output_shards", "3"))
+        runs.append(out)
+    want_ids, _ = oracle_topk(queries, cands, cand_ids, 10)
+    got = read_matches(str(runs[0]))
+    found = set(zip(got.query_id, got.candidate_id, strict=True))
+    truth = {(q, c) for q, row in zip(query_ids, want_ids, strict=True) for c in row}
+    recall = len(found & truth) / len(truth)
+    assert recall >= 0.95, recall
+    manifest = read_manifest(str(runs[0]))
+    assert {s["kind"] for s in manifest["shards"]} == {"scann"}
+    files = sorted(os.listdir(runs[0] / "matches"))
+    assert files == [f"matches-{i:05d}-of-00003.parquet" for i in range(3)]
+    for f in files:
+        assert (runs[0] / "matches" / f).read_bytes() == (runs[1] / "matches" / f).read_bytes()
+    # Exact rescoring: reported distances are the true cosine distances of the pairs.
+    idx = {c: i for i, c in enumerate(cand_ids)}
+    qdx = {q: i for i, q in enumerate(query_ids)}
+    d = 1 - np.einsum("ij,ij->i", queries[[qdx[q] for q in got.query_id]].astype(np.float64),
+                      cands[[idx[c] for c in got.candidate_id]].astype(np.float64))
+    np.testing.assert_allclose(got.distance, d, atol=1e-6)
+
+
+def test_dedup_pairs_once_no_self_pairs(tmp_path):
+    vecs, _ = make_link_vectors(3000, 1, 16, clusters=30, seed=5)
+    ids = np.array([f"r{i:05d}" for i in range(len(vecs))], dtype=object)
+    write_vector_corpus(str(tmp_path / "in"), ids, vecs, fmt="csv", files=2)
+    out = tmp_path / "out"
+    _run(["--input", str(tmp_path / "in" / "*.csv"), "--output", str(out), "--top_k", "5",
+          "--index", "exact", "--max_distance", "0.2", "--output_format", "jsonl"])
+    got = read_matches(str(out))
+    assert (got.query_id < got.candidate_id).all()
+    assert not got.duplicated(["query_id", "candidate_id"]).any()
+    want_ids, want_d = oracle_topk(vecs, vecs, ids, 5, exclude=np.eye(len(vecs), dtype=bool))
+    truth = {tuple(sorted((q, c))) for q, row, drow in zip(ids, want_ids, want_d, strict=True)
+             for c, d in zip(row, drow, strict=True) if d <= 0.2}
+    assert set(zip(got.query_id, got.candidate_id, strict=True)) == truth
+    assert (got.distance <= 0.2).all()
+
+
+@pytest.mark.parametrize("fmt", ["tfrecord", "csv"])
+def test_other_formats_round_trip(tmp_path, fmt):
+    from transforms.io import encode_example, frame_tfrecord
+
+    cands, queries = make_link_vectors(400, 20, 8, clusters=5, seed=7)
+    cand_ids = np.array([f"c{i}" for i in range(len(cands))], dtype=object)
+    qids = np.array([f"q{i}" for i in range(len(queries))], dtype=object)
+    if fmt == "tfrecord":
+        for name, ids, vecs in (("c", cand_ids, cands), ("q", qids, queries)):
+            os.makedirs(tmp_path / name)
+            with open(tmp_path / name / "part.tfrecord", "wb") as fh:
+                for i, v in zip(ids, vecs, strict=True):
+                    fh.write(frame_tfrecord(encode_example({"id": [i], "embedding": v.tolist()})))
+    else:
+        write_vector_corpus(str(tmp_path / "c"), cand_ids, cands, fmt=fmt)
+        write_vector_corpus(str(tmp_path / "q"), qids, queries, fmt=fmt)
+    out = tmp_path / "out"
+    _run(["--queries", str(tmp_path / "q" / "*"), "--candidates", str(tmp_path / "c" / "*"),
+          "--output", str(out), "--top_k", "3", "--index", "exact", "--output_format", fmt])
+    got = read_matches(str(out)).sort_values(["query_id", "rank"])
+    want_ids, _ = oracle_topk(queries, cands, cand_ids, 3)
+    order = np.argsort(qids.astype(str))
+    np.testing.assert_array_equal(got.candidate_id.to_numpy().reshape(-1, 3), want_ids[order])
+
+
+def test_too_many_bad_records_fail_clearly(tmp_path):
+    cands, _ = make_link_vectors(200, 1, 8, seed=1)
+    ids = [f"c{i}" for i in range(200)]
+    write_vector_corpus(str(tmp_path / "c"), ids, cands, fmt="jsonl")
+    with open(tmp_path / "q.jsonl", "w") as fh:
+        fh.write('{"id": "q1", "embedding": [1,2,3,4,5,6,7,8]}\n' + "garbage\n" * 5)
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="max_bad_record_ratio"):
+        _run(["--queries", str(tmp_path / "q.jsonl"), "--candidates", str(tmp_path / "c" / "*"),
+              "--output", str(out), "--index", "exact"])
+    manifest = read_manifest(str(out))
+    assert manifest["exit_state"] == "failed" and "max_bad_record_ratio" in manifest["error"]
+
+
+def test_glob_matching_nothing_names_the_flag(tmp_path):
+    (tmp_path / "q.jsonl").write_text('{"id": "q1", "embedding": [1, 2]}\n')
+    with pytest.raises((ConfigError, FileNotFoundError, ValueError), match="--candidates"):
+        run_job(["--queries", str(tmp_path / "q.jsonl"), "--candidates", str(tmp_path / "none*.parquet"),
+                 "--output", str(tmp_path / "o")])
+
+
+def test_summary_cli(link_data, tmp_path, capsys):
+    from beam_jobs.cli import main
+
+    root = link_data[0]
+    code = main(_link_args(root, tmp_path / "o", "--index", "exact", "--runner", "DirectRunner"))
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "pairs:       3000 written" in text and "rejected:    6" in text
+    assert pd.notna(read_manifest(str(tmp_path / "o"))["wall_seconds"])

@@ -1,0 +1,139 @@
+"""The run manifest: what ran, on what, with which settings, and what came out.
+
+``WriteManifest`` writes ``DIR/manifest.json`` from inside the pipeline (so a Dataflow run, whose
+launcher returns at once, still gets one) with the flags, stack versions, counts, index params per
+shard and ``exit_state``. A local run's launcher then adds wall times per stage from Beam metrics and
+the final exit state with :func:`update_manifest`.
+
+It also enforces ``--max_bad_record_ratio`` over all dead letters of the run, after writing the
+manifest, so a failed run still explains itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from importlib import metadata
+from typing import Any
+
+import apache_beam as beam
+
+__all__ = ["WriteManifest", "stack_versions", "update_manifest", "read_manifest", "BadRecordRatioError",
+           "bad_record_verdict"]
+
+_LOGGER = logging.getLogger(__name__)
+_STACK = ("apache-beam", "tensorflow", "tensorflow-transform", "tfx-bsl", "scann", "numpy", "pyarrow",
+          "pandas", "corpus-matcher")
+
+
+class BadRecordRatioError(RuntimeError):
+    """Too many records were rejected for the run's result to be trusted."""
+
+
+def stack_versions() -> dict[str, str]:
+    out = {}
+    for name in _STACK:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def bad_record_verdict(rows_read: int, dead_letters: int, max_ratio: float) -> tuple[bool, str]:
+    """(ok, message) for the bad-record limit. An empty input is never ok."""
+    if rows_read <= 0:
+        return False, "no records were read (empty input)"
+    ratio = dead_letters / rows_read
+    msg = (f"{dead_letters} of {rows_read} records were rejected (ratio {ratio:.4f}, "
+           f"--max_bad_record_ratio {max_ratio}); see dead_letters/")
+    return ratio <= max_ratio, msg
+
+
+def manifest_path(output_dir: str) -> str:
+    return f"{output_dir}/manifest.json"
+
+
+def read_manifest(output_dir: str) -> dict[str, Any]:
+    from transforms.artifacts import read_text
+
+    return json.loads(read_text(manifest_path(output_dir)))
+
+
+def update_manifest(output_dir: str, **fields: Any) -> dict[str, Any]:
+    """Merges ``fields`` into an existing manifest (or creates one) and rewrites it."""
+    from transforms.artifacts import write_text
+
+    try:
+        manifest = read_manifest(output_dir)
+    except (OSError, ValueError):
+        manifest = {}
+    manifest.update(fields)
+    write_text(manifest_path(output_dir), json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    return manifest
+
+
+class _WriteManifestFn(beam.DoFn):
+    def __init__(self, output_dir: str, static: dict[str, Any], max_bad_record_ratio: float):
+        self._output_dir = output_dir
+        self._static = static
+        self._max_ratio = max_bad_record_ratio
+
+    def process(self, _: Any, counts: dict[str, Any], dead_letters: dict[str, int],
+                shards: list) -> Iterator[dict[str, Any]]:
+        from transforms.artifacts import write_text
+
+        rows_read = sum(v for k, v in counts.items() if k.endswith("_read"))
+        total_dead = sum(dead_letters.values())
+        ok, message = bad_record_verdict(rows_read, total_dead, self._max_ratio)
+        manifest = dict(self._static)
+        manifest["counts"] = dict(sorted(counts.items())) | {
+            "dead_letters": dict(sorted(dead_letters.items())), "dead_letters_total": total_dead}
+        manifest["shards"] = [
+            {"shard": s.shard, "path": s.path, "size": s.size, "kind": s.kind, "params": s.params}
+            for s in sorted(shards, key=lambda s: s.shard)]
+        manifest["exit_state"] = "pipeline_completed" if ok else "failed"
+        if not ok:
+            manifest["error"] = message
+        write_text(manifest_path(self._output_dir),
+                   json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        _LOGGER.info("wrote %s", manifest_path(self._output_dir))
+        if not ok:
+            raise BadRecordRatioError(message)
+        yield manifest
+
+
+class WriteManifest(beam.PTransform):
+    """Writes manifest.json once every input it reports on is complete.
+
+    Args:
+        output_dir: the run's output directory.
+        static: JSON-able facts known at launch (flags, versions, mode).
+        counts: dict name -> singleton PCollection of int.
+        dead_letter_counts: singleton PCollection of {stage: count}.
+        shards: PCollection of ShardIndexInfo.
+        max_bad_record_ratio: the run fails above this share of rejected records.
+    """
+
+    def __init__(self, *, output_dir: str, static: dict[str, Any], counts: dict[str, Any],
+                 dead_letter_counts, shards, max_bad_record_ratio: float):
+        super().__init__()
+        self._output_dir = output_dir
+        self._static = static
+        self._counts = counts
+        self._dead = dead_letter_counts
+        self._shards = shards
+        self._max_ratio = max_bad_record_ratio
+
+    def expand(self, pbegin):
+        named = [pc | f"Name{name}" >> beam.Map(lambda v, n=name: (n, v))
+                 for name, pc in sorted(self._counts.items())]
+        counts = named | "FlattenCounts" >> beam.Flatten()
+        return (pbegin
+                | "Once" >> beam.Create([None])
+                | "WriteManifest" >> beam.ParDo(
+                    _WriteManifestFn(self._output_dir, self._static, self._max_ratio),
+                    counts=beam.pvalue.AsDict(counts),
+                    dead_letters=beam.pvalue.AsSingleton(self._dead),
+                    shards=beam.pvalue.AsList(self._shards)))

@@ -1,0 +1,260 @@
+"""Searches query batches against shard indices and merges each query's top-K across shards.
+
+Flow: every query batch fans out to the shards that can hold its neighbours (all shards, unless a
+router narrows them), grouped so each group loads one shard index once and searches all its batches
+with one ``search`` call per batch; each shard returns its top-K with exact distances; per query batch
+the partial results of all shards are merged as arrays (ties broken by candidate id) and, with
+``rescore='wasserstein'``, the kept pairs are rescored and re-ranked.
+
+Everything moves as numpy batches; nothing here is per vector or per neighbour.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from transforms import metrics
+from transforms.schema import NeighborBatch, PairBatch, ShardIndexInfo, VectorBatch
+
+__all__ = ["SearchShards", "MergeTopK", "merge_partials", "neighbors_to_pairs",
+           "wasserstein_1d", "load_shard", "PartialResult"]
+
+_LOGGER = logging.getLogger(__name__)
+# Query batches of one shard are split over this many groups per million queries, so one shard's
+# search can run on several workers.
+QUERIES_PER_SEARCH_GROUP = 1_000_000
+
+
+class PartialResult(NamedTuple):
+    """One shard's top-K for one query batch (rows align with the batch's ids)."""
+
+    shard: int
+    query_ids: np.ndarray  # object [n]
+    candidate_ids: np.ndarray  # object [n, k] ('' = empty slot)
+    distances: np.ndarray  # float64 [n, k] (inf = empty slot)
+    query_vectors: np.ndarray | None  # float32 [n, d], only for wasserstein rescoring
+    candidate_vectors: np.ndarray | None  # float32 [n, k, d], only for wasserstein rescoring
+
+
+class _LoadedShard(NamedTuple):
+    index: Any
+    ids: np.ndarray
+
+
+_CACHE: collections.OrderedDict[str, _LoadedShard] = collections.OrderedDict()
+_CACHE_LOCK = threading.Lock()
+# Shards kept loaded per worker process: enough for two harness threads on different shards, small
+# enough that memory stays bounded by a couple of shards.
+_CACHE_SIZE = 2
+
+
+def load_shard(path: str) -> _LoadedShard:
+    """Loads a published shard index (copying it down from remote storage), cached per process."""
+    from transforms.artifacts import fetch_dir
+    from transforms.build import IDS_FILE
+    from transforms.index import NeighborIndex
+
+    with _CACHE_LOCK:
+        if path in _CACHE:
+            _CACHE.move_to_end(path)
+            return _CACHE[path]
+    start = time.perf_counter()
+    local = fetch_dir(path)
+    loaded = _LoadedShard(index=NeighborIndex.load(local),
+                          ids=np.load(os.path.join(local, IDS_FILE), allow_pickle=False).astype(object))
+    _LOGGER.info("loaded shard index %s (%d vectors) in %.1f s", path, len(loaded.ids),
+                 time.perf_counter() - start)
+    with _CACHE_LOCK:
+        _CACHE[path] = loaded
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return loaded
+
+
+class _FanOutFn(beam.DoFn):
+    """(batch_key, VectorBatch) -> (group, (batch_key, VectorBatch)) for every shard to search."""
+
+    def process(self, element: tuple[str, VectorBatch], shards: list[ShardIndexInfo],
+                num_queries: int) -> Iterator[tuple[str, tuple[str, VectorBatch]]]:
+        from transforms.sharding import stable_hash64
+
+        batch_key, batch = element
+        groups = max(1, -(-num_queries // QUERIES_PER_SEARCH_GROUP))
+        sub = int(stable_hash64(np.array([batch_key], dtype=object))[0] % groups)
+        for info in shards:
+            yield f"{info.shard:05d}/{sub:04d}", (batch_key, batch)
+
+
+class _SearchShardFn(beam.DoFn):
+    def __init__(self, *, top_k: int, exclude_self: bool, keep_vectors: bool):
+        self._top_k = top_k
+        self._exclude_self = exclude_self
+        self._keep_vectors = keep_vectors
+        self._queries = Metrics.counter(metrics.NAMESPACE, "shard_query_searches")
+        self._ms = Metrics.distribution(metrics.NAMESPACE, "search_ms")
+
+    def process(self, element: tuple[str, Iterable[tuple[str, VectorBatch]]],
+                shards: dict[int, ShardIndexInfo]) -> Iterator[tuple[str, PartialResult]]:
+        group, batches = element
+        shard = int(group.split("/")[0])
+        info = shards[shard]
+        loaded = load_shard(info.path)
+        k_fetch = self._top_k + (1 if self._exclude_self else 0)
+        start, searched = time.perf_counter(), 0
+        for batch_key, batch in batches:
+            positions, distances = loaded.index.search(batch.vectors, k_fetch)
+            found = positions >= 0
+            cand_ids = np.where(found, loaded.ids[np.where(found, positions, 0)], "")
+            if self._exclude_self:
+                # Drop the query itself; keep the k nearest others (order is preserved).
+                is_self = cand_ids == batch.ids[:, None]
+                distances = np.where(is_self, np.inf, distances)
+                cand_ids = np.where(is_self, "", cand_ids)
+                order = np.argsort(is_self, axis=1, kind="stable")[:, : self._top_k]
+                cand_ids = np.take_along_axis(cand_ids, order, axis=1)
+                distances = np.take_along_axis(distances, order, axis=1)
+                positions = np.take_along_axis(np.where(is_self, -1, positions), order, axis=1)
+            qv = cv = None
+            if self._keep_vectors:
+                qv = batch.vectors
+                cv = loaded.index.vectors[np.maximum(positions, 0)]
+            searched += len(batch)
+            yield batch_key, PartialResult(shard, batch.ids, cand_ids.astype(object),
+                                           distances.astype(np.float64), qv, cv)
+        elapsed = time.perf_counter() - start
+        self._queries.inc(searched)
+        self._ms.update(int(elapsed * 1000))
+        _LOGGER.info("searched %d queries in shard %d (group %s) in %.1f s (%.0f queries/s)",
+                     searched, shard, group, elapsed, searched / max(elapsed, 1e-9))
+
+
+def wasserstein_1d(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """1-D Wasserstein distance between the value distributions of vectors, row-wise.
+
+    For two samples of equal size d (every vector here has the corpus' dimension) the distance
+    between their empirical distributions is the mean absolute difference of the sorted values,
+    which is what ``scipy.stats.wasserstein_distance(u_row, v_row)`` computes.
+
+    Args:
+        u: [..., d] array; v: array broadcastable to u.
+    Returns:
+        float64 array of shape u.shape[:-1] (broadcast).
+    """
+    su = np.sort(np.asarray(u, dtype=np.float64), axis=-1)
+    sv = np.sort(np.asarray(v, dtype=np.float64), axis=-1)
+    return np.abs(su - sv).mean(axis=-1)
+
+
+def merge_partials(partials: list[PartialResult], top_k: int, rescore: str = "exact") -> NeighborBatch:
+    """Merges shards' top-K for one query batch into the global top-K, ties broken by candidate id."""
+    partials = sorted(partials, key=lambda p: p.shard)
+    query_ids = partials[0].query_ids
+    cand = np.concatenate([p.candidate_ids for p in partials], axis=1)
+    dist = np.concatenate([p.distances for p in partials], axis=1)
+    cand_str = cand.astype(str)
+    order = np.lexsort((cand_str, dist), axis=-1)[:, :top_k]
+    cand = np.take_along_axis(cand, order, axis=1)
+    dist = np.take_along_axis(dist, order, axis=1)
+    if rescore == "wasserstein":
+        vecs = np.concatenate([p.candidate_vectors for p in partials], axis=1)
+        vecs = np.take_along_axis(vecs, order[:, :, None], axis=1)
+        new = wasserstein_1d(partials[0].query_vectors[:, None, :], vecs)
+        dist = np.where(np.isfinite(dist), new, np.inf)
+        reorder = np.lexsort((cand.astype(str), dist), axis=-1)
+        cand = np.take_along_axis(cand, reorder, axis=1)
+        dist = np.take_along_axis(dist, reorder, axis=1)
+    return NeighborBatch(batch_key="", query_ids=query_ids, candidate_ids=cand, distances=dist)
+
+
+def neighbors_to_pairs(nb: NeighborBatch, *, max_distance: float | None,
+                       canonical: bool) -> PairBatch:
+    """Flattens a NeighborBatch to pair rows (rank = position in the top-K, 1 = nearest).
+
+    Empty slots and pairs farther than ``max_distance`` are dropped. With ``canonical`` (dedup mode)
+    each pair is written with the smaller id first; the same pair found from both sides is then
+    removed where pairs are grouped for writing.
+    """
+    n, k = nb.candidate_ids.shape
+    ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int64), (n, k))
+    qids = np.broadcast_to(nb.query_ids[:, None], (n, k))
+    keep = np.isfinite(nb.distances) & (nb.candidate_ids != "")
+    if max_distance is not None:
+        keep &= nb.distances <= max_distance
+    q, c, r, d = qids[keep], nb.candidate_ids[keep], ranks[keep], nb.distances[keep]
+    if canonical:
+        swap = c.astype(str) < q.astype(str)
+        q, c = np.where(swap, c, q), np.where(swap, q, c)
+    return PairBatch(query_ids=q.astype(object), candidate_ids=c.astype(object),
+                     ranks=r.astype(np.int64), distances=d.astype(np.float64))
+
+
+class _MergeFn(beam.DoFn):
+    def __init__(self, *, top_k: int, rescore: str, max_distance: float | None, canonical: bool):
+        self._top_k = top_k
+        self._rescore = rescore
+        self._max_distance = max_distance
+        self._canonical = canonical
+        self._merged = Metrics.counter(metrics.NAMESPACE, "queries_merged")
+
+    def process(self, element: tuple[str, Iterable[PartialResult]]) -> Iterator[PairBatch]:
+        batch_key, partials = element
+        nb = merge_partials(list(partials), self._top_k, self._rescore)
+        self._merged.inc(len(nb.query_ids))
+        yield neighbors_to_pairs(nb, max_distance=self._max_distance, canonical=self._canonical)
+
+
+class SearchShards(beam.PTransform):
+    """(batch_key, VectorBatch) queries x ShardIndexInfo shards -> (batch_key, PartialResult).
+
+    Args:
+        shards: PCollection of ShardIndexInfo.
+        num_queries: singleton PCollection with the query count (sizes the search groups).
+        top_k: neighbours per query.
+        exclude_self: dedup mode: a record is never its own neighbour.
+        keep_vectors: carry vectors for rescoring after the merge (wasserstein).
+    """
+
+    def __init__(self, *, shards, num_queries, top_k: int, exclude_self: bool = False,
+                 keep_vectors: bool = False):
+        super().__init__()
+        if top_k < 1:
+            raise ValueError("top_k must be >= 1")
+        self._shards = shards
+        self._num_queries = num_queries
+        self._fn = _SearchShardFn(top_k=top_k, exclude_self=exclude_self, keep_vectors=keep_vectors)
+
+    def expand(self, query_batches):
+        by_shard = self._shards | "KeyByShard" >> beam.Map(lambda info: (info.shard, info))
+        return (query_batches
+                | "FanOutToShards" >> beam.ParDo(
+                    _FanOutFn(), shards=beam.pvalue.AsList(self._shards),
+                    num_queries=beam.pvalue.AsSingleton(self._num_queries))
+                | "GroupByShard" >> beam.GroupByKey()
+                | "SearchShard" >> beam.ParDo(self._fn, shards=beam.pvalue.AsDict(by_shard)))
+
+
+class MergeTopK(beam.PTransform):
+    """(batch_key, PartialResult) from every searched shard -> PairBatch of the global top-K."""
+
+    def __init__(self, *, top_k: int, rescore: str = "exact", max_distance: float | None = None,
+                 canonical: bool = False):
+        super().__init__()
+        if rescore not in ("exact", "wasserstein"):
+            raise ValueError(f"rescore must be 'exact' or 'wasserstein', got {rescore!r}")
+        self._fn = _MergeFn(top_k=top_k, rescore=rescore, max_distance=max_distance,
+                            canonical=canonical)
+
+    def expand(self, partials):
+        return (partials
+                | "GroupByQueryBatch" >> beam.GroupByKey()
+                | "MergeTopK" >> beam.ParDo(self._fn))

@@ -1,0 +1,383 @@
+"""Validation: turns raw rows into clean batches, sending every bad record to dead letters.
+
+``ValidateRecords`` checks ids (present, non-empty) and either the precomputed vector (numeric,
+finite, non-zero under cosine) or, when the job embeds, the text/numeric fields to embed. Vectors of a
+length other than the corpus' dimension are rejected by ``CheckDims`` once the dimension is known (the
+most common length over both corpora, computed in the pipeline). Duplicate ids are found later, where
+records are grouped by id hash (``transforms.sharding.ShardRecords``), since no single batch can see them.
+
+Vectors leave this module already prepared for the chosen distance (L2-normalised for cosine).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
+
+from transforms import metrics
+from transforms.dead_letters import DEAD_LETTER_TAG, DeadLetter, make_dead_letter
+from transforms.schema import MAX_TEXT_CHARS, FeatureBatch, RawBatch, VectorBatch
+
+__all__ = ["ValidateRecords", "ValidateResult", "CheckDims", "validate_vectors", "validate_features"]
+
+_LOGGER = logging.getLogger(__name__)
+STAGE = "validate"
+_ZERO_NORM = 1e-30
+
+
+class ValidateResult(NamedTuple):
+    batches: beam.PCollection
+    dead_letters: beam.PCollection
+
+
+def _origins(raw: RawBatch, rows: np.ndarray) -> np.ndarray:
+    return np.array([f"{raw.source}#{raw.first_row + int(r)}" for r in rows], dtype=object)
+
+
+def _row_payload(raw: RawBatch, i: int) -> Any:
+    if raw.rows is not None:
+        return raw.rows[i]
+    return raw.table.slice(i, 1).to_pylist()[0]
+
+
+def _scalar(value: Any) -> Any:
+    """Unwraps length-1 lists (tf.Example features are lists) for scalar fields."""
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        return value[0]
+    return value
+
+
+def _read_ids(raw: RawBatch, id_field: str) -> list[str | None]:
+    if raw.table is not None:
+        if id_field not in raw.table.schema.names:
+            return [None] * raw.table.num_rows
+        values = raw.table.column(id_field).to_pylist()
+    else:
+        values = [_scalar(row.get(id_field)) if isinstance(row, dict) else None for row in raw.rows]
+    ids: list[str | None] = []
+    for v in values:
+        if v is None or isinstance(v, (list, tuple, dict)):
+            ids.append(None)
+            continue
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", errors="replace")
+        if isinstance(v, float) and v.is_integer():  # csv/json numbers: 12.0 -> '12'
+            v = int(v)
+        text = str(v).strip()
+        ids.append(text or None)
+    return ids
+
+
+def _parse_vector(value: Any) -> np.ndarray:
+    """One row's vector from a list, tuple, numpy array or JSON array string. Raises ValueError."""
+    if isinstance(value, (bytes, str)):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"vector is not a JSON array: {e}") from None
+    if value is None:
+        raise ValueError("vector is missing")
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        raise ValueError(f"vector must be a list of numbers, got {type(value).__name__}")
+    if any(isinstance(x, (bool, str, bytes, list, dict)) or x is None for x in value):
+        raise ValueError("vector has non-numeric values")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"vector has non-numeric values: {e}") from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError("vector must be a non-empty flat list")
+    return arr
+
+
+def _table_vectors(table: pa.RecordBatch, field: str) -> tuple[list[np.ndarray | None], list[str]] | None:
+    """Fast path for Arrow list<number> columns: (vectors or None per row, error per row) or None."""
+    col = table.column(field)
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
+        return None
+    if not (pa.types.is_floating(col.type.value_type) or pa.types.is_integer(col.type.value_type)):
+        return None
+    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float64)
+    out: list[np.ndarray | None] = []
+    errors: list[str] = []
+    offset = 0
+    for n in lengths:
+        if n is None or (isinstance(n, float) and math.isnan(n)):
+            out.append(None)
+            errors.append("vector is missing")
+            continue
+        n = int(n)
+        out.append(flat[offset:offset + n])
+        errors.append("" if n else "vector must be a non-empty flat list")
+        offset += n
+    return out, errors
+
+
+def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: str,
+                     distance: str) -> tuple[list[VectorBatch], list[DeadLetter]]:
+    """Validates ids and vectors of one raw batch.
+
+    Returns one VectorBatch per distinct vector length present (usually one) and the dead letters.
+    Vectors are float32, finite, L2-normalised when ``distance == 'cosine'``.
+    """
+    from transforms.index import prepare_vectors
+
+    n = len(raw)
+    ids = _read_ids(raw, id_field)
+    dead: list[DeadLetter] = []
+    fast = None
+    if raw.table is not None:
+        if vector_field in raw.table.schema.names:
+            fast = _table_vectors(raw.table, vector_field)
+            if fast is None:  # strings or mixed: parse row by row
+                values = raw.table.column(vector_field).to_pylist()
+        else:
+            values = [None] * n
+    else:
+        values = [_scalar(row.get(vector_field)) if vector_field not in ("",) else None
+                  for row in raw.rows]
+        # tf.Example float_list of length 1 was unwrapped by _scalar; a vector of length 1 stays a list.
+        values = [v if not isinstance(v, (int, float)) or isinstance(v, bool) else [v] for v in values]
+
+    good_rows: list[int] = []
+    vecs: list[np.ndarray] = []
+    for i in range(n):
+        if ids[i] is None:
+            dead.append(make_dead_letter(STAGE, None, f"missing or empty id field {id_field!r}",
+                                         _row_payload(raw, i), f"{raw.source}#{raw.first_row + i}"))
+            continue
+        if fast is not None:
+            vec, err = fast[0][i], fast[1][i]
+        else:
+            try:
+                vec, err = _parse_vector(values[i]), ""
+            except ValueError as e:
+                vec, err = None, str(e)
+        if not err and not np.all(np.isfinite(vec)):
+            err = "vector has NaN or infinite values"
+        if not err and distance == "cosine" and float(np.dot(vec, vec)) <= _ZERO_NORM:
+            err = "zero vector has no cosine distance"
+        if err:
+            dead.append(make_dead_letter(STAGE, ids[i], f"{err} (field {vector_field!r})",
+                                         _row_payload(raw, i), f"{raw.source}#{raw.first_row + i}"))
+            continue
+        good_rows.append(i)
+        vecs.append(vec)
+
+    batches: list[VectorBatch] = []
+    by_len: dict[int, list[int]] = {}
+    for j, v in enumerate(vecs):
+        by_len.setdefault(len(v), []).append(j)
+    for _, js in sorted(by_len.items()):
+        rows = np.array([good_rows[j] for j in js], dtype=np.int64)
+        mat = np.stack([vecs[j] for j in js]).astype(np.float64)
+        prepared, ok = prepare_vectors(mat, distance)
+        for j in np.flatnonzero(~ok):  # float32 overflow or underflow after the float64 checks
+            i = int(rows[j])
+            dead.append(make_dead_letter(STAGE, ids[i], "vector is not representable as float32",
+                                         _row_payload(raw, i), f"{raw.source}#{raw.first_row + i}"))
+        keep = np.flatnonzero(ok)
+        if len(keep):
+            batches.append(VectorBatch(
+                ids=np.array([ids[int(rows[j])] for j in keep], dtype=object),
+                vectors=np.ascontiguousarray(prepared[keep], dtype=np.float32),
+                origins=_origins(raw, rows[keep])))
+    return batches, dead
+
+
+def _text_value(value: Any) -> tuple[str | None, str]:
+    """A text field's value as str (None = missing) and an error ('' if fine)."""
+    value = _scalar(value)
+    if value is None:
+        return None, ""
+    if isinstance(value, float) and math.isnan(value):
+        return None, ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")  # documented: invalid bytes become U+FFFD
+    elif isinstance(value, (list, tuple, dict)):
+        return None, f"expected a text value, got {type(value).__name__}"
+    text = str(value)
+    if len(text) > MAX_TEXT_CHARS:  # documented: very long values are truncated, not rejected
+        text = text[:MAX_TEXT_CHARS]
+    return (text if text.strip() else None), ""
+
+
+def _numeric_value(value: Any) -> tuple[float | None, str]:
+    value = _scalar(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, ""
+    if isinstance(value, bool) or isinstance(value, (list, tuple, dict)):
+        return None, f"expected a number, got {value!r:.50}"
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        return None, f"expected a number, got {value!r:.50}"
+    if math.isnan(number):
+        return None, ""  # NaN in a numeric field means missing, like an empty cell
+    if not math.isfinite(number):
+        return None, f"numeric value is infinite: {value!r:.50}"
+    return number, ""
+
+
+def validate_features(raw: RawBatch, *, role: str, id_field: str, text_fields: tuple[str, ...],
+                      numeric_fields: tuple[str, ...]) -> tuple[list[FeatureBatch], list[DeadLetter]]:
+    """Validates ids and the fields to embed; bad numeric values go to dead letters (stage 'preprocess').
+
+    Missing text or numeric values are kept as nulls (the preprocessing handles them); a record with
+    every embedded field missing has nothing to match on and is rejected.
+    """
+    n = len(raw)
+    ids = _read_ids(raw, id_field)
+    fields = list(text_fields) + list(numeric_fields)
+    if raw.table is not None:
+        names = set(raw.table.schema.names)
+        columns = {f: raw.table.column(f).to_pylist() if f in names else [None] * n for f in fields}
+    else:
+        columns = {f: [row.get(f) for row in raw.rows] for f in fields}
+    dead: list[DeadLetter] = []
+    keep: list[int] = []
+    out: dict[str, list] = {f: [] for f in fields}
+    for i in range(n):
+        origin = f"{raw.source}#{raw.first_row + i}"
+        if ids[i] is None:
+            dead.append(make_dead_letter(STAGE, None, f"missing or empty id field {id_field!r}",
+                                         _row_payload(raw, i), origin))
+            continue
+        row: dict[str, Any] = {}
+        error = ""
+        for f in text_fields:
+            row[f], err = _text_value(columns[f][i])
+            error = error or (err and f"field {f!r}: {err}")
+        for f in numeric_fields:
+            row[f], err = _numeric_value(columns[f][i])
+            error = error or (err and f"field {f!r}: {err}")
+        if not error and all(row[f] is None for f in fields):
+            error = f"every embedded field is missing ({', '.join(fields)})"
+        if error:
+            dead.append(make_dead_letter("preprocess", ids[i], error, _row_payload(raw, i), origin))
+            continue
+        keep.append(i)
+        for f in fields:
+            out[f].append(row[f])
+    if not keep:
+        return [], dead
+    arrays = [pa.array(out[f], type=pa.string()) for f in text_fields]
+    arrays += [pa.array(out[f], type=pa.float64()) for f in numeric_fields]
+    table = pa.RecordBatch.from_arrays(arrays, names=fields)
+    rows = np.array(keep, dtype=np.int64)
+    batch = FeatureBatch(ids=np.array([ids[i] for i in keep], dtype=object),
+                         origins=_origins(raw, rows), table=table)
+    return [batch], dead
+
+
+class _ValidateFn(beam.DoFn):
+    def __init__(self, role: str, id_field: str, vector_field: str, text_fields: tuple[str, ...],
+                 numeric_fields: tuple[str, ...], distance: str):
+        self._role = role
+        self._id_field = id_field
+        self._vector_field = vector_field
+        self._text_fields = text_fields
+        self._numeric_fields = numeric_fields
+        self._distance = distance
+        self._valid = Metrics.counter(metrics.NAMESPACE, f"{role}_valid")
+
+    def process(self, raw: RawBatch) -> Iterator[Any]:
+        if self._text_fields or self._numeric_fields:
+            batches, dead = validate_features(raw, role=self._role, id_field=self._id_field,
+                                              text_fields=self._text_fields,
+                                              numeric_fields=self._numeric_fields)
+        else:
+            batches, dead = validate_vectors(raw, role=self._role, id_field=self._id_field,
+                                             vector_field=self._vector_field, distance=self._distance)
+        for batch in batches:
+            self._valid.inc(len(batch))
+            yield batch
+        for letter in dead:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
+
+
+class ValidateRecords(beam.PTransform):
+    """RawBatch -> VectorBatch (or FeatureBatch when embedding) + dead letters."""
+
+    def __init__(self, *, role: str, id_field: str, vector_field: str = "embedding",
+                 text_fields: tuple[str, ...] = (), numeric_fields: tuple[str, ...] = (),
+                 distance: str = "cosine"):
+        super().__init__()
+        if not id_field:
+            raise ValueError("id_field must be non-empty")
+        if not (text_fields or numeric_fields) and not vector_field:
+            raise ValueError("give vector_field, or text_fields/numeric_fields to embed")
+        self._fn = _ValidateFn(role, id_field, vector_field, tuple(text_fields),
+                               tuple(numeric_fields), distance)
+
+    def expand(self, raw_batches):
+        out = raw_batches | "Validate" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG,
+                                                                           main="batches")
+        return ValidateResult(batches=out.batches, dead_letters=out[DEAD_LETTER_TAG])
+
+
+class _MostCommonLengthFn(beam.CombineFn):
+    """Sums {length: rows} counts; the output is the length with most rows (ties: the smaller)."""
+
+    def create_accumulator(self) -> dict[int, int]:
+        return {}
+
+    def add_input(self, acc: dict[int, int], counts: dict[int, int]) -> dict[int, int]:
+        for k, v in counts.items():
+            acc[k] = acc.get(k, 0) + v
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[dict[int, int]]) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for acc in accs:
+            self.add_input(out, acc)
+        return out
+
+    def extract_output(self, acc: dict[int, int]) -> int:
+        return min(acc, key=lambda k: (-acc[k], k)) if acc else 0
+
+
+class _CheckDimsFn(beam.DoFn):
+    def process(self, batch: VectorBatch, dims: int) -> Iterator[Any]:
+        if batch.vectors.shape[1] == dims:
+            yield batch
+            return
+        for rid, origin, vec in zip(batch.ids, batch.origins, batch.vectors, strict=True):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, make_dead_letter(
+                STAGE, rid, f"vector has length {len(vec)}, expected {dims} (the most common length)",
+                vec, origin))
+
+
+class CheckDims(beam.PTransform):
+    """Rejects vectors whose length differs from the most common length across all given corpora.
+
+    Input: a tuple of VectorBatch PCollections (one per corpus). Output: a tuple of the same size of
+    filtered PCollections, the dead letters, and the dimension as a singleton PCollection.
+    """
+
+    def expand(self, corpora):
+        lengths = [
+            c | f"Lengths{i}" >> beam.Map(lambda b: {int(b.vectors.shape[1]): len(b)})
+            for i, c in enumerate(corpora)
+        ]
+        dims = (lengths | "FlattenLengths" >> beam.Flatten()
+                | "MostCommonLength" >> beam.CombineGlobally(_MostCommonLengthFn()))
+        outs, dead = [], []
+        for i, c in enumerate(corpora):
+            res = c | f"CheckDims{i}" >> beam.ParDo(
+                _CheckDimsFn(), dims=beam.pvalue.AsSingleton(dims)).with_outputs(
+                    DEAD_LETTER_TAG, main="ok")
+            outs.append(res.ok)
+            dead.append(res[DEAD_LETTER_TAG])
+        dead_letters = dead | "FlattenDimDeadLetters" >> beam.Flatten()
+        return tuple(outs), dead_letters, dims
