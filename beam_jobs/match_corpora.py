@@ -24,6 +24,7 @@ from beam_jobs.options import MatchOptions
 from transforms.build import BuildShardIndexes
 from transforms.io import ReadCorpus, WriteDeadLetters, WriteMatches
 from transforms.manifest import BadRecordRatioError, WriteManifest, bad_record_verdict, stack_versions
+
 from transforms.schema import Role
 from transforms.search import MergeTopK, SearchShards
 from transforms.shard_records import ShardRecords, SplitQueryBatches, shard_count
@@ -60,7 +61,11 @@ def _count(pcoll, label: str):
 
 
 class _GateFn(beam.DoFn):
-    """Fails the run before any index is built when too many records were rejected."""
+    """Decides, before any index is built, whether too many records were rejected.
+
+    It does not raise: a failed verdict makes the build skip every shard, the dead letters are still
+    written, and WriteManifest fails the run after writing the manifest that explains why.
+    """
 
     def __init__(self, max_ratio: float):
         self._max_ratio = max_ratio
@@ -68,12 +73,17 @@ class _GateFn(beam.DoFn):
     def process(self, _: Any, rows_read: list[int], dead: int, candidates: int) -> Any:
         read = sum(rows_read)
         ok, message = bad_record_verdict(read, dead, self._max_ratio)
-        if not ok:
-            raise BadRecordRatioError(message)
-        if candidates == 0:
-            raise BadRecordRatioError("no valid candidate records: nothing to match against")
-        _LOGGER.info("validated: %d records read, %d rejected so far", read, dead)
-        yield {"rows_read": read, "rejected": dead}
+        if ok and candidates == 0:
+            ok, message = False, "no valid candidate records: nothing to match against"
+        if ok:
+            _LOGGER.info("validated: %d records read, %d rejected so far", read, dead)
+        else:
+            _LOGGER.error("stopping before the index build: %s", message)
+        yield {"ok": ok, "message": message, "rows_read": read, "rejected": dead}
+
+
+def _exact_params(shard_size: int) -> dict[str, Any]:
+    return {}
 
 
 def default_output_shards(cfg: MatchConfig) -> int:
@@ -135,7 +145,7 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
                                                                           role=cand_role)
     dead.append(cand_shards.dead_letters)
     params_for = (functools.partial(scann_params_for, cfg) if cfg.index == "scann"
-                  else functools.partial(dict))
+                  else _exact_params)
     infos = cand_shards.shards | "BuildShardIndexes" >> BuildShardIndexes(
         output_dir=cfg.output, distance=cfg.distance, kind=cfg.index, params_for=params_for,
         num_shards=num_shards, gate=gate)
@@ -172,7 +182,7 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
                                     | "SumIndexed" >> beam.CombineGlobally(sum))
     manifest = p | "Manifest" >> WriteManifest(
         output_dir=cfg.output, static=static_manifest or {}, counts=counts,
-        dead_letter_counts=dead_counts, shards=infos,
+        dead_letter_counts=dead_counts, shards=infos, gate=gate,
         max_bad_record_ratio=cfg.max_bad_record_ratio)
     return PipelineOutputs(pairs=pairs, shards=infos, dead_letters=all_dead, manifest=manifest)
 
@@ -214,12 +224,14 @@ def run_job(argv: list[str] | None = None, *, wait: bool | None = None):
         wait = local
     p = beam.Pipeline(options=options)
     build_pipeline(p, cfg, num_output_shards=num_output_shards, static_manifest=static)
-    start = time.time()
-    result = p.run()
-    if wait:
-        from beam_jobs.summary import finish_local_run
+    from beam_jobs.summary import finish_local_run
 
-        finish_local_run(result, cfg, start)
+    start = time.time()
+    if wait:
+        # Local runners may run the whole pipeline inside run(); both calls are watched.
+        result = finish_local_run(p.run, cfg, start)
+    else:
+        result = p.run()
     return result, cfg, wait
 
 

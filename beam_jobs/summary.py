@@ -42,9 +42,11 @@ def collect_metrics(result) -> dict[str, Any]:
     return out
 
 
-def finish_local_run(result, cfg: MatchConfig, start: float) -> None:
-    """Waits for the pipeline; records wall time, busy time per stage and the exit state."""
+def finish_local_run(run, cfg: MatchConfig, start: float):
+    """Runs the pipeline (``run`` is ``Pipeline.run``) and waits; records wall time, busy time per
+    stage and the exit state in the manifest. Returns the PipelineResult; re-raises a failure."""
     try:
+        result = run()
         result.wait_until_finish()
     except Exception as e:  # the runner's own error types vary; record it, then re-raise
         update_manifest(cfg.output, exit_state="failed", error=f"{type(e).__name__}: {e}"[:2000],
@@ -55,6 +57,7 @@ def finish_local_run(result, cfg: MatchConfig, start: float) -> None:
             for name, v in found["distributions"].items() if name.endswith("_ms")}
     update_manifest(cfg.output, exit_state="succeeded", wall_seconds=round(time.time() - start, 3),
                     stage_busy_seconds=busy, metrics=found["counters"])
+    return result
 
 
 def print_summary(result, cfg: MatchConfig, waited: bool) -> int:

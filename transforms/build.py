@@ -49,6 +49,8 @@ class _BuildShardIndexFn(beam.DoFn):
         from transforms.index import build_index
 
         shard, batch = element
+        if gate is not None and not gate["ok"]:
+            return  # the run is failing (see WriteManifest); do not spend hours building
         start = time.perf_counter()
         params = self._params_for(len(batch))
         index = build_index(batch.vectors, distance=self._distance, kind=self._kind, params=params,

@@ -81,12 +81,14 @@ class _WriteManifestFn(beam.DoFn):
         self._max_ratio = max_bad_record_ratio
 
     def process(self, _: Any, counts: dict[str, Any], dead_letters: dict[str, int],
-                shards: list) -> Iterator[dict[str, Any]]:
+                shards: list, gate: dict | None = None) -> Iterator[dict[str, Any]]:
         from transforms.artifacts import write_text
 
         rows_read = sum(v for k, v in counts.items() if k.endswith("_read"))
         total_dead = sum(dead_letters.values())
         ok, message = bad_record_verdict(rows_read, total_dead, self._max_ratio)
+        if ok and gate is not None and not gate["ok"]:
+            ok, message = False, gate["message"]
         manifest = dict(self._static)
         manifest["counts"] = dict(sorted(counts.items())) | {
             "dead_letters": dict(sorted(dead_letters.items())), "dead_letters_total": total_dead}
@@ -114,10 +116,11 @@ class WriteManifest(beam.PTransform):
         dead_letter_counts: singleton PCollection of {stage: count}.
         shards: PCollection of ShardIndexInfo.
         max_bad_record_ratio: the run fails above this share of rejected records.
+        gate: optional singleton verdict {ok, message} of the early bad-record check.
     """
 
     def __init__(self, *, output_dir: str, static: dict[str, Any], counts: dict[str, Any],
-                 dead_letter_counts, shards, max_bad_record_ratio: float):
+                 dead_letter_counts, shards, max_bad_record_ratio: float, gate=None):
         super().__init__()
         self._output_dir = output_dir
         self._static = static
@@ -125,15 +128,17 @@ class WriteManifest(beam.PTransform):
         self._dead = dead_letter_counts
         self._shards = shards
         self._max_ratio = max_bad_record_ratio
+        self._gate = gate
 
     def expand(self, pbegin):
         named = [pc | f"Name{name}" >> beam.Map(lambda v, n=name: (n, v))
                  for name, pc in sorted(self._counts.items())]
         counts = named | "FlattenCounts" >> beam.Flatten()
+        side = {"gate": beam.pvalue.AsSingleton(self._gate)} if self._gate is not None else {}
         return (pbegin
                 | "Once" >> beam.Create([None])
                 | "WriteManifest" >> beam.ParDo(
                     _WriteManifestFn(self._output_dir, self._static, self._max_ratio),
                     counts=beam.pvalue.AsDict(counts),
                     dead_letters=beam.pvalue.AsSingleton(self._dead),
-                    shards=beam.pvalue.AsList(self._shards)))
+                    shards=beam.pvalue.AsList(self._shards), **side))

@@ -1,0 +1,1 @@
+"""Offline tests of the Dataflow Flex Template files (templates/match_corpora) and their CLI."""

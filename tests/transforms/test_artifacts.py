@@ -1,0 +1,247 @@
+"""Tests for transforms.artifacts on local disk and on an in-memory ``mem://`` Beam filesystem.
+
+Beam 2.77's Python SDK ships no in-memory filesystem (the Java SDK has one), so this module registers a
+small one for scheme ``mem`` (Beam finds FileSystem subclasses by scheme when they are imported). It is
+only defined when no other ``mem`` filesystem is registered, since two would make Beam refuse the scheme.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import threading
+import uuid
+
+import pytest
+from apache_beam.io.filesystem import BeamIOError, CompressedFile, CompressionTypes, FileMetadata, FileSystem
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.artifacts import (
+    SUCCESS_MARKER,
+    IncompleteArtifactError,
+    fetch_dir,
+    join_path,
+    publish_dir,
+    read_bytes,
+    read_text,
+    write_bytes,
+    write_text,
+)
+
+
+def _mem_filesystems() -> list[type]:
+    return [fs for fs in FileSystem.get_all_subclasses() if fs.scheme() == "mem"]
+
+
+if not _mem_filesystems():
+
+    class _InMemoryFileSystem(FileSystem):
+        """Files as bytes in one process-wide dict; no directories (like an object store)."""
+
+        _FILES: dict[str, bytes] = {}
+        _LOCK = threading.Lock()
+
+        @classmethod
+        def scheme(cls):
+            return "mem"
+
+        def join(self, basepath, *paths):
+            return posixpath.join(basepath.rstrip("/") + "/", *(p.lstrip("/") for p in paths))
+
+        def split(self, path):
+            head, _, tail = path.rpartition("/")
+            return head, tail
+
+        def mkdirs(self, path):
+            pass
+
+        def has_dirs(self):
+            return False
+
+        def _list(self, dir_or_prefix):
+            with self._LOCK:
+                items = [(p, len(d)) for p, d in self._FILES.items() if p.startswith(dir_or_prefix)]
+            for path, size in items:
+                yield FileMetadata(path, size, 0.0)
+
+        def create(self, path, mime_type="application/octet-stream",
+                   compression_type=CompressionTypes.AUTO):
+            files, lock = self._FILES, self._LOCK
+
+            class _Writer(io.BytesIO):
+                def close(self):
+                    if not self.closed:
+                        with lock:
+                            files[path] = self.getvalue()
+                    super().close()
+
+            compression_type = FileSystem._get_compression_type(path, compression_type)
+            writer = _Writer()
+            if compression_type == CompressionTypes.UNCOMPRESSED:
+                return writer
+            return CompressedFile(writer, compression_type=compression_type)
+
+        def open(self, path, mime_type="application/octet-stream",
+                 compression_type=CompressionTypes.AUTO):
+            with self._LOCK:
+                if path not in self._FILES:
+                    raise FileNotFoundError(path)
+                reader = io.BytesIO(self._FILES[path])
+            compression_type = FileSystem._get_compression_type(path, compression_type)
+            if compression_type == CompressionTypes.UNCOMPRESSED:
+                return reader
+            return CompressedFile(reader, compression_type=compression_type)
+
+        def copy(self, source_file_names, destination_file_names):
+            with self._LOCK:
+                for src, dst in zip(source_file_names, destination_file_names, strict=True):
+                    self._FILES[dst] = self._FILES[src]
+
+        def rename(self, source_file_names, destination_file_names):
+            with self._LOCK:
+                missing = {s: FileNotFoundError(s) for s in source_file_names if s not in self._FILES}
+                if missing:
+                    raise BeamIOError("Rename operation failed", missing)
+                for src, dst in zip(source_file_names, destination_file_names, strict=True):
+                    self._FILES[dst] = self._FILES.pop(src)
+
+        def exists(self, path):
+            with self._LOCK:
+                return path in self._FILES or any(p.startswith(path.rstrip("/") + "/") for p in self._FILES)
+
+        def size(self, path):
+            with self._LOCK:
+                return len(self._FILES[path])
+
+        def last_updated(self, path):
+            return 0.0
+
+        def checksum(self, path):
+            return str(self.size(path))
+
+        def metadata(self, path):
+            return FileMetadata(path, self.size(path), 0.0)
+
+        def delete(self, paths):
+            with self._LOCK:
+                for path in paths:
+                    prefix = path.rstrip("/") + "/"
+                    doomed = [p for p in self._FILES if p == path or p.startswith(prefix)]
+                    if not doomed:
+                        raise BeamIOError("Delete operation failed", {path: FileNotFoundError(path)})
+                    for p in doomed:
+                        del self._FILES[p]
+
+
+@pytest.fixture
+def mem_dir():
+    """A fresh mem:// directory per test."""
+    return f"mem://artifacts-test/{uuid.uuid4().hex}"
+
+
+def _make_tree(root) -> dict[str, bytes]:
+    files = {
+        "index/params.json": b'{"leaves": 4}',
+        "index/data.bin": bytes(range(256)) * 10,
+        "ids.npy": b"\x93NUMPY fake",
+        "model.gz": b"\x1f\x8b not really gzip: must be copied byte for byte",
+        "empty.txt": b"",
+    }
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return files
+
+
+def _local_tree(root) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            out[os.path.relpath(full, root).replace(os.sep, "/")] = open(full, "rb").read()
+    return out
+
+
+@pytest.mark.parametrize("where", ["local", "mem"])
+def test_publish_fetch_round_trip(tmp_path, mem_dir, where):
+    files = _make_tree(tmp_path / "src")
+    dest = str(tmp_path / "published" / "shard-00000") if where == "local" else mem_dir + "/shard-00000"
+    publish_dir(str(tmp_path / "src"), dest)
+
+    marker = json.loads(read_text(join_path(dest, SUCCESS_MARKER)))
+    assert marker["files"] == {rel: len(data) for rel, data in files.items()}
+    assert read_bytes(join_path(dest, "model.gz")) == files["model.gz"]  # not re-compressed
+
+    fetched = fetch_dir(dest)
+    assert _local_tree(fetched) == files
+    into = fetch_dir(dest, str(tmp_path / "fetched"))
+    assert into == str(tmp_path / "fetched")
+    assert _local_tree(into) == files
+
+
+def test_fetch_refuses_unpublished_and_incomplete_dirs(tmp_path, mem_dir):
+    files = _make_tree(tmp_path / "src")
+    with pytest.raises(IncompleteArtifactError, match=SUCCESS_MARKER):
+        fetch_dir(mem_dir + "/never")
+
+    # Files copied but no marker yet (publisher died half way): refused.
+    write_bytes(join_path(mem_dir, "half", "ids.npy"), files["ids.npy"])
+    with pytest.raises(IncompleteArtifactError):
+        fetch_dir(mem_dir + "/half")
+
+    publish_dir(str(tmp_path / "src"), mem_dir + "/full")
+    FileSystems.delete([join_path(mem_dir, "full", "index", "data.bin")])
+    with pytest.raises(IncompleteArtifactError, match="missing"):
+        fetch_dir(mem_dir + "/full")
+
+    publish_dir(str(tmp_path / "src"), str(tmp_path / "local"))
+    (tmp_path / "local" / "ids.npy").write_bytes(b"short")
+    with pytest.raises(IncompleteArtifactError, match="bytes"):
+        fetch_dir(str(tmp_path / "local"))
+
+
+def test_republish_replaces_marker_and_ignores_stale_files(tmp_path, mem_dir):
+    _make_tree(tmp_path / "v1")
+    publish_dir(str(tmp_path / "v1"), mem_dir)
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "only.txt").write_bytes(b"v2")
+    publish_dir(str(tmp_path / "v2"), mem_dir)
+    assert _local_tree(fetch_dir(mem_dir)) == {"only.txt": b"v2"}
+
+
+def test_publish_empty_dir_and_bad_inputs(tmp_path, mem_dir):
+    (tmp_path / "empty").mkdir()
+    publish_dir(str(tmp_path / "empty"), mem_dir)
+    assert _local_tree(fetch_dir(mem_dir)) == {}
+    with pytest.raises(NotADirectoryError):
+        publish_dir(str(tmp_path / "missing"), mem_dir)
+    (tmp_path / "has_marker").mkdir()
+    (tmp_path / "has_marker" / SUCCESS_MARKER).write_bytes(b"")
+    with pytest.raises(ValueError, match=SUCCESS_MARKER):
+        publish_dir(str(tmp_path / "has_marker"), mem_dir)
+
+
+def test_fetch_rejects_unsafe_marker_paths(mem_dir):
+    write_text(join_path(mem_dir, SUCCESS_MARKER), json.dumps({"files": {"../evil": 1}}))
+    with pytest.raises(IncompleteArtifactError, match="unsafe"):
+        fetch_dir(mem_dir)
+
+
+@pytest.mark.parametrize("where", ["local", "mem"])
+def test_text_helpers_round_trip_without_leftovers(tmp_path, mem_dir, where):
+    base = str(tmp_path / "out") if where == "local" else mem_dir
+    path = join_path(base, "manifest.json")
+    write_text(path, '{"é": 1}\n')
+    write_text(path, '{"é": 2}\n')  # overwrite
+    assert read_text(path) == '{"é": 2}\n'
+    listed = [m.path for m in FileSystems.match([join_path(base, "*")])[0].metadata_list]
+    assert listed == [path]  # the temporary file was renamed, not left behind
+
+
+def test_join_path_keeps_scheme():
+    assert join_path("mem://bucket/dir/", "a", "b.txt") == "mem://bucket/dir/a/b.txt"
+    assert join_path("gs://bucket", "x") == "gs://bucket/x"
+    assert join_path("/tmp/x", "y") == os.path.join("/tmp/x", "y")

@@ -1,0 +1,407 @@
+"""Tests for transforms.io: reading every input format (and its bad rows), and deterministic writing.
+
+Pipelines run on ``BundleBasedDirectRunner``: the default ``DirectRunner`` first tries to download the
+Prism runner binary (slow, or a failed network call offline) before falling back; the bundle-based
+runner starts at once and supports everything used here (tagged outputs, Reshuffle, metrics).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
+
+from transforms.dead_letters import DeadLetter
+from transforms.io import (
+    ReadCorpus,
+    WriteDeadLetters,
+    WriteMatches,
+    check_glob_matches,
+    decode_example,
+    drop_duplicate_pairs,
+    encode_example,
+    format_for_path,
+    frame_tfrecord,
+    match_shard_path,
+    read_dead_letters,
+    read_matches,
+    write_match_shard,
+)
+from transforms.schema import MATCH_COLUMNS, OUTPUT_FORMATS, PairBatch
+
+RUNNER = os.environ.get("CM_TEST_RUNNER", "BundleBasedDirectRunner")
+
+
+def _pipeline() -> TestPipeline:
+    return TestPipeline(runner=RUNNER)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tiny input files
+
+
+def _write_parquet(path, n=5, row_group_size=3):
+    table = pa.table({"id": [f"p{i}" for i in range(n)],
+                      "embedding": [[float(i), float(i) + 0.5] for i in range(n)]})
+    pq.write_table(table, str(path), row_group_size=row_group_size)
+
+
+def _write_jsonl(path):
+    path.write_bytes(b"\n".join([
+        b'{"id": "j1", "embedding": [1, 2]}',
+        b'{"id": "j2", "embedding": [3,',  # line 2: truncated JSON
+        b"",  # blank: skipped, not an error
+        b"[1, 2]",  # line 4: not an object
+        b'{"id": "j\xff"}',  # line 5: invalid UTF-8
+        b'{"id": "j3", "embedding": [5, 6]}',
+    ]) + b"\n")
+
+
+_CSV = (b'id,embedding,label\n'
+        b'c1,"[1.0, 2.0]",x\n'
+        b'c2,"[3.0]",y,EXTRA\n'  # line 3: one field too many
+        b'c3,"[4.0]"\n'  # line 4: one too few
+        b'c4,"[5.0, 6.0]","z, quoted"\n'
+        b'\n'
+        b'c5,"[7.0]",\xff\n')  # line 7: invalid UTF-8
+
+
+def _tfrecord_bytes():
+    good = [encode_example({"id": "t1", "embedding": [0.5, 0.25]}),
+            encode_example({"id": "t2", "embedding": [1.0], "n": 3}),
+            encode_example({"id": "t3", "embedding": [2.0]})]
+    corrupt = bytearray(frame_tfrecord(encode_example({"id": "bad crc"})))
+    corrupt[14] ^= 0xFF  # a data byte: the data checksum no longer matches
+    truncated = frame_tfrecord(encode_example({"id": "cut"}))[:-3]
+    return b"".join([frame_tfrecord(good[0]), frame_tfrecord(b"\xff\xff\xff"), frame_tfrecord(good[1]),
+                     bytes(corrupt), frame_tfrecord(good[2]), truncated])
+
+
+def _flatten_batches(batch):
+    rows = batch.table.to_pylist() if batch.table is not None else batch.rows
+    return [(os.path.basename(batch.source), batch.first_row + i, json.dumps(row, sort_keys=True))
+            for i, row in enumerate(rows)]
+
+
+def _row(**fields):
+    return json.dumps(fields, sort_keys=True)
+
+
+def _dead_letters_are(expected: list[tuple[str, str]], directory: str):
+    """Matcher: one dead letter per (file name, error substring), stage 'read', full source path."""
+
+    def check(actual):
+        got = sorted((os.path.basename(d.source), d.error) for d in actual)
+        want = sorted(expected)
+        problems = []
+        if len(got) != len(want):
+            problems.append(f"{len(got)} dead letters, expected {len(want)}")
+        for (name, error), (want_name, fragment) in zip(got, want, strict=False):
+            if name != want_name or fragment not in error:
+                problems.append(f"{name}: {error!r} does not match {want_name}: {fragment!r}")
+        for d in actual:
+            if d.stage != "read" or d.record_id != "" or os.path.dirname(d.source) != directory:
+                problems.append(f"bad fields in {d}")
+        if problems:
+            raise BeamAssertException("; ".join(problems))
+
+    return check
+
+
+def _max_batch_len(limit):
+    def check(actual):
+        if not actual or max(actual) > limit:
+            raise BeamAssertException(f"batch lengths {actual} exceed {limit}")
+
+    return check
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+
+
+def test_read_auto_every_format_with_bad_rows(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    _write_parquet(d / "good.parquet")
+    (d / "bad.parquet").write_bytes(b"this is not parquet")
+    _write_jsonl(d / "rows.jsonl")
+    (d / "rows.csv.gz").write_bytes(gzip.compress(_CSV))
+    (d / "rows.tfrecord").write_bytes(_tfrecord_bytes())
+    (d / "notes.txt").write_text("no format")
+
+    p = _pipeline()
+    result = p | "ReadQueries" >> ReadCorpus(file_pattern=str(d / "*"), input_format="auto",
+                                             role="queries", batch_size=2)
+    expected_rows = [("good.parquet", i, _row(id=f"p{i}", embedding=[float(i), i + 0.5])) for i in range(5)]
+    expected_rows += [("rows.jsonl", 0, _row(id="j1", embedding=[1, 2])),
+                      ("rows.jsonl", 1, _row(id="j3", embedding=[5, 6])),
+                      ("rows.csv.gz", 0, _row(id="c1", embedding="[1.0, 2.0]", label="x")),
+                      ("rows.csv.gz", 1, _row(id="c4", embedding="[5.0, 6.0]", label="z, quoted")),
+                      ("rows.tfrecord", 0, _row(id=["t1"], embedding=[0.5, 0.25])),
+                      ("rows.tfrecord", 1, _row(id=["t2"], embedding=[1.0], n=[3])),
+                      ("rows.tfrecord", 2, _row(id=["t3"], embedding=[2.0]))]
+    assert_that(result.batches | "Flatten" >> beam.FlatMap(_flatten_batches), equal_to(expected_rows),
+                label="CheckRows")
+    assert_that(result.batches | "Len" >> beam.Map(len), _max_batch_len(2), label="CheckBatchSize")
+    expected_dead = [("bad.parquet", "not a valid parquet file"),
+                     ("notes.txt", "unknown file extension"),
+                     ("rows.jsonl", "line 2: invalid JSON"), ("rows.jsonl", "line 4: expected a JSON object"),
+                     ("rows.jsonl", "line 5: invalid UTF-8"),
+                     ("rows.csv.gz", "line 3: expected 3 fields, got 4"),
+                     ("rows.csv.gz", "line 4: expected 3 fields, got 2"),
+                     ("rows.csv.gz", "line 7: invalid UTF-8"),
+                     ("rows.tfrecord", "record 1: not a tf.Example"),
+                     ("rows.tfrecord", "record 3: data checksum mismatch"),
+                     ("rows.tfrecord", "record 5: truncated")]
+    assert_that(result.dead_letters, _dead_letters_are(expected_dead, str(d)), label="CheckDeadLetters")
+    assert_that(result.rows_read, equal_to([len(expected_rows) + len(expected_dead)]), label="CheckRowsRead")
+    outcome = p.run()
+    outcome.wait_until_finish()
+    counters = outcome.metrics().query(MetricsFilter().with_name("queries_read"))["counters"]
+    assert sum(c.committed for c in counters) == len(expected_rows) + len(expected_dead)
+
+
+def test_read_explicit_formats_ignore_extensions(tmp_path):
+    _write_parquet(tmp_path / "p.dat", n=2)
+    (tmp_path / "j.dat").write_text('{"id": "j", "embedding": [1.5]}\n')
+    (tmp_path / "c.dat").write_text('id,embedding\nc,"[1.5]"\n')
+    (tmp_path / "t.dat").write_bytes(frame_tfrecord(encode_example({"id": "t", "embedding": [1.5]})))
+
+    p = _pipeline()
+    reads = {fmt: p | f"Read{fmt}" >> ReadCorpus(file_pattern=str(tmp_path / f"{fmt[0]}.dat"),
+                                                  input_format=fmt, role="candidates")
+             for fmt in ("parquet", "jsonl", "csv", "tfrecord")}
+    wrong = p | "ReadJsonlAsParquet" >> ReadCorpus(file_pattern=str(tmp_path / "j.dat"),
+                                                   input_format="parquet", role="candidates")
+    expected = {"parquet": [("p.dat", 0, _row(id="p0", embedding=[0.0, 0.5])),
+                            ("p.dat", 1, _row(id="p1", embedding=[1.0, 1.5]))],
+                "jsonl": [("j.dat", 0, _row(id="j", embedding=[1.5]))],
+                "csv": [("c.dat", 0, _row(id="c", embedding="[1.5]"))],  # values stay strings
+                "tfrecord": [("t.dat", 0, _row(id=["t"], embedding=[1.5]))]}  # features stay lists
+    for fmt, read in reads.items():
+        assert_that(read.batches | f"Flatten{fmt}" >> beam.FlatMap(_flatten_batches),
+                    equal_to(expected[fmt]), label=f"Check{fmt}")
+        assert_that(read.dead_letters, equal_to([]), label=f"NoDeadLetters{fmt}")
+    assert_that(wrong.batches, equal_to([]), label="WrongHasNoRows")
+    assert_that(wrong.dead_letters, _dead_letters_are([("j.dat", "not a valid parquet file")],
+                                                      str(tmp_path)), label="WrongIsDeadLetter")
+    assert_that(wrong.rows_read, equal_to([1]), label="WrongCountsOne")
+    p.run().wait_until_finish()
+
+
+def test_read_empty_glob_fails_the_run(tmp_path):
+    p = _pipeline()
+    _ = p | ReadCorpus(file_pattern=str(tmp_path / "none*.parquet"), input_format="auto", role="input")
+    with pytest.raises(Exception, match="Empty match"):
+        p.run().wait_until_finish()
+
+
+def test_check_glob_matches(tmp_path):
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    (tmp_path / "b.jsonl").write_text("{}\n")
+    assert check_glob_matches(str(tmp_path / "*.jsonl"), "queries") == 2
+    with pytest.raises(ValueError, match="--candidates") as err:
+        check_glob_matches(str(tmp_path / "*.parquet"), "candidates")
+    assert "matches no files" in str(err.value)
+    with pytest.raises(ValueError, match="--input"):
+        check_glob_matches(str(tmp_path / "missing_dir" / "*"), "--input")
+    with pytest.raises(ValueError, match="--input"):
+        check_glob_matches("nosuchscheme://x/*", "input")
+
+
+@pytest.mark.parametrize("path,fmt", [
+    ("gs://b/x.parquet", "parquet"), ("a/B.PQ", "parquet"), ("x.jsonl", "jsonl"), ("x.json.gz", "jsonl"),
+    ("x.ndjson", "jsonl"), ("x.csv", "csv"), ("x.csv.gz", "csv"), ("x.tfrecord", "tfrecord"),
+    ("x.tfrecords.gz", "tfrecord"), ("x.parquet.gz", None), ("x.txt", None), ("noext", None),
+])
+def test_format_for_path(path, fmt):
+    assert format_for_path(path) == fmt
+
+
+def test_read_corpus_validates_arguments():
+    with pytest.raises(ValueError, match="input_format"):
+        ReadCorpus(file_pattern="x", input_format="xml", role="queries")
+    with pytest.raises(ValueError, match="role"):
+        ReadCorpus(file_pattern="x", input_format="auto", role="bogus")
+    with pytest.raises(ValueError, match="batch_size"):
+        ReadCorpus(file_pattern="x", input_format="auto", role="queries", batch_size=0)
+    with pytest.raises(ValueError, match="file_pattern"):
+        ReadCorpus(file_pattern=" ", input_format="auto", role="queries")
+    with pytest.raises(TypeError):
+        ReadCorpus("x", "auto", "queries")  # keyword-only
+
+
+# Serialized by tensorflow.core.example.example_pb2 (TF 2.21) from the same features, deterministic=True.
+_TF_GOLDEN = (b'\na\n\x1d\n\tembedding\x12\x10\x12\x0e\n\x0c\x00\x00\x00?\x00\x00\x80>\x00\x00\x80\xbf\n\t\n'
+              b'\x05empty\x12\x00\n\x0c\n\x02id\x12\x06\n\x04\n\x02q1\n\x17\n\x04rank\x12\x0f\x1a\r\n\x0b'
+              b'\x01\xfd\xff\xff\xff\xff\xff\xff\xff\xff\x01\n\x0e\n\x01z\x12\t\n\x07\n\x01a\n\x02\xc3\xa9')
+
+
+def test_example_codec_matches_tensorflow_bytes():
+    features = {"id": "q1", "rank": [1, -3], "embedding": [0.5, 0.25, -1.0], "z": [b"a", "é"], "empty": []}
+    assert encode_example(features) == _TF_GOLDEN
+    assert decode_example(_TF_GOLDEN) == {"embedding": [0.5, 0.25, -1.0], "empty": [], "id": ["q1"],
+                                          "rank": [1, -3], "z": ["a", "é"]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing matches
+
+
+def _pairs(rows) -> PairBatch:
+    q, c, r, d = zip(*rows, strict=True) if rows else ((), (), (), ())
+    return PairBatch(np.array(q, dtype=object), np.array(c, dtype=object), np.array(r, dtype=np.int64),
+                     np.array(d, dtype=np.float64))
+
+
+_ROWS = [
+    ("q,1", 'c"1', 1, 0.1 + 0.2),  # csv quoting; a float that needs all 17 digits
+    ("q,1", "c2", 2, 1e-300),
+    ("é-q2", "c\n3", 1, 5e-324),  # unicode; newline in an id; subnormal
+    ("é-q2", "c1", 2, 123456.789012345678),
+    ("q3", "c4", 1, -0.0),
+]
+
+
+def _frame(rows) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(MATCH_COLUMNS)).astype({"rank": np.int64, "distance": np.float64})
+    return frame.sort_values(["query_id", "rank", "candidate_id"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("fmt", OUTPUT_FORMATS)
+def test_write_match_shard_round_trip(tmp_path, fmt):
+    path = match_shard_path(str(tmp_path), fmt, 0, 1)
+    assert write_match_shard(path, _pairs(_ROWS[::-1]), fmt) == len(_ROWS)
+    got = read_matches(str(tmp_path))
+    assert list(got.columns) == list(MATCH_COLUMNS)
+    assert [str(t) for t in got.dtypes] == ["object", "object", "int64", "float64"]
+    pd.testing.assert_frame_equal(got, _frame(_ROWS))
+    assert np.array_equal(np.signbit(got["distance"]), np.signbit(_frame(_ROWS)["distance"]))
+    assert sorted(os.listdir(tmp_path / "matches")) == [os.path.basename(path)]  # no temp file left
+
+    again = tmp_path / "again"
+    write_match_shard(match_shard_path(str(again), fmt, 0, 1), _pairs([_ROWS[i] for i in (3, 0, 4, 2, 1)]),
+                      fmt)
+    assert (again / "matches" / os.path.basename(path)).read_bytes() == open(path, "rb").read()
+
+
+@pytest.mark.parametrize("fmt", OUTPUT_FORMATS)
+def test_write_match_shard_empty_is_valid(tmp_path, fmt):
+    assert write_match_shard(match_shard_path(str(tmp_path), fmt, 0, 1), _pairs([]), fmt) == 0
+    got = read_matches(str(tmp_path))
+    assert len(got) == 0
+    assert list(got.columns) == list(MATCH_COLUMNS)
+    assert [str(t) for t in got.dtypes] == ["object", "object", "int64", "float64"]
+
+
+def test_read_matches_without_files_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_matches(str(tmp_path))
+
+
+def test_drop_duplicate_pairs_keeps_lowest_rank():
+    pairs = _pairs([("a", "b", 3, 0.5), ("a", "b", 1, 0.5), ("a", "c", 2, 0.7), ("b", "c", 1, 0.1)])
+    kept = sorted(zip(*drop_duplicate_pairs(pairs), strict=True))
+    assert kept == [("a", "b", 1, 0.5), ("a", "c", 2, 0.7), ("b", "c", 1, 0.1)]
+
+
+def _many_rows(n_queries=12, k=3):
+    rng = np.random.default_rng(0)
+    return [(f"q{i}", f"c{j}", j + 1, float(rng.random())) for i in range(n_queries) for j in range(k)]
+
+
+def _run_write_matches(out_dir, batches, num_shards=5):
+    with _pipeline() as p:
+        pairs = p | "Pairs" >> beam.Create(batches, reshuffle=False)
+        for fmt in OUTPUT_FORMATS:
+            written = pairs | f"Write{fmt}" >> WriteMatches(output_dir=os.path.join(out_dir, fmt),
+                                                            output_format=fmt, num_shards=num_shards)
+            assert_that(written | f"Shard{fmt}" >> beam.Map(lambda kv: kv[0]),
+                        equal_to(list(range(num_shards))), label=f"EveryShard{fmt}")
+            assert_that(written | f"Rows{fmt}" >> beam.Map(lambda kv: kv[1])
+                        | f"Sum{fmt}" >> beam.CombineGlobally(sum),
+                        equal_to([sum(len(b) for b in batches)]), label=f"AllRows{fmt}")
+
+
+def test_write_matches_is_byte_identical_and_writes_every_shard(tmp_path):
+    rows = _many_rows()
+    rows[5] = ("q1", rows[5][1], rows[5][2], rows[4][3])  # a distance tie inside one query
+    first = [_pairs(rows[:10]), _pairs(rows[10:])]
+    order = np.random.default_rng(1).permutation(len(rows))
+    shuffled = [rows[i] for i in order]
+    second = [_pairs(shuffled[:3]), _pairs([]), _pairs(shuffled[3:20]), _pairs(shuffled[20:])]
+    _run_write_matches(str(tmp_path / "a"), first)
+    _run_write_matches(str(tmp_path / "b"), second)
+
+    for fmt in OUTPUT_FORMATS:
+        names = sorted(os.listdir(tmp_path / "a" / fmt / "matches"))
+        assert names == [os.path.basename(match_shard_path("x", fmt, s, 5)) for s in range(5)]
+        for name in names:
+            a = (tmp_path / "a" / fmt / "matches" / name).read_bytes()
+            assert a == (tmp_path / "b" / fmt / "matches" / name).read_bytes(), (fmt, name)
+        pd.testing.assert_frame_equal(read_matches(str(tmp_path / "a" / fmt)), _frame(rows))
+
+
+def test_write_matches_unique_pairs_and_empty_shards(tmp_path):
+    rows = [("a", "b", 1, 0.5), ("a", "b", 2, 0.5), ("a", "c", 1, 0.2)]
+    with _pipeline() as p:
+        written = (p | beam.Create([_pairs(rows)], reshuffle=False)
+                   | WriteMatches(output_dir=str(tmp_path), output_format="jsonl", num_shards=3,
+                                  unique_pairs=True))
+        assert_that(written | beam.Map(lambda kv: kv[1]) | beam.CombineGlobally(sum), equal_to([2]))
+    assert len(os.listdir(tmp_path / "matches")) == 3
+    pd.testing.assert_frame_equal(read_matches(str(tmp_path)), _frame([rows[0], rows[2]]))
+
+
+def test_write_matches_validates_arguments(tmp_path):
+    with pytest.raises(ValueError, match="output_format"):
+        WriteMatches(output_dir=str(tmp_path), output_format="xml", num_shards=1)
+    with pytest.raises(ValueError, match="num_shards"):
+        WriteMatches(output_dir=str(tmp_path), output_format="csv", num_shards=0)
+    with pytest.raises(ValueError, match="output_dir"):
+        WriteDeadLetters(output_dir="")
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing dead letters
+
+
+def test_write_dead_letters_sorted_sharded_and_counted(tmp_path):
+    letters = [DeadLetter("validate", "id9", "bad vector", "{}", "f2"),
+               DeadLetter("read", "", "line 2: invalid JSON", "{", "f1"),
+               DeadLetter("read", "", "line 1: invalid JSON", "{", "f1"),
+               DeadLetter("validate", "", "missing id", "{}", "f1")]
+    outputs = {}
+    for name, order in (("a", letters), ("b", letters[::-1])):
+        with _pipeline() as p:
+            counts = (p | beam.Create(order, reshuffle=False)
+                      | WriteDeadLetters(output_dir=str(tmp_path / name), num_shards=2))
+            assert_that(counts, equal_to([{"read": 2, "validate": 2}]))
+        files = sorted(os.listdir(tmp_path / name / "dead_letters"))
+        assert files == ["dead_letters-00000-of-00002.jsonl", "dead_letters-00001-of-00002.jsonl"]
+        outputs[name] = [(tmp_path / name / "dead_letters" / f).read_bytes() for f in files]
+        for data in outputs[name]:
+            lines = [DeadLetter(**json.loads(line)) for line in data.decode().splitlines()]
+            assert lines == sorted(lines)
+    assert outputs["a"] == outputs["b"]
+    assert sorted(read_dead_letters(str(tmp_path / "a"))) == sorted(letters)
+
+
+def test_write_dead_letters_empty_still_writes_a_file(tmp_path):
+    with _pipeline() as p:
+        counts = p | beam.Create([]) | WriteDeadLetters(output_dir=str(tmp_path))
+        assert_that(counts, equal_to([{}]))
+    assert os.listdir(tmp_path / "dead_letters") == ["dead_letters-00000-of-00001.jsonl"]
+    assert (tmp_path / "dead_letters" / "dead_letters-00000-of-00001.jsonl").read_bytes() == b""
+    assert read_dead_letters(str(tmp_path)) == []

@@ -1,0 +1,79 @@
+"""Tests for transforms.sharding: the hash is pinned to literals because it must never change."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from transforms.sharding import assign_shards, split_by_shard, stable_hash64
+
+# Computed once with blake2b(digest_size=8), read little-endian. If these change, every published
+# output's shard layout changes: do not update them to make a test pass.
+PINNED = {
+    "": 13020603013274838756,
+    "a": 3405396810240292928,
+    "query-1": 4634229251468231768,
+    "é": 3394012004367669963,
+    "cand_000042": 15008144056013249869,
+}
+
+
+def test_stable_hash64_matches_pinned_values():
+    ids = np.array(list(PINNED), dtype=object)
+    got = stable_hash64(ids)
+    assert got.dtype == np.uint64
+    assert [int(v) for v in got] == list(PINNED.values())
+
+
+def test_stable_hash64_is_blake2b_little_endian():
+    for text, expected in PINNED.items():
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+        assert int.from_bytes(digest, "little") == expected
+
+
+def test_stable_hash64_treats_bytes_and_str_alike_and_stringifies_others():
+    as_str = stable_hash64(np.array(["a", "42"], dtype=object))
+    as_other = stable_hash64(np.array([b"a", 42], dtype=object))
+    np.testing.assert_array_equal(as_str, as_other)
+
+
+def test_stable_hash64_empty_and_list_input():
+    assert stable_hash64(np.array([], dtype=object)).shape == (0,)
+    assert int(stable_hash64(["a"])[0]) == PINNED["a"]
+
+
+def test_assign_shards_pinned_and_in_range():
+    ids = np.array(list(PINNED), dtype=object)
+    shards = assign_shards(ids, 7)
+    assert shards.dtype == np.int64
+    assert shards.tolist() == [5, 4, 3, 5, 0]
+    assert assign_shards(ids, 1).tolist() == [0] * len(ids)
+
+
+def test_assign_shards_balanced():
+    ids = np.array([f"id-{i}" for i in range(8000)], dtype=object)
+    counts = np.bincount(assign_shards(ids, 8), minlength=8)
+    assert counts.sum() == 8000
+    assert counts.min() > 0.85 * 1000 and counts.max() < 1.15 * 1000
+
+
+def test_assign_shards_rejects_zero_shards():
+    with pytest.raises(ValueError, match="num_shards"):
+        assign_shards(np.array(["a"], dtype=object), 0)
+
+
+def test_split_by_shard_covers_every_row_once_in_order():
+    shard_of_row = np.array([2, 0, 2, 1, 0, 2])
+    parts = split_by_shard(shard_of_row, 4)
+    assert [s for s, _ in parts] == [0, 1, 2]  # shard 3 has no rows, so no part
+    as_lists = {s: rows.tolist() for s, rows in parts}
+    assert as_lists == {0: [1, 4], 1: [3], 2: [0, 2, 5]}
+    assert sorted(np.concatenate([rows for _, rows in parts]).tolist()) == list(range(6))
+
+
+def test_split_by_shard_empty_and_out_of_range():
+    assert split_by_shard(np.array([], dtype=np.int64), 3) == []
+    with pytest.raises(ValueError, match="shard numbers"):
+        split_by_shard(np.array([0, 3]), 3)

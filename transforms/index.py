@@ -1,0 +1,499 @@
+"""Nearest-neighbour index of one candidate shard: ScaNN, or its brute-force twin.
+
+``build_index`` turns a shard's prepared vectors into a :class:`NeighborIndex`; ``search`` returns
+each query's top-k positions in the shard with EXACT float64 distances (smaller is closer, ties broken
+by position), whatever the index kind: ScaNN only proposes candidates, which are then rescored from
+the kept float32 vectors, so the two kinds differ in recall only, never in the distances they report.
+
+Distances: ``cosine`` (1 - dot of L2-normalised vectors), ``dot`` (-dot) and ``squared_l2``.
+:func:`prepare_vectors` must be applied to both corpora first (float32 copy, cosine normalisation,
+and the mask of rows that cannot be indexed).
+
+Saved layout (a local directory; copying it to and from remote storage is the caller's job)::
+
+    index_config.json   kind, distance, dims, size, params, format_version (written last)
+    vectors.npy         the prepared float32 vectors, used for exact rescoring
+    scann/              ScaNN's own assets, serialised with relative paths so the directory can move
+
+Pure numpy + scann: no Beam, no TensorFlow. ScaNN is imported lazily (through
+:mod:`transforms.scann_lib`) only when a ScaNN index is built or loaded.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from transforms.schema import DISTANCES
+
+__all__ = [
+    "DISTANCES",
+    "INDEX_KINDS",
+    "MIN_SCANN_SIZE",
+    "prepare_vectors",
+    "exact_distances",
+    "NeighborIndex",
+    "ScannIndex",
+    "ExactIndex",
+    "build_index",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+INDEX_KINDS = ("scann", "exact")
+# Below this many vectors a shard gets an ExactIndex even when ScaNN is asked for. A blocked matmul
+# over 2000 vectors is about as fast per query as ScaNN plus rescoring, and ScaNN's k-means (minimum
+# cluster size 50 by default) has too little data for the ~2*sqrt(n) leaves the config asks for.
+MIN_SCANN_SIZE = 2000
+# A tree whose leaves would hold fewer than this many vectors on average partitions nothing useful.
+_MIN_VECTORS_PER_LEAF = 2
+
+_CONFIG_FILE = "index_config.json"
+_VECTORS_FILE = "vectors.npy"
+_SCANN_DIR = "scann"
+_FORMAT_VERSION = 1
+
+_SCANN_MEASURE = {"cosine": "dot_product", "dot": "dot_product", "squared_l2": "squared_l2"}
+# Queries per float32 score block in exact search, further capped so one block of scores holds at
+# most _SCORE_BLOCK_ELEMENTS floats (128 MiB) however large the shard.
+_QUERY_BLOCK = 4096
+_SCORE_BLOCK_ELEMENTS = 1 << 25
+# Gathered float64 candidate vectors per rescoring block (64 MiB).
+_RESCORE_BLOCK_ELEMENTS = 1 << 23
+_NO_POSITION = -1
+
+
+def _check_distance(distance: str) -> None:
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+
+
+def _json_scalar(value: Any) -> Any:
+    # numpy scalars (e.g. sizes computed with numpy) are not JSON; store them as Python ones.
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"index params must be JSON-serialisable, got {type(value).__name__}: {value!r}")
+
+
+def _fetch_count(k: int, size: int) -> int:
+    """Candidates fetched per query before exact rescoring.
+
+    The margin over k absorbs float32 rounding (exact search) and quantisation error (ScaNN), so
+    the rescored top-k does not depend on which approximate scores happened to round which way.
+    """
+    return min(size, 2 * k + 10)
+
+
+def prepare_vectors(vectors: np.ndarray, distance: str) -> tuple[np.ndarray, np.ndarray]:
+    """Returns a float32 copy ready for indexing or search, and the mask of usable rows.
+
+    For ``cosine`` rows are L2-normalised (norms computed in float64, so tiny or huge float32 rows
+    normalise correctly). Rows that cannot be used, non-finite ones (also after the cast to float32)
+    and, under cosine, zero-norm ones, are zero-filled in the copy and False in the mask; callers
+    must drop or dead-letter them.
+
+    Args:
+        vectors: [n, d] array of any real dtype.
+        distance: one of DISTANCES.
+
+    Returns:
+        (prepared float32 [n, d] C-contiguous array, ok_mask bool [n]).
+    """
+    _check_distance(distance)
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be 2-D [n, d], got shape {vectors.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.array(vectors, dtype=np.float32, order="C", copy=True)
+    ok = np.isfinite(out).all(axis=1)
+    if distance == "cosine":
+        wide = out.astype(np.float64)
+        wide[~ok] = 0.0
+        norms = np.linalg.norm(wide, axis=1)
+        ok &= norms > 0
+        wide[ok] /= norms[ok, None]
+        out = wide.astype(np.float32)
+    out[~ok] = 0.0
+    return out, ok
+
+
+def exact_distances(distance: str, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Row-wise exact distances in float64: queries [n, d] vs candidates [n, k, d] -> [n, k].
+
+    ``cosine`` is 1 - dot (inputs already normalised by :func:`prepare_vectors`), ``dot`` is -dot,
+    ``squared_l2`` is the sum of squared differences (not the norm expansion, which cancels badly).
+    Smaller is closer.
+    """
+    _check_distance(distance)
+    q = np.asarray(queries, dtype=np.float64)
+    c = np.asarray(candidates, dtype=np.float64)
+    if q.ndim != 2 or c.ndim != 3 or c.shape[0] != q.shape[0] or c.shape[2] != q.shape[1]:
+        raise ValueError(f"expected queries [n, d] and candidates [n, k, d], got {q.shape} and "
+                         f"{c.shape}")
+    if distance == "squared_l2":
+        diff = c - q[:, None, :]
+        return np.einsum("nkd,nkd->nk", diff, diff)
+    dots = np.matmul(c, q[:, :, None])[:, :, 0]
+    return 1.0 - dots if distance == "cosine" else -dots
+
+
+def _exact_candidates(distance: str, vectors: np.ndarray, sq_norms: np.ndarray | None,
+                      queries: np.ndarray, fetch: int) -> np.ndarray:
+    """The ``fetch`` nearest positions per query by float32 brute force, unordered, int64 [n, fetch].
+
+    Uses a rank-equivalent float32 score (-dot, or |v|^2 - 2 q.v for squared_l2, dropping the
+    per-query |q|^2); the exact rescoring afterwards repairs its rounding. Among vectors tied exactly
+    at the cut-off, which ones are kept is unspecified (but deterministic for the same input).
+    """
+    size, n = len(vectors), len(queries)
+    if fetch >= size:
+        return np.broadcast_to(np.arange(size, dtype=np.int64), (n, size)).copy()
+    out = np.empty((n, fetch), dtype=np.int64)
+    block = max(1, min(_QUERY_BLOCK, _SCORE_BLOCK_ELEMENTS // size))
+    for start in range(0, n, block):
+        scores = queries[start:start + block] @ vectors.T
+        if distance == "squared_l2":
+            scores *= -2.0
+            scores += sq_norms
+        else:
+            np.negative(scores, out=scores)
+        out[start:start + block] = np.argpartition(scores, fetch - 1, axis=1)[:, :fetch]
+    return out
+
+
+def _rescore(distance: str, queries: np.ndarray, vectors: np.ndarray, candidates: np.ndarray,
+             k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of each row's candidate positions (-1 = none): (positions, distances) [n, k]."""
+    n, m = candidates.shape
+    positions = np.full((n, k), _NO_POSITION, dtype=np.int64)
+    distances = np.full((n, k), np.inf, dtype=np.float64)
+    width = min(k, m)
+    if width == 0:
+        return positions, distances
+    block = max(1, _RESCORE_BLOCK_ELEMENTS // max(1, m * vectors.shape[1]))
+    for start in range(0, n, block):
+        cand = candidates[start:start + block]
+        valid = cand >= 0
+        dist = exact_distances(distance, queries[start:start + block], vectors[np.where(valid, cand, 0)])
+        dist[~valid] = np.inf
+        # Sort by distance, then position; missing slots (inf, max position) go last.
+        tie_key = np.where(valid, cand, np.iinfo(np.int64).max)
+        order = np.lexsort((tie_key, dist), axis=-1)[:, :width]
+        top_pos = np.take_along_axis(cand, order, axis=1)
+        top_dist = np.take_along_axis(dist, order, axis=1)
+        top_valid = np.take_along_axis(valid, order, axis=1)
+        positions[start:start + block, :width] = np.where(top_valid, top_pos, _NO_POSITION)
+        distances[start:start + block, :width] = np.where(top_valid, top_dist, np.inf)
+    return positions, distances
+
+
+class NeighborIndex(abc.ABC):
+    """A searchable index over one shard's prepared vectors.
+
+    Attributes:
+        kind: 'scann' or 'exact'.
+        distance: one of DISTANCES.
+        size: number of indexed vectors.
+        dims: vector dimensionality.
+        params: JSON-serialisable build/search parameters (as given, plus e.g. ``fallback``).
+        vectors: the prepared float32 [size, dims] vectors, kept for exact rescoring.
+    """
+
+    kind: str = ""
+
+    def __init__(self, vectors: np.ndarray, *, distance: str, params: dict[str, Any]) -> None:
+        _check_distance(distance)
+        if vectors.ndim != 2:
+            raise ValueError(f"vectors must be 2-D [n, d], got shape {vectors.shape}")
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.distance = distance
+        self.size, self.dims = self.vectors.shape
+        self.params = dict(params)
+
+    def search(self, queries: np.ndarray, k: int, *, leaves_to_search: int | None = None,
+               reorder: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Finds each query's k nearest indexed vectors.
+
+        Args:
+            queries: [n, dims] float32, already prepared with :func:`prepare_vectors` (and finite).
+            k: neighbours per query, >= 1.
+            leaves_to_search: ScaNN leaves searched per query; None uses params. Ignored by exact.
+            reorder: ScaNN reorder depth; None uses params. Ignored by exact and by ScaNN indices
+                built without a reorder stage.
+
+        Returns:
+            (positions int64 [n, k], distances float64 [n, k]), nearest first. Positions index into
+            ``vectors``. Distances are exact (recomputed in float64), ties broken by position. Slots
+            beyond the shard's size are position -1, distance +inf.
+        """
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        k = int(k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dims:
+            raise ValueError(f"queries must be [n, {self.dims}], got shape {queries.shape}")
+        if not np.isfinite(queries).all():
+            raise ValueError("queries contain non-finite values; drop rows prepare_vectors masks")
+        if len(queries) == 0 or self.size == 0:
+            return (np.full((len(queries), k), _NO_POSITION, dtype=np.int64),
+                    np.full((len(queries), k), np.inf, dtype=np.float64))
+        candidates = self._candidates(queries, k, _fetch_count(k, self.size),
+                                      leaves_to_search=leaves_to_search, reorder=reorder)
+        return _rescore(self.distance, queries, self.vectors, candidates, k)
+
+    @abc.abstractmethod
+    def _candidates(self, queries: np.ndarray, k: int, fetch: int, *, leaves_to_search: int | None,
+                    reorder: int | None) -> np.ndarray:
+        """Up to ``fetch`` candidate positions per query (int64 [n, m], -1 = none), any order."""
+
+    def save(self, local_dir: str) -> None:
+        """Writes the index to a local directory (created if missing); see the module docstring."""
+        os.makedirs(local_dir, exist_ok=True)
+        np.save(os.path.join(local_dir, _VECTORS_FILE), self.vectors)
+        self._save_searcher(local_dir)
+        config = {"format_version": _FORMAT_VERSION, "kind": self.kind, "distance": self.distance,
+                  "dims": self.dims, "size": self.size, "params": self.params}
+        # Written last: a directory with index_config.json holds a complete index.
+        with open(os.path.join(local_dir, _CONFIG_FILE), "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True, default=_json_scalar)
+
+    @abc.abstractmethod
+    def _save_searcher(self, local_dir: str) -> None:
+        """Writes kind-specific files beside vectors.npy."""
+
+    @staticmethod
+    def load(local_dir: str) -> NeighborIndex:
+        """Loads an index written by :meth:`save`, of whichever kind it is."""
+        with open(os.path.join(local_dir, _CONFIG_FILE)) as f:
+            config = json.load(f)
+        if config.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(f"{local_dir}: unsupported index format_version "
+                             f"{config.get('format_version')!r} (expected {_FORMAT_VERSION})")
+        kinds = {"scann": ScannIndex, "exact": ExactIndex}
+        if config["kind"] not in kinds:
+            raise ValueError(f"{local_dir}: unknown index kind {config['kind']!r}")
+        vectors = np.load(os.path.join(local_dir, _VECTORS_FILE))
+        if vectors.shape != (config["size"], config["dims"]):
+            raise ValueError(f"{local_dir}: vectors.npy has shape {vectors.shape}, config says "
+                             f"({config['size']}, {config['dims']})")
+        return kinds[config["kind"]]._load(local_dir, vectors, distance=config["distance"],
+                                          params=config["params"])
+
+    @classmethod
+    @abc.abstractmethod
+    def _load(cls, local_dir: str, vectors: np.ndarray, *, distance: str,
+              params: dict[str, Any]) -> NeighborIndex:
+        """Builds the instance from its saved parts."""
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(distance={self.distance!r}, size={self.size}, "
+                f"dims={self.dims}, params={self.params!r})")
+
+
+class ExactIndex(NeighborIndex):
+    """Brute force: blocked float32 matmul + argpartition, then exact float64 rescoring.
+
+    Fetches ``min(size, 2k + 10)`` candidates per query so float32 rounding cannot change which
+    neighbours win (short of near-ties among more than k + 10 vectors). Score blocks stay under
+    128 MiB whatever the shard size.
+    """
+
+    kind = "exact"
+
+    def __init__(self, vectors: np.ndarray, *, distance: str, params: dict[str, Any] | None = None) -> None:
+        super().__init__(vectors, distance=distance, params=params or {})
+        # |v|^2 in float64, stored as float32 to match the float32 score block.
+        self._sq_norms = (np.einsum("nd,nd->n", self.vectors.astype(np.float64),
+                                    self.vectors.astype(np.float64)).astype(np.float32)
+                          if distance == "squared_l2" else None)
+
+    def _candidates(self, queries: np.ndarray, k: int, fetch: int, *, leaves_to_search: int | None,
+                    reorder: int | None) -> np.ndarray:
+        del k, leaves_to_search, reorder  # Brute force has no knobs.
+        return _exact_candidates(self.distance, self.vectors, self._sq_norms, queries, fetch)
+
+    def _save_searcher(self, local_dir: str) -> None:
+        del local_dir  # vectors.npy is the whole index.
+
+    @classmethod
+    def _load(cls, local_dir: str, vectors: np.ndarray, *, distance: str,
+              params: dict[str, Any]) -> ExactIndex:
+        return cls(vectors, distance=distance, params=params)
+
+
+class ScannIndex(NeighborIndex):
+    """A ScaNN (pybind) searcher proposing candidates, rescored exactly from the kept vectors.
+
+    Build it with :func:`build_index`. Builds are deterministic for the same vectors, params and
+    seed: ScaNN's random k-means initialisation ignores its seed and multi-threaded training
+    reorders work, so the tree uses k-means++ (which honours ``clustering_seed``) and training runs
+    on ``params.get('training_threads', 1)`` threads (0 = all cores, faster, not reproducible).
+    Queries whose searched leaves held fewer than k vectors are completed by brute force, so every
+    row has min(k, size) neighbours.
+    """
+
+    kind = "scann"
+
+    def __init__(self, vectors: np.ndarray, *, distance: str, params: dict[str, Any], searcher: Any) -> None:
+        super().__init__(vectors, distance=distance, params=params)
+        self._searcher = searcher
+        self._sq_norms = None  # Computed on first need (brute-force completion under squared_l2).
+
+    @property
+    def _has_tree(self) -> bool:
+        return int(self.params["num_leaves"]) > 1
+
+    @property
+    def _has_reorder(self) -> bool:
+        return self.params["quantization"] == "ah" and int(self.params.get("reorder") or 0) > 0
+
+    def _candidates(self, queries: np.ndarray, k: int, fetch: int, *, leaves_to_search: int | None,
+                    reorder: int | None) -> np.ndarray:
+        leaves = None
+        if leaves_to_search is not None and leaves_to_search < 1:
+            raise ValueError(f"leaves_to_search must be >= 1, got {leaves_to_search}")
+        if self._has_tree:
+            if leaves_to_search is None:
+                leaves_to_search = self.params["num_leaves_to_search"]
+            leaves = min(int(leaves_to_search), int(self.params["num_leaves"]))
+        pre_reorder = None
+        if self._has_reorder:
+            # ScaNN returns at most pre_reorder_num_neighbors results, so never fewer than fetch.
+            pre_reorder = max(int(self.params["reorder"] if reorder is None else reorder), fetch)
+        idx, dist = self._searcher.search_batched(queries, final_num_neighbors=fetch,
+                                                  leaves_to_search=leaves,
+                                                  pre_reorder_num_neighbors=pre_reorder)
+        candidates = np.asarray(idx, dtype=np.int64)
+        # ScaNN pads missing results with index 0 and distance NaN.
+        candidates[np.isnan(np.asarray(dist))] = _NO_POSITION
+        short = (candidates >= 0).sum(axis=1) < min(k, self.size)
+        if short.any():
+            _LOGGER.debug("ScaNN found fewer than %d neighbours for %d of %d queries; completing "
+                          "them by brute force", k, int(short.sum()), len(queries))
+            if self.distance == "squared_l2" and self._sq_norms is None:
+                self._sq_norms = np.einsum("nd,nd->n", self.vectors, self.vectors)
+            candidates[short] = _exact_candidates(self.distance, self.vectors, self._sq_norms,
+                                                  queries[short], fetch)
+        return candidates
+
+    def _save_searcher(self, local_dir: str) -> None:
+        scann_dir = os.path.join(local_dir, _SCANN_DIR)
+        os.makedirs(scann_dir, exist_ok=True)
+        # relative_path=True: asset paths in scann_assets.pbtxt stay valid after the dir is copied.
+        self._searcher.serialize(scann_dir, relative_path=True)
+
+    @classmethod
+    def _load(cls, local_dir: str, vectors: np.ndarray, *, distance: str,
+              params: dict[str, Any]) -> ScannIndex:
+        from transforms.scann_lib import load_scann_pybind
+
+        searcher = load_scann_pybind().load_searcher(os.path.join(local_dir, _SCANN_DIR))
+        if searcher.size() != len(vectors):
+            raise ValueError(f"{local_dir}: ScaNN searcher holds {searcher.size()} vectors, "
+                             f"vectors.npy {len(vectors)}")
+        return cls(vectors, distance=distance, params=params, searcher=searcher)
+
+
+def _scann_config(vectors: np.ndarray, distance: str, params: dict[str, Any], seed: int) -> str:
+    """ScaNN's text config for these params, with every training seed pinned."""
+    from google.protobuf import text_format
+
+    from transforms.scann_lib import load_scann_pybind
+
+    scann_ops_pybind = load_scann_pybind()
+    from scann.proto import scann_pb2  # Importable once load_scann_pybind registered the package.
+
+    measure = _SCANN_MEASURE[distance]
+    # num_neighbors is only the default for searches; ours always pass final_num_neighbors.
+    builder = scann_ops_pybind.builder(vectors, 10, measure)
+    if int(params["num_leaves"]) > 1:
+        builder = builder.tree(
+            num_leaves=int(params["num_leaves"]),
+            num_leaves_to_search=int(params["num_leaves_to_search"]),
+            training_sample_size=int(params["training_sample_size"]),
+            # Spherical k-means suits unit vectors only.
+            spherical=bool(params.get("spherical")) and distance == "cosine",
+            random_init=False,
+        )
+    if params["quantization"] == "ah":
+        # Anisotropic (score-aware) quantisation is defined for dot product only; NaN turns it off.
+        threshold = (float(params["anisotropic_quantization_threshold"])
+                     if measure == "dot_product" else float("nan"))
+        # 2 dims per block; the builder gives an odd dimension's last dim a 1-dim block of its own.
+        builder = builder.score_ah(2, anisotropic_quantization_threshold=threshold)
+        if int(params.get("reorder") or 0) > 0:
+            builder = builder.reorder(int(params["reorder"]))
+    elif params["quantization"] == "brute":
+        builder = builder.score_brute_force()
+    else:
+        raise ValueError(f"params['quantization'] must be 'ah' or 'brute', got {params['quantization']!r}")
+    proto = text_format.Parse(builder.create_config(), scann_pb2.ScannConfig())
+    if proto.HasField("partitioning"):
+        proto.partitioning.clustering_seed = seed
+    if proto.HasField("hash"):
+        # ScaNN's defaults are 1, so seed 0 reproduces them.
+        proto.hash.asymmetric_hash.clustering_seed = seed + 1
+        proto.hash.asymmetric_hash.sampling_seed = seed + 1
+    return text_format.MessageToString(proto)
+
+
+def _too_small(size: int, params: dict[str, Any]) -> bool:
+    return size < MIN_SCANN_SIZE or size < _MIN_VECTORS_PER_LEAF * int(params["num_leaves"])
+
+
+def build_index(vectors: np.ndarray, *, distance: str, kind: str, params: dict[str, Any],
+                seed: int = 0) -> NeighborIndex:
+    """Builds one shard's index.
+
+    ``kind='scann'`` falls back to an :class:`ExactIndex` (recording ``params['fallback'] =
+    'too_small'``) when the shard has fewer than ``MIN_SCANN_SIZE`` (2000) vectors or fewer than
+    2 per leaf: exact search is as cheap there, and ScaNN's tree has nothing to learn.
+
+    Args:
+        vectors: [n, d] float32, already prepared with :func:`prepare_vectors` (masked rows dropped).
+        distance: one of DISTANCES.
+        kind: 'scann' or 'exact'.
+        params: for ScaNN, the dict of ``beam_jobs.config.scann_params_for`` (num_leaves,
+            num_leaves_to_search, training_sample_size, quantization, anisotropic_quantization_threshold,
+            reorder, spherical; optionally training_threads). Kept, copied, in ``index.params``.
+        seed: seeds ScaNN's k-means and quantiser training.
+
+    Raises:
+        ValueError: bad distance, kind, params or vectors.
+    """
+    _check_distance(distance)
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] == 0:
+        raise ValueError(f"vectors must be [n, d] with d >= 1, got shape {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise ValueError("vectors contain non-finite values; drop rows prepare_vectors masks")
+    params = dict(params)
+    if kind == "exact":
+        return ExactIndex(vectors, distance=distance, params=params)
+    if _too_small(len(vectors), params):
+        _LOGGER.info("Shard of %d vectors is too small for a ScaNN tree of %s leaves; using exact "
+                     "search", len(vectors), params["num_leaves"])
+        params["fallback"] = "too_small"
+        return ExactIndex(vectors, distance=distance, params=params)
+    if int(params["num_leaves"]) > 1 and int(params["training_sample_size"]) < int(params["num_leaves"]):
+        # ScaNN's own error ("Number of points is less than the number of clusters") names neither.
+        raise ValueError(f"ScaNN training_sample_size ({params['training_sample_size']}) must be >= "
+                         f"num_leaves ({params['num_leaves']})")
+
+    from transforms.scann_lib import load_scann_pybind
+
+    config = _scann_config(vectors, distance, params, seed)
+    threads = int(params.get("training_threads", 1))
+    started = time.perf_counter()
+    searcher = load_scann_pybind().create_searcher(vectors, config, threads)
+    _LOGGER.info("Built ScaNN index: %d x %d, %s, %s leaves in %.1f s", len(vectors), vectors.shape[1],
+                 distance, params["num_leaves"], time.perf_counter() - started)
+    return ScannIndex(vectors, distance=distance, params=params, searcher=searcher)

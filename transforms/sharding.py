@@ -1,0 +1,90 @@
+"""Stable shard assignment for string ids, and splitting a batch's rows by shard.
+
+Shards come from ``hashlib.blake2b`` (8-byte digest, read little-endian), never from the built-in
+``hash()``, which is salted per process: the same id lands in the same shard on every worker, in every
+run and in every Python version. The hash is part of the output contract (which match file holds a
+query), so it must never change; tests pin a few literal values.
+
+This module does not decide how many shards to use; callers pass ``num_shards``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+
+__all__ = ["stable_hash64", "assign_shards", "split_by_shard"]
+
+_LOGGER = logging.getLogger(__name__)
+
+_DIGEST_SIZE = 8
+
+
+def _id_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")
+
+
+def stable_hash64(ids: np.ndarray) -> np.ndarray:
+    """Hashes every id to a uint64 that never changes across processes, machines or releases.
+
+    Args:
+        ids: array (or sequence) of ids, shape [n]. ``str`` ids are hashed as UTF-8, ``bytes`` as they
+            are, anything else as ``str(id)``.
+
+    Returns:
+        uint64 array, shape [n]: the 8-byte blake2b digest of each id, read little-endian.
+    """
+    ids = np.asarray(ids, dtype=object).reshape(-1)
+    # blake2b has no batch API; the per-id loop is the only Python-level work, the conversion of the
+    # concatenated digests is one vectorised frombuffer.
+    digests = b"".join(hashlib.blake2b(_id_bytes(v), digest_size=_DIGEST_SIZE).digest() for v in ids)
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64, copy=False)
+
+
+def assign_shards(ids: np.ndarray, num_shards: int) -> np.ndarray:
+    """Maps every id to a shard in ``[0, num_shards)`` by ``stable_hash64(id) % num_shards``.
+
+    Args:
+        ids: array of ids, shape [n].
+        num_shards: number of shards, >= 1.
+
+    Returns:
+        int64 array of shard numbers, shape [n].
+
+    Raises:
+        ValueError: if ``num_shards`` < 1.
+    """
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    return (stable_hash64(ids) % np.uint64(num_shards)).astype(np.int64)
+
+
+def split_by_shard(shard_of_row: np.ndarray, num_shards: int) -> list[tuple[int, np.ndarray]]:
+    """Groups row positions by shard.
+
+    Args:
+        shard_of_row: int array, shape [n], each row's shard in ``[0, num_shards)``.
+        num_shards: number of shards.
+
+    Returns:
+        ``(shard, row_indices)`` for every shard that has at least one row, in increasing shard order;
+        ``row_indices`` is an int64 array of row positions in increasing order (the split is stable).
+
+    Raises:
+        ValueError: if a shard number is outside ``[0, num_shards)``.
+    """
+    shard_of_row = np.asarray(shard_of_row, dtype=np.int64).reshape(-1)
+    if shard_of_row.size == 0:
+        return []
+    if shard_of_row.min() < 0 or shard_of_row.max() >= num_shards:
+        raise ValueError(f"shard numbers must lie in [0, {num_shards}), got "
+                         f"[{shard_of_row.min()}, {shard_of_row.max()}]")
+    order = np.argsort(shard_of_row, kind="stable")
+    sorted_shards = shard_of_row[order]
+    starts = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    return [(int(sorted_shards[s]), order[s:e]) for s, e in zip(starts, ends, strict=True)]

@@ -1,0 +1,1112 @@
+"""Seeded generator of synthetic person records, FEBRL-style, for record-linkage and dedup tests.
+
+Makes entities (people) with Australian-style names, addresses and dates of birth drawn from small
+built-in frequency lists with Zipf-like weights, so common names collide the way real ones do: many
+people share a surname and a suburb, and about one in seven lives in a household with another entity
+(same surname and address, different given name and birth date), the hardest negatives a matcher
+meets. Duplicates of an entity are corrupted with controlled, per-kind probabilities (see
+:class:`Corruption`): keyboard typos, inserted/deleted/transposed characters, OCR confusions, phonetic
+variants, swapped names, nicknames, abbreviations, reformatted dates, transposed digits, formatting
+noise and missing values.
+
+Two corpus shapes are produced: a *link* pair (corpus A with one record per entity, corpus B with a
+corrupted duplicate of some of them plus unrelated people) and a *dedup* corpus (clusters of 1-6
+records per entity), each with its ground truth. Everything is pure python/numpy, needs no network
+and is deterministic for a seed. The CLI writes the corpora as csv, jsonl or parquet::
+
+    python -m transforms.testing.people --mode link --entities 1000 --out DIR --format csv --seed 0
+
+This module does not model real population statistics, valid postcode/suburb geography or any
+non-Australian address format, and it is not a privacy-safe stand-in for any real data set: it is a
+test-data generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import csv
+import dataclasses
+import functools
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "FIELDS",
+    "MATCH_FIELDS",
+    "KINDS",
+    "Corruption",
+    "corrupt_records",
+    "make_entities",
+    "make_link_corpora",
+    "make_dedup_corpus",
+    "write_records",
+    "write_truth",
+    "main",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+# Output columns, in order. ``soc_sec_id`` is only present when asked for (it makes matching easy).
+FIELDS = ("rec_id", "given_name", "surname", "street_number", "address_1", "suburb", "postcode",
+          "state", "date_of_birth", "soc_sec_id")
+# The fields a matcher should embed (everything but the id, the optional id number and entity_id).
+MATCH_FIELDS = FIELDS[1:9]
+
+# Row-list positions (records are lists while being built and corrupted: cheaper than dicts).
+_ID, _GN, _SN, _NUM, _ADDR, _SUB, _PC, _ST, _DOB, _SSN = range(10)
+
+# ---------------------------------------------------------------------------------------------------
+# Frequency lists. Order is popularity: weights are Zipf-like over the position in each list.
+
+_FEMALE = """
+Mary Patricia Jennifer Linda Elizabeth Barbara Susan Jessica Sarah Karen Margaret Lisa Michelle Emma
+Sandra Nicole Emily Donna Kimberly Ashley Carol Amanda Melissa Deborah Stephanie Rebecca Laura Sharon
+Olivia Cynthia Kathleen Amy Shirley Angela Helen Anna Brenda Pamela Charlotte Samantha Katherine
+Christine Debra Rachel Catherine Carolyn Janet Ruth Maria Heather Diane Virginia Julie Joyce Victoria
+Kelly Christina Lauren Joan Evelyn Judith Megan Cheryl Andrea Hannah Martha Jacqueline Frances Gloria
+Ann Teresa Kathryn Sara Janice Jean Alice Madison Doris Abigail Julia Judy Grace Denise Amber Marilyn
+Beverley Danielle Theresa Sophia Marie Diana Natalie Isabella Rose Chloe Zoe Lily Ava Mia Ella Ruby
+Isla Matilda Harper Amelia Sienna Georgia Lucy Jasmine Holly Jade Tayla Caitlin Chelsea Brooke
+Courtney Bianca Kylie Tracey Leanne Narelle Belinda Melanie Natasha Renee Tanya Joanne Kerry Lynette
+Dianne Robyn Gail Wendy Raelene Noeline Beryl Dorothy Elsie Edna Mavis Gwen Joy Fiona Alison Gemma
+Rosemary Penelope Josephine Eleanor Louise Jane Claire Caroline Vanessa Alexandra Gabrielle Madeleine
+Lucinda Annabelle Phoebe Imogen Eloise Freya Willow Ivy Evie Aria Scarlett Layla Hazel Stella Violet
+Audrey Eliza Maya Leah Tahlia Mikayla Jacinta Kirsten Naomi Yvonne Valerie Beatrice Cassandra Veronica
+Monica Priya Mei Linh Fatima Aisha Ngoc Sofia Elena Giulia Anh Yan Susanne Bridget Colleen Maureen
+Marjorie Lorraine Glenys Jillian Rhonda Sonia Tamara Felicity Kate Sally
+"""
+_MALE = """
+John David Michael Peter James Robert William Paul Mark Andrew Christopher Daniel Matthew Anthony
+Richard Thomas Stephen Joseph Charles Steven Jack Benjamin Joshua Kenneth Kevin Brian George Timothy
+Ronald Edward Jason Jeffrey Ryan Jacob Gary Nicholas Eric Jonathan Noah Lawrence Justin Scott Oliver
+Samuel Gregory Alexander Frank Patrick Raymond Dennis Tyler Aaron Adam Nathan Henry Douglas Zachary
+Kyle Ethan Walter Christian Keith Roger Terry Gerald Harold Sean Carl Arthur Dylan Jesse Jordan Bryan
+Bruce Gabriel Logan Albert Alan Wayne Roy Ralph Eugene Vincent Russell Elijah Louis Philip Leo Lucas
+Liam Hudson Harrison Cooper Lachlan Mitchell Hamish Angus Archie Charlie Oscar Hugo Max Riley Jayden
+Blake Bailey Callum Jake Luke Cameron Connor Darren Craig Shane Glenn Troy Brett Dean Wade Rhys Todd
+Grant Stuart Neil Graham Colin Ian Trevor Malcolm Barry Desmond Clive Geoffrey Rodney Lindsay Warren
+Darryl Kieran Declan Finn Flynn Xavier Isaac Levi Toby Spencer Marcus Julian Dominic Sebastian
+Tristan Joel Phillip Frederick Leonard Norman Stanley Herbert Percy Reginald Clarence Cyril Mervyn
+Gordon Allan Neville Ahmed Mohammed Ali Minh Duc Wei Jun Raj Arjun Vikram Hassan Omar Giuseppe Marco
+Luca Nikolaos Dimitri Andreas Ivan Stefan Jan Hiroshi Kenji Sanjay Tuan Hung Quang Ashok Rohan Felix
+Elliot Harvey Ernest Alfred Victor Jeremy Simon Nigel Bradley Kane Jarrod Nathaniel Edwin Owen
+"""
+_SURNAMES = """
+Smith Jones Williams Brown Wilson Taylor Johnson White Martin Anderson Thompson Nguyen Thomas Walker
+Harris Lee Ryan Robinson Kelly King Davis Wright Evans Roberts Green Hall Wood Jackson Clarke Patel
+Khan Lewis James Phillips Mitchell Turner Hughes Campbell Edwards Baker Scott Young Morris Cook Murphy
+Hill Moore Allen Stewart Bell Parker Walsh O'Brien Cooper Ward Morgan Tran Wang Chen Li Zhang Liu Le
+Pham Singh Kaur Clark Davies Rogers Reid Russell Bailey Murray Graham Collins Watson Marshall Cox
+Price Bennett Gray Richardson Hunt Kennedy Stevens Mason Shaw Holmes Palmer Simpson Ellis Lloyd Butler
+Griffiths Jenkins Mills Harrison Fraser McDonald Ross Hamilton Henderson Johnston Gordon Sullivan
+O'Connor O'Neill Burke Byrne Brennan Doyle Quinn Gallagher Duffy Hayes Lynch Nolan Fitzgerald Carroll
+Dunn Foster Gibson Wallace Barnes Webb Chapman Knight Dixon Hart Fox Lawrence Harvey Page Pearce
+Barker Hudson Cole Dean Lane Day Hunter Porter Spencer Payne Jordan Armstrong Bradley Berry Wells
+Warren Rose Matthews Andrews Elliott Black Lowe Fisher Riley Newman Nicholson Francis Hopkins Hanson
+Saunders Perry Burton Jacobs Boyd Fletcher Ferguson Mackenzie Cameron Robertson Sinclair Douglas
+Duncan Munro Grant Buchanan Paterson Watt Bruce Mackay Kerr Morrison Craig Ritchie Burns Walters
+Holland Sutton Goodwin Lambert Austin Marsh Moss Norris Peters Pope Rowe Small Stone Todd Wilkinson
+Willis Woods Bishop Booth Brooks Carr Chambers Curtis Dawson Fleming Ford Gardner Gilbert Hale Hammond
+Higgins Hogan Howard Hurst Ingram Jensen Jarvis Kemp Lucas Lyons Mann Miles Miller Nash Owen Parsons
+Pearson Potter Powell Reeves Reynolds Rhodes Richards Schmidt Schultz Muller Becker Fischer Wagner
+Weber Rossi Russo Romano Ferrari Esposito Bianchi Costa Papadopoulos Kowalski Novak Horvat Silva
+Santos Garcia Rodriguez Martinez Lopez Gonzalez Fernandez Kim Park Choi Yang Huang Zhao Wu Zhou Xu Sun
+Ma Zhu Hu Guo Lin Ho Ng Wong Chan Lam Cheung Vo Hoang Huynh Phan Dang Bui Do Vu Ngo Duong Tanaka Sato
+Suzuki Kumar Sharma Gupta Reddy Rao Nair Das Rahman Hassan Ibrahim Haddad Khoury Nasser Thomson Smyth
+Reed Read Browne Grey Andersen Neale Mathews Stephens Stevenson Stephenson Johnstone MacDonald McKenzie
+Macleod Mclean Kirk Blackwood Sheridan Whitfield Ashworth Pemberton Langley Fairweather Cartwright
+"""
+_STREETS = """
+High Church Station Victoria Park George King Queen Railway Albert William Main Elizabeth Edward
+Bridge Mill Hill Wattle Acacia Banksia Waratah Jacaranda Boronia Grevillea Kurrajong Bottlebrush
+Melaleuca Myrtle Cedar Oak Elm Ash Pine Maple Willow Poplar Hawthorn Laurel Magnolia Camellia Lavender
+Orchard Garden Forest Ridge Valley River Lake Ocean Beach Bay Harbour Cliff Seaview Hillcrest
+Highfield Fairview Bellevue Belmont Clarence Hunter Macquarie Phillip Bligh Hume Sturt Flinders Bass
+Cook Banks Darling Murray Lachlan Oxley Wentworth Lawson Blaxland Mitchell Kennedy Leichhardt Burke
+Wills Eyre Stuart Forrest Anzac Gallipoli Kokoda Tobruk Federation Centenary Jubilee Coronation Regent
+Prince Princess Duke Marine Wellington Nelson Napier Raglan Gladstone Palmerston Melbourne Sydney
+Brisbane Adelaide Hobart Darwin Perth Canberra Bathurst Goulburn Windsor Richmond Cambridge Oxford
+York Lancaster Devon Cornwall Kent Surrey Sussex Essex Norfolk Suffolk Chester Dover Durham Bristol
+Lincoln Carlton Stanley Russell Collins Bourke Swanston Spring Lonsdale Exhibition Spencer Toorak
+Burwood Canterbury Pacific Princes Barton Sunset Sunrise Golden Silver Green Rose Lily Daisy Ivy Fern
+Heather Hazel Holly Rowan Alder Birch Beech Cypress Juniper Redgum Ironbark Blackwood Coolabah Mulga
+Emu Kookaburra Magpie Lorikeet Rosella Wren Robin Swallow Heron Pelican Curlew Plover Osprey Falcon
+"""
+# (full, abbreviation, weight)
+_STREET_TYPES = (
+    ("Street", "St", 0.40), ("Road", "Rd", 0.18), ("Avenue", "Ave", 0.10), ("Drive", "Dr", 0.07),
+    ("Place", "Pl", 0.05), ("Court", "Ct", 0.04), ("Crescent", "Cres", 0.04), ("Close", "Cl", 0.03),
+    ("Parade", "Pde", 0.02), ("Lane", "Ln", 0.02), ("Terrace", "Tce", 0.02), ("Circuit", "Cct", 0.01),
+    ("Highway", "Hwy", 0.01), ("Grove", "Gr", 0.01), ("Boulevard", "Bvd", 0.005),
+    ("Esplanade", "Esp", 0.005), ("Square", "Sq", 0.005), ("Way", "Wy", 0.005),
+)
+# code -> (full name, other common spelling, share of the population)
+_STATES = {
+    "NSW": ("New South Wales", "N.S.W.", 0.32), "VIC": ("Victoria", "Vic", 0.26),
+    "QLD": ("Queensland", "Qld", 0.20), "WA": ("Western Australia", "W.A.", 0.10),
+    "SA": ("South Australia", "S.A.", 0.07), "TAS": ("Tasmania", "Tas", 0.02),
+    "ACT": ("Australian Capital Territory", "A.C.T.", 0.02), "NT": ("Northern Territory", "N.T.", 0.01),
+}
+# "Suburb:postcode" per state, big-city suburbs first (weights are Zipf-like within a state). A few
+# names repeat across states (Richmond, Kingston, Elizabeth) as they do in reality.
+_SUBURBS = {
+    "NSW": """Sydney:2000 Parramatta:2150 Blacktown:2148 Liverpool:2170 Penrith:2750 Bankstown:2200
+        Newcastle:2300 Wollongong:2500 Campbelltown:2560 Chatswood:2067 Hurstville:2220 Randwick:2031
+        Bondi:2026 Surry_Hills:2010 Redfern:2016 Newtown:2042 Marrickville:2204 Bondi_Junction:2022
+        Coogee:2034 Maroubra:2035 Paddington:2021 Glebe:2037 Balmain:2041 Leichhardt:2040 Ashfield:2131
+        Burwood:2134 Strathfield:2135 North_Sydney:2060 Mosman:2088 Manly:2095 Dee_Why:2099
+        Hornsby:2077 Epping:2121 Ryde:2112 Kogarah:2217 Cronulla:2230 Sutherland:2232 Castle_Hill:2154
+        Baulkham_Hills:2153 Auburn:2144 Fairfield:2165 Cabramatta:2166 Maitland:2320 Gosford:2250
+        Wyong:2259 Tamworth:2340 Dubbo:2830 Orange:2800 Bathurst:2795 Wagga_Wagga:2650 Albury:2640
+        Goulburn:2580 Queanbeyan:2620 Lismore:2480 Coffs_Harbour:2450 Port_Macquarie:2444
+        Armidale:2350 Grafton:2460 Broken_Hill:2880 Nowra:2541 Kiama:2533 Katoomba:2780 Richmond:2753
+        Windsor:2756 Camden:2570 Mudgee:2850 Griffith:2680 Ballina:2478 Byron_Bay:2481
+        Tweed_Heads:2485 Cessnock:2325 Singleton:2330 Forster:2428 Taree:2430 Kempsey:2440 Young:2594
+        Cowra:2794 Parkes:2870 Moree:2400 Inverell:2360 Gunnedah:2380 Deniliquin:2710 Cooma:2630
+        Bega:2550 Batemans_Bay:2536 Ulladulla:2539""",
+    "VIC": """Melbourne:3000 Frankston:3199 Dandenong:3175 Geelong:3220 Ballarat:3350 Bendigo:3550
+        Werribee:3030 Cranbourne:3977 Reservoir:3073 Box_Hill:3128 Carlton:3053 Fitzroy:3065
+        Collingwood:3066 Richmond:3121 St_Kilda:3182 South_Yarra:3141 Prahran:3181 Brunswick:3056
+        Coburg:3058 Footscray:3011 Williamstown:3016 Essendon:3040 Northcote:3070 Preston:3072
+        Doncaster:3108 Ringwood:3134 Camberwell:3124 Hawthorn:3122 Kew:3101 Malvern:3144
+        Caulfield:3162 Brighton:3186 Berwick:3806 Pakenham:3810 Sunbury:3429 Melton:3337
+        Shepparton:3630 Wodonga:3690 Mildura:3500 Warrnambool:3280 Traralgon:3844 Sale:3850
+        Horsham:3400 Wangaratta:3677 Echuca:3564 Bairnsdale:3875 Portland:3305 Hamilton:3300
+        Colac:3250 Moe:3825 Morwell:3840 Seymour:3660 Benalla:3672 Castlemaine:3450 Kyneton:3444
+        Torquay:3228 Mornington:3931 Rosebud:3939""",
+    "QLD": """Brisbane:4000 Southport:4215 Toowoomba:4350 Townsville:4810 Cairns:4870 Ipswich:4305
+        Logan_Central:4114 Chermside:4032 Sunnybank:4109 Carindale:4152 Fortitude_Valley:4006
+        South_Brisbane:4101 West_End:4101 Toowong:4066 Indooroopilly:4068 Redcliffe:4020
+        Caboolture:4510 Surfers_Paradise:4217 Burleigh_Heads:4220 Coolangatta:4225 Nerang:4211
+        Robina:4226 Maroochydore:4558 Caloundra:4551 Noosa_Heads:4567 Nambour:4560 Gympie:4570
+        Maryborough:4650 Hervey_Bay:4655 Bundaberg:4670 Gladstone:4680 Rockhampton:4700 Yeppoon:4703
+        Emerald:4720 Mackay:4740 Bowen:4805 Ayr:4807 Ingham:4850 Port_Douglas:4877 Mount_Isa:4825
+        Charters_Towers:4820 Warwick:4370 Dalby:4405 Roma:4455 Kingaroy:4610 Stanthorpe:4380
+        Atherton:4883""",
+    "WA": """Perth:6000 Joondalup:6027 Rockingham:6168 Mandurah:6210 Fremantle:6160 Armadale:6112
+        Midland:6056 Northbridge:6003 Subiaco:6008 Cottesloe:6011 Scarborough:6019 Cannington:6107
+        Victoria_Park:6100 Morley:6062 Balcatta:6021 Bunbury:6230 Busselton:6280 Margaret_River:6285
+        Albany:6330 Geraldton:6530 Kalgoorlie:6430 Broome:6725 Karratha:6714 Port_Hedland:6721
+        Esperance:6450 Northam:6401""",
+    "SA": """Adelaide:5000 Salisbury:5108 Elizabeth:5112 Modbury:5092 Marion:5043 Morphett_Vale:5162
+        North_Adelaide:5006 Glenelg:5045 Norwood:5067 Unley:5061 Prospect:5082 Port_Adelaide:5015
+        Henley_Beach:5022 Noarlunga_Centre:5168 Mount_Gambier:5290 Whyalla:5600 Port_Augusta:5700
+        Port_Pirie:5540 Murray_Bridge:5253 Victor_Harbor:5211 Gawler:5118 Mount_Barker:5251
+        Renmark:5341 Berri:5343 Port_Lincoln:5606 Kadina:5554""",
+    "TAS": """Hobart:7000 Launceston:7250 Glenorchy:7010 Devonport:7310 Burnie:7320 Sandy_Bay:7005
+        Kingston:7050 Bellerive:7018 Ulverstone:7315 New_Norfolk:7140 Sorell:7172 George_Town:7253
+        Scottsdale:7260 Queenstown:7467 Huonville:7109""",
+    "ACT": """Canberra:2600 Belconnen:2617 Tuggeranong:2900 Kambah:2902 Gungahlin:2912 Woden:2606
+        Braddon:2612 Dickson:2602 Weston:2611 Phillip:2606 Kingston:2604 Narrabundah:2604
+        Chisholm:2905 Wanniassa:2903 Holt:2615 Bruce:2617""",
+    "NT": """Darwin:0800 Palmerston:0830 Casuarina:0810 Nightcliff:0810 Alice_Springs:0870
+        Katherine:0850 Tennant_Creek:0860 Nhulunbuy:0880""",
+}
+# Given name -> nicknames / short forms seen in real records.
+_NICKNAMES = {
+    "William": ("Bill", "Will", "Billy", "Liam"), "Robert": ("Bob", "Rob", "Bobby", "Robbie"),
+    "Elizabeth": ("Liz", "Beth", "Betty", "Eliza", "Lizzie"), "Margaret": ("Maggie", "Peggy", "Meg", "Marge"),
+    "Katherine": ("Kate", "Kathy", "Katie"), "Catherine": ("Cathy", "Kate", "Cath"),
+    "Kathryn": ("Kathy", "Kate"), "James": ("Jim", "Jimmy", "Jamie"), "John": ("Jack", "Johnny"),
+    "Michael": ("Mike", "Mick", "Mikey"), "Richard": ("Dick", "Rick", "Rich", "Richie"),
+    "Thomas": ("Tom", "Tommy"), "Christopher": ("Chris", "Kit"), "Matthew": ("Matt", "Matty"),
+    "Daniel": ("Dan", "Danny"), "Anthony": ("Tony", "Ant"), "Joseph": ("Joe", "Joey"),
+    "Edward": ("Ed", "Ted", "Eddie", "Ned"), "Jennifer": ("Jen", "Jenny"),
+    "Patricia": ("Pat", "Trish", "Patty"), "Alexander": ("Alex", "Sandy", "Xander"),
+    "Samuel": ("Sam", "Sammy"), "Benjamin": ("Ben", "Benny"), "Nicholas": ("Nick", "Nicky"),
+    "Jonathan": ("Jon", "Jonny"), "Andrew": ("Andy", "Drew"), "Stephen": ("Steve", "Stevie"),
+    "Steven": ("Steve", "Stevie"), "Timothy": ("Tim", "Timmy"), "Gregory": ("Greg",),
+    "Jessica": ("Jess", "Jessie"), "Rebecca": ("Becky", "Bec", "Becca"), "Victoria": ("Vicky", "Tori"),
+    "Susan": ("Sue", "Suzie"), "Deborah": ("Deb", "Debbie"), "Debra": ("Deb", "Debbie"),
+    "Kimberly": ("Kim",), "Christine": ("Chris", "Chrissy", "Tina"), "Christina": ("Chris", "Tina"),
+    "Alexandra": ("Alex", "Lexi", "Sandra"), "Samantha": ("Sam", "Sammy"), "Jacqueline": ("Jackie",),
+    "Joshua": ("Josh",), "Zachary": ("Zac", "Zach"), "Nathan": ("Nate",), "Nathaniel": ("Nate", "Nat"),
+    "Frederick": ("Fred", "Freddie"), "Harold": ("Harry", "Hal"), "Henry": ("Harry", "Hank"),
+    "Charles": ("Charlie", "Chuck", "Chas"), "Peter": ("Pete",), "Lawrence": ("Larry", "Laurie"),
+    "Raymond": ("Ray",), "Ronald": ("Ron", "Ronnie"), "Kenneth": ("Ken", "Kenny"), "Douglas": ("Doug",),
+    "Gerald": ("Gerry", "Jerry"), "Leonard": ("Len", "Lenny", "Leo"), "Abigail": ("Abby",),
+    "Madeleine": ("Maddy",), "Isabella": ("Izzy", "Bella"), "Sophia": ("Sophie",), "Caroline": ("Carrie",),
+    "Amanda": ("Mandy",), "Cynthia": ("Cindy",), "Dorothy": ("Dot", "Dottie"), "Eleanor": ("Ellie", "Nell"),
+    "Gabrielle": ("Gabby", "Gabi"), "Josephine": ("Jo", "Josie"), "Louise": ("Lou",),
+    "Natalie": ("Nat",), "Penelope": ("Penny",), "Rosemary": ("Rosie",), "Theresa": ("Tess", "Terri"),
+    "Teresa": ("Tess", "Terri"), "Valerie": ("Val",), "Pamela": ("Pam",), "Barbara": ("Barb", "Babs"),
+    "Jacob": ("Jake",), "Benedict": ("Ben",), "Phillip": ("Phil",), "Philip": ("Phil",),
+    "David": ("Dave", "Davy"), "Donald": ("Don",), "Gary": ("Gaz",), "Geoffrey": ("Geoff",),
+    "Rodney": ("Rod",), "Mitchell": ("Mitch",), "Cameron": ("Cam",), "Frank": ("Frankie",),
+    "Stanley": ("Stan",), "Herbert": ("Herb", "Bert"), "Albert": ("Al", "Bert"), "Alfred": ("Alf", "Fred"),
+    "Reginald": ("Reg",), "Norman": ("Norm",), "Malcolm": ("Mal",), "Terry": ("Tez",),
+    "Patrick": ("Pat", "Paddy"), "Jeremy": ("Jez",), "Marcus": ("Marc",), "Vincent": ("Vince", "Vinnie"),
+    "Bradley": ("Brad",), "Dominic": ("Dom",), "Sebastian": ("Seb",), "Julian": ("Jules",),
+    "Mary": ("Molly", "Mae"), "Sarah": ("Sally", "Sadie"), "Judith": ("Judy",),
+    "Frances": ("Fran", "Frankie"), "Beverley": ("Bev",), "Danielle": ("Dani",), "Jillian": ("Jill",),
+    "Cassandra": ("Cass", "Cassie"), "Veronica": ("Ronnie", "Vera"), "Felicity": ("Flick",),
+    "Kirsten": ("Kirsty",), "Tamara": ("Tammy",), "Lorraine": ("Lorrie",), "Matilda": ("Tilly",),
+    "Annabelle": ("Annie", "Belle"), "Evelyn": ("Evie",), "Melissa": ("Mel",), "Melanie": ("Mel",),
+    "Belinda": ("Bel", "Linda"), "Jacinta": ("Jac",), "Imogen": ("Immy",), "Eliza": ("Liza",),
+}
+# Spelling groups that sound alike: any member may be written as any other.
+_SOUNDALIKES = [
+    "Catherine Katherine Kathryn Cathryn", "Stephen Steven", "Sean Shaun Shawn", "Jon John",
+    "Phillip Philip", "Jeffrey Geoffrey", "Alan Allan Allen", "Brian Bryan", "Carl Karl", "Eric Erik",
+    "Mark Marc", "Neil Neal Neale", "Sara Sarah", "Ann Anne", "Hannah Hanna", "Rachel Rachael",
+    "Zoe Zoey", "Lucy Lucie", "Isabel Isobel Isabelle", "Teresa Theresa", "Jillian Gillian",
+    "Kylie Kiley", "Tracey Tracy", "Kerry Kerrie", "Leanne Lianne", "Lynette Lynnette",
+    "Dianne Diane Dianna", "Beverley Beverly", "Madeleine Madeline", "Jasmine Jazmin", "Tayla Taylor",
+    "Caitlin Kaitlyn", "Rhys Reece", "Callum Calum", "Lachlan Lochlan", "Jayden Jaden", "Mohammed Muhammad",
+    "Smith Smyth Smythe", "Thompson Thomson", "McDonald MacDonald Macdonald", "Reid Reed Read",
+    "Phillips Philips", "Clark Clarke", "Brown Browne", "Gray Grey", "Anderson Andersen",
+    "Mathews Matthews", "Stephens Stevens", "Stephenson Stevenson", "Johnston Johnstone",
+    "Mackenzie McKenzie", "Macleod McLeod", "Mclean Maclean", "Lee Li Leigh",
+    "Byrne Burn Byrnes", "Reynolds Reynold", "Schmidt Schmitt", "Muller Mueller", "Fischer Fisher",
+]
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_KEYBOARD = {
+    "q": "wa", "w": "qeas", "e": "wrsd", "r": "etdf", "t": "ryfg", "y": "tugh", "u": "yihj", "i": "uojk",
+    "o": "ipkl", "p": "ol", "a": "qwsz", "s": "awedxz", "d": "serfcx", "f": "drtgvc", "g": "ftyhbv",
+    "h": "gyujnb", "j": "huikmn", "k": "jiolm", "l": "kop", "z": "asx", "x": "zsdc", "c": "xdfv",
+    "v": "cfgb", "b": "vghn", "n": "bhjm", "m": "njk",
+    "0": "9", "1": "2", "2": "13", "3": "24", "4": "35", "5": "46", "6": "57", "7": "68", "8": "79",
+    "9": "80",
+}
+# (seen, read as): confusions of optical character recognition and of bad handwriting.
+_OCR = (("rn", "m"), ("m", "rn"), ("cl", "d"), ("vv", "w"), ("li", "h"), ("0", "O"), ("O", "0"),
+        ("o", "0"), ("1", "l"), ("l", "1"), ("I", "1"), ("1", "I"), ("i", "l"), ("5", "S"), ("S", "5"),
+        ("8", "B"), ("B", "8"), ("2", "Z"), ("Z", "2"), ("6", "G"), ("G", "6"), ("e", "c"), ("h", "b"),
+        ("g", "9"), ("u", "v"))
+# Spelling rules that keep the sound (applied to lowercase text, one occurrence).
+_PHONETIC_RULES = tuple((re.compile(p), r) for p, r in (
+    (r"ph", "f"), (r"(?<=[aeiou])f", "ph"), (r"ck", "k"), (r"c(?=[aou])", "k"), (r"k(?=[aou])", "c"),
+    (r"ie$", "y"), (r"y$", "ie"), (r"ey$", "y"), (r"ou", "ow"), (r"ee", "ea"), (r"ea", "ee"),
+    (r"ai", "ay"), (r"ay", "ai"), (r"(?<=[aeiou])s(?=[aeiou])", "z"), (r"z", "s"), (r"th", "t"),
+    (r"^mac", "mc"), (r"^mc", "mac"), (r"son$", "sen"), (r"sen$", "son"), (r"([bdfglmnprst])\1", r"\1"),
+    (r"(?<=[aeiou])([lnrt])(?=[aeiouy])", r"\1\1"), (r"i(?=[^aeiou]*$)", "y"), (r"ei", "ie"),
+    (r"ie(?!$)", "ei"), (r"x", "cks"), (r"qu", "kw"), (r"wh", "w"), (r"ah$", "a"), (r"a$", "ah"),
+    (r"e$", ""),
+))
+
+
+def _words(text: str) -> list[str]:
+    return list(dict.fromkeys(w.replace("_", " ") for w in text.split()))
+
+
+def _zipf(n: int, s: float, offset: float) -> np.ndarray:
+    w = 1.0 / (np.arange(1, n + 1) + offset) ** s
+    return w / w.sum()
+
+
+class _Tables:
+    """The frequency lists as numpy arrays with sampling weights (built once per process)."""
+
+    def __init__(self) -> None:
+        female, male = _words(_FEMALE), _words(_MALE)
+        self.given = np.array(female + male, dtype=object)
+        self.given_p = np.concatenate([_zipf(len(female), 0.9, 3.0), _zipf(len(male), 0.9, 3.0)]) / 2
+        self.female = np.zeros(len(self.given), dtype=bool)
+        self.female[: len(female)] = True
+        surnames = _words(_SURNAMES)
+        self.surname = np.array(surnames, dtype=object)
+        self.surname_p = _zipf(len(surnames), 0.8, 5.0)
+        streets = _words(_STREETS)
+        self.street = np.array(streets, dtype=object)
+        self.street_p = _zipf(len(streets), 0.7, 10.0)
+        self.street_type = np.array([t[0] for t in _STREET_TYPES], dtype=object)
+        p = np.array([t[2] for t in _STREET_TYPES])
+        self.street_type_p = p / p.sum()
+        suburbs, postcodes, states, weights = [], [], [], []
+        for state, text in _SUBURBS.items():
+            entries = text.split()
+            w = _zipf(len(entries), 0.8, 2.0) * _STATES[state][2]
+            for entry, weight in zip(entries, w, strict=True):
+                name, code = entry.split(":")
+                suburbs.append(name.replace("_", " "))
+                postcodes.append(code)
+                states.append(state)
+                weights.append(weight)
+        self.suburb = np.array(suburbs, dtype=object)
+        self.postcode = np.array(postcodes, dtype=object)
+        self.state = np.array(states, dtype=object)
+        self.suburb_p = np.array(weights) / np.sum(weights)
+
+
+_TABLES: _Tables | None = None
+
+
+def _tables() -> _Tables:
+    global _TABLES
+    if _TABLES is None:
+        _TABLES = _Tables()
+    return _TABLES
+
+
+_TYPE_ABBREV = {full: abbr for full, abbr, _ in _STREET_TYPES}
+_STATE_FORMS = {code: (full, alt) for code, (full, alt, _) in _STATES.items()}
+_SOUNDALIKE: dict[str, tuple[str, ...]] = {}
+for _group in _SOUNDALIKES:
+    _members = list(dict.fromkeys(_group.split()))
+    for _m in _members:
+        _others = tuple(x for x in _members if x != _m)
+        _SOUNDALIKE[_m] = tuple(dict.fromkeys(_SOUNDALIKE.get(_m, ()) + _others))
+
+# ---------------------------------------------------------------------------------------------------
+# Corruption.
+
+# Kinds in the order they are applied to a record: whole-value changes first, character noise next,
+# blanking last (so a typo never lands on a value that is then replaced).
+KINDS = ("date_format", "nickname", "phonetic", "abbreviation", "name_swap", "keyboard_typo",
+         "insert_char", "delete_char", "transpose_chars", "ocr", "digit_transpose", "formatting",
+         "missing")
+
+
+@dataclasses.dataclass(frozen=True)
+class Corruption:
+    """How duplicates are corrupted: per-kind probabilities and bounds on modifications per record.
+
+    Each kind is drawn independently per duplicate record with its probability, among the records it
+    can apply to (``nickname`` needs a given name with a known nickname, ``date_format`` a date of
+    birth, ``name_swap`` both names; the others almost always apply). Records that drew fewer than
+    ``min_per_record`` kinds get more, picked with weights proportional to the probabilities; records
+    that drew more than ``max_per_record`` keep a random subset. With the defaults a duplicate has
+    about 2 modifications on average (1: ~40 %, 2: ~30 %, 3: ~17 %, 4+: ~12 %); the fill-up to one
+    raises each kind's realised rate by about a tenth over its probability.
+
+    Attributes:
+        date_format: date of birth rewritten as 12/03/1987, 1987-03-12, 12 Mar 1987 or 03/12/1987
+            (the base form is 19870312); day and month lose leading zeros in a third of d/m/y dates.
+        nickname: given name replaced by a nickname or short form (William -> Bill, Will).
+        phonetic: a name respelt as it sounds (Thompson -> Thomson, Catherine -> Kathryn, ph -> f).
+        abbreviation: street type abbreviated (Street -> St, Road -> Rd.) or state spelt out or
+            respelt (NSW -> New South Wales, VIC -> Vic).
+        name_swap: given name and surname swapped.
+        keyboard_typo: one character replaced by a QWERTY (or digit-row) neighbour.
+        insert_char: one character inserted (a neighbour of the next key, or a doubled letter).
+        delete_char: one character deleted.
+        transpose_chars: two adjacent characters swapped.
+        ocr: an OCR/handwriting confusion (0/O, 1/l/I, 5/S, 8/B, rn/m, cl/d, ...).
+        digit_transpose: two adjacent digits swapped in the postcode or street number.
+        formatting: extra whitespace, a case change (UPPER, lower) or punctuation added/removed.
+        missing: one field blanked (empty string); names and address parts are likelier than state.
+        min_per_record: fewest modifications of a duplicate (0 allows exact duplicates).
+        max_per_record: most modifications of a duplicate.
+    """
+
+    date_format: float = 0.18
+    nickname: float = 0.20
+    phonetic: float = 0.12
+    abbreviation: float = 0.18
+    name_swap: float = 0.03
+    keyboard_typo: float = 0.18
+    insert_char: float = 0.08
+    delete_char: float = 0.10
+    transpose_chars: float = 0.07
+    ocr: float = 0.05
+    digit_transpose: float = 0.05
+    formatting: float = 0.12
+    missing: float = 0.14
+    min_per_record: int = 1
+    max_per_record: int = 5
+
+    def __post_init__(self) -> None:
+        for kind in KINDS:
+            p = getattr(self, kind)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"Corruption.{kind} must be a probability in [0, 1], got {p!r}")
+        if not 0 <= self.min_per_record <= self.max_per_record:
+            raise ValueError(f"need 0 <= min_per_record <= max_per_record, got {self.min_per_record}, "
+                             f"{self.max_per_record}")
+
+    def probabilities(self) -> np.ndarray:
+        """The per-kind probabilities in ``KINDS`` order."""
+        return np.array([getattr(self, k) for k in KINDS], dtype=np.float64)
+
+    def scaled(self, factor: float, *, min_per_record: int | None = None) -> Corruption:
+        """A copy with every probability multiplied by ``factor`` (clipped to 1)."""
+        values = {k: min(1.0, getattr(self, k) * factor) for k in KINDS}
+        if min_per_record is not None:
+            values["min_per_record"] = min_per_record
+        return dataclasses.replace(self, **values)
+
+    @classmethod
+    def only(cls, kind: str, probability: float = 1.0) -> Corruption:
+        """A corruption that applies one kind (with ``probability``) and nothing else."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown corruption kind {kind!r}; kinds: {', '.join(KINDS)}")
+        values = {k: 0.0 for k in KINDS}
+        values[kind] = probability
+        return cls(**values, min_per_record=0, max_per_record=len(KINDS))
+
+
+_OCR_MAP: dict[str, tuple[str, ...]] = {}
+for _src, _dst in _OCR:
+    _OCR_MAP[_src] = (*_OCR_MAP.get(_src, ()), _dst)
+_OCR_RX = re.compile("|".join(re.escape(x) for x in sorted(_OCR_MAP, key=len, reverse=True)))
+
+
+class _FieldChoice:
+    """Draws a field with fixed weights; an empty field passes the draw on to the next listed one."""
+
+    def __init__(self, *weighted: tuple[int, float]) -> None:
+        self.fields = tuple(f for f, _ in weighted)
+        cum = np.cumsum([w for _, w in weighted])
+        self.cum = (cum / cum[-1]).tolist()
+
+    def __call__(self, row: list[str], u: float) -> int:
+        """A non-empty field of ``row`` (-1 when all listed fields are empty)."""
+        fields = self.fields
+        n = len(fields)
+        i = bisect.bisect_right(self.cum, u)
+        for j in range(i, i + n):
+            f = fields[j % n]
+            if row[f]:
+                return f
+        return -1
+
+
+# Field choice weights per kind (row positions); an empty field passes its share to the next one.
+_TYPO_FIELDS = _FieldChoice((_GN, 0.25), (_SN, 0.25), (_ADDR, 0.18), (_SUB, 0.14), (_NUM, 0.05),
+                            (_PC, 0.05), (_DOB, 0.05), (_SSN, 0.03))
+_MISSING_FIELDS = _FieldChoice((_GN, 0.15), (_SN, 0.08), (_NUM, 0.2), (_ADDR, 0.15), (_SUB, 0.12),
+                               (_PC, 0.12), (_ST, 0.05), (_DOB, 0.1), (_SSN, 0.1))
+_FORMAT_FIELDS = _FieldChoice((_GN, 0.25), (_SN, 0.25), (_ADDR, 0.25), (_SUB, 0.2), (_ST, 0.05))
+_OCR_FIELDS = _FieldChoice((_GN, 0.2), (_SN, 0.25), (_ADDR, 0.15), (_SUB, 0.15), (_NUM, 0.05), (_PC, 0.1),
+                           (_DOB, 0.1))
+
+
+def _pos(n: int, u: float) -> int:
+    """A position in ``range(n)``; the first character only 1 time in 10 (initials are rarely wrong)."""
+    if n <= 1 or u < 0.1:
+        return 0
+    return 1 + min(n - 2, int((u - 0.1) / 0.9 * (n - 1)))
+
+
+def _neighbour(ch: str, u: float) -> str:
+    keys = _KEYBOARD.get(ch.lower())
+    if not keys:
+        return ch
+    out = keys[min(len(keys) - 1, int(u * len(keys)))]
+    return out.upper() if ch.isupper() else out
+
+
+def _c_keyboard(row: list[str], u: tuple[float, float, float]) -> bool:
+    f = _TYPO_FIELDS(row, u[0])
+    if f < 0:
+        return False
+    v = row[f]
+    i = _pos(len(v), u[1])
+    new = _neighbour(v[i], u[2])
+    if new == v[i]:
+        return False
+    row[f] = v[:i] + new + v[i + 1:]
+    return True
+
+
+def _c_insert(row: list[str], u: tuple[float, float, float]) -> bool:
+    f = _TYPO_FIELDS(row, u[0])
+    if f < 0:
+        return False
+    v = row[f]
+    i = _pos(len(v) + 1, u[1])
+    ref = v[min(i, len(v) - 1)]
+    if u[2] < 0.3:  # doubled letter
+        new = ref
+    else:
+        new = _neighbour(ref, (u[2] - 0.3) / 0.7)
+        if new == ref and not ref.isalnum():
+            new = "e"
+    if i > 0 and ref.isupper() and new.isalpha():
+        new = new.lower()
+    row[f] = v[:i] + new + v[i:]
+    return True
+
+
+def _c_delete(row: list[str], u: tuple[float, float, float]) -> bool:
+    f = _TYPO_FIELDS(row, u[0])
+    if f < 0 or len(row[f]) < 2:
+        return False
+    v = row[f]
+    i = _pos(len(v), u[1])
+    row[f] = v[:i] + v[i + 1:]
+    return True
+
+
+def _c_transpose(row: list[str], u: tuple[float, float, float]) -> bool:
+    f = _TYPO_FIELDS(row, u[0])
+    if f < 0 or len(row[f]) < 2:
+        return False
+    v = row[f]
+    i = min(_pos(len(v), u[1]), len(v) - 2)
+    for j in [i, *range(len(v) - 1)]:
+        if v[j] != v[j + 1]:
+            a, b = v[j], v[j + 1]
+            if j == 0 and a.isupper():  # "Smith" -> "Msith" reads as a typo; keep the capital first
+                a, b = a.lower(), b.upper()
+            row[f] = v[:j] + b + a + v[j + 2:]
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _ocr_hits(value: str) -> tuple[tuple[int, int], ...]:
+    """Spans of ``value`` an OCR confusion applies to (cached: values repeat a lot)."""
+    return tuple(m.span() for m in _OCR_RX.finditer(value))
+
+
+def _c_ocr(row: list[str], u: tuple[float, float, float]) -> bool:
+    first = _OCR_FIELDS(row, u[0])
+    if first < 0:
+        return False
+    order = [first] + [f for f in _OCR_FIELDS.fields if f != first and row[f]]
+    for f in order:
+        v = row[f]
+        hits = _ocr_hits(v)
+        if hits:
+            start, end = hits[min(len(hits) - 1, int(u[1] * len(hits)))]
+            dsts = _OCR_MAP[v[start:end]]
+            row[f] = v[:start] + dsts[min(len(dsts) - 1, int(u[2] * len(dsts)))] + v[end:]
+            return True
+    return False
+
+
+def _recase(new: str, old: str) -> str:
+    if old.isupper():
+        return new.upper()
+    if old[:1].isupper():
+        return new[:1].upper() + new[1:]
+    return new
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _respellings(low: str) -> tuple[str, ...]:
+    """Every respelling of a lowercase name by one phonetic rule (cached: names repeat a lot)."""
+    out = (rx.sub(rep, low, count=1) for rx, rep in _PHONETIC_RULES)
+    return tuple(dict.fromkeys(v for v in out if v and v != low))
+
+
+def _c_phonetic(row: list[str], u: tuple[float, float, float]) -> bool:
+    fields = [f for f in ((_GN, _SN) if u[0] < 0.5 else (_SN, _GN)) if row[f]]
+    for f in fields:
+        v = row[f]
+        alts = _SOUNDALIKE.get(v)
+        if alts and u[2] < 0.7:
+            row[f] = alts[min(len(alts) - 1, int(u[1] * len(alts)))]
+            return True
+        variants = _respellings(v.lower())
+        if variants:
+            row[f] = _recase(variants[min(len(variants) - 1, int(u[1] * len(variants)))], v)
+            return True
+    return False
+
+
+def _c_abbreviation(row: list[str], u: tuple[float, float, float]) -> bool:
+    addr, state = row[_ADDR], row[_ST]
+    head, _, last = addr.rpartition(" ")
+    can_street = bool(head) and last in _TYPE_ABBREV
+    can_state = state in _STATE_FORMS
+    if can_street and (u[0] < 0.65 or not can_state):
+        abbr = _TYPE_ABBREV[last]
+        if abbr == last:
+            return False
+        row[_ADDR] = f"{head} {abbr}{'.' if u[1] < 0.15 else ''}"
+        return True
+    if can_state:
+        full, alt = _STATE_FORMS[state]
+        row[_ST] = full if u[1] < 0.6 else alt
+        return True
+    return False
+
+
+def _c_name_swap(row: list[str], u: tuple[float, float, float]) -> bool:
+    if not row[_GN] or not row[_SN] or row[_GN] == row[_SN]:
+        return False
+    row[_GN], row[_SN] = row[_SN], row[_GN]
+    return True
+
+
+def _c_nickname(row: list[str], u: tuple[float, float, float]) -> bool:
+    nicks = _NICKNAMES.get(row[_GN])
+    if not nicks:
+        return False
+    row[_GN] = nicks[min(len(nicks) - 1, int(u[0] * len(nicks)))]
+    return True
+
+
+def _c_date_format(row: list[str], u: tuple[float, float, float]) -> bool:
+    v = row[_DOB]
+    if len(v) != 8 or not v.isdigit():
+        return False
+    y, m, d = v[:4], v[4:6], v[6:]
+    k = min(3, int(u[0] * 4))
+    if k == 0:
+        if u[1] < 0.33:
+            d, m = str(int(d)), str(int(m))
+        row[_DOB] = f"{d}/{m}/{y}"
+    elif k == 1:
+        row[_DOB] = f"{y}-{m}-{d}"
+    elif k == 2:
+        row[_DOB] = f"{d} {_MONTHS[int(m) - 1]} {y}"
+    else:
+        row[_DOB] = f"{m}/{d}/{y}"
+    return True
+
+
+def _c_digit_transpose(row: list[str], u: tuple[float, float, float]) -> bool:
+    for f in ((_PC, _NUM) if u[0] < 0.6 else (_NUM, _PC)):
+        v = row[f]
+        spots = [i for i in range(len(v) - 1) if v[i] != v[i + 1] and v[i].isdigit() and v[i + 1].isdigit()]
+        if spots:
+            i = spots[min(len(spots) - 1, int(u[1] * len(spots)))]
+            row[f] = v[:i] + v[i + 1] + v[i] + v[i + 2:]
+            return True
+    return False
+
+
+def _c_formatting(row: list[str], u: tuple[float, float, float]) -> bool:
+    f = _FORMAT_FIELDS(row, u[0])
+    if f < 0:
+        return False
+    v = row[f]
+    r = u[1]
+    if r < 0.35:  # whitespace
+        if " " in v and u[2] < 0.5:
+            row[f] = v.replace(" ", "  ", 1)
+        elif u[2] < 0.75:
+            row[f] = " " + v
+        else:
+            row[f] = v + " "
+    elif r < 0.7:  # case
+        new = v.upper() if u[2] < 0.6 else v.lower()
+        if new == v:
+            new = v.lower() if new.isupper() else v.upper()
+        if new == v:
+            return False
+        row[f] = new
+    else:  # punctuation
+        if "'" in v or "-" in v:
+            row[f] = v.replace("'", "" if u[2] < 0.5 else " ").replace("-", " ")
+        elif " " in v and u[2] < 0.4:
+            row[f] = v.replace(" ", "-" if f != _ADDR else ", ", 1)
+        else:
+            row[f] = v + ("." if u[2] < 0.7 else ",")
+    return True
+
+
+def _c_missing(row: list[str], u: tuple[float, float, float]) -> bool:
+    f = _MISSING_FIELDS(row, u[0])
+    if f < 0:
+        return False
+    row[f] = ""
+    return True
+
+
+_APPLY = {
+    "date_format": _c_date_format, "nickname": _c_nickname, "phonetic": _c_phonetic,
+    "abbreviation": _c_abbreviation, "name_swap": _c_name_swap, "keyboard_typo": _c_keyboard,
+    "insert_char": _c_insert, "delete_char": _c_delete, "transpose_chars": _c_transpose,
+    "ocr": _c_ocr, "digit_transpose": _c_digit_transpose, "formatting": _c_formatting,
+    "missing": _c_missing,
+}
+assert tuple(_APPLY) == KINDS
+
+
+def _eligible(rows: Sequence[list[str]]) -> np.ndarray:
+    """[n, len(KINDS)] bool: which kinds can apply to each row (the rest always can)."""
+    n = len(rows)
+    el = np.ones((n, len(KINDS)), dtype=bool)
+    col = KINDS.index
+    el[:, col("date_format")] = [len(r[_DOB]) == 8 for r in rows]
+    el[:, col("nickname")] = [r[_GN] in _NICKNAMES for r in rows]
+    el[:, col("name_swap")] = [bool(r[_GN]) and bool(r[_SN]) and r[_GN] != r[_SN] for r in rows]
+    return el
+
+
+_CHUNK = 65536
+
+
+def _corrupt_rows(rows: list[list[str]], rng: np.random.Generator,
+                  corruption: Corruption) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Corrupts row lists in place.
+
+    Returns:
+        ``(row, kind, done)``: one entry per attempted modification, in application order: the row
+        index, the index into ``KINDS``, and whether it changed the row.
+    """
+    p = corruption.probabilities()
+    k = len(KINDS)
+    fns = [_APPLY[kind] for kind in KINDS]
+    out_rows, out_kinds, out_done = [], [], []
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start:start + _CHUNK]
+        m = len(chunk)
+        w = p[None, :] * _eligible(chunk)
+        drawn = rng.random((m, k)) < w
+        # Priority: drawn kinds first in random order, then undrawn kinds by weighted random keys
+        # (exponential race: weight w wins with probability proportional to w), ineligible never.
+        with np.errstate(divide="ignore"):
+            race = rng.exponential(size=(m, k)) / w
+        prio = np.where(drawn, -1.0 / (1.0 + race), race)
+        order = np.argsort(prio, axis=1, kind="stable")
+        usable = (w > 0).sum(axis=1)
+        count = np.clip(drawn.sum(axis=1), corruption.min_per_record, corruption.max_per_record)
+        count = np.minimum(count, usable)
+        chosen = np.zeros((m, k), dtype=bool)
+        np.put_along_axis(chosen, order, np.arange(k)[None, :] < count[:, None], axis=1)
+        row_i, kind_i = np.nonzero(chosen)  # row-major: each row's kinds in KINDS order
+        us = rng.random((row_i.size, 3)).tolist()
+        done = np.fromiter((fns[kd](chunk[r], u) for r, kd, u in zip(row_i.tolist(), kind_i.tolist(), us,
+                                                                        strict=True)),
+                           dtype=bool, count=row_i.size)
+        out_rows.append(row_i + start)
+        out_kinds.append(kind_i)
+        out_done.append(done)
+    if not out_rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
+    return np.concatenate(out_rows), np.concatenate(out_kinds), np.concatenate(out_done)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entities and corpora.
+
+_HOUSEHOLD_RATE = 0.15  # share of entities living with another entity (same surname and address)
+_TWIN_RATE = 0.03  # share of household members born the same day as the person they live with
+_BASE_MISSING = ((_GN, 0.003), (_NUM, 0.03), (_ADDR, 0.01), (_DOB, 0.02))  # gaps in clean records
+_DOB_RANGE = (np.datetime64("1930-01-01"), np.datetime64("2008-12-31"))
+
+
+def make_entities(n: int, *, seed: int = 0, soc_sec_id: bool = False) -> list[list[str]]:
+    """Samples ``n`` clean entities as row lists in ``FIELDS`` order with an empty rec_id.
+
+    Names, streets and suburbs are drawn with Zipf-like weights; ``_HOUSEHOLD_RATE`` of the entities
+    share surname and full address with another entity; a few fields are missing even in clean
+    records, as they are in real sources.
+
+    Args:
+        n: number of entities.
+        seed: seed of the generator.
+        soc_sec_id: also fill a 7-digit ``soc_sec_id`` (unique per entity; makes matching easy).
+
+    Returns:
+        A list of ``n`` rows (lists of str, ``len(FIELDS)`` long, the last one '' unless
+        ``soc_sec_id``).
+    """
+    return _make_entities(n, np.random.default_rng(seed), soc_sec_id)
+
+
+def _make_entities(n: int, rng: np.random.Generator, soc_sec_id: bool) -> list[list[str]]:
+    t = _tables()
+    if n <= 0:
+        return []
+    given = t.given[rng.choice(len(t.given), size=n, p=t.given_p)]
+    surname_i = rng.choice(len(t.surname), size=n, p=t.surname_p)
+    street_i = rng.choice(len(t.street), size=n, p=t.street_p)
+    type_i = rng.choice(len(t.street_type), size=n, p=t.street_type_p)
+    suburb_i = rng.choice(len(t.suburb), size=n, p=t.suburb_p)
+    # Street numbers: log-normal, median 16, mostly below 150.
+    number = np.clip(rng.lognormal(2.8, 1.0, size=n), 1, 999).astype(np.int64)
+    lo, hi = (d.astype(np.int64) for d in _DOB_RANGE)
+    dob = rng.integers(lo, hi + 1, size=n)
+
+    # Households: members copy surname and address from an anchor that is not itself a member.
+    member = rng.random(n) < _HOUSEHOLD_RATE
+    anchors = np.flatnonzero(~member)
+    if member.any() and anchors.size:
+        idx = np.flatnonzero(member)
+        anchor = anchors[rng.integers(0, anchors.size, size=idx.size)]
+        surname_i[idx] = surname_i[anchor]
+        street_i[idx] = street_i[anchor]
+        type_i[idx] = type_i[anchor]
+        suburb_i[idx] = suburb_i[anchor]
+        number[idx] = number[anchor]
+        offset = rng.normal(0, 3650, size=idx.size).astype(np.int64)
+        offset[rng.random(idx.size) < _TWIN_RATE] = 0
+        dob[idx] = np.clip(dob[anchor] + offset, lo, hi)
+
+    dob_text = np.datetime_as_string(dob.astype("datetime64[D]"), unit="D")
+    cols = [
+        [""] * n,
+        given.tolist(),
+        t.surname[surname_i].tolist(),
+        number.astype(str).tolist(),
+        [f"{s} {ty}" for s, ty in zip(t.street[street_i].tolist(), t.street_type[type_i].tolist(),
+                                      strict=True)],
+        t.suburb[suburb_i].tolist(),
+        t.postcode[suburb_i].tolist(),
+        t.state[suburb_i].tolist(),
+        [d.replace("-", "") for d in dob_text.tolist()],
+        (rng.choice(9_000_000, size=n, replace=False) + 1_000_000).astype(str).tolist() if soc_sec_id
+        else [""] * n,
+    ]
+    for f, rate in _BASE_MISSING:
+        for i in np.flatnonzero(rng.random(n) < rate).tolist():
+            cols[f][i] = ""
+    return [list(r) for r in zip(*cols, strict=True)]
+
+
+def _ids(prefix: str, n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` ids ``prefix-000123`` in random order, so the id says nothing about the entity."""
+    width = max(6, len(str(max(n - 1, 0))))
+    return [f"{prefix}-{k:0{width}d}" for k in rng.permutation(n).tolist()]
+
+
+def _to_dicts(rows: list[list[str]], soc_sec_id: bool, extra: dict[str, list[str]] | None = None,
+              ) -> list[dict[str, str]]:
+    names = FIELDS if soc_sec_id else FIELDS[:-1]
+    width = len(names)
+    out = [dict(zip(names, r[:width], strict=True)) for r in rows]
+    for key, values in (extra or {}).items():
+        for rec, value in zip(out, values, strict=True):
+            rec[key] = value
+    out.sort(key=lambda r: r["rec_id"])
+    return out
+
+
+def _light(corruption: Corruption, noise: float) -> Corruption:
+    return corruption.scaled(noise, min_per_record=0)
+
+
+def corrupt_records(records: Iterable[dict[str, str]], *, seed: int = 0,
+                    corruption: Corruption | None = None,
+                    ) -> tuple[list[dict[str, str]], list[tuple[str, ...]]]:
+    """Corrupted copies of records (dicts with the ``FIELDS`` keys), and the kinds applied to each.
+
+    Args:
+        records: records as produced by this module (missing keys read as '').
+        seed: seed of the corruption draws.
+        corruption: the corruption to apply; default ``Corruption()``.
+
+    Returns:
+        ``(corrupted, kinds)``: new dicts in input order (other keys copied unchanged) and, per record,
+        the tuple of kinds that changed it, in application order.
+    """
+    corruption = corruption or Corruption()
+    records = list(records)
+    rows = [[str(rec.get(f, "") or "") for f in FIELDS] for rec in records]
+    row_i, kind_i, done = _corrupt_rows(rows, np.random.default_rng(seed), corruption)
+    applied: list[list[str]] = [[] for _ in rows]
+    for r, kd in zip(row_i[done].tolist(), kind_i[done].tolist(), strict=True):
+        applied[r].append(KINDS[kd])
+    kinds = [tuple(a) for a in applied]
+    out = []
+    for rec, row in zip(records, rows, strict=True):
+        new = dict(rec)
+        for f, v in zip(FIELDS, row, strict=True):
+            if f in rec or v:
+                new[f] = v
+        out.append(new)
+    return out, kinds
+
+
+def make_link_corpora(n_entities: int, *, overlap: float = 1.0, seed: int = 0,
+                      corruption: Corruption | None = None, a_noise: float = 0.1,
+                      soc_sec_id: bool = False,
+                      ) -> tuple[list[dict], list[dict], list[tuple[str, str]]]:
+    """Two corpora to link, and the true links.
+
+    Corpus A holds one clean-ish record per entity (a ``a_noise`` share of the default corruption
+    rates, no minimum). Corpus B holds ``n_entities`` records too: a corrupted duplicate of a random
+    ``overlap`` share of A's entities, and corrupted records of unrelated people (drawn from the same
+    distributions, some living with A's people) for the rest.
+
+    Args:
+        n_entities: records in each corpus.
+        overlap: share of A's entities that have a duplicate in B, in [0, 1].
+        seed: seed of every random draw.
+        corruption: how B's duplicates are corrupted; default ``Corruption()``.
+        a_noise: factor on the corruption rates for A's records (0 = A is clean).
+        soc_sec_id: add a ``soc_sec_id`` field (corrupted like the others).
+
+    Returns:
+        ``(a_records, b_records, links)``: records are dicts with ``FIELDS`` keys (``soc_sec_id`` only
+        when asked), sorted by ``rec_id`` (``a-000123``, ``b-000456``, assigned in random order);
+        links are ``(a_id, b_id)`` pairs, sorted.
+    """
+    if n_entities < 0:
+        raise ValueError(f"n_entities must be >= 0, got {n_entities}")
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"overlap must be in [0, 1], got {overlap!r}")
+    corruption = corruption or Corruption()
+    rng = np.random.default_rng(seed)
+    n_dup = int(round(overlap * n_entities))
+    n_new = n_entities - n_dup
+    entities = _make_entities(n_entities + n_new, rng, soc_sec_id)
+    a_rows = [list(r) for r in entities[:n_entities]]
+    dup_of = np.sort(rng.choice(n_entities, size=n_dup, replace=False))
+    b_rows = [list(entities[i]) for i in dup_of.tolist()] + [list(r) for r in entities[n_entities:]]
+    if a_noise > 0:
+        _corrupt_rows(a_rows, rng, _light(corruption, a_noise))
+    _corrupt_rows(b_rows, rng, corruption)
+    a_ids, b_ids = _ids("a", n_entities, rng), _ids("b", n_entities, rng)
+    b_order = rng.permutation(n_entities)  # B's duplicates must not sit in A's order either
+    b_rows = [b_rows[i] for i in b_order.tolist()]
+    b_source = np.concatenate([dup_of, np.full(n_new, -1)])[b_order]
+    for row, rid in zip(a_rows, a_ids, strict=True):
+        row[_ID] = rid
+    for row, rid in zip(b_rows, b_ids, strict=True):
+        row[_ID] = rid
+    links = sorted((a_ids[a], b_ids[b]) for b, a in enumerate(b_source.tolist()) if a >= 0)
+    return _to_dicts(a_rows, soc_sec_id), _to_dicts(b_rows, soc_sec_id), links
+
+
+# Cluster sizes 1..6 with weights halving at each step (1: 51 %, 2: 25 %, 3: 13 %, ...).
+_CLUSTER_DECAY = 0.5
+
+
+def make_dedup_corpus(n_entities: int, *, seed: int = 0, min_size: int = 1, max_size: int = 6,
+                      corruption: Corruption | None = None, a_noise: float = 0.1,
+                      soc_sec_id: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
+    """One corpus with clusters of records per entity, and the true duplicate pairs.
+
+    Each entity gets a cluster of ``min_size..max_size`` records (sizes skewed to small: each size is
+    half as likely as the one before): one clean-ish original and corrupted duplicates.
+
+    Args:
+        n_entities: number of entities (clusters).
+        seed: seed of every random draw.
+        min_size: smallest cluster, >= 1.
+        max_size: largest cluster, >= min_size.
+        corruption: how duplicates are corrupted; default ``Corruption()``.
+        a_noise: factor on the corruption rates for each cluster's original record.
+        soc_sec_id: add a ``soc_sec_id`` field.
+
+    Returns:
+        ``(records, pairs)``: records are dicts with ``FIELDS`` keys plus ``entity_id`` (``e-000123``;
+        the answer, not a matching feature), sorted by ``rec_id`` (``r-000123``, random order);
+        pairs are all within-cluster ``(id1, id2)`` with ``id1 < id2``, sorted.
+    """
+    if n_entities < 0:
+        raise ValueError(f"n_entities must be >= 0, got {n_entities}")
+    if not 1 <= min_size <= max_size:
+        raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
+    corruption = corruption or Corruption()
+    rng = np.random.default_rng(seed)
+    entities = _make_entities(n_entities, rng, soc_sec_id)
+    sizes_all = np.arange(min_size, max_size + 1)
+    p = _CLUSTER_DECAY ** (sizes_all - min_size)
+    sizes = rng.choice(sizes_all, size=n_entities, p=p / p.sum())
+    originals = [list(r) for r in entities]
+    if a_noise > 0:
+        _corrupt_rows(originals, rng, _light(corruption, a_noise))
+    dup_entity = np.repeat(np.arange(n_entities), sizes - 1)
+    dups = [list(entities[e]) for e in dup_entity.tolist()]
+    _corrupt_rows(dups, rng, corruption)
+    rows = originals + dups
+    entity = np.concatenate([np.arange(n_entities), dup_entity])
+    ids = _ids("r", len(rows), rng)
+    ewidth = max(6, len(str(max(n_entities - 1, 0))))
+    eids = [f"e-{e:0{ewidth}d}" for e in entity.tolist()]
+    for row, rid in zip(rows, ids, strict=True):
+        row[_ID] = rid
+    members: dict[int, list[str]] = {}
+    for e, rid in zip(entity.tolist(), ids, strict=True):
+        members.setdefault(e, []).append(rid)
+    pairs = sorted((x, y) for group in members.values() for x in group for y in group if x < y)
+    return _to_dicts(rows, soc_sec_id, {"entity_id": eids}), pairs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing.
+
+_FORMATS = ("csv", "jsonl", "parquet")
+
+
+def write_records(records: Sequence[dict], path: str, fmt: str) -> None:
+    """Writes records (dicts sharing the first record's keys) as csv, jsonl or parquet.
+
+    All values are written as strings; missing values are empty strings (csv: empty cells).
+
+    Args:
+        records: the records; columns follow the first record's key order.
+        path: the output file (its directory must exist).
+        fmt: 'csv', 'jsonl' or 'parquet'.
+    """
+    if fmt not in _FORMATS:
+        raise ValueError(f"fmt must be one of {_FORMATS}, got {fmt!r}")
+    columns = list(records[0]) if records else list(FIELDS[:-1])
+    if fmt == "csv":
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(columns)
+            writer.writerows([rec.get(c, "") for c in columns] for rec in records)
+    elif fmt == "jsonl":
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
+    else:
+        import pyarrow as pa  # deferred: only parquet output needs it
+        import pyarrow.parquet as pq
+
+        table = pa.table({c: pa.array([rec.get(c, "") for rec in records], type=pa.string())
+                          for c in columns})
+        pq.write_table(table, path)
+
+
+def write_truth(pairs: Iterable[tuple[str, str]], path: str) -> None:
+    """Writes true pairs as CSV with the header ``query_id,candidate_id``."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(("query_id", "candidate_id"))
+        writer.writerows(pairs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI.
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m transforms.testing.people",
+        description="Writes synthetic person corpora and their ground truth (FEBRL-style).")
+    parser.add_argument("--mode", choices=("link", "dedup"), required=True,
+                        help="link: DIR/a.FMT, DIR/b.FMT; dedup: DIR/people.FMT; both with "
+                        "DIR/true_pairs.csv.")
+    parser.add_argument("--entities", type=int, required=True, help="Number of entities.")
+    parser.add_argument("--out", required=True, help="Output directory (created if missing).")
+    parser.add_argument("--format", choices=_FORMATS, default="csv", help="Record file format. "
+                        "Default csv.")
+    parser.add_argument("--seed", type=int, default=0, help="Random seed. Default 0.")
+    parser.add_argument("--overlap", type=float, default=1.0,
+                        help="Link mode: share of A's entities duplicated in B. Default 1.0.")
+    parser.add_argument("--min_size", type=int, default=1, help="Dedup mode: smallest cluster. "
+                        "Default 1.")
+    parser.add_argument("--max_size", type=int, default=6, help="Dedup mode: largest cluster. "
+                        "Default 6.")
+    parser.add_argument("--corruption_scale", type=float, default=1.0,
+                        help="Multiply every default corruption probability by this. Default 1.0.")
+    parser.add_argument("--soc_sec_id", action="store_true", help="Add a soc_sec_id field.")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; returns the process exit code."""
+    args = _parse_args(argv)
+    corruption = Corruption().scaled(args.corruption_scale)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    if args.mode == "link":
+        a, b, pairs = make_link_corpora(args.entities, overlap=args.overlap, seed=args.seed,
+                                        corruption=corruption, soc_sec_id=args.soc_sec_id)
+        outputs = {f"a.{args.format}": a, f"b.{args.format}": b}
+    else:
+        recs, pairs = make_dedup_corpus(args.entities, seed=args.seed, min_size=args.min_size,
+                                        max_size=args.max_size, corruption=corruption,
+                                        soc_sec_id=args.soc_sec_id)
+        outputs = {f"people.{args.format}": recs}
+    made = time.perf_counter()
+    for name, records in outputs.items():
+        write_records(records, os.path.join(args.out, name), args.format)
+    write_truth(pairs, os.path.join(args.out, "true_pairs.csv"))
+    done = time.perf_counter()
+    n = sum(len(r) for r in outputs.values())
+    print(f"wrote {n} records ({', '.join(outputs)}) and {len(pairs)} true pairs to {args.out}: "
+          f"generated in {made - start:.1f} s ({n / max(made - start, 1e-9):,.0f} records/s), "
+          f"written in {done - made:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
