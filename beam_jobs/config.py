@@ -103,8 +103,9 @@ class MatchConfig:
     scann_leaves_to_search: int | None = None
     scann_quantization: str = "ah"
     scann_anisotropic_threshold: float = 0.2
-    scann_reorder: int = 100
+    scann_reorder: int | None = None
     scann_training_sample: int = 250_000
+    scann_training_threads: int = 1
     rescore: str = "exact"
     output_format: str = "parquet"
     num_output_shards: int | None = None
@@ -179,8 +180,9 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         scann_leaves_to_search=_int(flags, "scann_leaves_to_search", None, 1),
         scann_quantization=_choice(flags, "scann_quantization", ("ah", "brute"), "ah"),
         scann_anisotropic_threshold=_float(flags, "scann_anisotropic_threshold", 0.2, 0.0),
-        scann_reorder=_int(flags, "scann_reorder", 100, 0),
+        scann_reorder=_int(flags, "scann_reorder", None, 0),
         scann_training_sample=_int(flags, "scann_training_sample", 250_000, 100),
+        scann_training_threads=_int(flags, "scann_training_threads", 1, 0),
         rescore=_choice(flags, "rescore", ("exact", "wasserstein"), "exact"),
         output_format=_choice(flags, "output_format", OUTPUT_FORMATS, "parquet"),
         num_output_shards=_int(flags, "num_output_shards", None, 1),
@@ -189,6 +191,9 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
     )
     if cfg.embed_min_batch_size > cfg.embed_max_batch_size:
         raise ConfigError("--embed_min_batch_size must be <= --embed_max_batch_size")
+    if cfg.scann_num_leaves and cfg.scann_training_sample < cfg.scann_num_leaves:
+        raise ConfigError("--scann_training_sample must be >= --scann_num_leaves (each leaf needs "
+                          "training points)")
     if (cfg.scann_num_leaves and cfg.scann_leaves_to_search
             and cfg.scann_leaves_to_search > cfg.scann_num_leaves):
         raise ConfigError("--scann_leaves_to_search must be <= --scann_num_leaves")
@@ -208,7 +213,8 @@ def scann_params_for(cfg: MatchConfig, shard_size: int) -> dict[str, Any]:
 
     Defaults follow the measured operating points in shared/FACTS.md: 2000 leaves at 1M vectors,
     600 at 100k (about 2*sqrt(n)); leaves searched about 1.5*sqrt(leaves) (reached recall@10 ~0.99 at
-    1M and ~0.97 at 100k there); reorder 100.
+    1M and ~0.97 at 100k there); reorder 100 (200 bought nothing there), but 200 for squared_l2, where
+    hashing cannot use the anisotropic loss and reorder 100 gave recall@10 0.94 in tests/transforms.
     """
     num_leaves = cfg.scann_num_leaves or max(1, min(shard_size, round(2 * math.sqrt(shard_size))))
     num_leaves = min(num_leaves, shard_size)
@@ -219,6 +225,8 @@ def scann_params_for(cfg: MatchConfig, shard_size: int) -> dict[str, Any]:
         "training_sample_size": min(cfg.scann_training_sample, shard_size),
         "quantization": cfg.scann_quantization,
         "anisotropic_quantization_threshold": cfg.scann_anisotropic_threshold,
-        "reorder": cfg.scann_reorder,
+        "reorder": (cfg.scann_reorder if cfg.scann_reorder is not None
+                    else 200 if cfg.distance == "squared_l2" else 100),
         "spherical": cfg.distance == "cosine",
+        "training_threads": cfg.scann_training_threads,
     }

@@ -20,11 +20,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs.config import MatchConfig, config_from_options, scann_params_for
-from beam_jobs.options import MatchOptions
 from transforms.build import BuildShardIndexes
 from transforms.io import ReadCorpus, WriteDeadLetters, WriteMatches
 from transforms.manifest import BadRecordRatioError, WriteManifest, bad_record_verdict, stack_versions
-
 from transforms.schema import Role
 from transforms.search import MergeTopK, SearchShards
 from transforms.shard_records import ShardRecords, SplitQueryBatches, shard_count
@@ -189,8 +187,11 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
 
 def prepare(argv: list[str] | None) -> tuple[PipelineOptions, MatchConfig, dict[str, Any], int]:
     """Parses flags and checks everything that can be checked before a pipeline exists."""
+    from beam_jobs.template_cli import expand_date_flags
     from transforms.io import check_glob_matches
 
+    # Nightly runs: --output gs://b/runs/{date} -> the launch's UTC date (as the template shim does).
+    argv = expand_date_flags(sys.argv[1:] if argv is None else argv)
     options = PipelineOptions(argv)
     cfg = config_from_options(options)
     for flag in ("queries", "candidates", "input"):

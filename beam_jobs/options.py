@@ -50,8 +50,12 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
      "the tree). Default ah.", ("ah", "brute")),
     ("scann_anisotropic_threshold", "Anisotropic quantization threshold (dot/cosine). Default 0.2.",
      None),
-    ("scann_reorder", "ScaNN exact reorder depth (0 disables). Default 100.", None),
+    ("scann_reorder", "ScaNN exact reorder depth (0 disables). Default 100 (200 for squared_l2).",
+     None),
     ("scann_training_sample", "Vectors sampled to train each shard's tree. Default 250000.", None),
+    ("scann_training_threads", "Threads that train each shard's tree and codebooks. Default 1: builds "
+     "are then reproducible, so output is byte-identical run to run; 0 = all cores (faster builds, "
+     "results may differ slightly between runs).", None),
     ("rescore", "Final distance of emitted pairs: exact (the chosen distance on the float vectors) or "
      "wasserstein (1-D Wasserstein distance of the vectors' values). Default exact.",
      ("exact", "wasserstein")),
@@ -72,3 +76,16 @@ class MatchOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         for name, help_text, choices in JOB_FLAGS:
             parser.add_argument(f"--{name}", default=None, choices=choices, help=help_text)
+
+
+def flags_markdown() -> str:
+    """The README's flag table rows, from JOB_FLAGS (``python -m beam_jobs.options``)."""
+    rows = []
+    for name, help_text, choices in JOB_FLAGS:
+        choice_text = f" One of: {', '.join(choices)}." if choices else ""
+        rows.append(f"| `--{name}` | {help_text}{choice_text} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(flags_markdown())

@@ -1,4 +1,4 @@
-"""``corpus-match template build|run|schedule``: the commands that ship the match job as a Dataflow Flex Template.
+"""``corpus-match template build|run|schedule``: commands that ship the match job as a Flex Template.
 
 Each subcommand builds the exact ``docker`` / ``gcloud`` command lines (argv lists) and prints them,
 one flag per line, ready to paste into bash from the repository root; with ``--execute`` it runs the same
@@ -100,10 +100,10 @@ _EXIT_MISSING_TOOL = 127
 
 def _utc_date(now: datetime.datetime | datetime.date | None) -> datetime.date:
     if now is None:
-        return datetime.datetime.now(datetime.timezone.utc).date()
+        return datetime.datetime.now(datetime.UTC).date()
     if isinstance(now, datetime.datetime):
         # Naive datetimes are taken as UTC already; aware ones are converted.
-        return now.astimezone(datetime.timezone.utc).date() if now.tzinfo else now.date()
+        return now.astimezone(datetime.UTC).date() if now.tzinfo else now.date()
     return now
 
 
@@ -401,7 +401,7 @@ def format_command(cmd: Sequence[str]) -> str:
     """Shell-quoted command, one ``--flag value`` per continuation line (pastes into bash as is)."""
     lines: list[list[str]] = [[]]
     for token in cmd:
-        if token.startswith("--") and lines[-1]:
+        if token.startswith("-") and len(token) > 1 and lines[-1]:
             lines.append([])
         lines[-1].append(shlex.quote(token))
     return " \\\n    ".join(" ".join(line) for line in lines)
@@ -604,11 +604,19 @@ def _launch_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _gpu_notes(args: argparse.Namespace, params: dict[str, str]) -> list[str]:
+    if args.variant == "gpu" and not (params.get("text_fields") or params.get("numeric_fields")):
+        return ["warning: --variant gpu without --text_fields/--numeric_fields: nothing is embedded, "
+                "the GPUs would idle"]
+    return []
+
+
 def _run(args: argparse.Namespace, now: datetime.datetime) -> tuple[list[str], list[list[str]]]:
     day = args.run_date or now.date()
     job_name = args.job_name or now.strftime("corpus-match-%Y%m%d-%H%M%S")
     if not _JOB_NAME_RE.match(job_name):
-        raise _UsageError(f"--job-name {job_name!r}: lowercase letters, digits and '-', starting with a letter")
+        raise _UsageError(f"--job-name {job_name!r}: lowercase letters, digits and '-', starting "
+                          "with a letter")
     raw = _job_parameters(args)
     _check_job_flags(raw, day)
     # The run date is fixed here (not at launch) so the printed command is exact and re-runnable.
@@ -617,7 +625,7 @@ def _run(args: argparse.Namespace, now: datetime.datetime) -> tuple[list[str], l
     params.update(settings.pop("extra_params"))
     cmd = run_command(job_name=job_name, template_file=_template_file(args), project=args.project,
                       region=args.region, parameters=params, **settings)
-    return [f"run date {day.isoformat()} (UTC) fills {{date}}"], [cmd]
+    return [f"run date {day.isoformat()} (UTC) fills {{date}}", *_gpu_notes(args, params)], [cmd]
 
 
 def _schedule(args: argparse.Namespace, now: datetime.datetime) -> tuple[list[str], list[list[str]]]:
@@ -639,9 +647,9 @@ def _schedule(args: argparse.Namespace, now: datetime.datetime) -> tuple[list[st
                            description="Nightly corpus-matcher Flex Template launch")
     notes = ["Cloud Scheduler sends the same body every time: {date} placeholders stay in it and the",
              "template's main.py expands them when each launch starts (UTC date of the launch)."]
-    if not any("{date" in params.get(k, "") for k in DATE_FLAGS):
+    if "{date" not in params.get("output", ""):
         notes.append("warning: --output has no {date}: every nightly run writes the same directory")
-    return notes, [cmd]
+    return notes + _gpu_notes(args, params), [cmd]
 
 
 def _execute(commands: list[list[str]]) -> int:
@@ -681,7 +689,7 @@ def template_main(argv: Sequence[str] | None = None,
         args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     except SystemExit as exc:  # --help and usage errors: argparse already printed
         return int(exc.code or 0) if not isinstance(exc.code, str) else _EXIT_USAGE
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     handlers = {"build": _build, "run": _run, "schedule": _schedule}
     try:
         notes, commands = handlers[args.command](args, now)

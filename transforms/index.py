@@ -331,9 +331,10 @@ class ScannIndex(NeighborIndex):
     """A ScaNN (pybind) searcher proposing candidates, rescored exactly from the kept vectors.
 
     Build it with :func:`build_index`. Builds are deterministic for the same vectors, params and
-    seed: ScaNN's random k-means initialisation ignores its seed and multi-threaded training
-    reorders work, so the tree uses k-means++ (which honours ``clustering_seed``) and training runs
-    on ``params.get('training_threads', 1)`` threads (0 = all cores, faster, not reproducible).
+    seed. ScaNN's random k-means initialisation gave a different tree on every build (even on one
+    thread) and multi-threaded training a different AH codebook, so the tree uses k-means++ (which
+    honours ``clustering_seed``) and training runs on ``params.get('training_threads', 1)`` threads
+    (0 = all cores: faster, not reproducible).
     Queries whose searched leaves held fewer than k vectors are completed by brute force, so every
     row has min(k, size) neighbours.
     """

@@ -368,8 +368,14 @@ class _PlanReadUnitsFn(beam.DoFn):
             yield (path, fmt, -1, 0)
             return
         with _open_for(path, fmt) as fh:
+            watched = _WatchedFile(fh)
             try:
-                meta = pq.ParquetFile(fh).metadata
+                meta = pq.ParquetFile(watched).metadata
+            except OSError as e:  # pyarrow reports corrupt data as OSError/ArrowInvalid(ValueError)
+                if watched.failed:
+                    raise
+                yield from self._reject(f"not a valid parquet file: {e}", path)
+                return
             except pa.ArrowInvalid as e:
                 yield from self._reject(f"not a valid parquet file: {e}", path)
                 return
@@ -379,14 +385,56 @@ class _PlanReadUnitsFn(beam.DoFn):
             first_row += meta.row_group(row_group).num_rows
 
 
+class _WatchedFile:
+    """A read-only view of a Beam file that remembers whether the file itself raised.
+
+    pyarrow reports corrupt parquet (bad thrift, bad compression) as a plain ``OSError``, the same type
+    as a real I/O failure. Corrupt data is a bad record (dead letter); an I/O failure must raise so the
+    runner retries. Errors raised while this view was reading are the I/O ones.
+    """
+
+    def __init__(self, fh):
+        self._fh = fh
+        self.failed = False
+
+    def _call(self, name: str, *args):
+        try:
+            return getattr(self._fh, name)(*args)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def read(self, size: int = -1) -> bytes:
+        return self._call("read", size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._call("seek", offset, whence)
+
+    def tell(self) -> int:
+        return self._call("tell")
+
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
+
+
 def _read_parquet(path: str, row_group: int, first_row: int, batch_size: int):
     with _open_for(path, "parquet") as fh:
+        watched = _WatchedFile(fh)
+        error = None
         try:
-            for table in pq.ParquetFile(fh).iter_batches(batch_size=batch_size, row_groups=[row_group]):
+            for table in pq.ParquetFile(watched).iter_batches(batch_size=batch_size,
+                                                              row_groups=[row_group]):
                 yield RawBatch(source=path, first_row=first_row, table=table)
                 first_row += table.num_rows
+        except OSError as e:
+            if watched.failed:
+                raise
+            error = e
         except pa.ArrowInvalid as e:
-            yield _read_dead_letter(f"row group {row_group} from row {first_row}: {e}",
+            error = e
+        if error is not None:
+            yield _read_dead_letter(f"corrupt parquet row group {row_group} from row {first_row}: {error}",
                                     f"row group {row_group}", path)
 
 
@@ -856,10 +904,13 @@ def _dead_letter_sort_key(letter: DeadLetter) -> tuple[str, ...]:
 
 
 class _KeyDeadLetterFn(beam.DoFn):
+    """DeadLetter -> ``(shard, DeadLetter)``, the shard from a stable hash of its JSON text."""
+
     def __init__(self, num_shards: int):
         self._num_shards = num_shards
 
     def process(self, letter):
+        letter = DeadLetter(*letter)  # a schema-aware coder may hand back a plain row
         shard = int(stable_hash64(np.array([letter.to_json()], dtype=object))[0] % self._num_shards)
         yield shard, letter
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import sys
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
@@ -147,22 +146,25 @@ def _fold_map() -> tuple[tuple[str, ...], tuple[str, ...]]:
     database) version still apply the exact mapping the analysis used.
     """
     keys, values = [], []
-    for cp in range(sys.maxunicode + 1):
+    # Planes 0-1, the CJK compatibility supplement and the variation-selector supplement hold every
+    # character with a decomposition or a nonspacing mark.
+    codepoints = (*range(0x20000), *range(0x2F800, 0x2FA20), *range(0xE0100, 0xE01F0))
+    for cp in codepoints:
         if 0xD800 <= cp <= 0xDFFF or 0xAC00 <= cp <= 0xD7A3:  # surrogates; Hangul syllables stay whole
             continue
         ch = chr(cp)
         if ch in _EXTRA_FOLDS:
             keys.append(ch)
             values.append(_EXTRA_FOLDS[ch])
-            continue
-        if unicodedata.category(ch) == "Mn":
+        elif unicodedata.category(ch) == "Mn":
             keys.append(ch)
             values.append("")
-            continue
-        folded = "".join(c for c in unicodedata.normalize("NFKD", ch) if unicodedata.category(c) != "Mn")
-        if folded != ch:
-            keys.append(ch)
-            values.append(folded)
+        elif unicodedata.decomposition(ch):
+            folded = "".join(c for c in unicodedata.normalize("NFKD", ch)
+                             if unicodedata.category(c) != "Mn")
+            if folded != ch:
+                keys.append(ch)
+                values.append(folded)
     return tuple(keys), tuple(values)
 
 

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _LOGGER.info("launching beam_jobs.match_corpora with %s", args)
     from beam_jobs.match_corpora import run
 
-    run(args)  # returns once submitted on Dataflow; deliberately no wait_until_finish() here
+    run(args, wait=False)  # returns once submitted; never wait_until_finish() on the launcher VM
     _LOGGER.info("job submitted")
     return 0
 

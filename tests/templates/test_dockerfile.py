@@ -23,7 +23,8 @@ DOCKERFILE = (TEMPLATE_DIR / "Dockerfile").read_text(encoding="utf-8")
 
 def _instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with comments dropped and continuation lines joined."""
-    text = re.sub(r"\\\n", " ", "\n".join(ln for ln in DOCKERFILE.splitlines() if not ln.lstrip().startswith("#")))
+    lines = [ln for ln in DOCKERFILE.splitlines() if not ln.lstrip().startswith("#")]
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
     out = []
     for line in text.splitlines():
         if line.strip():
@@ -125,7 +126,8 @@ def test_the_stack_is_installed_from_the_lock_then_the_project_without_deps():
     assert re.search(r"pip install --no-cache-dir --no-deps /tmp/corpus-matcher", runs)
     copies = " ".join(_args("COPY"))
     assert "templates/match_corpora/requirements.txt /template/requirements.txt" in copies
-    for source in ("setup.py", "pyproject.toml", "beam_jobs", "transforms", "templates/match_corpora/main.py"):
+    sources = ("setup.py", "pyproject.toml", "beam_jobs", "transforms", "templates/match_corpora/main.py")
+    for source in sources:
         assert source in copies, source
         assert (REPO / source).exists(), source
 

@@ -18,7 +18,7 @@ import pytest
 from beam_jobs.template_cli import SDK_IMAGE_ENV
 
 SHIM = Path(__file__).resolve().parents[2] / "templates" / "match_corpora" / "main.py"
-NOW = datetime.datetime(2026, 3, 14, 1, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 3, 14, 1, 0, tzinfo=datetime.UTC)
 
 
 class _NeverWaitResult:
@@ -37,7 +37,8 @@ def stub_job(monkeypatch):
     calls: list[list[str]] = []
     module = types.ModuleType("beam_jobs.match_corpora")
 
-    def run(argv=None):
+    def run(argv=None, *, wait=None):
+        assert wait is False, "the shim must ask run() not to wait"
         calls.append(list(argv))
         return _NeverWaitResult()
 
@@ -104,7 +105,7 @@ def test_main_passes_the_baked_in_image(stub_job, monkeypatch):
 def test_job_errors_propagate(monkeypatch):
     module = types.ModuleType("beam_jobs.match_corpora")
 
-    def run(argv=None):
+    def run(argv=None, *, wait=None):
         raise ValueError("--output DIR is required")
 
     module.run = run

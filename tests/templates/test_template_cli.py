@@ -19,7 +19,7 @@ from beam_jobs.template_cli import (
     template_main,
 )
 
-NOW = datetime.datetime(2026, 3, 14, 23, 30, 5, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 3, 14, 23, 30, 5, tzinfo=datetime.UTC)
 BASE = ["--project", "proj", "--region", "europe-west1", "--bucket", "bkt"]
 IMAGE = "europe-west1-docker.pkg.dev/proj/repo/corpus-matcher:v1"
 GCLOUD_SDK = Path("/usr/lib/google-cloud-sdk")
@@ -73,7 +73,8 @@ def test_build_gpu_variant_and_default_tag(capsys):
 
 def test_run_prints_flex_template_run_with_parameters(capsys):
     (cmd,) = _commands(capsys, [
-        "run", *BASE, "--job-name", "nightly-1", "--max-workers", "20", "--worker-machine-type", "n2-highmem-8",
+        "run", *BASE, "--job-name", "nightly-1", "--max-workers", "20",
+        "--worker-machine-type", "n2-highmem-8",
         "--service-account-email", "df@proj.iam.gserviceaccount.com", "--labels", "team=search,env=prod",
         "--queries", "gs://in/q/*.parquet", "--candidates", "gs://in/c/*.parquet",
         "--output", "gs://out/runs/{date}", "--top_k", "20", "--distance", "dot",
@@ -212,7 +213,7 @@ def test_schedule_body_is_a_valid_launch_request(capsys):
     from google.cloud.dataflow_v1beta3 import types
     from google.protobuf import json_format
 
-    (cmd,) = _commands(capsys, ["schedule", *BASE, "--scheduler-service-account", "s@p.iam.gserviceaccount.com",
+    (cmd,) = _commands(capsys, ["schedule", *BASE, "--scheduler-service-account", "s@p.iam.example.com",
                                 "--variant", "gpu", "--labels", "team=search", "--input", "gs://in/x/*.csv",
                                 "--output", "gs://o/{date}", "--text_fields", "a"])
     request = json_format.Parse(_flag(cmd, "--message-body"), types.LaunchFlexTemplateRequest.pb()())
@@ -263,7 +264,7 @@ def test_expand_date_placeholders():
     assert expand_date_placeholders("{date}", datetime.datetime(2026, 3, 14, 23, 30)) == "2026-03-14"
     assert expand_date_placeholders("gs://b/{other}/{dates}/x", NOW) == "gs://b/{other}/{dates}/x"
     assert expand_date_placeholders(expand_date_placeholders("{date}", NOW), NOW) == "2026-03-14"
-    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
     assert expand_date_placeholders("{date}") in {today, (datetime.date.fromisoformat(today)
                                                           + datetime.timedelta(days=1)).isoformat()}
     with pytest.raises(ValueError, match="empty date format"):
@@ -273,5 +274,6 @@ def test_expand_date_placeholders():
 def test_expand_date_flags_handles_both_argv_forms():
     argv = ["--output=gs://o/{date}", "--input", "gs://i/{date}/*", "--text_fields", "{date}", "--top_k=3"]
     assert expand_date_flags(argv, NOW) == [
-        "--output=gs://o/2026-03-14", "--input", "gs://i/2026-03-14/*", "--text_fields", "{date}", "--top_k=3"]
+        "--output=gs://o/2026-03-14", "--input", "gs://i/2026-03-14/*",
+        "--text_fields", "{date}", "--top_k=3"]
     assert expand_date_flags(["--output"], NOW) == ["--output"]

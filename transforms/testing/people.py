@@ -27,11 +27,15 @@ import argparse
 import bisect
 import csv
 import dataclasses
+import contextlib
 import functools
+import gc
 import json
 import logging
+import math
 import os
 import re
+import statistics
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -334,6 +338,10 @@ class _Tables:
         self.postcode = np.array(postcodes, dtype=object)
         self.state = np.array(states, dtype=object)
         self.suburb_p = np.array(weights) / np.sum(weights)
+        # Cumulative weights for drawing one value from a uniform (corruption draws one at a time).
+        self.suburb_cum = np.cumsum(self.suburb_p).tolist()
+        self.street_cum = np.cumsum(self.street_p).tolist()
+        self.street_type_cum = np.cumsum(self.street_type_p).tolist()
 
 
 _TABLES: _Tables | None = None
@@ -360,7 +368,7 @@ for _group in _SOUNDALIKES:
 
 # Kinds in the order they are applied to a record: whole-value changes first, character noise next,
 # blanking last (so a typo never lands on a value that is then replaced).
-KINDS = ("date_format", "nickname", "phonetic", "abbreviation", "name_swap", "keyboard_typo",
+KINDS = ("moved", "date_format", "nickname", "phonetic", "abbreviation", "name_swap", "keyboard_typo",
          "insert_char", "delete_char", "transpose_chars", "ocr", "digit_transpose", "formatting",
          "missing")
 
@@ -378,6 +386,8 @@ class Corruption:
     raises each kind's realised rate by about a tenth over its probability.
 
     Attributes:
+        moved: the person moved: street number, street, suburb, postcode and state all replaced by a
+            new address drawn like any other (records of one person from different years).
         date_format: date of birth rewritten as 12/03/1987, 1987-03-12, 12 Mar 1987 or 03/12/1987
             (the base form is 19870312); day and month lose leading zeros in a third of d/m/y dates.
         nickname: given name replaced by a nickname or short form (William -> Bill, Will).
@@ -397,19 +407,20 @@ class Corruption:
         max_per_record: most modifications of a duplicate.
     """
 
-    date_format: float = 0.18
-    nickname: float = 0.20
-    phonetic: float = 0.12
-    abbreviation: float = 0.18
-    name_swap: float = 0.03
-    keyboard_typo: float = 0.18
-    insert_char: float = 0.08
-    delete_char: float = 0.10
-    transpose_chars: float = 0.07
-    ocr: float = 0.05
-    digit_transpose: float = 0.05
-    formatting: float = 0.12
-    missing: float = 0.14
+    moved: float = 0.05
+    date_format: float = 0.25
+    nickname: float = 0.25
+    phonetic: float = 0.15
+    abbreviation: float = 0.25
+    name_swap: float = 0.04
+    keyboard_typo: float = 0.22
+    insert_char: float = 0.10
+    delete_char: float = 0.12
+    transpose_chars: float = 0.08
+    ocr: float = 0.06
+    digit_transpose: float = 0.06
+    formatting: float = 0.15
+    missing: float = 0.20
     min_per_record: int = 1
     max_per_record: int = 5
 
@@ -690,10 +701,26 @@ def _c_formatting(row: list[str], u: tuple[float, float, float]) -> bool:
     else:  # punctuation
         if "'" in v or "-" in v:
             row[f] = v.replace("'", "" if u[2] < 0.5 else " ").replace("-", " ")
-        elif " " in v and u[2] < 0.4:
-            row[f] = v.replace(" ", "-" if f != _ADDR else ", ", 1)
+        elif " " in v and u[2] < 0.4 and f != _ADDR:  # Surry Hills -> Surry-Hills
+            row[f] = v.replace(" ", "-", 1)
         else:
             row[f] = v + ("." if u[2] < 0.7 else ",")
+    return True
+
+
+_STD_NORMAL = statistics.NormalDist()
+
+
+def _c_moved(row: list[str], u: tuple[float, float, float]) -> bool:
+    t = _tables()
+    sub = min(len(t.suburb) - 1, bisect.bisect_right(t.suburb_cum, u[0]))
+    street = min(len(t.street) - 1, bisect.bisect_right(t.street_cum, u[1]))
+    kind = min(len(t.street_type) - 1, bisect.bisect_right(t.street_type_cum, (u[1] * 7919.0) % 1.0))
+    # Same log-normal as make_entities' street numbers, from the third uniform.
+    z = _STD_NORMAL.inv_cdf(min(max(u[2], 1e-9), 1 - 1e-9))
+    row[_NUM] = str(int(min(max(math.exp(2.8 + z), 1), 999)))
+    row[_ADDR] = f"{t.street[street]} {t.street_type[kind]}"
+    row[_SUB], row[_PC], row[_ST] = t.suburb[sub], t.postcode[sub], t.state[sub]
     return True
 
 
@@ -706,7 +733,7 @@ def _c_missing(row: list[str], u: tuple[float, float, float]) -> bool:
 
 
 _APPLY = {
-    "date_format": _c_date_format, "nickname": _c_nickname, "phonetic": _c_phonetic,
+    "moved": _c_moved,    "date_format": _c_date_format, "nickname": _c_nickname, "phonetic": _c_phonetic,
     "abbreviation": _c_abbreviation, "name_swap": _c_name_swap, "keyboard_typo": _c_keyboard,
     "insert_char": _c_insert, "delete_char": _c_delete, "transpose_chars": _c_transpose,
     "ocr": _c_ocr, "digit_transpose": _c_digit_transpose, "formatting": _c_formatting,
@@ -773,8 +800,9 @@ def _corrupt_rows(rows: list[list[str]], rng: np.random.Generator,
 # ---------------------------------------------------------------------------------------------------
 # Entities and corpora.
 
-_HOUSEHOLD_RATE = 0.15  # share of entities living with another entity (same surname and address)
+_HOUSEHOLD_RATE = 0.25  # share of entities living with another entity (same surname and address)
 _TWIN_RATE = 0.03  # share of household members born the same day as the person they live with
+_JUNIOR_RATE = 0.03  # share of household members with the same given name (John Smith Sr and Jr)
 _BASE_MISSING = ((_GN, 0.003), (_NUM, 0.03), (_ADDR, 0.01), (_DOB, 0.02))  # gaps in clean records
 _DOB_RANGE = (np.datetime64("1930-01-01"), np.datetime64("2008-12-31"))
 
@@ -825,7 +853,11 @@ def _make_entities(n: int, rng: np.random.Generator, soc_sec_id: bool) -> list[l
         number[idx] = number[anchor]
         offset = rng.normal(0, 3650, size=idx.size).astype(np.int64)
         offset[rng.random(idx.size) < _TWIN_RATE] = 0
-        dob[idx] = np.clip(dob[anchor] + offset, lo, hi)
+        near = dob[anchor] + offset
+        inside = (near >= lo) & (near <= hi)  # outside the range: keep the member's own draw
+        dob[idx[inside]] = near[inside]
+        junior = rng.random(idx.size) < _JUNIOR_RATE
+        given[idx[junior]] = given[anchor[junior]]
 
     dob_text = np.datetime_as_string(dob.astype("datetime64[D]"), unit="D")
     cols = [
@@ -848,22 +880,42 @@ def _make_entities(n: int, rng: np.random.Generator, soc_sec_id: bool) -> list[l
     return [list(r) for r in zip(*cols, strict=True)]
 
 
-def _ids(prefix: str, n: int, rng: np.random.Generator) -> list[str]:
-    """``n`` ids ``prefix-000123`` in random order, so the id says nothing about the entity."""
+@contextlib.contextmanager
+def _gc_paused():
+    """Pauses the cyclic garbage collector: building millions of small lists and dicts (none of them
+    in reference cycles) otherwise triggers it over and over, which roughly doubles the run time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _assign_ids(rows: list[list[str]], prefix: str, rng: np.random.Generator,
+                ) -> tuple[list[list[str]], list[str]]:
+    """Gives rows ids ``prefix-000123`` in random order (the id says nothing about the entity).
+
+    Returns:
+        ``(rows sorted by id, ids in input order)``.
+    """
+    n = len(rows)
     width = max(6, len(str(max(n - 1, 0))))
-    return [f"{prefix}-{k:0{width}d}" for k in rng.permutation(n).tolist()]
+    perm = rng.permutation(n).tolist()
+    ids = [f"{prefix}-{k:0{width}d}" for k in perm]
+    ordered: list[list[str]] = [[] for _ in range(n)]
+    for row, rid, k in zip(rows, ids, perm, strict=True):
+        row[_ID] = rid
+        ordered[k] = row
+    return ordered, ids
 
 
-def _to_dicts(rows: list[list[str]], soc_sec_id: bool, extra: dict[str, list[str]] | None = None,
-              ) -> list[dict[str, str]]:
-    names = FIELDS if soc_sec_id else FIELDS[:-1]
-    width = len(names)
-    out = [dict(zip(names, r[:width], strict=True)) for r in rows]
-    for key, values in (extra or {}).items():
-        for rec, value in zip(out, values, strict=True):
-            rec[key] = value
-    out.sort(key=lambda r: r["rec_id"])
-    return out
+def _to_dicts(rows: list[list[str]], soc_sec_id: bool, extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    names = (FIELDS if soc_sec_id else FIELDS[:-1]) + extra
+    if not soc_sec_id:
+        rows = [r[:_SSN] + r[_SSN + 1:] for r in rows]
+    return [dict(zip(names, r, strict=True)) for r in rows]
 
 
 def _light(corruption: Corruption, noise: float) -> Corruption:
@@ -887,7 +939,8 @@ def corrupt_records(records: Iterable[dict[str, str]], *, seed: int = 0,
     corruption = corruption or Corruption()
     records = list(records)
     rows = [[str(rec.get(f, "") or "") for f in FIELDS] for rec in records]
-    row_i, kind_i, done = _corrupt_rows(rows, np.random.default_rng(seed), corruption)
+    with _gc_paused():
+        row_i, kind_i, done = _corrupt_rows(rows, np.random.default_rng(seed), corruption)
     applied: list[list[str]] = [[] for _ in rows]
     for r, kd in zip(row_i[done].tolist(), kind_i[done].tolist(), strict=True):
         applied[r].append(KINDS[kd])
@@ -930,8 +983,13 @@ def make_link_corpora(n_entities: int, *, overlap: float = 1.0, seed: int = 0,
         raise ValueError(f"n_entities must be >= 0, got {n_entities}")
     if not 0.0 <= overlap <= 1.0:
         raise ValueError(f"overlap must be in [0, 1], got {overlap!r}")
-    corruption = corruption or Corruption()
-    rng = np.random.default_rng(seed)
+    with _gc_paused():
+        return _link(n_entities, overlap, np.random.default_rng(seed), corruption or Corruption(),
+                     a_noise, soc_sec_id)
+
+
+def _link(n_entities: int, overlap: float, rng: np.random.Generator, corruption: Corruption,
+          a_noise: float, soc_sec_id: bool) -> tuple[list[dict], list[dict], list[tuple[str, str]]]:
     n_dup = int(round(overlap * n_entities))
     n_new = n_entities - n_dup
     entities = _make_entities(n_entities + n_new, rng, soc_sec_id)
@@ -941,14 +999,9 @@ def make_link_corpora(n_entities: int, *, overlap: float = 1.0, seed: int = 0,
     if a_noise > 0:
         _corrupt_rows(a_rows, rng, _light(corruption, a_noise))
     _corrupt_rows(b_rows, rng, corruption)
-    a_ids, b_ids = _ids("a", n_entities, rng), _ids("b", n_entities, rng)
-    b_order = rng.permutation(n_entities)  # B's duplicates must not sit in A's order either
-    b_rows = [b_rows[i] for i in b_order.tolist()]
-    b_source = np.concatenate([dup_of, np.full(n_new, -1)])[b_order]
-    for row, rid in zip(a_rows, a_ids, strict=True):
-        row[_ID] = rid
-    for row, rid in zip(b_rows, b_ids, strict=True):
-        row[_ID] = rid
+    b_source = np.concatenate([dup_of, np.full(n_new, -1)])  # the A entity of each B row, or -1
+    a_rows, a_ids = _assign_ids(a_rows, "a", rng)
+    b_rows, b_ids = _assign_ids(b_rows, "b", rng)
     links = sorted((a_ids[a], b_ids[b]) for b, a in enumerate(b_source.tolist()) if a >= 0)
     return _to_dicts(a_rows, soc_sec_id), _to_dicts(b_rows, soc_sec_id), links
 
@@ -983,8 +1036,14 @@ def make_dedup_corpus(n_entities: int, *, seed: int = 0, min_size: int = 1, max_
         raise ValueError(f"n_entities must be >= 0, got {n_entities}")
     if not 1 <= min_size <= max_size:
         raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
-    corruption = corruption or Corruption()
-    rng = np.random.default_rng(seed)
+    with _gc_paused():
+        return _dedup(n_entities, min_size, max_size, np.random.default_rng(seed),
+                      corruption or Corruption(), a_noise, soc_sec_id)
+
+
+def _dedup(n_entities: int, min_size: int, max_size: int, rng: np.random.Generator,
+           corruption: Corruption, a_noise: float, soc_sec_id: bool,
+           ) -> tuple[list[dict], list[tuple[str, str]]]:
     entities = _make_entities(n_entities, rng, soc_sec_id)
     sizes_all = np.arange(min_size, max_size + 1)
     p = _CLUSTER_DECAY ** (sizes_all - min_size)
@@ -996,17 +1055,16 @@ def make_dedup_corpus(n_entities: int, *, seed: int = 0, min_size: int = 1, max_
     dups = [list(entities[e]) for e in dup_entity.tolist()]
     _corrupt_rows(dups, rng, corruption)
     rows = originals + dups
-    entity = np.concatenate([np.arange(n_entities), dup_entity])
-    ids = _ids("r", len(rows), rng)
+    entity = np.concatenate([np.arange(n_entities), dup_entity]).tolist()
     ewidth = max(6, len(str(max(n_entities - 1, 0))))
-    eids = [f"e-{e:0{ewidth}d}" for e in entity.tolist()]
-    for row, rid in zip(rows, ids, strict=True):
-        row[_ID] = rid
+    for row, e in zip(rows, entity, strict=True):
+        row.append(f"e-{e:0{ewidth}d}")
+    rows, ids = _assign_ids(rows, "r", rng)
     members: dict[int, list[str]] = {}
-    for e, rid in zip(entity.tolist(), ids, strict=True):
+    for e, rid in zip(entity, ids, strict=True):
         members.setdefault(e, []).append(rid)
     pairs = sorted((x, y) for group in members.values() for x in group for y in group if x < y)
-    return _to_dicts(rows, soc_sec_id, {"entity_id": eids}), pairs
+    return _to_dicts(rows, soc_sec_id, ("entity_id",)), pairs
 
 
 # ---------------------------------------------------------------------------------------------------

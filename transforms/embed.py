@@ -1,0 +1,330 @@
+"""Embeds preprocessed records with a TF SavedModel through RunInference, one model call per batch.
+
+:class:`TFSavedModelHandler` is a Beam ``ModelHandler`` for any SavedModel whose serving signature takes
+(some of) the preprocessed features by name and returns a float [batch, dim] tensor: the built-in
+embedder (:mod:`transforms.default_embedder`) and user models exported with Keras' ``model.export()``
+or ``tf.saved_model.save`` alike. It loads the model once per worker process with
+``tf.saved_model.load`` (RunInference shares it between the process' threads), turns on GPU memory
+growth when there are GPUs, and for every batch of elements stacks the rows of all of them into one
+dense array per signature input, calls the signature once per at most ``max_batch_size`` rows (bounded
+GPU memory) and converts the result with one ``.numpy()``. Elements stay batches of rows end to end:
+RunInference's ``BatchElements`` counts rows (``element_size_fn=len``), not elements.
+
+Feature columns become dense inputs as the signature's TensorSpecs ask: a rank-1 spec takes one value per
+row; a rank-2 spec takes the row's list, right-padded with zeros to the longest list in the call (ids
+padded with 0 and weights padded with 0 add nothing to a weighted bag).
+
+:class:`EmbedRecords` wraps it: TransformedBatch -> VectorBatch, with rows whose vector is non-finite or
+zero sent to dead letters (stage 'embed'). Without ``model_dir`` it first exports the default embedder
+into ``<run_dir>/default_model`` (a pipeline step, so launching writes nothing) and serves that export
+through the same handler.
+
+This module does not preprocess (``transforms.preprocess``) or normalise vectors for a distance (the
+pipeline does that where vectors from files are prepared too).
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.ml.inference.base import ModelHandler, ModelMetadata, PredictionResult, RunInference
+
+from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
+from transforms.schema import VectorBatch
+
+if TYPE_CHECKING:
+    from transforms.preprocess import TransformedBatch
+
+__all__ = ["TFSavedModelHandler", "EmbedRecords", "EmbedResult", "features_to_numpy", "DEFAULT_MODEL_DIRNAME"]
+
+_LOGGER = logging.getLogger(__name__)
+STAGE = "embed"
+DEFAULT_MODEL_DIRNAME = "default_model"
+_ZERO_NORM = 1e-12
+
+
+def _column_values(column: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column as (flat values, row lengths); lengths is None for a non-list column."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or (
+            pa.types.is_fixed_size_list(column.type)):
+        if column.null_count:
+            column = column.fill_null(pa.scalar([], type=column.type))
+        lengths = column.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+        values = column.flatten()
+    else:
+        lengths, values = None, column
+    if pa.types.is_binary(values.type) or pa.types.is_string(values.type) or (
+            pa.types.is_large_binary(values.type) or pa.types.is_large_string(values.type)):
+        flat = np.array(values.to_pylist(), dtype=object)
+    else:
+        flat = values.to_numpy(zero_copy_only=False)
+    return flat, lengths
+
+
+def _dense(column: pa.Array, name: str, rank: int, width: int | None, dtype: np.dtype) -> np.ndarray:
+    values, lengths = _column_values(column)
+    n = len(column)
+    if rank == 1:
+        if lengths is not None and not (lengths == 1).all():
+            raise ValueError(f"model input {name!r} takes one value per row; the feature has rows with "
+                             f"{sorted(set(lengths.tolist()))[:5]} values")
+        return values.astype(dtype, copy=False)
+    if lengths is None:
+        lengths = np.ones(n, dtype=np.int64)
+    longest = int(lengths.max()) if n else 0
+    width = width if width is not None else longest
+    if longest > width:
+        raise ValueError(f"model input {name!r} takes at most {width} values per row, got {longest}")
+    pad = b"" if dtype == object else 0
+    out = np.full((n, width), pad, dtype=dtype)
+    if len(values):
+        rows = np.repeat(np.arange(n), lengths)
+        starts = np.cumsum(lengths) - lengths
+        cols = np.arange(len(values)) - np.repeat(starts, lengths)
+        out[rows, cols] = values
+    return out
+
+
+def features_to_numpy(table: pa.RecordBatch | pa.Table, input_specs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The dense arrays a signature takes, built from a RecordBatch of transformed features.
+
+    Args:
+        table: the features (RecordBatch or Table), one column per feature (list or plain columns).
+        input_specs: signature input name -> ``tf.TensorSpec`` (rank 1 or 2, batch first).
+
+    Returns:
+        input name -> numpy array of the spec's dtype: [n] for rank 1, [n, width] for rank 2 (width =
+        the spec's if fixed, else the longest row; shorter rows padded with zeros).
+
+    Raises:
+        ValueError: a signature input is not a column, or has a rank other than 1 or 2, or the rows do
+            not fit it.
+    """
+    names = table.schema.names
+    out = {}
+    for name, spec in input_specs.items():
+        if name not in names:
+            raise ValueError(f"the model's serving signature takes {name!r}, which is not a "
+                             f"preprocessed feature; features: {sorted(names)}")
+        shape = spec.shape
+        if shape.rank not in (1, 2):
+            raise ValueError(f"model input {name!r} has shape {shape}; only [batch] and "
+                             "[batch, width] inputs are supported")
+        width = shape[1] if shape.rank == 2 else None
+        dtype = object if spec.dtype.name == "string" else np.dtype(spec.dtype.as_numpy_dtype)
+        out[name] = _dense(table.column(names.index(name)), name, shape.rank, width, dtype)
+    return out
+
+
+class TFSavedModelHandler(ModelHandler[Any, PredictionResult, Any]):
+    """RunInference handler for TF SavedModels taking preprocessed features (see the module docstring).
+
+    Examples are batch elements with a ``table`` attribute (``TransformedBatch``); each gets one
+    ``PredictionResult(example=element, inference=float32 [rows, dim] array)``.
+    """
+
+    def __init__(self, model_dir: str | None = None, *, signature_name: str = "serving_default",
+                 output_key: str | None = None, min_batch_size: int = 64, max_batch_size: int = 4096,
+                 large_model: bool = False):
+        """Initialises the handler.
+
+        Args:
+            model_dir: the SavedModel directory (local or any TF filesystem). May be None when the
+                path arrives through RunInference's model metadata side input.
+            signature_name: the serving signature to call; 'serve' is tried when the name is absent.
+            output_key: the signature output holding the vectors; default: 'embedding' if present, else
+                the only output.
+            min_batch_size: fewest rows BatchElements aims to put in one RunInference batch.
+            max_batch_size: most rows per batch and per model call (bounds accelerator memory).
+            large_model: share one model between the worker's processes (off by default: this model
+                is small and a copy per process avoids cross-process calls).
+        """
+        if min_batch_size < 1 or max_batch_size < min_batch_size:
+            raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, got {min_batch_size}, "
+                             f"{max_batch_size}")
+        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
+                         element_size_fn=len, large_model=large_model)
+        self._model_dir = model_dir
+        self._signature_name = signature_name
+        self._output_key = output_key
+        self._max_rows = max_batch_size
+
+    def update_model_path(self, model_path: str | None = None) -> None:
+        if model_path:
+            self._model_dir = model_path
+
+    def load_model(self) -> Any:
+        """Loads the SavedModel (once per process; RunInference caches it) and picks its signature."""
+        import tensorflow as tf  # deferred: keeps the launcher and pure tests free of TF
+
+        if not self._model_dir:
+            raise ValueError("TFSavedModelHandler has no model_dir")
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:  # the GPU was initialised already: growth is fixed for the process
+                _LOGGER.debug("memory growth not changed for %s", gpu.name)
+        model = tf.saved_model.load(self._model_dir)
+        signatures = model.signatures
+        name = self._signature_name
+        if name not in signatures and "serve" in signatures:
+            name = "serve"
+        if name not in signatures:
+            raise ValueError(f"SavedModel {self._model_dir!r} has no signature {self._signature_name!r}; "
+                             f"it has {sorted(signatures)}")
+        fn = signatures[name]
+        outputs = fn.structured_outputs
+        key = self._output_key
+        if key is None:
+            key = "embedding" if "embedding" in outputs else (next(iter(outputs)) if len(outputs) == 1
+                                                             else None)
+        if key not in outputs:
+            raise ValueError(f"pick the output holding the vectors with output_key; signature {name!r} "
+                             f"returns {sorted(outputs)}")
+        _LOGGER.info("loaded %s (signature %s, output %s)", self._model_dir, name, key)
+        return _LoadedModel(model, fn, dict(fn.structured_input_signature[1]), key)
+
+    def run_inference(self, batch: Sequence[Any], model: Any,
+                      inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
+        """Embeds all rows of all elements with one model call per ``max_batch_size`` rows."""
+        elements = [e for e in batch if len(e)]
+        if not elements:
+            return [PredictionResult(e, np.zeros((0, 0), np.float32)) for e in batch]
+        tables = [e.table for e in elements]
+        table = tables[0] if len(tables) == 1 else pa.Table.from_batches(tables)
+        vectors = model.embed(table, self._max_rows)
+        results, start = [], 0
+        for element in batch:
+            rows = len(element)
+            results.append(PredictionResult(element, vectors[start:start + rows]))
+            start += rows
+        return results
+
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        return sum(e.table.nbytes for e in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "corpus_matcher_embed"
+
+    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
+        if inference_args:
+            raise ValueError("TFSavedModelHandler takes no inference_args")
+
+
+class _LoadedModel:
+    """A loaded SavedModel and the signature to call (kept referenced together: the signature's
+    variables live in the loaded object)."""
+
+    def __init__(self, model: Any, fn: Any, input_specs: dict[str, Any], output_key: str):
+        self.model = model
+        self.fn = fn
+        self.input_specs = input_specs
+        self.output_key = output_key
+
+    def embed(self, table: pa.RecordBatch | pa.Table, max_rows: int) -> np.ndarray:
+        import tensorflow as tf
+
+        chunks = []
+        for start in range(0, table.num_rows, max_rows):
+            part = table.slice(start, max_rows) if table.num_rows > max_rows else table
+            feed = features_to_numpy(part, self.input_specs)
+            out = self.fn(**{k: tf.constant(v) for k, v in feed.items()})[self.output_key]
+            chunks.append(out.numpy())
+        vectors = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return vectors.astype(np.float32, copy=False)
+
+
+class EmbedResult(NamedTuple):
+    vectors: beam.PCollection  # VectorBatch
+    dead_letters: beam.PCollection  # DeadLetter, stage 'embed'
+
+
+class _ToVectorBatchFn(beam.DoFn):
+    """PredictionResult(TransformedBatch, vectors) -> VectorBatch of the good rows + dead letters."""
+
+    def process(self, result: PredictionResult) -> Iterator[Any]:
+        element, vectors = result.example, result.inference
+        n = len(element)
+        if n == 0:
+            return
+        if vectors.ndim != 2 or vectors.shape[0] != n:
+            raise ValueError(f"model returned shape {vectors.shape} for {n} rows; expected [rows, dim]")
+        finite = np.isfinite(vectors).all(axis=1)
+        norms = np.linalg.norm(np.where(finite[:, None], vectors, 0.0), axis=1)
+        good = finite & (norms > _ZERO_NORM)
+        if not good.all():
+            for i in np.flatnonzero(~good).tolist():
+                error = "embedding is not finite" if not finite[i] else "embedding is the zero vector"
+                payload = element.table.slice(i, 1).to_pylist()[0]
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, make_dead_letter(
+                    STAGE, element.ids[i], error, payload, element.origins[i]))
+        if good.any():
+            yield VectorBatch(ids=element.ids[good], vectors=np.ascontiguousarray(vectors[good]),
+                              origins=element.origins[good])
+
+
+def _export_default(export_dir: str, text_fields: tuple[str, ...], numeric_fields: tuple[str, ...]) -> str:
+    from transforms.default_embedder import export_default_model  # deferred: imports TF
+
+    return export_default_model(export_dir, text_fields, numeric_fields)
+
+
+class EmbedRecords(beam.PTransform):
+    """PCollection[TransformedBatch] -> EmbedResult(vectors=PCollection[VectorBatch], dead_letters)."""
+
+    def __init__(self, *, model_dir: str | None = None, run_dir: str | None = None,
+                 text_fields: tuple[str, ...] = (), numeric_fields: tuple[str, ...] = (),
+                 min_batch_size: int = 64, max_batch_size: int = 4096, output_key: str | None = None):
+        """Initialises the transform.
+
+        Args:
+            model_dir: a SavedModel taking the preprocessed features; None = the default embedder.
+            run_dir: the run's output directory; the default embedder is exported to
+                ``<run_dir>/default_model``. Required when model_dir is None.
+            text_fields: the text fields preprocessed (the default embedder needs them).
+            numeric_fields: the numeric fields preprocessed.
+            min_batch_size: ``--embed_min_batch_size`` (rows).
+            max_batch_size: ``--embed_max_batch_size`` (rows per model call).
+            output_key: the signature output holding the vectors (see TFSavedModelHandler).
+        """
+        super().__init__()
+        if model_dir is None:
+            if not run_dir:
+                raise ValueError("EmbedRecords needs run_dir to export the default embedder "
+                                 "(or give --model_dir)")
+            if not text_fields and not numeric_fields:
+                raise ValueError("the default embedder needs the --text_fields/--numeric_fields")
+        if min_batch_size < 1 or max_batch_size < min_batch_size:
+            raise ValueError("need 1 <= --embed_min_batch_size <= --embed_max_batch_size, got "
+                             f"{min_batch_size} and {max_batch_size}")
+        self._model_dir = model_dir
+        self._run_dir = run_dir
+        self._text_fields = tuple(text_fields)
+        self._numeric_fields = tuple(numeric_fields)
+        self._handler = TFSavedModelHandler(model_dir, min_batch_size=min_batch_size,
+                                            max_batch_size=max_batch_size, output_key=output_key)
+
+    def expand(self, batches: beam.PCollection) -> EmbedResult:
+        metadata = None
+        if self._model_dir is None:
+            export_dir = posixpath.join(self._run_dir, DEFAULT_MODEL_DIRNAME)
+            metadata = (
+                batches.pipeline
+                | "CreateDefaultModelDir" >> beam.Create([export_dir])
+                | "ExportDefaultModel" >> beam.Map(_export_default, self._text_fields,
+                                                   self._numeric_fields)
+                | "ToModelMetadata" >> beam.Map(
+                    lambda path: ModelMetadata(model_id=path, model_name="default_embedder")))
+        predictions = batches | "RunInference" >> RunInference(self._handler,
+                                                               model_metadata_pcoll=metadata)
+        out = predictions | "ToVectorBatches" >> beam.ParDo(_ToVectorBatchFn()).with_outputs(
+            DEAD_LETTER_TAG, main="vectors")
+        return EmbedResult(vectors=out.vectors, dead_letters=out[DEAD_LETTER_TAG])
