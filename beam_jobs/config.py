@@ -99,6 +99,9 @@ class MatchConfig:
     index: str = "scann"
     num_shards: int | None = None
     max_shard_vectors: int = 1_000_000
+    worker_memory_gb: float = 4.0
+    routing: str = "auto"
+    probe_shards: int = 4
     scann_num_leaves: int | None = None
     scann_leaves_to_search: int | None = None
     scann_quantization: str = "ah"
@@ -176,6 +179,9 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         index=_choice(flags, "index", ("scann", "exact"), "scann"),
         num_shards=_int(flags, "num_shards", None, 1),
         max_shard_vectors=_int(flags, "max_shard_vectors", 1_000_000, 1),
+        worker_memory_gb=_float(flags, "worker_memory_gb", 4.0, 0.01),
+        routing=_choice(flags, "routing", ("auto", "all", "centroids"), "auto"),
+        probe_shards=_int(flags, "probe_shards", 4, 1),
         scann_num_leaves=_int(flags, "scann_num_leaves", None, 1),
         scann_leaves_to_search=_int(flags, "scann_leaves_to_search", None, 1),
         scann_quantization=_choice(flags, "scann_quantization", ("ah", "brute"), "ah"),

@@ -23,9 +23,10 @@ from beam_jobs.config import MatchConfig, config_from_options, scann_params_for
 from transforms.build import BuildShardIndexes
 from transforms.io import ReadCorpus, WriteDeadLetters, WriteMatches
 from transforms.manifest import BadRecordRatioError, WriteManifest, bad_record_verdict, stack_versions
+from transforms.routing import PlaceCandidates, TrainRouting
 from transforms.schema import Role
 from transforms.search import MergeTopK, SearchShards
-from transforms.shard_records import ShardRecords, SplitQueryBatches, shard_count
+from transforms.shard_records import ShardRecords, SplitQueryBatches, shard_sizing
 from transforms.validate import CheckDims, ValidateRecords
 
 __all__ = ["build_pipeline", "run", "main", "PipelineOutputs", "LOCAL_RUNNERS"]
@@ -35,6 +36,10 @@ LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunn
                  "PrismRunner", None)
 # Query rows per query shard (grouping removes duplicate query ids; a shard must fit a worker).
 _QUERIES_PER_SHARD = 1_000_000
+# k-means partitions per shard when routing: packing several per shard evens shard sizes out.
+PARTITIONS_PER_SHARD = 4
+# --routing auto routes by centroids only above this many shards.
+AUTO_ROUTING_MIN_SHARDS = 4
 # Match output bytes per file when --num_output_shards is not given (estimated from input size).
 _OUTPUT_BYTES_PER_SHARD = 1 << 30
 
@@ -68,16 +73,23 @@ class _GateFn(beam.DoFn):
     def __init__(self, max_ratio: float):
         self._max_ratio = max_ratio
 
-    def process(self, _: Any, rows_read: list[int], dead: int, candidates: int) -> Any:
+    def process(self, _: Any, rows_read: list[int], dead: int, candidates: int,
+                sizing: dict) -> Any:
         read = sum(rows_read)
         ok, message = bad_record_verdict(read, dead, self._max_ratio)
         if ok and candidates == 0:
             ok, message = False, "no valid candidate records: nothing to match against"
+        if ok and not sizing["ok"]:
+            ok, message = False, sizing["message"]
         if ok:
             _LOGGER.info("validated: %d records read, %d rejected so far", read, dead)
         else:
             _LOGGER.error("stopping before the index build: %s", message)
         yield {"ok": ok, "message": message, "rows_read": read, "rejected": dead}
+
+
+def hash_shards_count(sizing):
+    return sizing | "ShardCount" >> beam.Map(lambda s: s["num_shards"])
 
 
 def _exact_params(shard_size: int) -> dict[str, Any]:
@@ -121,14 +133,16 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         vectors = dict(embedded.vectors)
         dead.append(embedded.dead_letters)
 
-    checked, dim_dead, _dims = tuple(vectors[r] for r in roles) | "CheckDims" >> CheckDims()
+    checked, dim_dead, dims = tuple(vectors[r] for r in roles) | "CheckDims" >> CheckDims()
     vectors = dict(zip(roles, checked, strict=True))
     dead.append(dim_dead)
 
     cand_role = Role.CANDIDATES if cfg.mode == "link" else Role.INPUT
     num_candidates = _count(vectors[cand_role], "Candidates")
-    num_shards = num_candidates | "ShardCount" >> beam.Map(
-        functools.partial(shard_count, fixed=cfg.num_shards, max_shard_vectors=cfg.max_shard_vectors))
+    sizing = num_candidates | "SizeShards" >> beam.Map(
+        lambda n, d: shard_sizing(n, d, fixed=cfg.num_shards, max_shard_vectors=cfg.max_shard_vectors,
+                                  worker_memory_gb=cfg.worker_memory_gb),
+        d=beam.pvalue.AsSingleton(dims))
     early_dead = (dead | "FlattenEarlyDeadLetters" >> beam.Flatten()
                   | "CountEarlyDeadLetters" >> beam.combiners.Count.Globally())
     gate = (p | "GateOnce" >> beam.Create([None])
@@ -137,14 +151,27 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
                 rows_read=beam.pvalue.AsList(
                     tuple(rows_read.values()) | "FlattenRowsRead" >> beam.Flatten()),
                 dead=beam.pvalue.AsSingleton(early_dead),
-                candidates=beam.pvalue.AsSingleton(num_candidates)))
+                candidates=beam.pvalue.AsSingleton(num_candidates),
+                sizing=beam.pvalue.AsSingleton(sizing)))
 
-    cand_shards = vectors[cand_role] | "ShardCandidates" >> ShardRecords(num_shards=num_shards,
-                                                                          role=cand_role)
-    dead.append(cand_shards.dead_letters)
+    # Group by id hash: drops duplicate ids; without routing these buckets are the shards.
+    hash_shards = vectors[cand_role] | "ShardCandidates" >> ShardRecords(
+        num_shards=sizing | "HashShardCount" >> beam.Map(lambda s: s["num_shards"]), role=cand_role)
+    dead.append(hash_shards.dead_letters)
+    plan = None
+    if cfg.routing == "all":
+        cand_shards, num_shards = hash_shards.shards, hash_shards_count(sizing)
+    else:
+        deduped = hash_shards.shards | "DedupedCandidates" >> beam.Values()
+        plan = deduped | "TrainRouting" >> TrainRouting(
+            sizing=sizing, distance=cfg.distance, num_shards=cfg.num_shards,
+            partitions_per_shard=PARTITIONS_PER_SHARD,
+            min_shards_to_route=0 if cfg.routing == "centroids" else AUTO_ROUTING_MIN_SHARDS)
+        cand_shards = deduped | "PlaceCandidates" >> PlaceCandidates(plan=plan)
+        num_shards = plan | "PlannedShardCount" >> beam.Map(lambda pl: pl.num_shards)
     params_for = (functools.partial(scann_params_for, cfg) if cfg.index == "scann"
                   else _exact_params)
-    infos = cand_shards.shards | "BuildShardIndexes" >> BuildShardIndexes(
+    infos = cand_shards | "BuildShardIndexes" >> BuildShardIndexes(
         output_dir=cfg.output, distance=cfg.distance, kind=cfg.index, params_for=params_for,
         num_shards=num_shards, gate=gate)
 
@@ -158,12 +185,12 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         query_source = query_shards.shards
     else:
         num_queries = num_candidates
-        query_source = cand_shards.shards
+        query_source = cand_shards
     query_batches = query_source | "BatchQueries" >> SplitQueryBatches(batch_size=cfg.batch_size)
 
     partials = query_batches | "SearchShards" >> SearchShards(
         shards=infos, num_queries=num_queries, top_k=cfg.top_k, exclude_self=cfg.mode == "dedup",
-        keep_vectors=cfg.rescore == "wasserstein")
+        keep_vectors=cfg.rescore == "wasserstein", plan=plan, probe=cfg.probe_shards)
     pairs = partials | "MergeTopK" >> MergeTopK(
         top_k=cfg.top_k, rescore=cfg.rescore, max_distance=cfg.max_distance,
         canonical=cfg.mode == "dedup")

@@ -42,7 +42,16 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
      ("scann", "exact")),
     ("num_shards", "Candidate shards (one index each). Default: ceil(candidates / max_shard_vectors).",
      None),
-    ("max_shard_vectors", "Largest shard when --num_shards is not set. Default 1000000.", None),
+    ("max_shard_vectors", "Most vectors in one shard. Default 1000000 (and no more than fits "
+     "--worker_memory_gb).", None),
+    ("worker_memory_gb", "Memory one worker may spend on one shard's index (build and search); "
+     "bounds the shard size from the vector count and dims. Default 4.", None),
+    ("routing", "How queries reach shards: all (every shard), centroids (train k-means centroids "
+     "once, place candidates by nearest centroid, search only the shards of each query's "
+     "--probe_shards nearest partitions), or auto (centroids placement; routing once there are "
+     "more than 4 shards). Default auto.", ("auto", "all", "centroids")),
+    ("probe_shards", "Partitions probed per query with centroid routing (4 partitions per shard). "
+     "Default 4.", None),
     ("scann_num_leaves", "ScaNN tree leaves per shard. Default: 2*sqrt(shard size).", None),
     ("scann_leaves_to_search", "ScaNN leaves searched per query. Default: 1.5*sqrt(leaves), >= 8.",
      None),

@@ -205,3 +205,27 @@ def test_summary_cli(link_data, tmp_path, capsys):
     assert code == 0
     assert "pairs:       3000 written" in text and "rejected:    6" in text
     assert pd.notna(read_manifest(str(tmp_path / "o"))["wall_seconds"])
+
+
+def test_centroid_routing_searches_fewer_shards_at_equal_recall(tmp_path):
+    cands, queries = make_link_vectors(16_000, 400, DIMS, clusters=64, seed=11)
+    cand_ids = np.array([f"c{i:06d}" for i in range(len(cands))], dtype=object)
+    query_ids = np.array([f"q{i:05d}" for i in range(len(queries))], dtype=object)
+    write_vector_corpus(str(tmp_path / "c"), cand_ids, cands, files=2)
+    write_vector_corpus(str(tmp_path / "q"), query_ids, queries, files=1)
+    want_ids, _ = oracle_topk(queries, cands, cand_ids, 10)
+    truth = {(q, c) for q, row in zip(query_ids, want_ids, strict=True) for c in row}
+    results = {}
+    for routing in ("all", "centroids"):
+        out = tmp_path / routing
+        _run(["--queries", str(tmp_path / "q" / "*"), "--candidates", str(tmp_path / "c" / "*"),
+              "--output", str(out), "--index", "exact", "--num_shards", "8", "--routing", routing,
+              "--probe_shards", "3"])
+        got = read_matches(str(out))
+        found = set(zip(got.query_id, got.candidate_id, strict=True))
+        routed = read_manifest(str(out))["metrics"]["query_shard_pairs_routed"]
+        results[routing] = (len(found & truth) / len(truth), routed / len(query_ids))
+    (recall_all, per_query_all), (recall_routed, per_query_routed) = results["all"], results["centroids"]
+    assert recall_all == 1.0 and per_query_all == 8
+    assert recall_routed >= 0.97, results
+    assert per_query_routed <= 3, results

@@ -39,7 +39,7 @@ from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
 from transforms.schema import VectorBatch
 
 if TYPE_CHECKING:
-    from transforms.preprocess import TransformedBatch
+    pass
 
 __all__ = ["TFSavedModelHandler", "EmbedRecords", "EmbedResult", "features_to_numpy", "DEFAULT_MODEL_DIRNAME"]
 

@@ -168,6 +168,11 @@ def evaluate(matches: pd.DataFrame, truth: Iterable[tuple[str, str]], *, mode: s
     n_rows = len(df)
     empty = df["candidate_id"] == ""
     self_pair = (df["query_id"] == df["candidate_id"]) & ~empty
+    # Ids the run saw: every query (even one whose slots are all empty), and in dedup mode candidates.
+    seen = set(df["query_id"])
+    n_queries = len(seen)
+    if mode == "dedup":
+        seen |= set(df.loc[~empty, "candidate_id"])
     df = df[~empty & ~self_pair]
 
     if mode == "dedup":
@@ -175,12 +180,10 @@ def evaluate(matches: pd.DataFrame, truth: Iterable[tuple[str, str]], *, mode: s
         lo = np.minimum(df["query_id"].to_numpy(), df["candidate_id"].to_numpy())
         hi = np.maximum(df["query_id"].to_numpy(), df["candidate_id"].to_numpy())
         df = df.assign(a=lo, b=hi)
-        seen = set(df["query_id"]) | set(df["candidate_id"])
         missing_ids = sum(1 for a, b in true_pairs if a not in seen or b not in seen)
     else:
         true_pairs = {(str(a), str(b)) for a, b in truth}
         df = df.assign(a=df["query_id"], b=df["candidate_id"])
-        seen = set(df["query_id"])
         missing_ids = sum(1 for a, _ in true_pairs if a not in seen)
     # One row per (ordered or unordered) pair: its best rank and smallest distance.
     pairs = df.groupby(["a", "b"], sort=False).agg(rank=("rank", "min"), distance=("distance", "min"))
@@ -203,7 +206,7 @@ def evaluate(matches: pd.DataFrame, truth: Iterable[tuple[str, str]], *, mode: s
             "true_pairs_missing_ids": missing_ids,
             "emitted_rows": n_rows,
             "emitted_pairs": len(pairs),
-            "queries": int(df["query_id"].nunique()),
+            "queries": n_queries,
             "self_pairs_dropped": int(self_pair.sum()),
             "empty_slots_dropped": int(empty.sum()),
             "true_positives": tp,
@@ -372,15 +375,15 @@ def evaluate_main(argv: list[str]) -> int:
     try:
         matches = _read_matches(args.matches)
         truth = load_truth(args.truth, mode=mode)
-    except (OSError, ValueError) as err:
+        report = evaluate(matches, truth, mode=mode, k=args.k)
+    except (OSError, ValueError) as err:  # missing files, bad columns or values: say so, exit 2
         print(f"corpus-match evaluate: {err}", file=sys.stderr)
         return 2
-    report = evaluate(matches, truth, mode=mode, k=args.k)
     report["matches"] = os.path.abspath(args.matches)
     report["truth"] = os.path.abspath(args.truth)
     out = args.json or os.path.join(args.matches, "evaluation.json")
     with open(out, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2, sort_keys=True)
+        json.dump(report, fh, indent=2)
     print(format_table(report))
     print(f"report written to {out}")
     return 0

@@ -11,9 +11,9 @@ What it does, per record (all in TF ops, so the exported ``transform_fn`` reprod
   The normalised text is cut into word tokens and into character 2- and 3-grams of each word padded
   with a boundary marker (``#smith#``), so a gram bag ignores word order (``3 7 1985`` = ``1985 3 7``).
   Tokens and grams are hashed (FarmHash) into ``HASH_BUCKETS`` ids and weighted by their inverse
-  document frequency over the analysed corpora (``tft.experimental.idf``: document frequencies are one
-  fixed-size sum per field over hashed ids, so analysis scales to hundreds of millions of records
-  without a vocabulary file). IDF is per field: the same gram hashes to the same id in every field
+  document frequency over the analysed corpora, ``log((N + 1) / (df + 1))`` (document frequencies
+  from ``tft.experimental.document_frequency``: one fixed-size sum over hashed ids, so analysis scales
+  to hundreds of millions of records without a vocabulary file; a term in every record weighs ~0). IDF is per field: the same gram hashes to the same id in every field
   (so a model can pool fields) but its document frequency is counted per field.
   An empty or null value gives no tokens and ``<field>__missing = 1``.
 * **Numeric fields** are z-scored with ``tft.scale_to_z_score`` over the present values; a null (or
@@ -256,6 +256,25 @@ def _tokens(texts: tf.Tensor, abbreviations: tf.lookup.StaticHashTable) -> tuple
     return gram_ids, words.with_flat_values(word_ids)
 
 
+def _salt_table(text_fields: tuple[str, ...], kind: str) -> tuple[tf.Tensor, tf.Tensor]:
+    pairs = [_salt(f, kind) for f in text_fields]
+    return (tf.constant([m for m, _ in pairs], tf.int64), tf.constant([a for _, a in pairs], tf.int64))
+
+
+def _idf(ids: tf.RaggedTensor, field_of_row: tf.Tensor, salts: tuple[tf.Tensor, tf.Tensor],
+         num_records: tf.Tensor, name: str) -> tf.RaggedTensor:
+    """IDF of each id, with document frequencies counted per field (rows are (field, record) pairs)."""
+    field_of_value = tf.gather(field_of_row, ids.value_rowids())
+    salted = tf.math.floormod(ids.flat_values * tf.gather(salts[0], field_of_value)
+                              + tf.gather(salts[1], field_of_value), HASH_BUCKETS)
+    # One fixed-size (HASH_BUCKETS) document-frequency sum for all fields: salting moves each field's
+    # ids to its own place in the id space. to_sparse() keeps the ragged values' row-major order.
+    df = tft.experimental.document_frequency(ids.with_flat_values(salted).to_sparse(), HASH_BUCKETS,
+                                             name=name)
+    idf = tf.math.log((num_records + 1.0) / (tf.cast(df.values, tf.float32) + 1.0))
+    return ids.with_flat_values(tf.reshape(idf, [-1]))  # reshape: the gather loses the static rank
+
+
 def make_preprocessing_fn(text_fields: tuple[str, ...],
                           numeric_fields: tuple[str, ...]) -> Callable[[dict], dict]:
     """Builds the tf.Transform preprocessing_fn for these fields.
@@ -275,33 +294,27 @@ def make_preprocessing_fn(text_fields: tuple[str, ...],
 
     def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, Any]:
         outputs: dict[str, Any] = {}
-        parts: list[tuple[str, str, tf.RaggedTensor]] = []
-        tables = _tables() if text_fields else None
-        for field in text_fields:
-            texts = normalize_text(inputs[field], tables)
-            outputs[feature_key(field, "missing")] = tf.cast(tf.equal(texts, ""), tf.float32)
+        if text_fields:
+            # All text fields go through one chain of ops as one [fields * n] column: a graph a
+            # fraction the size of one chain per field, which tf.Transform traces several times.
+            n = tf.shape(inputs[text_fields[0]], out_type=tf.int64)[0]
+            tables = _tables()
+            texts = normalize_text(tf.concat([inputs[f] for f in text_fields], axis=0), tables)
+            missing = tf.cast(tf.equal(texts, ""), tf.float32)
             gram_ids, word_ids = _tokens(texts, tables[1])
-            parts += [(field, "grams", gram_ids), (field, "words", word_ids)]
-        if parts:
-            # One IDF analyser over every field: salted ids give per-field document frequencies in
-            # one HASH_BUCKETS-sized accumulator instead of one per field.
-            salted = []
-            for index, (field, kind, ids) in enumerate(parts):
-                mul, add = _salt(field, kind)
-                salted_ids = tf.math.floormod(ids.flat_values * mul + add, HASH_BUCKETS)
-                salted.append((ids.with_flat_values(salted_ids),
-                               ids.with_flat_values(tf.fill(tf.shape(ids.flat_values), index))))
-            all_ids = tf.concat([s for s, _ in salted], axis=1)
-            part_of = tf.concat([p for _, p in salted], axis=1)
-            idf = tft.experimental.idf(all_ids.to_sparse(), HASH_BUCKETS, smooth=True,
-                                       add_baseline=False)
-            # to_sparse() keeps the row-major order of the ragged values, so the IDF values align.
-            weights = all_ids.with_flat_values(tf.cast(idf.values, tf.float32))
-            for index, (field, kind, ids) in enumerate(parts):
-                mine = tf.equal(part_of, index)
-                outputs[feature_key(field, kind)] = ids
-                weight_key = "gram_weights" if kind == "grams" else "word_weights"
-                outputs[feature_key(field, weight_key)] = tf.ragged.boolean_mask(weights, mine)
+            field_of_row = tf.repeat(tf.range(len(text_fields), dtype=tf.int64), n)
+            num_records = tf.cast(tft.size(missing[:n], name="num_records"), tf.float32)
+            gram_w = _idf(gram_ids, field_of_row, _salt_table(text_fields, "grams"), num_records,
+                          "gram_df")
+            word_w = _idf(word_ids, field_of_row, _salt_table(text_fields, "words"), num_records,
+                          "word_df")
+            for index, field in enumerate(text_fields):
+                rows = slice(index * n, (index + 1) * n)
+                outputs[feature_key(field, "missing")] = missing[rows]
+                outputs[feature_key(field, "grams")] = gram_ids[rows]
+                outputs[feature_key(field, "gram_weights")] = gram_w[rows]
+                outputs[feature_key(field, "words")] = word_ids[rows]
+                outputs[feature_key(field, "word_weights")] = word_w[rows]
         for field in numeric_fields:
             values = inputs[field]
             ones = tf.SparseTensor(values.indices, tf.ones_like(values.values), values.dense_shape)

@@ -36,10 +36,16 @@ QUERIES_PER_SEARCH_GROUP = 1_000_000
 
 
 class PartialResult(NamedTuple):
-    """One shard's top-K for one query batch (rows align with the batch's ids)."""
+    """One shard's top-K for the rows of one query batch that were routed to it.
+
+    ``rows`` are those rows' positions in the batch (of ``batch_size`` rows); every other array
+    aligns with ``rows``.
+    """
 
     shard: int
-    query_ids: np.ndarray  # object [n]
+    rows: np.ndarray  # int64 [m]
+    batch_size: int
+    query_ids: np.ndarray  # object [m]
     candidate_ids: np.ndarray  # object [n, k] ('' = empty slot)
     distances: np.ndarray  # float64 [n, k] (inf = empty slot)
     query_vectors: np.ndarray | None  # float32 [n, d], only for wasserstein rescoring
@@ -82,17 +88,37 @@ def load_shard(path: str) -> _LoadedShard:
 
 
 class _FanOutFn(beam.DoFn):
-    """(batch_key, VectorBatch) -> (group, (batch_key, VectorBatch)) for every shard to search."""
+    """(batch_key, VectorBatch) -> (group, (batch_key, rows, sub-batch)) for every shard to search.
+
+    Without a routing plan (or with ``probe`` 0) every shard gets the whole batch; with one, each
+    shard gets the rows whose ``probe`` nearest partitions it holds.
+    """
+
+    def __init__(self, probe: int):
+        self._probe = probe
+        self._searches = Metrics.counter(metrics.NAMESPACE, "query_shard_pairs_routed")
 
     def process(self, element: tuple[str, VectorBatch], shards: list[ShardIndexInfo],
-                num_queries: int) -> Iterator[tuple[str, tuple[str, VectorBatch]]]:
+                num_queries: int, plan: Any = None) -> Iterator[tuple[str, tuple]]:
+        from transforms.routing import route_rows
         from transforms.sharding import stable_hash64
 
         batch_key, batch = element
         groups = max(1, -(-num_queries // QUERIES_PER_SEARCH_GROUP))
         sub = int(stable_hash64(np.array([batch_key], dtype=object))[0] % groups)
-        for info in shards:
-            yield f"{info.shard:05d}/{sub:04d}", (batch_key, batch)
+        everything = np.arange(len(batch), dtype=np.int64)
+        if plan is not None and self._probe > 0:
+            routes = route_rows(batch.vectors, plan, self._probe)
+        else:
+            routes = {info.shard: everything for info in shards}
+        built = {info.shard for info in shards}
+        for shard, rows in sorted(routes.items()):
+            if shard not in built:
+                continue  # an empty shard has no index
+            self._searches.inc(len(rows))
+            part = batch if len(rows) == len(batch) else VectorBatch(
+                batch.ids[rows], batch.vectors[rows], batch.origins[rows])
+            yield f"{shard:05d}/{sub:04d}", (batch_key, rows, len(batch), part)
 
 
 class _SearchShardFn(beam.DoFn):
@@ -111,7 +137,7 @@ class _SearchShardFn(beam.DoFn):
         loaded = load_shard(info.path)
         k_fetch = self._top_k + (1 if self._exclude_self else 0)
         start, searched = time.perf_counter(), 0
-        for batch_key, batch in batches:
+        for batch_key, rows, batch_size, batch in batches:
             positions, distances = loaded.index.search(batch.vectors, k_fetch)
             found = positions >= 0
             cand_ids = np.where(found, loaded.ids[np.where(found, positions, 0)], "")
@@ -129,7 +155,7 @@ class _SearchShardFn(beam.DoFn):
                 qv = batch.vectors
                 cv = loaded.index.vectors[np.maximum(positions, 0)]
             searched += len(batch)
-            yield batch_key, PartialResult(shard, batch.ids, cand_ids.astype(object),
+            yield batch_key, PartialResult(shard, rows, batch_size, batch.ids, cand_ids.astype(object),
                                            distances.astype(np.float64), qv, cv)
         elapsed = time.perf_counter() - start
         self._queries.inc(searched)
@@ -155,10 +181,32 @@ def wasserstein_1d(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.abs(su - sv).mean(axis=-1)
 
 
+def _full_width(p: PartialResult) -> PartialResult:
+    """Pads a partial to every row of its batch (rows not routed to the shard get empty slots)."""
+    if len(p.rows) == p.batch_size:
+        return p
+    n, k = p.batch_size, p.candidate_ids.shape[1]
+    qids = np.full(n, None, dtype=object)
+    qids[p.rows] = p.query_ids
+    cand = np.full((n, k), "", dtype=object)
+    cand[p.rows] = p.candidate_ids
+    dist = np.full((n, k), np.inf)
+    dist[p.rows] = p.distances
+    cv = None
+    if p.candidate_vectors is not None:
+        cv = np.zeros((n, *p.candidate_vectors.shape[1:]), dtype=p.candidate_vectors.dtype)
+        cv[p.rows] = p.candidate_vectors
+    return PartialResult(p.shard, np.arange(n), n, qids, cand, dist, None, cv)
+
+
 def merge_partials(partials: list[PartialResult], top_k: int, rescore: str = "exact") -> NeighborBatch:
     """Merges shards' top-K for one query batch into the global top-K, ties broken by candidate id."""
-    partials = sorted(partials, key=lambda p: p.shard)
-    query_ids = partials[0].query_ids
+    raw = sorted(partials, key=lambda p: p.shard)
+    partials = [_full_width(p) for p in raw]
+    query_ids = partials[0].query_ids.copy()
+    for p in partials[1:]:  # with routing each partial knows only its rows' ids
+        missing = np.equal(query_ids, None)
+        query_ids[missing] = p.query_ids[missing]
     cand = np.concatenate([p.candidate_ids for p in partials], axis=1)
     dist = np.concatenate([p.distances for p in partials], axis=1)
     cand_str = cand.astype(str)
@@ -168,7 +216,10 @@ def merge_partials(partials: list[PartialResult], top_k: int, rescore: str = "ex
     if rescore == "wasserstein":
         vecs = np.concatenate([p.candidate_vectors for p in partials], axis=1)
         vecs = np.take_along_axis(vecs, order[:, :, None], axis=1)
-        new = wasserstein_1d(partials[0].query_vectors[:, None, :], vecs)
+        qvecs = np.zeros((raw[0].batch_size, raw[0].query_vectors.shape[1]), dtype=np.float32)
+        for p in raw:  # a routed partial carries only its rows' query vectors
+            qvecs[p.rows] = p.query_vectors
+        new = wasserstein_1d(qvecs[:, None, :], vecs)
         dist = np.where(np.isfinite(dist), new, np.inf)
         reorder = np.lexsort((cand.astype(str), dist), axis=-1)
         cand = np.take_along_axis(cand, reorder, axis=1)
@@ -222,23 +273,29 @@ class SearchShards(beam.PTransform):
         top_k: neighbours per query.
         exclude_self: dedup mode: a record is never its own neighbour.
         keep_vectors: carry vectors for rescoring after the merge (wasserstein).
+        plan: optional singleton RoutingPlan; with ``probe`` > 0 each query searches only the
+            shards holding its ``probe`` nearest partitions.
+        probe: partitions probed per query (0 = every shard).
     """
 
     def __init__(self, *, shards, num_queries, top_k: int, exclude_self: bool = False,
-                 keep_vectors: bool = False):
+                 keep_vectors: bool = False, plan=None, probe: int = 0):
         super().__init__()
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
         self._shards = shards
         self._num_queries = num_queries
+        self._plan = plan
+        self._probe = probe
         self._fn = _SearchShardFn(top_k=top_k, exclude_self=exclude_self, keep_vectors=keep_vectors)
 
     def expand(self, query_batches):
         by_shard = self._shards | "KeyByShard" >> beam.Map(lambda info: (info.shard, info))
+        side = {"plan": beam.pvalue.AsSingleton(self._plan)} if self._plan is not None else {}
         return (query_batches
                 | "FanOutToShards" >> beam.ParDo(
-                    _FanOutFn(), shards=beam.pvalue.AsList(self._shards),
-                    num_queries=beam.pvalue.AsSingleton(self._num_queries))
+                    _FanOutFn(self._probe), shards=beam.pvalue.AsList(self._shards),
+                    num_queries=beam.pvalue.AsSingleton(self._num_queries), **side)
                 | "GroupByShard" >> beam.GroupByKey()
                 | "SearchShard" >> beam.ParDo(self._fn, shards=beam.pvalue.AsDict(by_shard)))
 

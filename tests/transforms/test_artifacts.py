@@ -37,6 +37,9 @@ def _mem_filesystems() -> list[type]:
 
 if not _mem_filesystems():
 
+    class _Reader(io.BytesIO):
+        mode = "rb"  # CompressedFile checks it
+
     class _InMemoryFileSystem(FileSystem):
         """Files as bytes in one process-wide dict; no directories (like an object store)."""
 
@@ -71,6 +74,8 @@ if not _mem_filesystems():
             files, lock = self._FILES, self._LOCK
 
             class _Writer(io.BytesIO):
+                mode = "wb"  # CompressedFile checks it
+
                 def close(self):
                     if not self.closed:
                         with lock:
@@ -88,7 +93,7 @@ if not _mem_filesystems():
             with self._LOCK:
                 if path not in self._FILES:
                     raise FileNotFoundError(path)
-                reader = io.BytesIO(self._FILES[path])
+                reader = _Reader(self._FILES[path])
             compression_type = FileSystem._get_compression_type(path, compression_type)
             if compression_type == CompressionTypes.UNCOMPRESSED:
                 return reader
@@ -245,3 +250,34 @@ def test_join_path_keeps_scheme():
     assert join_path("mem://bucket/dir/", "a", "b.txt") == "mem://bucket/dir/a/b.txt"
     assert join_path("gs://bucket", "x") == "gs://bucket/x"
     assert join_path("/tmp/x", "y") == os.path.join("/tmp/x", "y")
+
+
+def test_read_corpus_and_write_matches_on_mem(mem_dir):
+    """The corpus reader and match writer only touch Beam FileSystems, so any scheme works."""
+    import gzip
+
+    import apache_beam as beam
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.io import ReadCorpus, WriteMatches, check_glob_matches, read_matches
+    from transforms.schema import PairBatch
+
+    write_bytes(join_path(mem_dir, "in", "a.jsonl.gz"), gzip.compress(b'{"id": "1"}\n{"id": "2"}\nbad\n'))
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"id": ["3", "4", "5"]}), sink, row_group_size=2)
+    write_bytes(join_path(mem_dir, "in", "b.parquet"), sink.getvalue().to_pybytes())
+    assert check_glob_matches(join_path(mem_dir, "in", "*"), "input") == 2
+
+    pairs = PairBatch(np.array(["q"], dtype=object), np.array(["c"], dtype=object), np.array([1]),
+                      np.array([0.5]))
+    with TestPipeline(runner="FnApiRunner") as p:
+        read = p | ReadCorpus(file_pattern=join_path(mem_dir, "in", "*"), input_format="auto", role="input")
+        assert_that(read.rows_read, equal_to([6]))
+        _ = (p | beam.Create([pairs], reshuffle=False)
+             | WriteMatches(output_dir=join_path(mem_dir, "out"), output_format="parquet", num_shards=2))
+    got = read_matches(join_path(mem_dir, "out"))
+    assert got.to_dict("list") == {"query_id": ["q"], "candidate_id": ["c"], "rank": [1], "distance": [0.5]}

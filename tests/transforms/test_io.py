@@ -1,8 +1,9 @@
 """Tests for transforms.io: reading every input format (and its bad rows), and deterministic writing.
 
-Pipelines run on ``BundleBasedDirectRunner``: the default ``DirectRunner`` first tries to download the
-Prism runner binary (slow, or a failed network call offline) before falling back; the bundle-based
-runner starts at once and supports everything used here (tagged outputs, Reshuffle, metrics).
+Pipelines run on ``FnApiRunner`` by name: the default ``DirectRunner`` first tries to download the Prism
+runner binary (slow, or a failed network call offline) and then falls back to this same in-process
+FnApiRunner; naming it skips the download. ``BundleBasedDirectRunner`` measured the same speed here but
+is the legacy engine, so tests would exercise something other than what local runs use.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from transforms.io import (
 )
 from transforms.schema import MATCH_COLUMNS, OUTPUT_FORMATS, PairBatch, RawBatch
 
-RUNNER = "BundleBasedDirectRunner"
+RUNNER = "FnApiRunner"
 
 
 def _pipeline() -> test_pipeline.TestPipeline:

@@ -8,9 +8,10 @@ import scipy.stats
 from transforms.search import PartialResult, merge_partials, neighbors_to_pairs, wasserstein_1d
 
 
-def _partial(shard, qids, cands, dists, qv=None, cv=None):
-    return PartialResult(shard, np.array(qids, dtype=object), np.array(cands, dtype=object),
-                         np.array(dists, dtype=np.float64), qv, cv)
+def _partial(shard, qids, cands, dists, qv=None, cv=None, rows=None, n=None):
+    rows = np.arange(len(qids)) if rows is None else np.array(rows)
+    return PartialResult(shard, rows, n or len(qids), np.array(qids, dtype=object),
+                         np.array(cands, dtype=object), np.array(dists, dtype=np.float64), qv, cv)
 
 
 def test_merge_takes_global_top_k_with_ties_broken_by_id():
@@ -53,3 +54,14 @@ def test_wasserstein_rescore_reranks_the_kept_pairs():
     order = np.argsort(want)
     assert nb.candidate_ids[0].tolist() == [["c1", "c2", "c3"][i] for i in order]
     np.testing.assert_allclose(nb.distances[0], np.sort(want), rtol=1e-6)
+
+
+def test_merge_of_routed_partials_covering_different_rows():
+    a = _partial(0, ["q1"], [["c1", "c2"]], [[0.1, 0.2]], rows=[0], n=3)
+    b = _partial(1, ["q2", "q3"], [["c3", "c4"], ["c5", ""]], [[0.3, 0.4], [0.5, np.inf]],
+                 rows=[1, 2], n=3)
+    c = _partial(2, ["q1", "q3"], [["c0", "c9"], ["c6", "c7"]], [[0.15, 0.9], [0.6, 0.7]],
+                 rows=[0, 2], n=3)
+    nb = merge_partials([c, b, a], top_k=2)
+    assert nb.query_ids.tolist() == ["q1", "q2", "q3"]
+    assert nb.candidate_ids.tolist() == [["c1", "c0"], ["c3", "c4"], ["c5", "c6"]]

@@ -2,12 +2,12 @@
 
 Makes entities (people) with Australian-style names, addresses and dates of birth drawn from small
 built-in frequency lists with Zipf-like weights, so common names collide the way real ones do: many
-people share a surname and a suburb, and about one in seven lives in a household with another entity
-(same surname and address, different given name and birth date), the hardest negatives a matcher
-meets. Duplicates of an entity are corrupted with controlled, per-kind probabilities (see
-:class:`Corruption`): keyboard typos, inserted/deleted/transposed characters, OCR confusions, phonetic
-variants, swapped names, nicknames, abbreviations, reformatted dates, transposed digits, formatting
-noise and missing values.
+people share a surname and a suburb, and one in four lives in a household with another entity (same
+surname and address, different given name and birth date; now and then twins or a Sr/Jr pair), the
+hardest negatives a matcher meets. Duplicates of an entity are corrupted with controlled, per-kind
+probabilities (see :class:`Corruption`): keyboard typos, inserted/deleted/transposed characters, OCR
+confusions, phonetic variants, swapped names, nicknames, abbreviations, reformatted dates, transposed
+digits, formatting noise, missing values and, now and then, a new address.
 
 Two corpus shapes are produced: a *link* pair (corpus A with one record per entity, corpus B with a
 corrupted duplicate of some of them plus unrelated people) and a *dedup* corpus (clusters of 1-6
@@ -16,18 +16,17 @@ and is deterministic for a seed. The CLI writes the corpora as csv, jsonl or par
 
     python -m transforms.testing.people --mode link --entities 1000 --out DIR --format csv --seed 0
 
-This module does not model real population statistics, valid postcode/suburb geography or any
-non-Australian address format, and it is not a privacy-safe stand-in for any real data set: it is a
-test-data generator.
+This module is a test-data generator: it does not model real population statistics, exact postcode
+geography or any non-Australian address format, and it never reads or downloads data.
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import csv
 import dataclasses
-import contextlib
 import functools
 import gc
 import json
@@ -362,6 +361,7 @@ for _group in _SOUNDALIKES:
     for _m in _members:
         _others = tuple(x for x in _members if x != _m)
         _SOUNDALIKE[_m] = tuple(dict.fromkeys(_SOUNDALIKE.get(_m, ()) + _others))
+del _group, _members, _m, _others
 
 # ---------------------------------------------------------------------------------------------------
 # Corruption.
@@ -382,8 +382,9 @@ class Corruption:
     birth, ``name_swap`` both names; the others almost always apply). Records that drew fewer than
     ``min_per_record`` kinds get more, picked with weights proportional to the probabilities; records
     that drew more than ``max_per_record`` keep a random subset. With the defaults a duplicate has
-    about 2 modifications on average (1: ~40 %, 2: ~30 %, 3: ~17 %, 4+: ~12 %); the fill-up to one
-    raises each kind's realised rate by about a tenth over its probability.
+    about 2 modifications on average (1: ~43 %, 2: ~30 %, 3: ~18 %, 4-5: ~9 %), as in FEBRL; the
+    fill-up to one raises each kind's realised rate about 5 % above its probability. A kind that finds
+    nothing to change (no digit pair to swap, say) is skipped and not reported.
 
     Attributes:
         moved: the person moved: street number, street, suburb, postcode and state all replaced by a
@@ -457,6 +458,7 @@ class Corruption:
 _OCR_MAP: dict[str, tuple[str, ...]] = {}
 for _src, _dst in _OCR:
     _OCR_MAP[_src] = (*_OCR_MAP.get(_src, ()), _dst)
+del _src, _dst
 _OCR_RX = re.compile("|".join(re.escape(x) for x in sorted(_OCR_MAP, key=len, reverse=True)))
 
 
@@ -523,7 +525,7 @@ def _c_insert(row: list[str], u: tuple[float, float, float]) -> bool:
     if f < 0:
         return False
     v = row[f]
-    i = _pos(len(v) + 1, u[1])
+    i = 1 + min(len(v) - 1, int(u[1] * len(v)))  # never before the first character
     ref = v[min(i, len(v) - 1)]
     if u[2] < 0.3:  # doubled letter
         new = ref
@@ -531,7 +533,7 @@ def _c_insert(row: list[str], u: tuple[float, float, float]) -> bool:
         new = _neighbour(ref, (u[2] - 0.3) / 0.7)
         if new == ref and not ref.isalnum():
             new = "e"
-    if i > 0 and ref.isupper() and new.isalpha():
+    if ref.isupper() and new.isalpha():
         new = new.lower()
     row[f] = v[:i] + new + v[i:]
     return True

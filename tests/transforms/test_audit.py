@@ -1,0 +1,372 @@
+"""Tests for transforms.audit: the audit sample, exact sample truth, recall audit and search tuning.
+
+Three candidate shards (two ScaNN, built with deliberately few leaves searched, and one exact) are
+built and published the way transforms/build.py does, so ``load_shard`` works on them. Expected values
+come from independent float64 numpy brute force. Pipelines run on ``BundleBasedDirectRunner`` (see
+tests/transforms/test_io.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import BeamAssertException, assert_that
+
+from transforms import metrics
+from transforms.artifacts import publish_dir
+from transforms.audit import (
+    RECALL_PERMILLE_METRIC,
+    AuditRecall,
+    ExactSampleTopK,
+    SampleQueries,
+    SampleTruth,
+    TuneSearch,
+    recall_report,
+    search_kwargs,
+    select_sample,
+    tuning_ladder,
+)
+from transforms.build import IDS_FILE
+from transforms.index import build_index, prepare_vectors
+from transforms.schema import PairBatch, ShardIndexInfo, VectorBatch
+from transforms.search import load_shard
+from transforms.sharding import assign_shards, stable_hash64
+from transforms.testing.clustered import make_link_vectors
+
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+RUNNER = "BundleBasedDirectRunner"
+DIMS, TOP_K, SAMPLE, NUM_SHARDS = 16, 10, 80, 3
+N_CANDIDATES, N_QUERIES = 7500, 400
+# Built to miss: 1 of 50 leaves searched, so tuning must raise it to reach a high target.
+SCANN_PARAMS = {"num_leaves": 50, "num_leaves_to_search": 1, "training_sample_size": 2000,
+                "quantization": "ah", "anisotropic_quantization_threshold": 0.2, "reorder": 100,
+                "spherical": True}
+EXACT_SHARD = 2
+
+
+def _pipeline() -> test_pipeline.TestPipeline:
+    return test_pipeline.TestPipeline(runner=RUNNER)
+
+
+def _batch(ids, vectors) -> VectorBatch:
+    ids = np.asarray(ids, dtype=object)
+    return VectorBatch(ids, np.asarray(vectors, dtype=np.float32),
+                       np.array([f"f#{i}" for i in range(len(ids))], dtype=object))
+
+
+def _batches(batch: VectorBatch, size: int, order: np.ndarray) -> list[tuple[str, VectorBatch]]:
+    out = []
+    for n, start in enumerate(range(0, len(order), size)):
+        rows = order[start:start + size]
+        out.append((f"b{n}", VectorBatch(batch.ids[rows], batch.vectors[rows], batch.origins[rows])))
+    return out
+
+
+def _expected_sample_ids(ids: np.ndarray, size: int) -> list[str]:
+    hashes = stable_hash64(ids)
+    order = np.lexsort((ids.astype(str), hashes))[:size]
+    return sorted(ids[order].tolist())
+
+
+def _oracle(query_ids, queries, cand_ids, cands, k, exclude_self):
+    """Float64 brute force over all candidates: (ids, distances, rows into cands), ties by id."""
+    dist = 1.0 - queries.astype(np.float64) @ cands.astype(np.float64).T
+    if exclude_self:
+        dist[np.asarray(query_ids)[:, None] == np.asarray(cand_ids)[None, :]] = np.inf
+    order = np.lexsort((np.broadcast_to(cand_ids.astype(str), dist.shape), dist), axis=-1)[:, :k]
+    return cand_ids[order], np.take_along_axis(dist, order, axis=1), order
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    raw_cands, raw_queries = make_link_vectors(N_CANDIDATES, N_QUERIES, DIMS, clusters=30, seed=11)
+    cands, ok_c = prepare_vectors(raw_cands, "cosine")
+    queries, ok_q = prepare_vectors(raw_queries, "cosine")
+    assert ok_c.all() and ok_q.all()
+    cand_ids = np.array([f"c{i:05d}" for i in range(N_CANDIDATES)], dtype=object)
+    query_ids = np.array([f"q{i:04d}" for i in range(N_QUERIES)], dtype=object)
+    shard_of = assign_shards(cand_ids, NUM_SHARDS)
+    position = np.empty(N_CANDIDATES, dtype=np.int64)
+    infos = []
+    for shard in range(NUM_SHARDS):
+        rows = np.flatnonzero(shard_of == shard)  # ids ascending, as ShardRecords sorts them
+        position[rows] = np.arange(len(rows))
+        kind = "exact" if shard == EXACT_SHARD else "scann"
+        index = build_index(cands[rows], distance="cosine", kind=kind,
+                            params=SCANN_PARAMS if kind == "scann" else {})
+        assert index.kind == kind
+        local, dest = root / f"local-{shard}", str(root / "indexes" / f"shard-{shard}")
+        index.save(str(local))
+        np.save(os.path.join(local, IDS_FILE), cand_ids[rows].astype(str), allow_pickle=False)
+        publish_dir(str(local), dest)
+        infos.append(ShardIndexInfo(shard=shard, path=dest, size=len(rows), kind=index.kind,
+                                    params=dict(index.params)))
+    query_batch = _batch(query_ids, queries)
+    sample = select_sample([query_batch], SAMPLE)
+    return {"cands": cands, "cand_ids": cand_ids, "shard_of": shard_of, "position": position,
+            "infos": infos, "queries": query_batch, "sample": sample}
+
+
+def _oracle_truth(corpus, sample: VectorBatch, exclude_self: bool = False) -> SampleTruth:
+    ids, dist, rows = _oracle(sample.ids, sample.vectors, corpus["cand_ids"], corpus["cands"], TOP_K,
+                              exclude_self)
+    return SampleTruth("oracle", sample.ids, ids.astype(object), dist, corpus["shard_of"][rows],
+                       corpus["position"][rows])
+
+
+def _true_pairs(truth: SampleTruth) -> list[tuple[str, str, int]]:
+    return [(q, c, int(s)) for q, cs, ss in zip(truth.query_ids, truth.candidate_ids, truth.shards,
+                                                 strict=True)
+            for c, s in zip(cs, ss, strict=True)]
+
+
+def _pairs(rows: list[tuple[str, str]]) -> PairBatch:
+    return PairBatch(np.array([q for q, _ in rows], dtype=object),
+                     np.array([c for _, c in rows], dtype=object),
+                     np.ones(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=np.float64))
+
+
+def _single(check):
+    def matcher(actual):
+        if len(actual) != 1:
+            raise BeamAssertException(f"expected one element, got {len(actual)}")
+        try:
+            check(actual[0])
+        except AssertionError as e:
+            raise BeamAssertException(str(e)) from e
+    return matcher
+
+
+# ------------------------------------------------------------------------------------------------
+# SampleQueries
+
+
+def test_select_sample_is_the_smallest_hashes_whatever_the_batching(corpus):
+    batch = corpus["queries"]
+    want = _expected_sample_ids(batch.ids, SAMPLE)
+    rng = np.random.default_rng(0)
+    for size in (7, 64, N_QUERIES):
+        got = select_sample([b for _, b in _batches(batch, size, rng.permutation(N_QUERIES))], SAMPLE)
+        assert got.ids.tolist() == want
+        rows = np.searchsorted(batch.ids.astype(str), got.ids.astype(str))
+        np.testing.assert_array_equal(got.vectors, batch.vectors[rows])
+    dup = _batch(["a", "b", "a"], np.eye(3))
+    assert sorted(select_sample([dup], 5).ids.tolist()) == ["a", "b"]
+    assert len(select_sample([], 5)) == 0
+    salted = select_sample([batch], SAMPLE, salt="tune")
+    assert len(salted) == SAMPLE and salted.ids.tolist() != want
+
+
+def _check_empty(sample: VectorBatch) -> None:
+    assert len(sample) == 0 and sample.vectors.shape == (0, 0)
+
+
+def test_sample_queries_independent_of_batching(corpus):
+    batch = corpus["queries"]
+    want = _expected_sample_ids(batch.ids, SAMPLE)
+
+    def check(sample):
+        assert sample.ids.tolist() == want
+        assert sample.vectors.shape == (SAMPLE, DIMS)
+
+    with _pipeline() as p:
+        for label, size, seed in (("Small", 9, 1), ("Large", 150, 2)):
+            order = np.random.default_rng(seed).permutation(N_QUERIES)
+            sample = (p | f"Create{label}" >> beam.Create(_batches(batch, size, order))
+                      | f"Sample{label}" >> SampleQueries(sample_size=SAMPLE))
+            assert_that(sample, _single(check), label=f"Check{label}")
+        empty = (p | "CreateEmpty" >> beam.Create([])
+                 | "SampleEmpty" >> SampleQueries(sample_size=SAMPLE))
+        assert_that(empty, _single(_check_empty), label="CheckEmpty")
+
+
+def test_constructors_validate_arguments():
+    with pytest.raises(ValueError, match="sample_size"):
+        SampleQueries(sample_size=0)
+    with pytest.raises(ValueError, match="mode"):
+        AuditRecall(truth=None, top_k=3, mode="both")
+    with pytest.raises(ValueError, match="target_recall"):
+        TuneSearch(sample=None, truth=None, target_recall=1.5, top_k=3)
+    with pytest.raises(ValueError, match="top_k"):
+        ExactSampleTopK(sample=None, top_k=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# ExactSampleTopK
+
+
+def test_exact_sample_top_k_matches_numpy_oracle(corpus):
+    link = corpus["sample"]
+    # Dedup: the sample is drawn from the candidates themselves, and each must not find itself.
+    dedup = select_sample([_batch(corpus["cand_ids"], corpus["cands"])], SAMPLE)
+
+    def check(want: SampleTruth):
+        def _check(got: SampleTruth):
+            assert got.query_ids.tolist() == want.query_ids.tolist()
+            assert got.candidate_ids.tolist() == want.candidate_ids.tolist()
+            np.testing.assert_allclose(got.distances, want.distances, rtol=0, atol=1e-12)
+            np.testing.assert_array_equal(got.shards, want.shards)
+            np.testing.assert_array_equal(got.positions, want.positions)
+        return _check
+
+    with _pipeline() as p:
+        infos = p | "Infos" >> beam.Create(corpus["infos"])
+        for label, sample, exclude in (("Link", link, False), ("Dedup", dedup, True)):
+            truth = infos | f"Truth{label}" >> ExactSampleTopK(
+                sample=p | f"Sample{label}" >> beam.Create([sample]), top_k=TOP_K, exclude_self=exclude)
+            assert_that(truth, _single(check(_oracle_truth(corpus, sample, exclude))),
+                        label=f"Check{label}")
+    assert all(q not in row for q, row in zip(dedup.ids, _oracle_truth(corpus, dedup, True).candidate_ids,
+                                               strict=True))
+
+
+# ------------------------------------------------------------------------------------------------
+# AuditRecall
+
+
+def test_audit_recall_counts_dropped_true_pairs(corpus):
+    truth = _oracle_truth(corpus, corpus["sample"])
+    true_pairs = _true_pairs(truth)
+    dropped = set(range(0, len(true_pairs), 4))  # a quarter of them
+    kept = [(q, c) for i, (q, c, _) in enumerate(true_pairs) if i not in dropped]
+    # Pairs of queries outside the sample, and a reversed true pair, must not count in link mode.
+    noise = [("q9999", "c00001"), ("zz", truth.query_ids[0])] + [(c, q) for q, c, _ in true_pairs[:4]]
+    emitted = [_pairs(kept[:300] + noise[:3]), _pairs(kept[300:] + noise[3:]), _pairs([])]
+    want_per_shard = {}
+    for shard in range(NUM_SHARDS):
+        mine = [i for i, (_, _, s) in enumerate(true_pairs) if s == shard]
+        want_per_shard[shard] = 1 - len(dropped.intersection(mine)) / len(mine)
+
+    def check(report):
+        assert report["sample_size"] == SAMPLE
+        assert report["true_pairs"] == SAMPLE * TOP_K
+        assert report["found_pairs"] == len(kept)
+        assert report["recall_at_k"] == pytest.approx(1 - len(dropped) / len(true_pairs))
+        assert report["per_shard"].keys() == want_per_shard.keys()
+        for shard, recall in want_per_shard.items():
+            assert report["per_shard"][shard] == pytest.approx(recall)
+
+    p = _pipeline()
+    report = (p | "Pairs" >> beam.Create(emitted)
+              | "Audit" >> AuditRecall(truth=p | "Truth" >> beam.Create([truth]), top_k=TOP_K,
+                                       mode="link"))
+    assert_that(report, _single(check))
+    outcome = p.run()
+    outcome.wait_until_finish()
+    dists = outcome.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE)
+                                    .with_name(RECALL_PERMILLE_METRIC))["distributions"]
+    assert [d.committed.max for d in dists] == [round(1000 * (1 - len(dropped) / len(true_pairs)))]
+
+
+def test_audit_recall_dedup_compares_unordered_pairs():
+    # Sample {a, b}; a's true top-2 is [b, c], b's is [a, d]: unordered pairs {a-b, a-c, b-d}.
+    truth = SampleTruth("t", np.array(["a", "b"], dtype=object),
+                        np.array([["b", "c"], ["a", "d"]], dtype=object),
+                        np.array([[0.1, 0.2], [0.1, 0.3]]), np.array([[1, 0], [0, 1]]),
+                        np.array([[0, 0], [0, 1]]))
+    # a-b emitted once, a-c emitted from c's side (as ("c", "a")), b-d missed; x-y is not about the sample.
+    emitted = [_pairs([("a", "b"), ("x", "y")]), _pairs([("c", "a"), ("b", "e")])]
+
+    def check(report):
+        assert (report["true_pairs"], report["found_pairs"]) == (3, 2)
+        assert report["recall_at_k"] == pytest.approx(2 / 3)
+        # a-b is attributed to the smaller shard of its two sides (0); b-d lives in shard 1.
+        assert report["per_shard"] == {0: 1.0, 1: 0.0}
+
+    with _pipeline() as p:
+        report = (p | "Pairs" >> beam.Create(emitted)
+                  | "Audit" >> AuditRecall(truth=p | "Truth" >> beam.Create([truth]), top_k=2, mode="dedup"))
+        assert_that(report, _single(check))
+    # The same pairs in link mode: ("c", "a") is the wrong direction, so only a-b is found.
+    rows = [("a", "b"), ("x", "y"), ("c", "a"), ("b", "e")]
+    q, c = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    assert recall_report(truth, q, c, top_k=2, mode="link")["found_pairs"] == 1
+
+
+def test_recall_report_applies_max_distance_to_the_truth(corpus):
+    truth = _oracle_truth(corpus, corpus["sample"])
+    cut = float(np.median(truth.distances))
+    within = [(q, c) for q, cs, ds in zip(truth.query_ids, truth.candidate_ids, truth.distances, strict=True)
+              for c, d in zip(cs, ds, strict=True) if d <= cut]
+    emitted = within[::2]
+    q, c = np.array([r[0] for r in emitted]), np.array([r[1] for r in emitted])
+    report = recall_report(truth, q, c, top_k=TOP_K, mode="link", max_distance=cut)
+    assert report["true_pairs"] == len(within)
+    assert report["recall_at_k"] == pytest.approx(len(emitted) / len(within))
+    nothing = recall_report(truth, q, c, top_k=TOP_K, mode="link", max_distance=-1.0)
+    assert (nothing["true_pairs"], nothing["recall_at_k"]) == (0, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# TuneSearch
+
+
+def test_tuning_ladder_starts_at_the_built_params_and_ends_at_full_effort():
+    ladder = tuning_ladder({"num_leaves": 50, "num_leaves_to_search": 4, "quantization": "ah",
+                            "reorder": 100}, 3000)
+    assert ladder[0] == (4, 100)
+    assert ladder[-1] == (50, 400)
+    assert {r for _, r in ladder} == {100, 200, 400}
+    assert [lv for lv, r in ladder if r == 100] == [4, 6, 9, 14, 21, 32, 48, 50]
+    assert tuning_ladder({"num_leaves": 1, "quantization": "brute"}, 3000) == [(None, None)]
+    assert tuning_ladder({"num_leaves": 1, "quantization": "ah", "reorder": 300}, 500) == [
+        (None, 300), (None, 500)]
+
+
+def test_search_kwargs():
+    tuned = {0: {"leaves_to_search": 12, "reorder": 200, "recall": 0.99, "reached": True},
+             1: {"leaves_to_search": None, "reorder": 400, "recall": 0.9, "reached": False}}
+    assert search_kwargs(tuned, 0) == {"leaves_to_search": 12, "reorder": 200}
+    assert search_kwargs(tuned, 1) == {"reorder": 400}
+    assert search_kwargs(tuned, 2) == {}
+    assert search_kwargs({"0": tuned[0]}, 0) == {"leaves_to_search": 12, "reorder": 200}
+    assert search_kwargs(None, 0) == search_kwargs({}, 0) == {}
+
+
+def _shard_recall(corpus, truth: SampleTruth, info: ShardIndexInfo, kwargs: dict) -> float:
+    """Independent: the sample's true neighbours in this shard found by its ANN top-K."""
+    loaded = load_shard(info.path)
+    positions, _ = loaded.index.search(corpus["sample"].vectors, TOP_K, **kwargs)
+    found = [set(loaded.ids[row[row >= 0]].tolist()) for row in positions]
+    mine = [(i, c) for i, (cs, ss) in enumerate(zip(truth.candidate_ids, truth.shards, strict=True))
+            for c, s in zip(cs, ss, strict=True) if s == info.shard]
+    return sum(c in found[i] for i, c in mine) / len(mine)
+
+
+def test_tune_search_reaches_target_and_prefers_cheap_rungs(corpus):
+    truth = _oracle_truth(corpus, corpus["sample"])
+    infos = {i.shard: i for i in corpus["infos"]}
+    scann = [s for s, i in infos.items() if i.kind == "scann"]
+    built = {s: _shard_recall(corpus, truth, infos[s], {}) for s in scann}
+    assert max(built.values()) < 0.99, built  # tuning has work to do
+
+    def check_hard(tuned):
+        assert sorted(tuned) == scann  # the exact shard needs no tuning
+        for shard, entry in tuned.items():
+            assert entry["reached"] and entry["recall"] >= 0.99, entry
+            assert entry["leaves_to_search"] > SCANN_PARAMS["num_leaves_to_search"], entry
+            again = _shard_recall(corpus, truth, infos[shard], search_kwargs(tuned, shard))
+            assert again == pytest.approx(entry["recall"])
+
+    def check_easy(tuned):
+        assert sorted(tuned) == scann
+        for shard, entry in tuned.items():
+            first = tuning_ladder(infos[shard].params, infos[shard].size)[0]
+            assert (entry["leaves_to_search"], entry["reorder"]) == first == (1, 100)
+            assert entry["reached"] and entry["recall"] == pytest.approx(built[shard])
+
+    with _pipeline() as p:
+        sample = p | "Sample" >> beam.Create([corpus["sample"]])
+        truth_pc = p | "Truth" >> beam.Create([truth])
+        shards = p | "Infos" >> beam.Create(corpus["infos"])
+        for label, target, check in (("Hard", 0.99, check_hard), ("Easy", 0.05, check_easy)):
+            tuned = shards | f"Tune{label}" >> TuneSearch(sample=sample, truth=truth_pc,
+                                                          target_recall=target, top_k=TOP_K)
+            assert_that(tuned, _single(check), label=f"Check{label}")

@@ -1,0 +1,693 @@
+"""Measures a run's recall on a deterministic sample of queries, and tunes ScaNN search effort per shard.
+
+Flow: ``SampleQueries`` picks the audit sample (the queries with the smallest stable hash of their
+id); ``ExactSampleTopK`` brute-forces the sample's exact global top-K, one shard per element so shards
+run in parallel; ``AuditRecall`` compares that truth with the pairs the job emitted and reports recall
+overall and per shard (also as Beam metrics); ``TuneSearch`` searches the sample in every ScaNN shard
+with growing effort and picks the cheapest (leaves_to_search, reorder) whose per-shard recall reaches
+a target, which :func:`search_kwargs` turns into ``NeighborIndex.search`` arguments.
+
+Everything moves as a few small numpy batches: the sample (at most ``sample_size`` rows), one exact
+top-K per shard, and the emitted pairs of sample queries only (filtered where they are produced).
+
+This module does not change what the job emits, write files or fail a run: the caller decides what a
+low recall means (e.g. a ``--min_recall`` check in the manifest step). Recall measured on the sample
+used for tuning is biased upwards (the effort was chosen to pass on exactly those queries); audit a
+differently salted sample (``SampleQueries(salt=...)``) to get an honest estimate.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from transforms import metrics
+from transforms.schema import PairBatch, ShardIndexInfo, VectorBatch
+from transforms.sharding import stable_hash64
+
+__all__ = [
+    "AUDIT_MODES",
+    "RECALL_PERMILLE_METRIC",
+    "SampleTruth",
+    "SampleQueries",
+    "ExactSampleTopK",
+    "AuditRecall",
+    "TuneSearch",
+    "merge_truth",
+    "recall_report",
+    "search_kwargs",
+    "select_sample",
+    "tuning_ladder",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+AUDIT_MODES = ("link", "dedup")
+# Beam metrics (namespace transforms.metrics.NAMESPACE).
+RECALL_PERMILLE_METRIC = "audit_recall_permille"
+_TRUE_PAIRS_METRIC = "audit_true_pairs"
+_FOUND_PAIRS_METRIC = "audit_found_pairs"
+_TUNED_SHARDS_METRIC = "tuned_shards"
+_UNREACHED_SHARDS_METRIC = "tuned_shards_below_target"
+
+# Leaves searched grow by this factor per rung; reorder doubles this many times from the built value.
+_LEAVES_GROWTH = 1.5
+_REORDER_STEPS = 3
+# Rough cost of one exact float re-score in units of one AH (4-bit LUT) score: it only orders rungs.
+_REORDER_COST = 4.0
+_EMPTY, _ABSENT = -1, -3
+# Joins two ids into one comparable key without building Python tuples per pair.
+_SEP = "\x1f"
+
+
+# ------------------------------------------------------------------------------------------------
+# Element types
+
+
+class SampleTruth(NamedTuple):
+    """The exact global top-K of the sample queries, with where each neighbour lives.
+
+    The first four fields are those of :class:`transforms.schema.NeighborBatch` (same meaning, same
+    order), so code that reads a NeighborBatch's attributes (e.g. ``search.neighbors_to_pairs``)
+    accepts this too. Rows are the sample's queries sorted by id; slots are nearest first, ties broken
+    by candidate id. Empty slots have ``candidate_ids == ''``, ``distances == inf`` and ``shards ==
+    positions == -1``.
+    """
+
+    batch_key: str
+    query_ids: np.ndarray  # object [n]
+    candidate_ids: np.ndarray  # object [n, k]
+    distances: np.ndarray  # float64 [n, k]
+    shards: np.ndarray  # int64 [n, k]: the shard holding each neighbour
+    positions: np.ndarray  # int64 [n, k]: the neighbour's row in that shard's index
+
+
+def _empty_vector_batch() -> VectorBatch:
+    return VectorBatch(ids=np.empty(0, dtype=object), vectors=np.empty((0, 0), dtype=np.float32),
+                       origins=np.empty(0, dtype=object))
+
+
+def _empty_truth(query_ids: np.ndarray, k: int) -> SampleTruth:
+    n = len(query_ids)
+    return SampleTruth(batch_key="audit", query_ids=np.asarray(query_ids, dtype=object),
+                       candidate_ids=np.full((n, k), "", dtype=object),
+                       distances=np.full((n, k), np.inf, dtype=np.float64),
+                       shards=np.full((n, k), _EMPTY, dtype=np.int64),
+                       positions=np.full((n, k), _EMPTY, dtype=np.int64))
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure functions
+
+
+class _Sample(NamedTuple):
+    """A candidate sample: at most ``size`` rows, each with its (salted) id hash."""
+
+    hashes: np.ndarray  # uint64 [n]
+    batch: VectorBatch
+
+
+def _id_hashes(ids: np.ndarray, salt: str) -> np.ndarray:
+    if salt:
+        ids = np.array([salt + str(i) for i in ids], dtype=object)
+    return stable_hash64(ids)
+
+
+def _smallest(sample: _Sample, size: int) -> _Sample:
+    """The ``size`` distinct ids with the smallest (hash, id); a repeated id keeps its smallest origin."""
+    batch = sample.batch
+    if len(batch) == 0:
+        return sample
+    ids = batch.ids.astype(str)
+    order = np.lexsort((batch.origins.astype(str), ids, sample.hashes))
+    sorted_ids = ids[order]
+    first = np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]  # equal ids have equal hashes: adjacent
+    keep = order[first][:size]
+    return _Sample(sample.hashes[keep],
+                   VectorBatch(batch.ids[keep], batch.vectors[keep], batch.origins[keep]))
+
+
+def select_sample(batches: Iterable[VectorBatch], sample_size: int, *, salt: str = "") -> VectorBatch:
+    """The audit sample of some query batches, as :class:`SampleQueries` computes it (for tests, tools).
+
+    Args:
+        batches: query batches (vectors already prepared for the distance).
+        sample_size: how many queries to keep, >= 1.
+        salt: prefixed to every id before hashing; "" hashes the ids themselves.
+
+    Returns:
+        A VectorBatch of the ``sample_size`` distinct ids with the smallest ``stable_hash64(salt + id)``
+        (ties by id), sorted by id; an empty VectorBatch (vectors of shape [0, 0]) when there are none.
+    """
+    fn = _SampleFn(sample_size=sample_size, salt=salt)
+    acc = fn.create_accumulator()
+    for batch in batches:
+        acc = fn.add_input(acc, ("", batch))
+    return fn.extract_output(acc)
+
+
+def _drop_self(positions: np.ndarray, distances: np.ndarray, shard_ids: np.ndarray,
+               query_ids: np.ndarray, top_k: int, exclude_self: bool
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, candidate ids, distances) [n, top_k] without each query itself, order kept.
+
+    The same rule as ``search._SearchShardFn``: search top_k + 1 and drop the query's own row.
+    """
+    found = positions >= 0
+    cand = (np.where(found, shard_ids[np.where(found, positions, 0)], "") if len(shard_ids)
+            else np.full(positions.shape, "")).astype(object)
+    if exclude_self:
+        is_self = found & (cand == np.asarray(query_ids, dtype=object)[:, None])
+        positions = np.where(is_self, _EMPTY, positions)
+        cand = np.where(is_self, "", cand).astype(object)
+        distances = np.where(is_self, np.inf, distances)
+        order = np.argsort(is_self, axis=1, kind="stable")
+        positions, cand, distances = (np.take_along_axis(a, order, axis=1)
+                                      for a in (positions, cand, distances))
+    return positions[:, :top_k], cand[:, :top_k], distances[:, :top_k]
+
+
+def merge_truth(parts: Iterable[SampleTruth], top_k: int) -> SampleTruth:
+    """Merges per-shard exact top-K of the same sample into the global top-K (ties by candidate id).
+
+    The result does not depend on the order of ``parts``.
+
+    Raises:
+        ValueError: the parts are not about the same queries.
+    """
+    parts = list(parts)
+    if not parts:
+        raise ValueError("merge_truth needs at least one part")
+    query_ids = parts[0].query_ids
+    for part in parts[1:]:
+        if not np.array_equal(part.query_ids, query_ids):
+            raise ValueError("cannot merge exact top-K of different query samples")
+    cand, dist, shards, pos = (np.concatenate([getattr(p, f) for p in parts], axis=1)
+                               for f in ("candidate_ids", "distances", "shards", "positions"))
+    # Empty slots tie exactly (inf, '', -1, -1) whichever shard they came from.
+    order = np.lexsort((cand.astype(str), dist), axis=-1)[:, :top_k]
+    cand, dist, shards, pos = (np.take_along_axis(a, order, axis=1) for a in (cand, dist, shards, pos))
+    if cand.shape[1] < top_k:
+        pad = _empty_truth(query_ids, top_k - cand.shape[1])
+        cand, dist, shards, pos = (np.concatenate([a, getattr(pad, f)], axis=1) for a, f in
+                                   ((cand, "candidate_ids"), (dist, "distances"), (shards, "shards"),
+                                    (pos, "positions")))
+    return SampleTruth("audit", query_ids, cand.astype(object), dist.astype(np.float64),
+                       shards.astype(np.int64), pos.astype(np.int64))
+
+
+def _keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.char.add(np.char.add(np.asarray(a, dtype=str), _SEP), np.asarray(b, dtype=str))
+
+
+def _canonical(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=str), np.asarray(b, dtype=str)
+    swap = b < a
+    return np.where(swap, b, a), np.where(swap, a, b)
+
+
+def recall_report(truth: SampleTruth, query_ids: np.ndarray, candidate_ids: np.ndarray, *, top_k: int,
+                  mode: str, max_distance: float | None = None) -> dict[str, Any]:
+    """Recall of the sample's true top-K pairs among emitted pairs.
+
+    True pairs are the non-empty slots of ``truth`` (its first ``top_k`` columns) within
+    ``max_distance``, as the job keeps them. In ``dedup`` mode pairs are unordered: true and emitted
+    pairs become (min, max), a true pair is found when emitted in either direction, and a pair that is
+    in the truth of both its ids counts once (attributed to the smaller shard of the two sides).
+
+    Args:
+        truth: exact top-K of the sample (:class:`ExactSampleTopK`).
+        query_ids, candidate_ids: emitted pairs, object or str arrays [m]; pairs of other queries
+            may be included, they never match.
+        top_k: the job's K.
+        mode: 'link' or 'dedup'.
+        max_distance: the job's --max_distance, or None.
+
+    Returns:
+        ``{"sample_size", "recall_at_k", "per_shard": {shard: recall}, "true_pairs", "found_pairs"}``.
+        ``recall_at_k`` is None when there is nothing to find (no true pair within max_distance);
+        ``per_shard`` lists the shards holding at least one true neighbour.
+    """
+    if mode not in AUDIT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(AUDIT_MODES)}, got {mode!r}")
+    n = len(truth.query_ids)
+    cand, dist, shards = (a[:, :top_k] for a in (truth.candidate_ids, truth.distances, truth.shards))
+    valid = (cand != "") & np.isfinite(dist)
+    if max_distance is not None:
+        valid &= dist <= max_distance
+    q = np.broadcast_to(np.asarray(truth.query_ids, dtype=object)[:, None], cand.shape)[valid]
+    c, s = cand[valid], shards[valid]
+    if mode == "dedup":
+        q, c = _canonical(q, c)
+        query_ids, candidate_ids = _canonical(query_ids, candidate_ids)
+    true_keys = _keys(q, c)
+    if mode == "dedup" and len(true_keys):
+        order = np.lexsort((s, true_keys))
+        true_keys, s = true_keys[order], s[order]
+        first = np.r_[True, true_keys[1:] != true_keys[:-1]]
+        true_keys, s = true_keys[first], s[first]
+    found = np.isin(true_keys, _keys(query_ids, candidate_ids)) if len(query_ids) else (
+        np.zeros(len(true_keys), dtype=bool))
+    per_shard = {int(shard): float(found[s == shard].mean()) for shard in np.unique(s)}
+    true_pairs, found_pairs = int(len(true_keys)), int(found.sum())
+    return {"sample_size": int(n),
+            "recall_at_k": found_pairs / true_pairs if true_pairs else None,
+            "per_shard": per_shard,
+            "true_pairs": true_pairs,
+            "found_pairs": found_pairs}
+
+
+def tuning_ladder(params: dict[str, Any], size: int) -> list[tuple[int | None, int | None]]:
+    """The (leaves_to_search, reorder) rungs tried for a ScaNN shard, cheapest first.
+
+    Leaves grow from the built ``num_leaves_to_search`` by x1.5 up to all ``num_leaves``; reorder
+    doubles twice from the built ``reorder`` (100 -> 200 -> 400), capped at the shard size. Rungs are
+    ordered by an estimated per-query cost (AH scores of the searched leaves plus ~4x that per
+    re-scored vector); the first is the built setting, the last the most effort. A knob the index does
+    not have (no tree: ``num_leaves <= 1``; no reorder stage) is None.
+
+    Args:
+        params: the shard's ``ShardIndexInfo.params`` (ScaNN build params).
+        size: vectors in the shard.
+    """
+    num_leaves = int(params.get("num_leaves") or 1)
+    leaves: list[int | None] = [None]
+    if num_leaves > 1:
+        step = max(1, min(int(params["num_leaves_to_search"]), num_leaves))
+        leaves = [step]
+        while step < num_leaves:
+            step = min(num_leaves, max(step + 1, math.ceil(step * _LEAVES_GROWTH)))
+            leaves.append(step)
+    reorders: list[int | None] = [None]
+    built_reorder = int(params.get("reorder") or 0)
+    if params.get("quantization") == "ah" and built_reorder > 0:
+        reorders = sorted({min(built_reorder * 2 ** i, max(size, built_reorder))
+                           for i in range(_REORDER_STEPS)})
+
+    def cost(rung: tuple[int | None, int | None]) -> tuple[float, int, int]:
+        leaves_, reorder_ = rung
+        searched = size * (leaves_ or num_leaves) / num_leaves
+        return searched + _REORDER_COST * (reorder_ or 0), leaves_ or 0, reorder_ or 0
+
+    return sorted(((lv, r) for lv in leaves for r in reorders), key=cost)
+
+
+def search_kwargs(overrides: dict | None, shard: int) -> dict[str, int]:
+    """``NeighborIndex.search`` keyword arguments for one shard from TuneSearch's output.
+
+    Args:
+        overrides: TuneSearch's dict ``{shard: {"leaves_to_search", "reorder", ...}}`` (keys may also
+            be strings, as after a JSON round trip), or None / {} for no tuning.
+        shard: the shard number.
+
+    Returns:
+        ``{"leaves_to_search": L, "reorder": R}`` without the knobs that are None, or {} when the
+        shard was not tuned (exact shards, or no overrides): search then uses the built params.
+    """
+    if not overrides:
+        return {}
+    entry = overrides.get(shard, overrides.get(str(shard)))
+    if not entry:
+        return {}
+    return {name: int(entry[name]) for name in ("leaves_to_search", "reorder")
+            if entry.get(name) is not None}
+
+
+# ------------------------------------------------------------------------------------------------
+# CombineFns and DoFns
+
+
+class _SampleFn(beam.CombineFn):
+    """(batch_key, VectorBatch) -> the audit sample; accumulators hold at most sample_size rows."""
+
+    def __init__(self, *, sample_size: int, salt: str):
+        self._size = sample_size
+        self._salt = salt
+
+    def create_accumulator(self) -> _Sample | None:
+        return None
+
+    def _merge(self, parts: Iterable[_Sample | None]) -> _Sample | None:
+        parts = [p for p in parts if p is not None and len(p.batch)]
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        joined = _Sample(np.concatenate([p.hashes for p in parts]),
+                         VectorBatch(*(np.concatenate([p.batch[i] for p in parts]) for i in range(3))))
+        return _smallest(joined, self._size)
+
+    def add_input(self, acc: _Sample | None, element: tuple[str, VectorBatch]) -> _Sample | None:
+        _, batch = element
+        if len(batch) == 0:
+            return acc
+        # Chosen per batch first, so the accumulator never grows past sample_size rows.
+        return self._merge([acc, _smallest(_Sample(_id_hashes(batch.ids, self._salt), batch), self._size)])
+
+    def merge_accumulators(self, accs: Iterable[_Sample | None]) -> _Sample | None:
+        return self._merge(accs)
+
+    def extract_output(self, acc: _Sample | None) -> VectorBatch:
+        if acc is None:
+            return _empty_vector_batch()
+        batch = acc.batch
+        order = np.argsort(batch.ids.astype(str), kind="stable")
+        return VectorBatch(batch.ids[order].astype(object), np.ascontiguousarray(batch.vectors[order]),
+                           batch.origins[order].astype(object))
+
+
+class _ExactShardTopKFn(beam.DoFn):
+    """ShardIndexInfo -> the sample's exact top-K within that shard (a SampleTruth)."""
+
+    def __init__(self, *, top_k: int, exclude_self: bool):
+        self._top_k = top_k
+        self._exclude_self = exclude_self
+        self._ms = Metrics.distribution(metrics.NAMESPACE, "audit_exact_search_ms")
+
+    def process(self, info: ShardIndexInfo, sample: VectorBatch) -> Iterator[SampleTruth]:
+        from transforms.index import ExactIndex
+        from transforms.search import load_shard
+
+        if len(sample) == 0:
+            yield _empty_truth(sample.ids, self._top_k)
+            return
+        start = time.perf_counter()
+        loaded = load_shard(info.path)
+        index = loaded.index
+        if index.kind != "exact":
+            # Shares the loaded float32 vectors (no copy): brute force, then exact rescoring.
+            index = ExactIndex(index.vectors, distance=index.distance)
+        positions, distances = index.search(sample.vectors, self._top_k + int(self._exclude_self))
+        positions, cand, distances = _drop_self(positions, distances, loaded.ids, sample.ids,
+                                                self._top_k, self._exclude_self)
+        elapsed = time.perf_counter() - start
+        self._ms.update(int(elapsed * 1000))
+        _LOGGER.info("exact top-%d of %d sample queries in shard %d (%d vectors) in %.1f s",
+                     self._top_k, len(sample), info.shard, index.size, elapsed)
+        yield SampleTruth("audit", sample.ids, cand, distances.astype(np.float64),
+                          np.where(positions >= 0, info.shard, _EMPTY).astype(np.int64), positions)
+
+
+class _MergeTruthFn(beam.CombineFn):
+    def __init__(self, top_k: int):
+        self._top_k = top_k
+
+    def create_accumulator(self) -> SampleTruth | None:
+        return None
+
+    def add_input(self, acc: SampleTruth | None, part: SampleTruth) -> SampleTruth:
+        return self.merge_accumulators([acc, part])
+
+    def merge_accumulators(self, accs: Iterable[SampleTruth | None]) -> SampleTruth | None:
+        parts = [a for a in accs if a is not None]
+        return merge_truth(parts, self._top_k) if parts else None
+
+    def extract_output(self, acc: SampleTruth | None) -> SampleTruth:
+        # No shards at all: no rows to report on.
+        return acc if acc is not None else _empty_truth(np.empty(0, dtype=object), self._top_k)
+
+
+def _sorted_ids(truth: SampleTruth) -> np.ndarray:
+    return np.sort(np.asarray(truth.query_ids, dtype=str))
+
+
+def _is_member(values: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    if len(sorted_ids) == 0 or len(values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    values = np.asarray(values, dtype=str)
+    at = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
+    return sorted_ids[at] == values
+
+
+class _KeepSamplePairsFn(beam.DoFn):
+    """PairBatch -> its rows about sample queries (either side in dedup mode), or nothing."""
+
+    def __init__(self, *, dedup: bool):
+        self._dedup = dedup
+
+    def process(self, pairs: PairBatch, sample_ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        keep = _is_member(pairs.query_ids, sample_ids)
+        if self._dedup:
+            keep |= _is_member(pairs.candidate_ids, sample_ids)
+        if keep.any():
+            yield (np.asarray(pairs.query_ids[keep], dtype=str),
+                   np.asarray(pairs.candidate_ids[keep], dtype=str))
+
+
+class _ConcatPairsFn(beam.CombineFn):
+    """(query_ids, candidate_ids) chunks -> one pair of str arrays (empty when there are none)."""
+
+    def create_accumulator(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return []
+
+    def add_input(self, acc, chunk):
+        acc.append(chunk)
+        return acc
+
+    def merge_accumulators(self, accs):
+        return [chunk for acc in accs for chunk in acc]
+
+    def extract_output(self, acc) -> tuple[np.ndarray, np.ndarray]:
+        if not acc:
+            return np.empty(0, dtype=str), np.empty(0, dtype=str)
+        return (np.concatenate([q for q, _ in acc]), np.concatenate([c for _, c in acc]))
+
+
+class _ScoreRecallFn(beam.DoFn):
+    def __init__(self, *, top_k: int, mode: str, max_distance: float | None):
+        self._top_k = top_k
+        self._mode = mode
+        self._max_distance = max_distance
+        self._permille = Metrics.distribution(metrics.NAMESPACE, RECALL_PERMILLE_METRIC)
+        self._true = Metrics.counter(metrics.NAMESPACE, _TRUE_PAIRS_METRIC)
+        self._found = Metrics.counter(metrics.NAMESPACE, _FOUND_PAIRS_METRIC)
+
+    def process(self, emitted: tuple[np.ndarray, np.ndarray], truth: SampleTruth) -> Iterator[dict]:
+        report = recall_report(truth, *emitted, top_k=self._top_k, mode=self._mode,
+                               max_distance=self._max_distance)
+        self._true.inc(report["true_pairs"])
+        self._found.inc(report["found_pairs"])
+        if report["recall_at_k"] is not None:
+            self._permille.update(round(1000 * report["recall_at_k"]))
+        worst = min(report["per_shard"].items(), key=lambda kv: (kv[1], kv[0]), default=None)
+        _LOGGER.info("audit: recall@%d %s on %d sample queries (%d of %d true pairs found); worst "
+                     "shard %s", self._top_k, report["recall_at_k"], report["sample_size"],
+                     report["found_pairs"], report["true_pairs"], worst)
+        yield report
+
+
+class _TuneShardFn(beam.DoFn):
+    """ShardIndexInfo -> (shard, chosen rung) for ScaNN shards; nothing for exact ones."""
+
+    def __init__(self, *, target_recall: float, top_k: int, exclude_self: bool):
+        self._target = target_recall
+        self._top_k = top_k
+        self._exclude_self = exclude_self
+        self._tuned = Metrics.counter(metrics.NAMESPACE, _TUNED_SHARDS_METRIC)
+        self._unreached = Metrics.counter(metrics.NAMESPACE, _UNREACHED_SHARDS_METRIC)
+
+    def _recall(self, index: Any, shard_ids: np.ndarray, queries: VectorBatch, want: np.ndarray,
+                n_true: int, rung: tuple[int | None, int | None]) -> float:
+        leaves, reorder = rung
+        positions, distances = index.search(queries.vectors, self._top_k + int(self._exclude_self),
+                                            leaves_to_search=leaves, reorder=reorder)
+        positions, _, _ = _drop_self(positions, distances, shard_ids, queries.ids, self._top_k,
+                                     self._exclude_self)
+        found = (want[:, :, None] == positions[:, None, :]).any(axis=2)
+        return float(found.sum()) / n_true
+
+    def process(self, info: ShardIndexInfo, sample: VectorBatch,
+                truth: SampleTruth) -> Iterator[tuple[int, dict[str, Any]]]:
+        from transforms.search import load_shard
+
+        if info.kind != "scann":
+            return  # brute force has no knobs
+        if not np.array_equal(np.asarray(truth.query_ids, dtype=object), sample.ids):
+            raise ValueError("TuneSearch needs the exact top-K of the same sample (ExactSampleTopK)")
+        ladder = tuning_ladder(info.params, info.size)
+        mine = truth.shards[:, :self._top_k] == info.shard
+        n_true = int(mine.sum())
+        self._tuned.inc()
+        if n_true == 0:
+            # No true neighbour of the sample lives here: nothing to measure, keep the built setting.
+            leaves, reorder = ladder[0]
+            yield info.shard, {"leaves_to_search": leaves, "reorder": reorder, "recall": None,
+                               "reached": True, "true_neighbors": 0, "rungs_tried": 0}
+            return
+        start = time.perf_counter()
+        rows = mine.any(axis=1)
+        queries = VectorBatch(sample.ids[rows], sample.vectors[rows], sample.origins[rows])
+        want = np.where(mine[rows], truth.positions[rows, :self._top_k], _ABSENT)
+        loaded = load_shard(info.path)
+        recall_of = functools.partial(self._recall, loaded.index, loaded.ids, queries, want, n_true)
+        # The most effort first: if even that misses the target, the other rungs need not be tried.
+        tried = {ladder[-1]: recall_of(ladder[-1])}
+        chosen = ladder[-1]
+        if tried[chosen] >= self._target:
+            for rung in ladder[:-1]:
+                tried[rung] = recall_of(rung)
+                if tried[rung] >= self._target:
+                    chosen = rung
+                    break
+        recall = tried[chosen]
+        reached = recall >= self._target
+        if not reached:
+            self._unreached.inc()
+            _LOGGER.warning("shard %d: recall %.4f at the most effort tried (leaves_to_search=%s, "
+                            "reorder=%s) is below the target %.4f", info.shard, recall, *chosen,
+                            self._target)
+        _LOGGER.info("shard %d: leaves_to_search=%s reorder=%s -> recall %.4f on %d true neighbours "
+                     "(%d rungs tried in %.1f s)", info.shard, *chosen, recall, n_true, len(tried),
+                     time.perf_counter() - start)
+        yield info.shard, {"leaves_to_search": chosen[0], "reorder": chosen[1], "recall": recall,
+                           "reached": reached, "true_neighbors": n_true, "rungs_tried": len(tried)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Composites
+
+
+def _check_top_k(top_k: int) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+
+
+class SampleQueries(beam.PTransform):
+    """(batch_key, VectorBatch) query batches -> singleton VectorBatch: the audit sample.
+
+    The sample is the ``sample_size`` distinct ids with the smallest ``stable_hash64(salt + id)``
+    (ties by id), sorted by id: the same whatever the batching, bundling or runner order. Each batch
+    is cut down to at most ``sample_size`` rows before anything is combined. No queries -> an empty
+    VectorBatch (vectors of shape [0, 0]).
+
+    Args:
+        sample_size: queries in the sample, >= 1.
+        salt: prefixed to ids before hashing, to draw a different sample (e.g. one to tune on and
+            another to audit); "" (default) hashes the ids themselves.
+    """
+
+    def __init__(self, *, sample_size: int, salt: str = ""):
+        super().__init__()
+        if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
+            raise ValueError(f"sample_size must be an integer >= 1, got {sample_size!r}")
+        if not isinstance(salt, str):
+            raise ValueError(f"salt must be a string, got {salt!r}")
+        self._fn = _SampleFn(sample_size=sample_size, salt=salt)
+
+    def expand(self, query_batches):
+        return query_batches | "SmallestIdHashes" >> beam.CombineGlobally(self._fn)
+
+
+class ExactSampleTopK(beam.PTransform):
+    """ShardIndexInfo shards -> singleton SampleTruth: the sample's exact global top-K.
+
+    One shard per element (spread over workers): the shard is loaded once (``load_shard``), searched by
+    brute force over its float32 vectors with exact float64 rescoring (the same distances the job
+    reports), and the per-shard results are merged with ties broken by candidate id. The distance is
+    the one each shard's index was built with.
+
+    Args:
+        sample: singleton PCollection of VectorBatch (:class:`SampleQueries`).
+        top_k: neighbours per query, the job's K.
+        exclude_self: dedup mode: a query is never its own neighbour.
+    """
+
+    def __init__(self, *, sample: beam.PCollection, top_k: int, exclude_self: bool = False):
+        super().__init__()
+        _check_top_k(top_k)
+        self._sample = sample
+        self._top_k = top_k
+        self._fn = _ExactShardTopKFn(top_k=top_k, exclude_self=bool(exclude_self))
+
+    def expand(self, infos):
+        return (infos
+                | "SpreadShards" >> beam.Reshuffle()
+                | "ExactShardTopK" >> beam.ParDo(self._fn, sample=beam.pvalue.AsSingleton(self._sample))
+                | "MergeTopK" >> beam.CombineGlobally(_MergeTruthFn(self._top_k)))
+
+
+class AuditRecall(beam.PTransform):
+    """PairBatch emitted pairs -> singleton dict: recall of the sample's true top-K pairs.
+
+    Emitted pairs are cut down to those of sample queries where they are produced (a sorted-id side
+    input; in dedup mode a pair is kept when either id is a sample query), so only about
+    ``sample_size * top_k`` pairs are ever gathered. The report (see :func:`recall_report`) is also
+    published as the Beam distribution ``audit_recall_permille`` and the counters
+    ``audit_true_pairs`` / ``audit_found_pairs`` in ``transforms.metrics.NAMESPACE``.
+
+    Args:
+        truth: singleton PCollection of SampleTruth (:class:`ExactSampleTopK`).
+        top_k: the job's K.
+        mode: 'link' or 'dedup' (pairs compared as unordered (min, max)).
+        max_distance: the job's --max_distance (applied to the truth as the job applies it), or None.
+    """
+
+    def __init__(self, *, truth: beam.PCollection, top_k: int, mode: str,
+                 max_distance: float | None = None):
+        super().__init__()
+        _check_top_k(top_k)
+        if mode not in AUDIT_MODES:
+            raise ValueError(f"mode must be one of {', '.join(AUDIT_MODES)}, got {mode!r}")
+        if max_distance is not None and not math.isfinite(max_distance):
+            raise ValueError(f"max_distance must be finite or None, got {max_distance!r}")
+        self._truth = truth
+        self._keep = _KeepSamplePairsFn(dedup=mode == "dedup")
+        self._score = _ScoreRecallFn(top_k=top_k, mode=mode, max_distance=max_distance)
+
+    def expand(self, pairs):
+        sample_ids = self._truth | "SampleIds" >> beam.Map(_sorted_ids)
+        return (pairs
+                | "KeepSamplePairs" >> beam.ParDo(self._keep,
+                                                  sample_ids=beam.pvalue.AsSingleton(sample_ids))
+                | "GatherSamplePairs" >> beam.CombineGlobally(_ConcatPairsFn())
+                | "ScoreRecall" >> beam.ParDo(self._score, truth=beam.pvalue.AsSingleton(self._truth)))
+
+
+class TuneSearch(beam.PTransform):
+    """ShardIndexInfo shards -> singleton dict: the cheapest search effort per ScaNN shard.
+
+    The dict is ``{shard: {"leaves_to_search": L, "reorder": R, "recall": r, "reached": bool,
+    "true_neighbors": n, "rungs_tried": m}}`` (L or R None for a knob the index lacks).
+
+    One shard per element (spread over workers). A shard's recall is the share of the sample's true
+    global top-K neighbours living in that shard that its ANN top-K finds (what the merge can keep).
+    Rungs come from :func:`tuning_ladder`, cheapest first; the first reaching ``target_recall`` wins.
+    If none does, the most effort is kept with ``reached: False`` (logged, and counted in the
+    ``tuned_shards_below_target`` counter). A shard holding none of the sample's true neighbours keeps
+    its built setting (``recall: None``). Exact shards have no knobs and are absent. Feed the dict to
+    :func:`search_kwargs`.
+
+    Args:
+        sample: singleton PCollection of VectorBatch (:class:`SampleQueries`).
+        truth: singleton PCollection of SampleTruth of that sample (:class:`ExactSampleTopK`, same
+            top_k and exclude_self).
+        target_recall: in (0, 1].
+        top_k: the job's K.
+        exclude_self: dedup mode.
+    """
+
+    def __init__(self, *, sample: beam.PCollection, truth: beam.PCollection, target_recall: float,
+                 top_k: int, exclude_self: bool = False):
+        super().__init__()
+        _check_top_k(top_k)
+        if not (isinstance(target_recall, int | float) and 0.0 < target_recall <= 1.0):
+            raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
+        self._sample = sample
+        self._truth = truth
+        self._fn = _TuneShardFn(target_recall=float(target_recall), top_k=top_k,
+                                exclude_self=bool(exclude_self))
+
+    def expand(self, infos):
+        return (infos
+                | "SpreadShards" >> beam.Reshuffle()
+                | "TuneShard" >> beam.ParDo(self._fn, sample=beam.pvalue.AsSingleton(self._sample),
+                                            truth=beam.pvalue.AsSingleton(self._truth))
+                | "ToDict" >> beam.combiners.ToDict())
