@@ -61,7 +61,7 @@ def link_data(tmp_path_factory):
 
 
 def _run(args: list[str]):
-    result, cfg, waited = run_job(args + ["--runner", "DirectRunner"])
+    result, cfg, waited = run_job(args + ["--runner", "FnApiRunner"])
     assert waited
     return cfg
 
