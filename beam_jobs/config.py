@@ -109,6 +109,9 @@ class MatchConfig:
     scann_reorder: int | None = None
     scann_training_sample: int = 250_000
     scann_training_threads: int = 1
+    audit_sample: int = 1000
+    min_recall: float | None = None
+    target_recall: float | None = None
     rescore: str = "exact"
     output_format: str = "parquet"
     num_output_shards: int | None = None
@@ -189,12 +192,22 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         scann_reorder=_int(flags, "scann_reorder", None, 0),
         scann_training_sample=_int(flags, "scann_training_sample", 250_000, 100),
         scann_training_threads=_int(flags, "scann_training_threads", 1, 0),
+        audit_sample=_int(flags, "audit_sample", 1000, 0),
+        min_recall=_float(flags, "min_recall", None, 0.0, 1.0),
+        target_recall=_float(flags, "target_recall", None, 0.0, 1.0),
         rescore=_choice(flags, "rescore", ("exact", "wasserstein"), "exact"),
         output_format=_choice(flags, "output_format", OUTPUT_FORMATS, "parquet"),
         num_output_shards=_int(flags, "num_output_shards", None, 1),
         max_bad_record_ratio=_float(flags, "max_bad_record_ratio", 0.01, 0.0, 1.0),
         batch_size=_int(flags, "batch_size", 4096, 1),
     )
+    for name in ("min_recall", "target_recall"):
+        if getattr(cfg, name) is not None and cfg.audit_sample == 0:
+            raise ConfigError(f"--{name} needs the recall audit: set --audit_sample > 0")
+    if cfg.target_recall is not None and cfg.index == "exact":
+        raise ConfigError("--target_recall tunes ScaNN; it does nothing with --index exact")
+    if cfg.target_recall == 0:
+        raise ConfigError("--target_recall must be > 0")
     if cfg.embed_min_batch_size > cfg.embed_max_batch_size:
         raise ConfigError("--embed_min_batch_size must be <= --embed_max_batch_size")
     if cfg.scann_num_leaves and cfg.scann_training_sample < cfg.scann_num_leaves:

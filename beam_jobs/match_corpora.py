@@ -20,9 +20,16 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs.config import MatchConfig, config_from_options, scann_params_for
+from transforms.audit import AuditRecall, ExactSampleTopK, SampleQueries, TuneSearch
 from transforms.build import BuildShardIndexes
 from transforms.io import ReadCorpus, WriteDeadLetters, WriteMatches
-from transforms.manifest import BadRecordRatioError, WriteManifest, bad_record_verdict, stack_versions
+from transforms.manifest import (
+    BadRecordRatioError,
+    RecallBelowMinimumError,
+    WriteManifest,
+    bad_record_verdict,
+    stack_versions,
+)
 from transforms.routing import PlaceCandidates, TrainRouting
 from transforms.schema import Role
 from transforms.search import MergeTopK, SearchShards
@@ -51,6 +58,7 @@ class PipelineOutputs(NamedTuple):
     shards: beam.PCollection  # ShardIndexInfo
     dead_letters: beam.PCollection  # DeadLetter
     manifest: beam.PCollection  # the manifest dict, once
+    audit: beam.PCollection | None  # the recall audit dict, once (None when --audit_sample 0)
 
 
 def _role_label(role: str) -> str:
@@ -188,12 +196,32 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         query_source = cand_shards
     query_batches = query_source | "BatchQueries" >> SplitQueryBatches(batch_size=cfg.batch_size)
 
+    exclude_self = cfg.mode == "dedup"
+    overrides = None
+    if cfg.target_recall is not None:
+        # A sample of its own, so the audit does not grade the tuning on the queries it tuned on.
+        tune_sample = query_batches | "SampleTuningQueries" >> SampleQueries(
+            sample_size=cfg.audit_sample, salt="tune")
+        tune_truth = infos | "ExactTuningTopK" >> ExactSampleTopK(
+            sample=tune_sample, top_k=cfg.top_k, exclude_self=exclude_self)
+        overrides = infos | "TuneSearch" >> TuneSearch(
+            sample=tune_sample, truth=tune_truth, target_recall=cfg.target_recall,
+            top_k=cfg.top_k, exclude_self=exclude_self)
     partials = query_batches | "SearchShards" >> SearchShards(
         shards=infos, num_queries=num_queries, top_k=cfg.top_k, exclude_self=cfg.mode == "dedup",
-        keep_vectors=cfg.rescore == "wasserstein", plan=plan, probe=cfg.probe_shards)
+        keep_vectors=cfg.rescore == "wasserstein", plan=plan, probe=cfg.probe_shards,
+        search_overrides=overrides)
     pairs = partials | "MergeTopK" >> MergeTopK(
         top_k=cfg.top_k, rescore=cfg.rescore, max_distance=cfg.max_distance,
         canonical=cfg.mode == "dedup")
+    audit = None
+    if cfg.audit_sample:
+        audit_sample = query_batches | "SampleAuditQueries" >> SampleQueries(
+            sample_size=cfg.audit_sample)
+        truth = infos | "ExactAuditTopK" >> ExactSampleTopK(
+            sample=audit_sample, top_k=cfg.top_k, exclude_self=exclude_self)
+        audit = pairs | "AuditRecall" >> AuditRecall(
+            truth=truth, top_k=cfg.top_k, mode=cfg.mode, max_distance=cfg.max_distance)
     written = pairs | "WriteMatches" >> WriteMatches(
         output_dir=cfg.output, output_format=cfg.output_format, num_shards=num_output_shards,
         unique_pairs=cfg.mode == "dedup")
@@ -208,8 +236,10 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     manifest = p | "Manifest" >> WriteManifest(
         output_dir=cfg.output, static=static_manifest or {}, counts=counts,
         dead_letter_counts=dead_counts, shards=infos, gate=gate,
-        max_bad_record_ratio=cfg.max_bad_record_ratio)
-    return PipelineOutputs(pairs=pairs, shards=infos, dead_letters=all_dead, manifest=manifest)
+        max_bad_record_ratio=cfg.max_bad_record_ratio, audit=audit, tuning=overrides, plan=plan,
+        min_recall=cfg.min_recall)
+    return PipelineOutputs(pairs=pairs, shards=infos, dead_letters=all_dead, manifest=manifest,
+                           audit=audit)
 
 
 def prepare(argv: list[str] | None) -> tuple[PipelineOptions, MatchConfig, dict[str, Any], int]:
@@ -275,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"corpus-match: configuration error: {e}", file=sys.stderr)
         return 2
-    except BadRecordRatioError as e:
+    except (BadRecordRatioError, RecallBelowMinimumError) as e:
         print(f"corpus-match: failed: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # a failed pipeline: the manifest already records it

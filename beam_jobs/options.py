@@ -65,6 +65,13 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("scann_training_threads", "Threads that train each shard's tree and codebooks. Default 1: builds "
      "are then reproducible, so output is byte-identical run to run; 0 = all cores (faster builds, "
      "results may differ slightly between runs).", None),
+    ("audit_sample", "Queries searched exactly (brute force over all candidates) to measure the "
+     "run's recall@K, written to the manifest and metrics. Deterministic sample. Default 1000; 0 "
+     "disables.", None),
+    ("min_recall", "Fail the run (after writing the manifest) when the audited recall@K is below "
+     "this. Default: no minimum.", None),
+    ("target_recall", "Tune ScaNN search effort per shard (leaves to search, reorder depth) on a "
+     "separate query sample before the main search, to reach this recall. Default: no tuning.", None),
     ("rescore", "Final distance of emitted pairs: exact (the chosen distance on the float vectors) or "
      "wasserstein (1-D Wasserstein distance of the vectors' values). Default exact.",
      ("exact", "wasserstein")),

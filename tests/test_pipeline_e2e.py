@@ -121,6 +121,9 @@ def test_scann_recall_and_identical_output_twice(link_data, tmp_path):
     assert recall >= 0.95, recall
     manifest = read_manifest(str(runs[0]))
     assert {s["kind"] for s in manifest["shards"]} == {"scann"}
+    # The audit sample (1000 by default) covers all 300 queries here: it must agree exactly.
+    assert manifest["audit"]["sample_size"] == len(query_ids)
+    assert manifest["audit"]["recall_at_k"] == pytest.approx(recall, abs=1e-12)
     files = sorted(os.listdir(runs[0] / "matches"))
     assert files == [f"matches-{i:05d}-of-00003.parquet" for i in range(3)]
     for f in files:
@@ -229,3 +232,21 @@ def test_centroid_routing_searches_fewer_shards_at_equal_recall(tmp_path):
     assert recall_all == 1.0 and per_query_all == 8
     assert recall_routed >= 0.97, results
     assert per_query_routed <= 3, results
+
+
+def test_low_recall_fails_min_recall_and_tuning_restores_it(link_data, tmp_path):
+    root, cands, cand_ids, queries, query_ids = link_data
+    weak = ["--num_shards", "1", "--scann_num_leaves", "100", "--scann_leaves_to_search", "1",
+            "--scann_reorder", "10"]
+    out = tmp_path / "weak"
+    with pytest.raises(Exception, match="min_recall"):
+        _run(_link_args(root, out, *weak, "--min_recall", "0.9"))
+    manifest = read_manifest(str(out))
+    assert manifest["exit_state"] == "failed" and manifest["audit"]["recall_at_k"] < 0.9
+
+    tuned = tmp_path / "tuned"
+    _run(_link_args(root, tuned, *weak, "--target_recall", "0.97", "--audit_sample", "150"))
+    manifest = read_manifest(str(tuned))
+    (shard_tuning,) = manifest["search_tuning"].values()
+    assert shard_tuning["leaves_to_search"] > 1 and shard_tuning["reached"]
+    assert manifest["audit"]["recall_at_k"] >= 0.95

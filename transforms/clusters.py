@@ -315,6 +315,10 @@ class _StarStepFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(_PROGRESS_TAG, (count, len(a)))
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 def _sum_progress(values: Iterable[tuple[int, int]]) -> tuple[int, int]:
     count = edges = 0
     for c, e in values:
@@ -670,10 +674,13 @@ class ClusterPairs(beam.PTransform):
                        | f"Group{step + 1:02d}" >> beam.GroupByKey()
                        | name >> beam.ParDo(_StarStepFn(large, nb)).with_outputs(
                            _PROGRESS_TAG, main="edges"))
-            # A Map over the one-element state with the round's few progress records as a side input
-            # (one per bucket) is much cheaper to build than a CombineGlobally per round.
+            # A Map over the one-element state with the round's few progress records (one per bucket)
+            # as a side input is much cheaper to build than a CombineGlobally per round. The pass-through
+            # Map is needed: BundleBasedDirectRunner reads a tagged output used directly as a side input
+            # as empty (Beam 2.77).
+            progress = stepped[_PROGRESS_TAG] | f"Progress{step + 1:02d}" >> beam.Map(_identity)
             state = state | f"State{step + 1:02d}" >> beam.Map(
-                _next_state, progress=beam.pvalue.AsList(stepped[_PROGRESS_TAG]), step=step, large=large)
+                _next_state, progress=beam.pvalue.AsList(progress), step=step, large=large)
             active = stepped.edges
 
         last = active | "RouteLeftover" >> beam.ParDo(

@@ -20,7 +20,7 @@ from typing import Any
 import apache_beam as beam
 
 __all__ = ["WriteManifest", "stack_versions", "update_manifest", "read_manifest", "BadRecordRatioError",
-           "bad_record_verdict"]
+           "RecallBelowMinimumError", "bad_record_verdict"]
 
 _LOGGER = logging.getLogger(__name__)
 _STACK = ("apache-beam", "tensorflow", "tensorflow-transform", "tfx-bsl", "scann", "numpy", "pyarrow",
@@ -29,6 +29,10 @@ _STACK = ("apache-beam", "tensorflow", "tensorflow-transform", "tfx-bsl", "scann
 
 class BadRecordRatioError(RuntimeError):
     """Too many records were rejected for the run's result to be trusted."""
+
+
+class RecallBelowMinimumError(RuntimeError):
+    """The audited recall@K is below --min_recall."""
 
 
 def stack_versions() -> dict[str, str]:
@@ -75,13 +79,16 @@ def update_manifest(output_dir: str, **fields: Any) -> dict[str, Any]:
 
 
 class _WriteManifestFn(beam.DoFn):
-    def __init__(self, output_dir: str, static: dict[str, Any], max_bad_record_ratio: float):
+    def __init__(self, output_dir: str, static: dict[str, Any], max_bad_record_ratio: float,
+                 min_recall: float | None):
         self._output_dir = output_dir
         self._static = static
         self._max_ratio = max_bad_record_ratio
+        self._min_recall = min_recall
 
     def process(self, _: Any, counts: dict[str, Any], dead_letters: dict[str, int],
-                shards: list, gate: dict | None = None) -> Iterator[dict[str, Any]]:
+                shards: list, gate: dict | None = None, audit: dict | None = None,
+                tuning: dict | None = None, plan: Any = None) -> Iterator[dict[str, Any]]:
         from transforms.artifacts import write_text
 
         rows_read = sum(v for k, v in counts.items() if k.endswith("_read"))
@@ -95,12 +102,26 @@ class _WriteManifestFn(beam.DoFn):
         manifest["shards"] = [
             {"shard": s.shard, "path": s.path, "size": s.size, "kind": s.kind, "params": s.params}
             for s in sorted(shards, key=lambda s: s.shard)]
+        if audit is not None:
+            manifest["audit"] = audit
+        if tuning is not None:
+            manifest["search_tuning"] = {str(k): v for k, v in sorted(tuning.items())}
+        if plan is not None:
+            manifest["routing"] = plan.to_dict()
+        recall_error = None
+        recall = (audit or {}).get("recall_at_k")
+        if ok and self._min_recall is not None and recall is not None and recall < self._min_recall:
+            ok = False
+            message = recall_error = (f"audited recall@K {recall:.4f} is below --min_recall "
+                                      f"{self._min_recall}")
         manifest["exit_state"] = "pipeline_completed" if ok else "failed"
         if not ok:
             manifest["error"] = message
         write_text(manifest_path(self._output_dir),
                    json.dumps(manifest, indent=2, sort_keys=True, default=str))
         _LOGGER.info("wrote %s", manifest_path(self._output_dir))
+        if recall_error:
+            raise RecallBelowMinimumError(recall_error)
         if not ok:
             raise BadRecordRatioError(message)
         yield manifest
@@ -117,10 +138,14 @@ class WriteManifest(beam.PTransform):
         shards: PCollection of ShardIndexInfo.
         max_bad_record_ratio: the run fails above this share of rejected records.
         gate: optional singleton verdict {ok, message} of the early bad-record check.
+        audit, tuning, plan: optional singletons (recall audit, per-shard search tuning, routing
+            plan) recorded in the manifest.
+        min_recall: fail the run when the audited recall@K is below this.
     """
 
     def __init__(self, *, output_dir: str, static: dict[str, Any], counts: dict[str, Any],
-                 dead_letter_counts, shards, max_bad_record_ratio: float, gate=None):
+                 dead_letter_counts, shards, max_bad_record_ratio: float, gate=None, audit=None,
+                 tuning=None, plan=None, min_recall: float | None = None):
         super().__init__()
         self._output_dir = output_dir
         self._static = static
@@ -128,17 +153,20 @@ class WriteManifest(beam.PTransform):
         self._dead = dead_letter_counts
         self._shards = shards
         self._max_ratio = max_bad_record_ratio
-        self._gate = gate
+        self._optional = {"gate": gate, "audit": audit, "tuning": tuning, "plan": plan}
+        self._min_recall = min_recall
 
     def expand(self, pbegin):
         named = [pc | f"Name{name}" >> beam.Map(lambda v, n=name: (n, v))
                  for name, pc in sorted(self._counts.items())]
         counts = named | "FlattenCounts" >> beam.Flatten()
-        side = {"gate": beam.pvalue.AsSingleton(self._gate)} if self._gate is not None else {}
+        side = {name: beam.pvalue.AsSingleton(pc) for name, pc in self._optional.items()
+                if pc is not None}
         return (pbegin
                 | "Once" >> beam.Create([None])
                 | "WriteManifest" >> beam.ParDo(
-                    _WriteManifestFn(self._output_dir, self._static, self._max_ratio),
+                    _WriteManifestFn(self._output_dir, self._static, self._max_ratio,
+                                     self._min_recall),
                     counts=beam.pvalue.AsDict(counts),
                     dead_letters=beam.pvalue.AsSingleton(self._dead),
                     shards=beam.pvalue.AsList(self._shards), **side))

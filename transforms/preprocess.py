@@ -108,6 +108,11 @@ _ABBREVIATIONS = {
     "proprietary": "pty", "gmbh": "gmbh",
 }
 _SAFE_KEY = re.compile(r"[^0-9A-Za-z_]")
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTH_NAME = "(?:" + "|".join(_MONTHS) + ")[a-z]*"
+# A whole value that is a date, once normalised: year first, or year last.
+_YMD = r"((?:19|20)\d\d) (\d{1,2}) (\d{1,2})"
+_DMY = r"(\d{1,2}) (\d{1,2}) ((?:19|20)\d\d)"
 
 
 def feature_key(field: str, kind: str) -> str:
@@ -201,6 +206,27 @@ def _fold_accents(texts: tf.Tensor, fold: tf.lookup.StaticHashTable) -> tf.Tenso
     return tf.strings.reduce_join(chars.with_flat_values(flat), axis=-1)
 
 
+def _subset_apply(texts: tf.Tensor, pattern: str, fn: Callable[[tf.Tensor], tf.Tensor],
+                  negate: bool = False) -> tf.Tensor:
+    """Applies ``fn`` only to the rows that fully match ``pattern`` (or do not, with ``negate``)."""
+    hit = tf.strings.regex_full_match(texts, pattern)
+    if negate:
+        hit = tf.logical_not(hit)
+    hit_at = tf.cast(tf.where(hit)[:, 0], tf.int32)
+    miss_at = tf.cast(tf.where(tf.logical_not(hit))[:, 0], tf.int32)
+    return tf.dynamic_stitch([miss_at, hit_at], [tf.gather(texts, miss_at), fn(tf.gather(texts, hit_at))])
+
+
+def _month_numbers(texts: tf.Tensor) -> tf.Tensor:
+    """'12 mar 1987' / 'march 12 1987' -> '12 3 1987' / '3 12 1987' (only next to day and year)."""
+    for number, month in enumerate(_MONTHS, start=1):
+        texts = tf.strings.regex_replace(texts, rf"\b(\d{{1,2}}) {month}[a-z]* (\d{{2,4}})\b",
+                                         rf"\1 {number} \2")
+        texts = tf.strings.regex_replace(texts, rf"\b{month}[a-z]* (\d{{1,2}}) (\d{{4}})\b",
+                                         rf"{number} \1 \2")
+    return texts
+
+
 def normalize_text(texts: tf.Tensor, tables: tuple | None = None) -> tf.Tensor:
     """Normalises a 1-D string tensor (see the module docstring); usable eagerly and in graphs.
 
@@ -215,14 +241,12 @@ def normalize_text(texts: tf.Tensor, tables: tuple | None = None) -> tf.Tensor:
     texts = tf.convert_to_tensor(texts, tf.string)
     fold, _ = tables or _tables()
     # Only rows with non-ASCII characters need the (per character) accent folding.
-    ascii_rows = tf.strings.regex_full_match(texts, r"[\x00-\x7f]*")
-    ascii_at = tf.cast(tf.where(ascii_rows)[:, 0], tf.int32)
-    other_at = tf.cast(tf.where(tf.logical_not(ascii_rows))[:, 0], tf.int32)
-    folded = _fold_accents(tf.gather(texts, other_at), fold)
-    texts = tf.dynamic_stitch([ascii_at, other_at], [tf.gather(texts, ascii_at), folded])
+    texts = _subset_apply(texts, r"[\x00-\x7f]*", lambda t: _fold_accents(t, fold), negate=True)
     texts = tf.strings.lower(texts, encoding="utf-8")
     texts = tf.strings.regex_replace(texts, r"['’‘`´ʼ]", "")
     texts = tf.strings.regex_replace(texts, r"[^\p{L}\p{N}\p{M}]+", " ")
+    texts = _subset_apply(texts, rf".*\d {_MONTH_NAME} \d.*|.*\b{_MONTH_NAME} \d{{1,2}} \d{{4}}\b.*",
+                          _month_numbers)
     # Compact dates: yyyymmdd, then ddmmyyyy / mmddyyyy.
     texts = tf.strings.regex_replace(
         texts, r"\b((?:19|20)\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\b", r"\1 \2 \3")
@@ -237,6 +261,23 @@ def _salt(field: str, kind: str) -> tuple[int, int]:
     return int.from_bytes(digest[:4], "little") | 1, int.from_bytes(digest[4:8], "little")
 
 
+def _date_tokens(texts: tf.Tensor) -> tf.RaggedTensor:
+    """Two extra word tokens for a value that is a whole date, the same for any field order.
+
+    The day/month components alone are common numbers (low IDF); the whole date is rare. A date
+    ``y m d`` gets the tokens ``y_m_d`` and ``y_d_m``, so yyyy-mm-dd, dd/mm/yyyy and mm/dd/yyyy writings
+    of one date share both (and 03/12 vs 12/03 ambiguity costs nothing).
+    """
+    is_ymd = tf.strings.regex_full_match(texts, _YMD)
+    is_dmy = tf.strings.regex_full_match(texts, _DMY)
+    first = tf.where(is_ymd, tf.strings.regex_replace(texts, _YMD, r"\1_\2_\3"),
+                     tf.strings.regex_replace(texts, _DMY, r"\3_\2_\1"))
+    second = tf.where(is_ymd, tf.strings.regex_replace(texts, _YMD, r"\1_\3_\2"),
+                      tf.strings.regex_replace(texts, _DMY, r"\3_\1_\2"))
+    is_date = tf.logical_or(is_ymd, is_dmy)
+    return tf.ragged.boolean_mask(tf.stack([first, second], axis=1), tf.stack([is_date, is_date], axis=1))
+
+
 def _tokens(texts: tf.Tensor, abbreviations: tf.lookup.StaticHashTable) -> tuple[tf.RaggedTensor,
                                                                                   tf.RaggedTensor]:
     """Normalised text -> (hashed gram ids, hashed word ids), ragged [n, None] int64 each."""
@@ -245,6 +286,7 @@ def _tokens(texts: tf.Tensor, abbreviations: tf.lookup.StaticHashTable) -> tuple
     short = abbreviations.lookup(flat)
     words = words.with_flat_values(tf.where(tf.equal(short, ""), flat, short))
     padded = words.with_flat_values(tf.strings.join([_BOUNDARY, words.flat_values, _BOUNDARY]))
+    words = tf.concat([words, _date_tokens(texts)], axis=1)
     chars = tf.strings.unicode_split(padded, "UTF-8", errors="replace")  # [n, words, chars]
     grams = tf.strings.ngrams(chars, ngram_width=NGRAM_WIDTHS, separator="").merge_dims(1, 2)
     grams = grams[:, :MAX_TERMS_PER_FIELD]

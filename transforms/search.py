@@ -130,15 +130,19 @@ class _SearchShardFn(beam.DoFn):
         self._ms = Metrics.distribution(metrics.NAMESPACE, "search_ms")
 
     def process(self, element: tuple[str, Iterable[tuple[str, VectorBatch]]],
-                shards: dict[int, ShardIndexInfo]) -> Iterator[tuple[str, PartialResult]]:
+                shards: dict[int, ShardIndexInfo],
+                overrides: dict | None = None) -> Iterator[tuple[str, PartialResult]]:
+        from transforms.audit import search_kwargs
+
         group, batches = element
         shard = int(group.split("/")[0])
         info = shards[shard]
         loaded = load_shard(info.path)
         k_fetch = self._top_k + (1 if self._exclude_self else 0)
+        effort = search_kwargs(overrides, shard)
         start, searched = time.perf_counter(), 0
         for batch_key, rows, batch_size, batch in batches:
-            positions, distances = loaded.index.search(batch.vectors, k_fetch)
+            positions, distances = loaded.index.search(batch.vectors, k_fetch, **effort)
             found = positions >= 0
             cand_ids = np.where(found, loaded.ids[np.where(found, positions, 0)], "")
             if self._exclude_self:
@@ -276,10 +280,11 @@ class SearchShards(beam.PTransform):
         plan: optional singleton RoutingPlan; with ``probe`` > 0 each query searches only the
             shards holding its ``probe`` nearest partitions.
         probe: partitions probed per query (0 = every shard).
+        search_overrides: optional singleton {shard: {leaves_to_search, reorder}} from TuneSearch.
     """
 
     def __init__(self, *, shards, num_queries, top_k: int, exclude_self: bool = False,
-                 keep_vectors: bool = False, plan=None, probe: int = 0):
+                 keep_vectors: bool = False, plan=None, probe: int = 0, search_overrides=None):
         super().__init__()
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
@@ -287,17 +292,21 @@ class SearchShards(beam.PTransform):
         self._num_queries = num_queries
         self._plan = plan
         self._probe = probe
+        self._overrides = search_overrides
         self._fn = _SearchShardFn(top_k=top_k, exclude_self=exclude_self, keep_vectors=keep_vectors)
 
     def expand(self, query_batches):
         by_shard = self._shards | "KeyByShard" >> beam.Map(lambda info: (info.shard, info))
         side = {"plan": beam.pvalue.AsSingleton(self._plan)} if self._plan is not None else {}
+        search_side = {"shards": beam.pvalue.AsDict(by_shard)}
+        if self._overrides is not None:
+            search_side["overrides"] = beam.pvalue.AsSingleton(self._overrides)
         return (query_batches
                 | "FanOutToShards" >> beam.ParDo(
                     _FanOutFn(self._probe), shards=beam.pvalue.AsList(self._shards),
                     num_queries=beam.pvalue.AsSingleton(self._num_queries), **side)
                 | "GroupByShard" >> beam.GroupByKey()
-                | "SearchShard" >> beam.ParDo(self._fn, shards=beam.pvalue.AsDict(by_shard)))
+                | "SearchShard" >> beam.ParDo(self._fn, **search_side))
 
 
 class MergeTopK(beam.PTransform):

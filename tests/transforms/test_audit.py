@@ -317,7 +317,10 @@ def test_tuning_ladder_starts_at_the_built_params_and_ends_at_full_effort():
     assert [lv for lv, r in ladder if r == 100] == [4, 6, 9, 14, 21, 32, 48, 50]
     assert tuning_ladder({"num_leaves": 1, "quantization": "brute"}, 3000) == [(None, None)]
     assert tuning_ladder({"num_leaves": 1, "quantization": "ah", "reorder": 300}, 500) == [
-        (None, 300), (None, 500)]
+        (None, 300), (None, 400), (None, 500)]
+    # A shallow built reorder still gets the depths that serve top-10 well.
+    assert {r for _, r in tuning_ladder({"num_leaves": 1, "quantization": "ah", "reorder": 10},
+                                        5000)} == {10, 20, 40, 100, 200, 400}
 
 
 def test_search_kwargs():

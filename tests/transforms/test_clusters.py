@@ -151,7 +151,7 @@ def _check_stats(stats, pairs, ids):
 def test_cluster_pairs_matches_oracle_converged_and_finished_in_one_place(tmp_path):
     pairs, ids = _mixed_graph()
     converged = _run_clusters(pairs, ids, tmp_path / "a", max_cluster_size=MAX_CLUSTER_SIZE,
-                              max_rounds=40, num_buckets=4)
+                              max_rounds=24, num_buckets=4)
     _check_stats(converged, pairs, ids)
     assert converged["converged"] and not converged["finished_in_one_place"]
     assert converged["unconverged_edges"] == 0
