@@ -64,6 +64,20 @@ def _str(flags: dict, name: str, default: str | None = None) -> str | None:
     return str(value).strip()
 
 
+def _bool(flags: dict, name: str, default: bool) -> bool:
+    value = flags.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"--{name} must be true or false, got {value!r}")
+
+
 def _list(flags: dict, name: str) -> tuple[str, ...]:
     value = _str(flags, name)
     if value is None:
@@ -113,6 +127,8 @@ class MatchConfig:
     min_recall: float | None = None
     target_recall: float | None = None
     rescore: str = "exact"
+    index_dir: str | None = None
+    append: bool = False
     output_format: str = "parquet"
     num_output_shards: int | None = None
     max_bad_record_ratio: float = 0.01
@@ -130,11 +146,23 @@ class MatchConfig:
 def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
     """Builds a MatchConfig from a dict of raw flag values (strings, numbers or None)."""
     queries, candidates, input_glob = (_str(flags, n) for n in ("queries", "candidates", "input"))
+    index_dir, append = _str(flags, "index_dir"), _bool(flags, "append", False)
     if input_glob and (queries or candidates):
         raise ConfigError("give either --input (dedup mode) or --queries with --candidates (link "
                           "mode), not both")
+    if append and not index_dir:
+        raise ConfigError("--append adds candidates to a kept index: give --index_dir too")
+    if index_dir and input_glob:
+        raise ConfigError("--index_dir is for link mode (--queries against a kept index); dedup "
+                          "mode (--input) builds its own index")
+    if index_dir and append and not candidates:
+        raise ConfigError("--append needs --candidates (the new candidates to add)")
+    if index_dir and candidates and not append:
+        raise ConfigError("with --index_dir, --candidates are only read with --append")
     if input_glob:
         mode = "dedup"
+    elif queries and index_dir:
+        mode = "link"
     elif queries and candidates:
         mode = "link"
     elif queries or candidates:
@@ -195,6 +223,8 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         audit_sample=_int(flags, "audit_sample", 1000, 0),
         min_recall=_float(flags, "min_recall", None, 0.0, 1.0),
         target_recall=_float(flags, "target_recall", None, 0.0, 1.0),
+        index_dir=index_dir.rstrip("/") if index_dir else None,
+        append=append,
         rescore=_choice(flags, "rescore", ("exact", "wasserstein"), "exact"),
         output_format=_choice(flags, "output_format", OUTPUT_FORMATS, "parquet"),
         num_output_shards=_int(flags, "num_output_shards", None, 1),

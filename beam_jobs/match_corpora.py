@@ -21,7 +21,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from beam_jobs.config import MatchConfig, config_from_options, scann_params_for
 from transforms.audit import AuditRecall, ExactSampleTopK, SampleQueries, TuneSearch
-from transforms.build import BuildShardIndexes
+from transforms.build import (
+    BuildShardIndexes,
+    CombineWithKeptShards,
+    MergeWithKeptShards,
+    WriteIndexManifest,
+)
 from transforms.io import ReadCorpus, WriteDeadLetters, WriteMatches
 from transforms.manifest import (
     BadRecordRatioError,
@@ -96,10 +101,6 @@ class _GateFn(beam.DoFn):
         yield {"ok": ok, "message": message, "rows_read": read, "rejected": dead}
 
 
-def hash_shards_count(sizing):
-    return sizing | "ShardCount" >> beam.Map(lambda s: s["num_shards"])
-
-
 def _exact_params(shard_size: int) -> dict[str, Any]:
     return {}
 
@@ -115,12 +116,18 @@ def default_output_shards(cfg: MatchConfig) -> int:
     return int(min(10_000, max(1, math.ceil(total / _OUTPUT_BYTES_PER_SHARD))))
 
 
-def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int = 1,
-                   static_manifest: dict[str, Any] | None = None) -> PipelineOutputs:
-    """Builds the job's graph on ``p`` and returns the PCollections tests need."""
-    roles = ([Role.QUERIES, Role.CANDIDATES] if cfg.mode == "link" else [Role.INPUT])
+class _IndexStage(NamedTuple):
+    infos: beam.PCollection | None  # ShardIndexInfo of a reused index; None when building
+    plan: beam.PCollection | None  # singleton RoutingPlan
+    num_candidates: beam.PCollection  # singleton int
+    cand_shards: beam.PCollection | None  # (shard, VectorBatch) to build; None when reusing
+    sizing: beam.PCollection  # singleton shard_sizing dict
+    num_shards: beam.PCollection | None  # singleton shard count (names the index directories)
+
+
+def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list):
+    """read -> validate -> (preprocess -> embed) for each role; returns (vectors, rows_read)."""
     globs = {Role.QUERIES: cfg.queries, Role.CANDIDATES: cfg.candidates, Role.INPUT: cfg.input}
-    dead: list[beam.PCollection] = []
     rows_read: dict[str, beam.PCollection] = {}
     vectors: dict[str, beam.PCollection] = {}
     for role in roles:
@@ -133,42 +140,54 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         rows_read[role] = read.rows_read
         vectors[role] = valid.batches
         dead += [read.dead_letters, valid.dead_letters]
-
     if cfg.embeds:
         from transforms.embed_records import EmbedCorpora
 
         embedded = vectors | "PreprocessAndEmbed" >> EmbedCorpora(config=cfg)
         vectors = dict(embedded.vectors)
         dead.append(embedded.dead_letters)
+    return vectors, rows_read
 
-    checked, dim_dead, dims = tuple(vectors[r] for r in roles) | "CheckDims" >> CheckDims()
-    vectors = dict(zip(roles, checked, strict=True))
-    dead.append(dim_dead)
 
-    cand_role = Role.CANDIDATES if cfg.mode == "link" else Role.INPUT
-    num_candidates = _count(vectors[cand_role], "Candidates")
+def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: list,
+                 kept: dict[str, Any] | None) -> _IndexStage:
+    """shard (by id hash, or by routing centroids) -> build one index per shard.
+
+    With a kept index (--index_dir) nothing is built unless --append: then the new candidates go to
+    the kept plan's shards and only those shards are rebuilt.
+    """
+    if kept is not None and not cfg.append:
+        infos = p | "KeptShards" >> beam.Create(kept["shards"])
+        plan = (p | "KeptPlan" >> beam.Create([kept["plan"]])) if kept["plan"] is not None else None
+        total = p | "KeptSize" >> beam.Create([kept["candidates_indexed"]])
+        sizing = p | "KeptSizing" >> beam.Create([{"ok": True, "message": "", "capacity": 0,
+                                                  "num_shards": len(kept["shards"])}])
+        return _IndexStage(infos, plan, total, None, sizing, None)
+
+    num_candidates = _count(candidates, "Candidates")
     sizing = num_candidates | "SizeShards" >> beam.Map(
         lambda n, d: shard_sizing(n, d, fixed=cfg.num_shards, max_shard_vectors=cfg.max_shard_vectors,
                                   worker_memory_gb=cfg.worker_memory_gb),
         d=beam.pvalue.AsSingleton(dims))
-    early_dead = (dead | "FlattenEarlyDeadLetters" >> beam.Flatten()
-                  | "CountEarlyDeadLetters" >> beam.combiners.Count.Globally())
-    gate = (p | "GateOnce" >> beam.Create([None])
-            | "CheckBadRecords" >> beam.ParDo(
-                _GateFn(cfg.max_bad_record_ratio),
-                rows_read=beam.pvalue.AsList(
-                    tuple(rows_read.values()) | "FlattenRowsRead" >> beam.Flatten()),
-                dead=beam.pvalue.AsSingleton(early_dead),
-                candidates=beam.pvalue.AsSingleton(num_candidates),
-                sizing=beam.pvalue.AsSingleton(sizing)))
-
+    if kept is not None:  # --append: the kept index decides where candidates go
+        sizing = p | "KeptSizing" >> beam.Create([{"ok": True, "message": "", "capacity": 0,
+                                                  "num_shards": kept["num_shards"]}])
     # Group by id hash: drops duplicate ids; without routing these buckets are the shards.
-    hash_shards = vectors[cand_role] | "ShardCandidates" >> ShardRecords(
+    hash_shards = candidates | "ShardCandidates" >> ShardRecords(
         num_shards=sizing | "HashShardCount" >> beam.Map(lambda s: s["num_shards"]), role=cand_role)
     dead.append(hash_shards.dead_letters)
     plan = None
-    if cfg.routing == "all":
-        cand_shards, num_shards = hash_shards.shards, hash_shards_count(sizing)
+    if kept is not None:
+        plan = p | "KeptPlan" >> beam.Create([kept["plan"]])
+        placed = (hash_shards.shards | "NewCandidates" >> beam.Values()
+                  | "PlaceNewCandidates" >> PlaceCandidates(plan=plan))
+        merged = placed | "MergeWithKeptShards" >> MergeWithKeptShards(kept_shards=kept["shards"])
+        dead.append(merged.dead_letters)
+        cand_shards = merged.shards
+        num_shards = p | "KeptShardCount" >> beam.Create([kept["num_shards"]])
+    elif cfg.routing == "all":
+        cand_shards = hash_shards.shards
+        num_shards = sizing | "ShardCount" >> beam.Map(lambda s: s["num_shards"])
     else:
         deduped = hash_shards.shards | "DedupedCandidates" >> beam.Values()
         plan = deduped | "TrainRouting" >> TrainRouting(
@@ -177,11 +196,54 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
             min_shards_to_route=0 if cfg.routing == "centroids" else AUTO_ROUTING_MIN_SHARDS)
         cand_shards = deduped | "PlaceCandidates" >> PlaceCandidates(plan=plan)
         num_shards = plan | "PlannedShardCount" >> beam.Map(lambda pl: pl.num_shards)
-    params_for = (functools.partial(scann_params_for, cfg) if cfg.index == "scann"
-                  else _exact_params)
-    infos = cand_shards | "BuildShardIndexes" >> BuildShardIndexes(
-        output_dir=cfg.output, distance=cfg.distance, kind=cfg.index, params_for=params_for,
-        num_shards=num_shards, gate=gate)
+    return _IndexStage(None, plan, num_candidates, cand_shards, sizing, num_shards)
+
+
+def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int = 1,
+                   static_manifest: dict[str, Any] | None = None,
+                   kept_index: dict[str, Any] | None = None) -> PipelineOutputs:
+    """Builds the job's graph on ``p`` and returns the PCollections tests need.
+
+    ``kept_index`` is the earlier run's index manifest (``read_index_manifest``) for --index_dir.
+    """
+    reuse = kept_index is not None and not cfg.append
+    if cfg.mode == "dedup":
+        roles = [Role.INPUT]
+    else:
+        roles = [Role.QUERIES] if reuse else [Role.QUERIES, Role.CANDIDATES]
+    dead: list[beam.PCollection] = []
+    vectors, rows_read = _read_corpora(p, cfg, roles, dead)
+    checked, dim_dead, dims = tuple(vectors[r] for r in roles) | "CheckDims" >> CheckDims(
+        expected=kept_index["dims"] if kept_index else None)
+    vectors = dict(zip(roles, checked, strict=True))
+    dead.append(dim_dead)
+
+    cand_role = Role.CANDIDATES if cfg.mode == "link" else Role.INPUT
+    stage = _build_index(p, cfg, vectors.get(cand_role), dims, cand_role, dead, kept_index)
+    early_dead = (dead | "FlattenEarlyDeadLetters" >> beam.Flatten()
+                  | "CountEarlyDeadLetters" >> beam.combiners.Count.Globally())
+    gate = (p | "GateOnce" >> beam.Create([None])
+            | "CheckBadRecords" >> beam.ParDo(
+                _GateFn(cfg.max_bad_record_ratio),
+                rows_read=beam.pvalue.AsList(
+                    tuple(rows_read.values()) | "FlattenRowsRead" >> beam.Flatten()),
+                dead=beam.pvalue.AsSingleton(early_dead),
+                candidates=beam.pvalue.AsSingleton(stage.num_candidates),
+                sizing=beam.pvalue.AsSingleton(stage.sizing)))
+    plan = stage.plan
+    if reuse:
+        infos = stage.infos
+    else:
+        params_for = (functools.partial(scann_params_for, cfg) if cfg.index == "scann"
+                      else _exact_params)
+        infos = stage.cand_shards | "BuildShardIndexes" >> BuildShardIndexes(
+            output_dir=cfg.output, distance=cfg.distance, kind=cfg.index, params_for=params_for,
+            num_shards=stage.num_shards, gate=gate)
+        if kept_index is not None:  # --append: rebuilt shards replace their kept versions
+            infos = infos | "WithUntouchedKeptShards" >> CombineWithKeptShards(
+                kept_shards=kept_index["shards"])
+        infos | "IndexManifest" >> WriteIndexManifest(
+            index_root=f"{cfg.output}/indexes", static=_index_static(cfg), dims=dims, plan=plan)
 
     if cfg.mode == "link":
         num_queries = _count(vectors[Role.QUERIES], "Queries")
@@ -192,8 +254,8 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         dead.append(query_shards.dead_letters)
         query_source = query_shards.shards
     else:
-        num_queries = num_candidates
-        query_source = cand_shards
+        num_queries = stage.num_candidates
+        query_source = stage.cand_shards
     query_batches = query_source | "BatchQueries" >> SplitQueryBatches(batch_size=cfg.batch_size)
 
     exclude_self = cfg.mode == "dedup"
@@ -208,12 +270,12 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
             sample=tune_sample, truth=tune_truth, target_recall=cfg.target_recall,
             top_k=cfg.top_k, exclude_self=exclude_self)
     partials = query_batches | "SearchShards" >> SearchShards(
-        shards=infos, num_queries=num_queries, top_k=cfg.top_k, exclude_self=cfg.mode == "dedup",
+        shards=infos, num_queries=num_queries, top_k=cfg.top_k, exclude_self=exclude_self,
         keep_vectors=cfg.rescore == "wasserstein", plan=plan, probe=cfg.probe_shards,
         search_overrides=overrides)
     pairs = partials | "MergeTopK" >> MergeTopK(
         top_k=cfg.top_k, rescore=cfg.rescore, max_distance=cfg.max_distance,
-        canonical=cfg.mode == "dedup")
+        canonical=exclude_self)
     audit = None
     if cfg.audit_sample:
         audit_sample = query_batches | "SampleAuditQueries" >> SampleQueries(
@@ -224,7 +286,7 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
             truth=truth, top_k=cfg.top_k, mode=cfg.mode, max_distance=cfg.max_distance)
     written = pairs | "WriteMatches" >> WriteMatches(
         output_dir=cfg.output, output_format=cfg.output_format, num_shards=num_output_shards,
-        unique_pairs=cfg.mode == "dedup")
+        unique_pairs=exclude_self)
 
     all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
     dead_counts = all_dead | "WriteDeadLetters" >> WriteDeadLetters(output_dir=cfg.output)
@@ -242,8 +304,36 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
                            audit=audit)
 
 
-def prepare(argv: list[str] | None) -> tuple[PipelineOptions, MatchConfig, dict[str, Any], int]:
-    """Parses flags and checks everything that can be checked before a pipeline exists."""
+def _index_static(cfg: MatchConfig) -> dict[str, Any]:
+    """What a later --index_dir run must agree with."""
+    return {"format_version": 1, "distance": cfg.distance, "index": cfg.index, "id_field": cfg.id_field,
+            "vector_field": None if cfg.embeds else cfg.vector_field,
+            "text_fields": list(cfg.text_fields), "numeric_fields": list(cfg.numeric_fields),
+            "model_dir": cfg.model_dir, "transform_fn_dir": cfg.transform_fn_dir,
+            "versions": stack_versions()}
+
+
+def check_kept_index(cfg: MatchConfig, kept: dict[str, Any]) -> None:
+    """A kept index must have been built with the same distance and features: else ConfigError."""
+    from beam_jobs.config import ConfigError
+
+    for flag, ours in (("distance", cfg.distance), ("id_field", cfg.id_field),
+                       ("text_fields", list(cfg.text_fields)),
+                       ("numeric_fields", list(cfg.numeric_fields))):
+        if kept.get(flag) != ours:
+            raise ConfigError(f"--index_dir {cfg.index_dir} was built with --{flag} {kept.get(flag)!r}; "
+                              f"this run has --{flag} {ours!r}")
+    if cfg.embeds and kept.get("model_dir") != cfg.model_dir:
+        raise ConfigError(f"--index_dir {cfg.index_dir} was built with --model_dir "
+                          f"{kept.get('model_dir')!r}; this run has --model_dir {cfg.model_dir!r}: "
+                          "vectors from different models cannot be compared")
+
+
+def prepare(argv: list[str] | None):
+    """Parses flags and checks everything that can be checked before a pipeline exists.
+
+    Returns (options, config, static manifest facts, number of match files, kept index or None).
+    """
     from beam_jobs.template_cli import expand_date_flags
     from transforms.io import check_glob_matches
 
@@ -254,6 +344,14 @@ def prepare(argv: list[str] | None) -> tuple[PipelineOptions, MatchConfig, dict[
     for flag in ("queries", "candidates", "input"):
         if getattr(cfg, flag):
             check_glob_matches(getattr(cfg, flag), flag)
+    kept = None
+    if cfg.index_dir:
+        from transforms.build import read_index_manifest
+
+        kept = read_index_manifest(cfg.index_dir)
+        kept["num_shards"] = (kept["plan"].num_shards if kept["plan"] is not None
+                              else len(kept["shards"]))
+        check_kept_index(cfg, kept)
     num_output_shards = default_output_shards(cfg)
     static = {
         "mode": cfg.mode,
@@ -262,7 +360,7 @@ def prepare(argv: list[str] | None) -> tuple[PipelineOptions, MatchConfig, dict[
         "versions": stack_versions(),
         "runner": options.view_as(StandardOptions).runner or "DirectRunner",
     }
-    return options, cfg, static, num_output_shards
+    return options, cfg, static, num_output_shards, kept
 
 
 def run(argv: list[str] | None = None, *, wait: bool | None = None):
@@ -275,13 +373,14 @@ def run(argv: list[str] | None = None, *, wait: bool | None = None):
 
 def run_job(argv: list[str] | None = None, *, wait: bool | None = None):
     """Like :func:`run`, returning (PipelineResult, MatchConfig, waited)."""
-    options, cfg, static, num_output_shards = prepare(argv)
+    options, cfg, static, num_output_shards, kept = prepare(argv)
     runner = options.view_as(StandardOptions).runner
     local = runner in LOCAL_RUNNERS
     if wait is None:
         wait = local
     p = beam.Pipeline(options=options)
-    build_pipeline(p, cfg, num_output_shards=num_output_shards, static_manifest=static)
+    build_pipeline(p, cfg, num_output_shards=num_output_shards, static_manifest=static,
+                   kept_index=kept)
     from beam_jobs.summary import finish_local_run
 
     start = time.time()

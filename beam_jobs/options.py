@@ -75,6 +75,11 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("rescore", "Final distance of emitted pairs: exact (the chosen distance on the float vectors) or "
      "wasserstein (1-D Wasserstein distance of the vectors' values). Default exact.",
      ("exact", "wasserstein")),
+    ("index_dir", "Reuse the shard indices (and routing centroids) of an earlier run's output "
+     "directory: --queries are matched against them without rebuilding; --candidates then only "
+     "with --append.", None),
+    ("append", "With --index_dir: add --candidates to the kept index; only the shards they land in "
+     "are rebuilt (under --output), the others are used in place. Default false.", ("true", "false")),
     # --- outputs
     ("output", "Output directory (local path or gs://).", None),
     ("output_format", "Match file format. Default parquet.", OUTPUT_FORMATS),

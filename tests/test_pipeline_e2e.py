@@ -250,3 +250,39 @@ def test_low_recall_fails_min_recall_and_tuning_restores_it(link_data, tmp_path)
     (shard_tuning,) = manifest["search_tuning"].values()
     assert shard_tuning["leaves_to_search"] > 1 and shard_tuning["reached"]
     assert manifest["audit"]["recall_at_k"] >= 0.95
+
+
+def test_index_reuse_and_append_equal_fresh_runs(tmp_path):
+    cands, queries = make_link_vectors(6_000, 200, 16, clusters=20, seed=21)
+    ids = np.array([f"c{i:05d}" for i in range(len(cands))], dtype=object)
+    qids = np.array([f"q{i:04d}" for i in range(len(queries))], dtype=object)
+    write_vector_corpus(str(tmp_path / "c1"), ids[:4000], cands[:4000])
+    write_vector_corpus(str(tmp_path / "c2"), ids[4000:], cands[4000:])
+    write_vector_corpus(str(tmp_path / "q"), qids, queries)
+    common = ["--queries", str(tmp_path / "q" / "*"), "--index", "exact", "--num_shards", "3"]
+
+    _run(common + ["--candidates", str(tmp_path / "c1" / "*"), "--output", str(tmp_path / "base")])
+    _run(common + ["--index_dir", str(tmp_path / "base"), "--output", str(tmp_path / "reused")])
+    base = read_matches(str(tmp_path / "base"))
+    pd.testing.assert_frame_equal(read_matches(str(tmp_path / "reused")), base)
+    reused = read_manifest(str(tmp_path / "reused"))
+    assert "candidates_read" not in reused["counts"]
+    assert {s["path"] for s in reused["shards"]} == {
+        s["path"] for s in read_manifest(str(tmp_path / "base"))["shards"]}
+
+    _run(common + ["--candidates", str(tmp_path / "c*" / "*"), "--output", str(tmp_path / "fresh")])
+    _run(common + ["--index_dir", str(tmp_path / "base"), "--append", "true",
+                   "--candidates", str(tmp_path / "c2" / "*"), "--output", str(tmp_path / "appended")])
+    pd.testing.assert_frame_equal(read_matches(str(tmp_path / "appended")),
+                                  read_matches(str(tmp_path / "fresh")))
+    appended = read_manifest(str(tmp_path / "appended"))
+    assert appended["counts"]["candidates_indexed"] == len(cands)
+
+
+def test_kept_index_built_differently_is_a_config_error(tmp_path, link_data):
+    root = link_data[0]
+    out = tmp_path / "base"
+    _run(_link_args(root, out, "--index", "exact", "--num_shards", "2"))
+    with pytest.raises(ConfigError, match="--distance"):
+        run_job(["--queries", str(root / "queries" / "*.jsonl"), "--index_dir", str(out),
+                 "--distance", "dot", "--output", str(tmp_path / "x")])

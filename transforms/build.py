@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -23,7 +23,8 @@ from apache_beam.metrics import Metrics
 from transforms import metrics
 from transforms.schema import ShardIndexInfo, VectorBatch
 
-__all__ = ["BuildShardIndexes", "shard_dir_name", "IDS_FILE"]
+__all__ = ["BuildShardIndexes", "WriteIndexManifest", "MergeWithKeptShards", "CombineWithKeptShards",
+           "read_index_manifest", "shard_dir_name", "IDS_FILE"]
 
 _LOGGER = logging.getLogger(__name__)
 IDS_FILE = "ids.npy"
@@ -105,3 +106,176 @@ class BuildShardIndexes(beam.PTransform):
         return (shards
                 | "SpreadShards" >> beam.Reshuffle()
                 | "BuildIndex" >> beam.ParDo(self._fn, **side))
+
+
+INDEX_MANIFEST = "index_manifest.json"
+CENTROIDS_FILE = "routing_centroids.npy"
+
+
+def index_manifest_path(index_root: str) -> str:
+    return f"{index_root.rstrip('/')}/{INDEX_MANIFEST}"
+
+
+class _WriteIndexManifestFn(beam.DoFn):
+    def __init__(self, index_root: str, static: dict[str, Any]):
+        self._root = index_root.rstrip("/")
+        self._static = static
+
+    def process(self, _: Any, shards: list[ShardIndexInfo], dims: int, plan: Any = None):
+        import io
+        import json
+
+        from transforms.artifacts import write_bytes, write_text
+
+        manifest = dict(self._static)
+        manifest["dims"] = int(dims)
+        manifest["shards"] = [s._asdict() for s in sorted(shards, key=lambda s: s.shard)]
+        manifest["candidates_indexed"] = sum(s.size for s in shards)
+        if plan is not None:
+            manifest["routing"] = plan.to_dict() | {"distance": plan.distance}
+            if plan.kind == "centroids":
+                buf = io.BytesIO()
+                np.save(buf, plan.centroids, allow_pickle=False)
+                write_bytes(f"{self._root}/{CENTROIDS_FILE}", buf.getvalue())
+                manifest["routing"]["centroids_file"] = CENTROIDS_FILE
+        write_text(index_manifest_path(self._root), json.dumps(manifest, indent=2, sort_keys=True,
+                                                               default=str))
+        yield manifest
+
+
+class WriteIndexManifest(beam.PTransform):
+    """Writes ``indexes/index_manifest.json`` (and the routing centroids) once every shard is built,
+    so a later run can reuse the indices with ``--index_dir``.
+
+    Args:
+        index_root: ``DIR/indexes``.
+        static: launch-time facts (distance, index kind, id field, embedding settings, versions).
+        dims: singleton PCollection with the vector dimension.
+        plan: optional singleton RoutingPlan.
+    """
+
+    def __init__(self, *, index_root: str, static: dict[str, Any], dims, plan=None):
+        super().__init__()
+        self._fn = _WriteIndexManifestFn(index_root, static)
+        self._dims = dims
+        self._plan = plan
+
+    def expand(self, infos):
+        side = {"plan": beam.pvalue.AsSingleton(self._plan)} if self._plan is not None else {}
+        return (infos.pipeline
+                | "Once" >> beam.Create([None])
+                | "WriteIndexManifest" >> beam.ParDo(
+                    self._fn, shards=beam.pvalue.AsList(infos), dims=beam.pvalue.AsSingleton(self._dims),
+                    **side))
+
+
+def read_index_manifest(index_dir: str) -> dict[str, Any]:
+    """Reads a kept index (``--index_dir``: a run's output dir or its ``indexes/`` dir).
+
+    Returns the manifest with ``shards`` as ShardIndexInfo and, for centroid routing, the plan as a
+    RoutingPlan under ``plan``. Raises FileNotFoundError naming --index_dir when nothing is there.
+    """
+    import io
+    import json
+
+    from transforms.artifacts import read_bytes, read_text
+    from transforms.routing import RoutingPlan
+
+    root = index_dir.rstrip("/")
+    candidates = [root, f"{root}/indexes"]
+    for r in candidates:
+        try:
+            manifest = json.loads(read_text(index_manifest_path(r)))
+            break
+        except (OSError, ValueError):
+            continue
+    else:
+        raise FileNotFoundError(f"--index_dir {index_dir}: no {INDEX_MANIFEST} there or under "
+                                "indexes/ (is it the output directory of a finished run?)")
+    manifest["shards"] = [ShardIndexInfo(**s) for s in manifest["shards"]]
+    routing = manifest.get("routing")
+    manifest["plan"] = None
+    if routing:
+        centroids = np.zeros((0, 0), np.float32)
+        if routing.get("centroids_file"):
+            centroids = np.load(io.BytesIO(read_bytes(f"{r}/{routing['centroids_file']}")),
+                                allow_pickle=False)
+        manifest["plan"] = RoutingPlan(centroids=centroids, distance=routing["distance"],
+                                       pieces=tuple(tuple(p) for p in routing["pieces"]),
+                                       num_shards=routing["num_shards"], kind=routing["kind"])
+    return manifest
+
+
+class MergeResult(NamedTuple):
+    shards: beam.PCollection  # (shard, VectorBatch): kept rows + new rows, sorted by id
+    dead_letters: beam.PCollection
+
+
+class _MergeWithKeptFn(beam.DoFn):
+    def __init__(self, kept_paths: dict[int, str]):
+        self._kept = kept_paths
+
+    def process(self, element: tuple[int, VectorBatch]):
+        from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
+        from transforms.search import load_shard
+        from transforms.shard_records import concat_batches
+
+        shard, new = element
+        path = self._kept.get(shard)
+        if path is None:  # a shard the kept plan had room for but no vectors yet
+            yield shard, new
+            return
+        kept = load_shard(path)
+        clash = np.isin(new.ids.astype(str), kept.ids.astype(str))
+        for i in np.flatnonzero(clash):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, make_dead_letter(
+                "validate", new.ids[i], f"id is already in the kept index ({path}); --append adds "
+                "new ids only", new.vectors[i], new.origins[i]))
+        keep = ~clash
+        old = VectorBatch(kept.ids, np.asarray(kept.index.vectors, dtype=np.float32),
+                          np.array([f"{path}#{i}" for i in range(len(kept.ids))], dtype=object))
+        whole = concat_batches([old, VectorBatch(new.ids[keep], new.vectors[keep], new.origins[keep])])
+        order = np.argsort(whole.ids.astype(str), kind="stable")
+        _LOGGER.info("append: shard %d gets %d new vectors (%d kept)", shard, int(keep.sum()), len(old))
+        yield shard, VectorBatch(whole.ids[order], whole.vectors[order], whole.origins[order])
+
+
+class MergeWithKeptShards(beam.PTransform):
+    """--append: (shard, new VectorBatch) -> (shard, kept + new rows) for the shards to rebuild.
+
+    New ids already in the kept shard go to dead letters (an append adds records; it does not
+    update them).
+    """
+
+    def __init__(self, *, kept_shards: list[ShardIndexInfo]):
+        super().__init__()
+        self._fn = _MergeWithKeptFn({s.shard: s.path for s in kept_shards})
+
+    def expand(self, placed):
+        from transforms.dead_letters import DEAD_LETTER_TAG
+
+        out = placed | "MergeKept" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="shards")
+        return MergeResult(shards=out.shards, dead_letters=out[DEAD_LETTER_TAG])
+
+
+def _prefer_rebuilt(element: tuple[int, Any]) -> ShardIndexInfo:
+    shard, infos = element
+    infos = list(infos)
+    rebuilt = [i for tag, i in infos if tag == "rebuilt"]
+    return (rebuilt or [i for _, i in infos])[0]
+
+
+class CombineWithKeptShards(beam.PTransform):
+    """--append: the rebuilt shards' infos plus the kept shards that were not touched."""
+
+    def __init__(self, *, kept_shards: list[ShardIndexInfo]):
+        super().__init__()
+        self._kept = kept_shards
+
+    def expand(self, rebuilt):
+        kept = (rebuilt.pipeline | "KeptInfos" >> beam.Create(self._kept)
+                | "TagKept" >> beam.Map(lambda i: (i.shard, ("kept", i))))
+        new = rebuilt | "TagRebuilt" >> beam.Map(lambda i: (i.shard, ("rebuilt", i)))
+        return ((kept, new) | "FlattenInfos" >> beam.Flatten()
+                | "GroupByShard" >> beam.GroupByKey()
+                | "PreferRebuilt" >> beam.Map(_prefer_rebuilt))

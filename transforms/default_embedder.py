@@ -102,8 +102,12 @@ class DefaultEmbedder(tf.Module):
         rng = np.random.default_rng(seed)
         signs = rng.integers(0, 2, size=(_TABLE_ROWS, _TABLE_WIDTH), dtype=np.int8) * 2 - 1
         self.table = tf.Variable(signs.astype(np.int8), trainable=False, name="projection")
-        self._field_salts = [tf.constant(_salts(f, field_dim // _TABLE_WIDTH, seed)) for f in text_fields]
-        self._pooled_salts = tf.constant(_salts("\x00pooled", pooled_dim // _TABLE_WIDTH, seed))
+        self._field_k = field_dim // _TABLE_WIDTH
+        self._pooled_k = pooled_dim // _TABLE_WIDTH if self._pooled else 0
+        # [fields, field_k, 2] and [pooled_k, 2]: (odd multiplier, offset) of each 16-dim sub-block.
+        self._field_salts = tf.constant(np.stack([_salts(f, self._field_k, seed) for f in text_fields])
+                                        if text_fields else np.zeros((0, self._field_k, 2), np.int64))
+        self._pooled_salts = tf.constant(_salts("\x00pooled", self._pooled_k, seed).reshape(-1, 2))
         self._frequencies = [
             tf.constant(rng.normal(0.0, 1.0 / numeric_bandwidth, size=numeric_dim // 2), tf.float32)
             for _ in numeric_fields]
@@ -119,39 +123,52 @@ class DefaultEmbedder(tf.Module):
                 specs[key] = tf.TensorSpec([None], tf.float32, name=key)
         self.serve = tf.function(self._embed, input_signature=[specs])
 
-    def _project(self, ids: tf.Tensor, weights: tf.Tensor, salts: tf.Tensor) -> tf.Tensor:
-        """Weighted bag of ids [n, L] -> [n, len(salts) * 16] through the permuted +-1 table."""
-        rows = tf.bitwise.bitwise_and(ids[:, :, None] * salts[:, 0] + salts[:, 1], _TABLE_ROWS - 1)
-        signs = tf.cast(tf.gather(self.table, rows), tf.float32)  # [n, L, K, 16]
-        projected = tf.einsum("nl,nlkw->nkw", weights, signs)
-        return tf.reshape(projected, [tf.shape(ids)[0], -1])
-
-    def _embed(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        blocks, pooled = [], None
-        for f, salts in zip(self.text_fields, self._field_salts, strict=True):
-            ids = tf.concat([features[feature_key(f, "grams")], features[feature_key(f, "words")]], 1)
-            gram_w = features[feature_key(f, "gram_weights")]
+    def _text_blocks(self, features: dict[str, tf.Tensor]) -> list[tf.Tensor]:
+        """Field blocks and the pooled block, from one gather over every term of every text field."""
+        n = tf.shape(features[feature_key(self.text_fields[0], "grams")])[0]
+        num_fields = len(self.text_fields)
+        ids, weights, field_of_col, scales = [], [], [], []
+        for index, f in enumerate(self.text_fields):
             word_w = features[feature_key(f, "word_weights")]
-            weights = tf.concat([gram_w, self._word_weight * word_w], 1)
-            # Exact TF-IDF norm of the sparse bag would need duplicates merged; the projection's norm
-            # estimates it without that, and normalising by it makes each block unit length.
-            vector = self._project(ids, weights, salts)
-            norm = tf.norm(vector, axis=1, keepdims=True)
-            inverse = tf.math.divide_no_nan(1.0, norm)
+            ids += [features[feature_key(f, "grams")], features[feature_key(f, "words")]]
+            weights += [features[feature_key(f, "gram_weights")], self._word_weight * word_w]
+            width = tf.shape(ids[-2])[1] + tf.shape(ids[-1])[1]
+            field_of_col.append(tf.fill([width], tf.constant(index, tf.int64)))
             if self._field_weighting == "idf":
-                count = tf.reduce_sum(tf.cast(gram_w > 0, tf.float32), 1, keepdims=True)
-                scale = tf.sqrt(tf.math.divide_no_nan(tf.reduce_sum(gram_w, 1, keepdims=True), count))
+                scales.append(tf.sqrt(tf.reduce_sum(word_w, axis=1)))
             else:
-                scale = tf.ones_like(norm)
-            blocks.append(vector * inverse * scale)
-            if self._pooled:
-                part = self._project(ids, weights, self._pooled_salts) * inverse * scale
-                pooled = part if pooled is None else pooled + part
-        if pooled is not None:
+                scales.append(tf.cast(tf.reduce_any(word_w != 0, axis=1), tf.float32))
+        ids, weights = tf.concat(ids, axis=1), tf.concat(weights, axis=1)
+        # Only real terms (padding has weight 0) are projected: no work on padding.
+        at = tf.where(weights != 0)  # [nnz, 2]: (row, column)
+        term_ids = tf.gather_nd(ids, at)
+        term_w = tf.gather_nd(weights, at)
+        term_field = tf.gather(tf.concat(field_of_col, axis=0), at[:, 1])
+        salts = tf.concat([tf.gather(self._field_salts, term_field),
+                           tf.broadcast_to(self._pooled_salts[None], [tf.shape(term_ids)[0],
+                                                                       self._pooled_k, 2])], axis=1)
+        rows = tf.bitwise.bitwise_and(term_ids[:, None] * salts[:, :, 0] + salts[:, :, 1],
+                                      _TABLE_ROWS - 1)  # [nnz, K]
+        signs = tf.cast(tf.gather(self.table, rows), tf.float32)  # [nnz, K, 16]
+        segment = at[:, 0] * num_fields + term_field  # one bag per (record, field)
+        bags = tf.math.unsorted_segment_sum(signs * term_w[:, None, None], segment,
+                                            tf.cast(n, tf.int64) * num_fields)
+        bags = tf.reshape(bags, [n, num_fields, -1, _TABLE_WIDTH])
+        scale = tf.stack(scales, axis=1)[:, :, None]  # [n, fields, 1]
+        field_part = tf.reshape(bags[:, :, : self._field_k], [n, num_fields, -1])
+        field_part = tf.math.l2_normalize(field_part, axis=2, epsilon=_EPS) * scale
+        blocks = [tf.reshape(field_part, [n, -1])]
+        if self._pooled:
+            pooled = tf.reshape(bags[:, :, self._field_k:], [n, num_fields, -1])
+            pooled = tf.reduce_sum(tf.math.l2_normalize(pooled, axis=2, epsilon=_EPS) * scale, axis=1)
             # The pooled block weighs pooled_weight times all field blocks together.
-            fields_norm = tf.norm(tf.concat(blocks, 1), axis=1, keepdims=True)
+            fields_norm = tf.norm(blocks[0], axis=1, keepdims=True)
             blocks.append(tf.math.l2_normalize(pooled, axis=1, epsilon=_EPS) * fields_norm
                           * self._pooled_weight)
+        return blocks
+
+    def _embed(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        blocks = self._text_blocks(features) if self.text_fields else []
         for f, frequencies in zip(self.numeric_fields, self._frequencies, strict=True):
             z = features[feature_key(f, "z")]
             present = 1.0 - features[feature_key(f, "missing")]

@@ -11,9 +11,12 @@ are replaced by a ``<p class="absent" data-section="...">`` note saying why.
 
 Bounded reading: when the run wrote at most ``max_sample_rows`` pairs (the manifest's
 ``pairs_written``) the histogram uses every pair, read with :func:`transforms.io.read_matches`;
-otherwise match files are streamed in name order until ``max_sample_rows`` distances are read.
-Match files are routed by a stable hash of query_id, so whole files are an unbiased sample of queries
-(all of a query's pairs live in one file); the caption says how many rows the histogram shows.
+otherwise match files are streamed in name order, kept whole while they fit, and the first file that
+does not fit is sampled uniformly (seeded), so memory stays at ``max_sample_rows`` distances and at
+most one file is read beyond them. Match files are routed by a stable hash of query_id, so whole
+files are an unbiased sample of queries (all of a query's pairs live in one file); within a file rows
+are sorted by query_id, hence the uniform sample rather than its first rows. The caption says which
+rows the histogram shows.
 
 :func:`summary_text` renders the manifest as the short text block printed at the end of a CLI run.
 
@@ -26,11 +29,12 @@ from __future__ import annotations
 import csv
 import html
 import io
+import itertools
 import json
 import logging
 import math
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,16 +107,30 @@ def _sample_distances(output_dir: str, manifest: dict[str, Any], max_rows: int
         if isinstance(written, int) and written <= max_rows:
             distances = read_matches(output_dir)["distance"].to_numpy(dtype=np.float64)
             return distances, f"all {len(distances):,} emitted pairs"
-        distances, files, total_files = _stream_distances(output_dir, max_rows)
+        distances, whole, rest, total_files = _stream_distances(output_dir, max_rows)
     except FileNotFoundError as e:
         return None, str(e)
+    if rest == "none":
+        return distances, f"all {len(distances):,} emitted pairs ({total_files} match files)"
     of_total = f" of {written:,}" if isinstance(written, int) else ""
-    return distances, (f"a sample of {len(distances):,}{of_total} pairs: the first {files} of "
-                       f"{total_files} match files (files hold whole queries, routed by a hash of "
-                       f"query_id)")
+    which = f"every row of the first {whole} of {total_files} match files in name order"
+    if rest == "sampled":
+        which += f" and a uniform sample of file {whole + 1}"
+    return distances, (f"a sample of {len(distances):,}{of_total} pairs: {which} (a file holds whole "
+                       f"queries, routed by a hash of query_id)")
 
 
-def _stream_distances(output_dir: str, max_rows: int) -> tuple[np.ndarray, int, int]:
+def _stream_distances(output_dir: str, max_rows: int) -> tuple[np.ndarray, int, str, int]:
+    """Reads match files in name order, keeping at most ``max_rows`` distances.
+
+    Files are read whole while they fit; the first file that does not fit is sampled uniformly
+    (bottom-k of a seeded random key, so memory stays at ``max_rows``) and reading stops there.
+
+    Returns:
+        ``(distances, whole_files, rest, total_files)``: how many files (in name order) were kept
+        whole, and what happened to the rest: ``'none'`` (nothing left out), ``'sampled'`` (the next
+        file was sampled, later ones not read) or ``'skipped'`` (the quota was full, not read).
+    """
     from apache_beam.io.filesystems import FileSystems
 
     pattern = join_path(output_dir, "matches", "matches-*-of-*.*")
@@ -121,19 +139,36 @@ def _stream_distances(output_dir: str, max_rows: int) -> tuple[np.ndarray, int, 
     if not paths:
         raise FileNotFoundError(f"no match files under {join_path(output_dir, 'matches')}")
     parts: list[np.ndarray] = []
-    rows = used = 0
-    for path in paths:
-        if rows >= max_rows:
-            break
-        chunk = _file_distances(path, max_rows - rows)
-        parts.append(chunk)
-        rows += len(chunk)
-        used += 1
-    return (np.concatenate(parts) if parts else np.empty(0)), used, len(paths)
+    kept = 0
+    for whole, path in enumerate(paths):
+        capacity = max_rows - kept
+        sample, complete = _sample_file(path, capacity, seed=whole)
+        parts.append(sample)
+        kept += len(sample)
+        if not complete:
+            return np.concatenate(parts), whole, "sampled" if capacity else "skipped", len(paths)
+    return (np.concatenate(parts) if parts else np.empty(0)), len(paths), "none", len(paths)
 
 
-def _file_distances(path: str, limit: int) -> np.ndarray:
-    """Up to ``limit`` distances of one match file, reading no more of it than needed."""
+def _sample_file(path: str, capacity: int, *, seed: int) -> tuple[np.ndarray, bool]:
+    """All distances of one match file if it has at most ``capacity`` rows, else a uniform sample."""
+    rng = np.random.default_rng(seed)
+    keys, values = np.empty(0), np.empty(0)
+    seen = 0
+    for chunk in _distance_chunks(path):
+        seen += len(chunk)
+        if capacity == 0 and seen:
+            return values, False
+        keys = np.concatenate([keys, rng.random(len(chunk))])
+        values = np.concatenate([values, chunk])
+        if len(values) > capacity:
+            keep = np.argpartition(keys, capacity - 1)[:capacity]
+            keys, values = keys[keep], values[keep]
+    return values, seen <= capacity
+
+
+def _distance_chunks(path: str, chunk_rows: int = 65_536) -> Iterator[np.ndarray]:
+    """The ``distance`` column of one match file (any output format), a chunk at a time."""
     import pyarrow.parquet as pq
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
@@ -141,37 +176,33 @@ def _file_distances(path: str, limit: int) -> np.ndarray:
     from transforms.io import decode_example, iter_tfrecords
 
     fmt = posixpath.splitext(path)[1].lstrip(".")
-    out: list[float] = []
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
         if fmt == "parquet":
-            parquet = pq.ParquetFile(fh)
-            parts = []
-            for group in range(parquet.num_row_groups):
-                column = parquet.read_row_group(group, columns=["distance"]).column(0)
-                parts.append(column.to_numpy()[:limit - sum(map(len, parts))])
-                if sum(map(len, parts)) >= limit:
-                    break
-            return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
-        text = io.TextIOWrapper(fh, encoding="utf-8", newline="") if fmt in ("jsonl", "csv") else None
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=chunk_rows, columns=["distance"]):
+                yield batch.column(0).to_numpy().astype(np.float64)
+            return
         if fmt == "jsonl":
-            for line in text:
-                if line.strip():
-                    out.append(float(json.loads(line)["distance"]))
-                if len(out) >= limit:
-                    break
+            rows = (float(json.loads(line)["distance"])
+                    for line in io.TextIOWrapper(fh, encoding="utf-8") if line.strip())
         elif fmt == "csv":
-            for row in csv.DictReader(text):
-                out.append(float(row["distance"]))
-                if len(out) >= limit:
-                    break
+            rows = (float(row["distance"])
+                    for row in csv.DictReader(io.TextIOWrapper(fh, encoding="utf-8", newline="")))
         elif fmt == "tfrecord":
-            for _, record, error in iter_tfrecords(fh):
-                if error is not None:
-                    raise ValueError(f"{path}: {error}")
-                out.append(float(decode_example(record)["distance_exact"][0]))
-                if len(out) >= limit:
-                    break
-    return np.asarray(out, dtype=np.float64)
+            rows = (float(decode_example(_checked(record, error, path))["distance_exact"][0])
+                    for _, record, error in iter_tfrecords(fh))
+        else:
+            return
+        while True:
+            chunk = np.fromiter(itertools.islice(rows, chunk_rows), dtype=np.float64)
+            if len(chunk) == 0:
+                return
+            yield chunk
+
+
+def _checked(record: bytes, error: str | None, path: str) -> bytes:
+    if error is not None:
+        raise ValueError(f"{path}: {error}")
+    return record
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -66,7 +67,9 @@ _CACHE_SIZE = 2
 
 def load_shard(path: str) -> _LoadedShard:
     """Loads a published shard index (copying it down from remote storage), cached per process."""
-    from transforms.artifacts import fetch_dir
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.artifacts import SUCCESS_MARKER, fetch_dir
     from transforms.build import IDS_FILE
     from transforms.index import NeighborIndex
 
@@ -75,9 +78,16 @@ def load_shard(path: str) -> _LoadedShard:
             _CACHE.move_to_end(path)
             return _CACHE[path]
     start = time.perf_counter()
-    local = fetch_dir(path)
-    loaded = _LoadedShard(index=NeighborIndex.load(local),
-                          ids=np.load(os.path.join(local, IDS_FILE), allow_pickle=False).astype(object))
+    if FileSystems.get_scheme(path) is None and os.path.exists(os.path.join(path, SUCCESS_MARKER)):
+        local, copied = path, False  # a complete local directory: read it where it is
+    else:
+        local, copied = fetch_dir(path), True
+    try:
+        loaded = _LoadedShard(index=NeighborIndex.load(local),
+                              ids=np.load(os.path.join(local, IDS_FILE), allow_pickle=False).astype(object))
+    finally:
+        if copied:  # everything is in memory now; do not leave a copy per shard on the worker's disk
+            shutil.rmtree(local, ignore_errors=True)
     _LOGGER.info("loaded shard index %s (%d vectors) in %.1f s", path, len(loaded.ids),
                  time.perf_counter() - start)
     with _CACHE_LOCK:

@@ -354,16 +354,21 @@ class _CheckDimsFn(beam.DoFn):
             return
         for rid, origin, vec in zip(batch.ids, batch.origins, batch.vectors, strict=True):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, make_dead_letter(
-                STAGE, rid, f"vector has length {len(vec)}, expected {dims} (the most common length)",
+                STAGE, rid, f"vector has length {len(vec)}, expected {dims}",
                 vec, origin))
 
 
 class CheckDims(beam.PTransform):
-    """Rejects vectors whose length differs from the most common length across all given corpora.
+    """Rejects vectors whose length differs from the most common length across all given corpora
+    (or from ``expected``, e.g. a kept index's dimension).
 
     Input: a tuple of VectorBatch PCollections (one per corpus). Output: a tuple of the same size of
     filtered PCollections, the dead letters, and the dimension as a singleton PCollection.
     """
+
+    def __init__(self, *, expected: int | None = None):
+        super().__init__()
+        self._expected = expected
 
     def expand(self, corpora):
         lengths = [
@@ -372,6 +377,8 @@ class CheckDims(beam.PTransform):
         ]
         dims = (lengths | "FlattenLengths" >> beam.Flatten()
                 | "MostCommonLength" >> beam.CombineGlobally(_MostCommonLengthFn()))
+        if self._expected is not None:
+            dims = dims | "ExpectedLength" >> beam.Map(lambda _, d: d, self._expected)
         outs, dead = [], []
         for i, c in enumerate(corpora):
             res = c | f"CheckDims{i}" >> beam.ParDo(

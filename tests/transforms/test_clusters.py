@@ -109,6 +109,7 @@ def _rows(batch):
 
 
 def _dump(value, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         pickle.dump(value, f)
 
@@ -151,7 +152,7 @@ def _check_stats(stats, pairs, ids):
 def test_cluster_pairs_matches_oracle_converged_and_finished_in_one_place(tmp_path):
     pairs, ids = _mixed_graph()
     converged = _run_clusters(pairs, ids, tmp_path / "a", max_cluster_size=MAX_CLUSTER_SIZE,
-                              max_rounds=24, num_buckets=4)
+                              max_rounds=20, num_buckets=4)
     _check_stats(converged, pairs, ids)
     assert converged["converged"] and not converged["finished_in_one_place"]
     assert converged["unconverged_edges"] == 0
@@ -205,6 +206,14 @@ def test_no_pairs_gives_singletons_and_empty_shard_files(tmp_path):
         _ = result.assignments | WriteClusters(output_dir=str(tmp_path), num_shards=4)
     assert len(os.listdir(tmp_path / "clusters")) == 4
     assert list(read_clusters(str(tmp_path))["record_id"]) == ["a", "b", "c"]
+
+
+def test_pairs_alone_cluster_the_paired_ids(tmp_path):
+    pairs = [("b", "a"), ("c", "d"), ("e", "e")]
+    with _pipeline() as p:
+        result = (p | beam.Create(_pair_batches(pairs, 2), reshuffle=False)
+                  | ClusterPairs(max_rounds=4, num_buckets=2))
+        assert_that(result.assignments | beam.FlatMap(_rows), equal_to(_expected_rows(pairs, [])))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -195,10 +195,19 @@ def test_large_output_reads_a_bounded_sample(tmp_path, fmt):
     page = _parse(_read(write_report(out, max_sample_rows=150)))
     assert _tooltip_total(page, "distance-histogram") == 150
     caption = page.figures["distance-histogram"]["caption"]
-    assert "a sample of 150 of 360 pairs: the first 2 of 3 match files" in caption
-    distances, files, total = report._stream_distances(out, 150)
-    first = np.sort(batches[0].distances)
-    assert files == 2 and total == 3 and np.allclose(np.sort(distances[:120]), first)
+    assert ("a sample of 150 of 360 pairs: every row of the first 1 of 3 match files in name order "
+            "and a uniform sample of file 2") in caption
+    distances, whole, rest, total = report._stream_distances(out, 150)
+    assert (whole, rest, total) == (1, "sampled", 3)
+    assert np.allclose(np.sort(distances[:120]), np.sort(batches[0].distances))
+    # The sampled part of file 2 is spread over the file (its rows are sorted by query id, and the
+    # distances of this fake data are sorted per query): not just its first 30 rows.
+    second = np.sort(batches[1].distances)
+    assert np.isin(distances[120:], second).all() and not np.array_equal(
+        np.sort(distances[120:]), np.sort(batches[1].distances[:30]))
+    assert report._stream_distances(out, 240)[1:] == (2, "skipped", 3)
+    assert report._stream_distances(out, 360)[1:] == (3, "none", 3)
+    assert len(report._stream_distances(out, 10_000)[0]) == 360
 
 
 def test_summary_text_of_a_full_and_of_an_empty_manifest():
