@@ -127,6 +127,9 @@ class MatchConfig:
     min_recall: float | None = None
     target_recall: float | None = None
     rescore: str = "exact"
+    collapse_duplicates: bool = True
+    max_cluster_size: int = 1000
+    cluster_max_rounds: int = 40
     index_dir: str | None = None
     append: bool = False
     output_format: str = "parquet"
@@ -223,6 +226,9 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         audit_sample=_int(flags, "audit_sample", 1000, 0),
         min_recall=_float(flags, "min_recall", None, 0.0, 1.0),
         target_recall=_float(flags, "target_recall", None, 0.0, 1.0),
+        collapse_duplicates=_bool(flags, "collapse_duplicates", True),
+        max_cluster_size=_int(flags, "max_cluster_size", 1000, 1),
+        cluster_max_rounds=_int(flags, "cluster_max_rounds", 40, 1),
         index_dir=index_dir.rstrip("/") if index_dir else None,
         append=append,
         rescore=_choice(flags, "rescore", ("exact", "wasserstein"), "exact"),

@@ -27,6 +27,8 @@ from transforms.build import (
     MergeWithKeptShards,
     WriteIndexManifest,
 )
+from transforms.clusters import ClusterPairs, WriteClusters
+from transforms.exact_duplicates import CollapseExactDuplicates, ExpandAliases
 from transforms.io import ReadCorpus, WriteDeadLetters, WriteMatches
 from transforms.manifest import (
     BadRecordRatioError,
@@ -123,6 +125,8 @@ class _IndexStage(NamedTuple):
     cand_shards: beam.PCollection | None  # (shard, VectorBatch) to build; None when reusing
     sizing: beam.PCollection  # singleton shard_sizing dict
     num_shards: beam.PCollection | None  # singleton shard count (names the index directories)
+    aliases: beam.PCollection | None  # (representative id, alias ids) of collapsed exact duplicates
+    record_ids: beam.PCollection | None = None  # arrays of every valid candidate id (dedup clusters)
 
 
 def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list):
@@ -162,7 +166,7 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
         total = p | "KeptSize" >> beam.Create([kept["candidates_indexed"]])
         sizing = p | "KeptSizing" >> beam.Create([{"ok": True, "message": "", "capacity": 0,
                                                   "num_shards": len(kept["shards"])}])
-        return _IndexStage(infos, plan, total, None, sizing, None)
+        return _IndexStage(infos, plan, total, None, sizing, None, None)
 
     num_candidates = _count(candidates, "Candidates")
     sizing = num_candidates | "SizeShards" >> beam.Map(
@@ -176,27 +180,33 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
     hash_shards = candidates | "ShardCandidates" >> ShardRecords(
         num_shards=sizing | "HashShardCount" >> beam.Map(lambda s: s["num_shards"]), role=cand_role)
     dead.append(hash_shards.dead_letters)
-    plan = None
+    plan = aliases = None
     if kept is not None:
         plan = p | "KeptPlan" >> beam.Create([kept["plan"]])
         placed = (hash_shards.shards | "NewCandidates" >> beam.Values()
                   | "PlaceNewCandidates" >> PlaceCandidates(plan=plan))
         merged = placed | "MergeWithKeptShards" >> MergeWithKeptShards(kept_shards=kept["shards"])
         dead.append(merged.dead_letters)
-        cand_shards = merged.shards
-        num_shards = p | "KeptShardCount" >> beam.Create([kept["num_shards"]])
-    elif cfg.routing == "all":
-        cand_shards = hash_shards.shards
-        num_shards = sizing | "ShardCount" >> beam.Map(lambda s: s["num_shards"])
-    else:
-        deduped = hash_shards.shards | "DedupedCandidates" >> beam.Values()
-        plan = deduped | "TrainRouting" >> TrainRouting(
-            sizing=sizing, distance=cfg.distance, num_shards=cfg.num_shards,
-            partitions_per_shard=PARTITIONS_PER_SHARD,
-            min_shards_to_route=0 if cfg.routing == "centroids" else AUTO_ROUTING_MIN_SHARDS)
-        cand_shards = deduped | "PlaceCandidates" >> PlaceCandidates(plan=plan)
-        num_shards = plan | "PlannedShardCount" >> beam.Map(lambda pl: pl.num_shards)
-    return _IndexStage(None, plan, num_candidates, cand_shards, sizing, num_shards)
+        return _IndexStage(None, plan, num_candidates, merged.shards, sizing,
+                           p | "KeptShardCount" >> beam.Create([kept["num_shards"]]), None)
+    record_ids = hash_shards.shards | "RecordIds" >> beam.Map(lambda kv: kv[1].ids)
+    deduped = hash_shards.shards | "DedupedCandidates" >> beam.Values()
+    if cfg.collapse_duplicates:
+        collapsed = deduped | "CollapseExactDuplicates" >> CollapseExactDuplicates()
+        deduped, aliases = collapsed.representatives, collapsed.aliases
+    if cfg.routing == "all" and not cfg.collapse_duplicates:
+        # The id-hash buckets are the shards already: no second grouping.
+        return _IndexStage(None, None, num_candidates, hash_shards.shards, sizing,
+                           sizing | "ShardCount" >> beam.Map(lambda s: s["num_shards"]), None,
+                           record_ids)
+    plan = deduped | "TrainRouting" >> TrainRouting(
+        sizing=sizing, distance=cfg.distance, num_shards=cfg.num_shards,
+        partitions_per_shard=PARTITIONS_PER_SHARD,
+        min_shards_to_route={"all": 1 << 62, "centroids": 0}.get(cfg.routing, AUTO_ROUTING_MIN_SHARDS))
+    cand_shards = deduped | "PlaceCandidates" >> PlaceCandidates(plan=plan)
+    num_shards = plan | "PlannedShardCount" >> beam.Map(lambda pl: pl.num_shards)
+    return _IndexStage(None, plan, num_candidates, cand_shards, sizing, num_shards, aliases,
+                       record_ids)
 
 
 def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int = 1,
@@ -276,6 +286,9 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     pairs = partials | "MergeTopK" >> MergeTopK(
         top_k=cfg.top_k, rescore=cfg.rescore, max_distance=cfg.max_distance,
         canonical=exclude_self)
+    if stage.aliases is not None:
+        pairs = pairs | "ExpandExactDuplicates" >> ExpandAliases(
+            aliases=stage.aliases, mode=cfg.mode, top_k=cfg.top_k)
     audit = None
     if cfg.audit_sample:
         audit_sample = query_batches | "SampleAuditQueries" >> SampleQueries(
@@ -288,6 +301,14 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         output_dir=cfg.output, output_format=cfg.output_format, num_shards=num_output_shards,
         unique_pairs=exclude_self)
 
+    clusters = None
+    if cfg.mode == "dedup":
+        clustered = (pairs, stage.record_ids) | "ClusterPairs" >> ClusterPairs(
+            max_cluster_size=cfg.max_cluster_size, max_rounds=cfg.cluster_max_rounds)
+        _ = clustered.assignments | "WriteClusters" >> WriteClusters(
+            output_dir=cfg.output, num_shards=num_output_shards)
+        clusters = clustered.stats
+
     all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
     dead_counts = all_dead | "WriteDeadLetters" >> WriteDeadLetters(output_dir=cfg.output)
     counts = {f"{role}_read": rows_read[role] for role in roles}
@@ -299,7 +320,7 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         output_dir=cfg.output, static=static_manifest or {}, counts=counts,
         dead_letter_counts=dead_counts, shards=infos, gate=gate,
         max_bad_record_ratio=cfg.max_bad_record_ratio, audit=audit, tuning=overrides, plan=plan,
-        min_recall=cfg.min_recall)
+        clusters=clusters, min_recall=cfg.min_recall)
     return PipelineOutputs(pairs=pairs, shards=infos, dead_letters=all_dead, manifest=manifest,
                            audit=audit)
 

@@ -72,6 +72,13 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
      "this. Default: no minimum.", None),
     ("target_recall", "Tune ScaNN search effort per shard (leaves to search, reorder depth) on a "
      "separate query sample before the main search, to reach this recall. Default: no tuning.", None),
+    ("collapse_duplicates", "Index records with identical prepared content once: the smallest id "
+     "represents them, the others are matched through it (link: same neighbours and distance; "
+     "dedup: a distance-0 pair with the representative). Default true.", ("true", "false")),
+    ("max_cluster_size", "Dedup mode: clusters larger than this are flagged as suspicious giants in "
+     "the manifest. Default 1000.", None),
+    ("cluster_max_rounds", "Dedup mode: most Large-Star/Small-Star rounds of the connected-components "
+     "step before what is left is finished in one place. Default 40.", None),
     ("rescore", "Final distance of emitted pairs: exact (the chosen distance on the float vectors) or "
      "wasserstein (1-D Wasserstein distance of the vectors' values). Default exact.",
      ("exact", "wasserstein")),

@@ -67,21 +67,13 @@ def print_summary(result, cfg: MatchConfig, waited: bool) -> int:
         print(f"corpus-match: launched ({getattr(result, 'state', 'UNKNOWN')}); results will be "
               f"under {output}/")
         return 0
+    from transforms.report import summary_text, write_report
+
     m = read_manifest(output)
-    counts = m.get("counts", {})
-    lines = [
-        f"corpus-match {m.get('mode')} run: {m.get('exit_state')} in {m.get('wall_seconds', '?')} s",
-        "  read:        " + ", ".join(f"{k.removesuffix('_read')} {v}" for k, v in counts.items()
-                                      if k.endswith("_read")),
-        f"  indexed:     {counts.get('candidates_indexed', 0)} candidates in {len(m.get('shards', []))}"
-        " shard(s)",
-        f"  pairs:       {counts.get('pairs_written', 0)} written",
-        f"  rejected:    {counts.get('dead_letters_total', 0)} "
-        + (str(counts.get("dead_letters")) if counts.get("dead_letters") else ""),
-        "  busy time:   " + ", ".join(f"{k} {v:.1f}s" for k, v in
-                                      sorted(m.get("stage_busy_seconds", {}).items())),
-        f"  output:      {output}/matches/ ({m.get('num_output_shards')} file(s)), "
-        f"{output}/dead_letters/, {output}/indexes/, {output}/manifest.json",
-    ]
-    print("\n".join(lines))
+    try:
+        report = write_report(output)
+    except (OSError, ValueError) as e:
+        _LOGGER.warning("no report written: %s", e)
+        report = "not written"
+    print(summary_text(m) + f"\n  report:      {report}")
     return 0 if m.get("exit_state") == "succeeded" else 1

@@ -206,7 +206,8 @@ def test_summary_cli(link_data, tmp_path, capsys):
     code = main(_link_args(root, tmp_path / "o", "--index", "exact", "--runner", "DirectRunner"))
     text = capsys.readouterr().out
     assert code == 0
-    assert "pairs:       3000 written" in text and "rejected:    6" in text
+    assert "pairs:      3,000 written" in text and "rejected:   6 (read 1, validate 5)" in text
+    assert "report:" in text and os.path.exists(tmp_path / "o" / "report.html")
     assert pd.notna(read_manifest(str(tmp_path / "o"))["wall_seconds"])
 
 
@@ -286,3 +287,36 @@ def test_kept_index_built_differently_is_a_config_error(tmp_path, link_data):
     with pytest.raises(ConfigError, match="--distance"):
         run_job(["--queries", str(root / "queries" / "*.jsonl"), "--index_dir", str(out),
                  "--distance", "dot", "--output", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize("mode", ["link", "dedup"])
+def test_exact_duplicates_are_indexed_once_and_matched_through_their_representative(tmp_path, mode):
+    vecs, _ = make_link_vectors(1500, 1, 12, clusters=10, seed=31)
+    copies = vecs[[5, 5, 5, 77]]  # three copies of row 5, one of row 77
+    allv = np.concatenate([vecs, copies])
+    ids = np.array([f"r{i:05d}" for i in range(len(allv))], dtype=object)
+    write_vector_corpus(str(tmp_path / "c"), ids, allv)
+    out = tmp_path / "out"
+    if mode == "link":
+        queries = np.concatenate([vecs[[5, 77, 300]], make_link_vectors(50, 1, 12, seed=32)[0]])
+        qids = np.array([f"q{i:03d}" for i in range(len(queries))], dtype=object)
+        write_vector_corpus(str(tmp_path / "q"), qids, queries)
+        _run(["--queries", str(tmp_path / "q" / "*"), "--candidates", str(tmp_path / "c" / "*"),
+              "--output", str(out), "--index", "exact", "--top_k", "6"])
+        got = read_matches(str(out)).sort_values(["query_id", "rank"])
+        want_ids, want_d = oracle_topk(queries, allv, ids, 6)
+        order = np.argsort(qids.astype(str))
+        np.testing.assert_array_equal(got.candidate_id.to_numpy().reshape(-1, 6), want_ids[order])
+        np.testing.assert_allclose(got.distance.to_numpy().reshape(-1, 6), want_d[order], atol=1e-6)
+    else:
+        _run(["--input", str(tmp_path / "c" / "*"), "--output", str(out), "--index", "exact",
+              "--top_k", "3", "--max_distance", "0.05"])
+        got = read_matches(str(out))
+        pairs = set(zip(got.query_id, got.candidate_id, strict=True))
+        assert {("r00005", "r01500"), ("r00005", "r01501"), ("r00005", "r01502"),
+                ("r00077", "r01503")} <= pairs
+        assert (got.query_id < got.candidate_id).all()
+        assert not got.duplicated(["query_id", "candidate_id"]).any()
+    manifest = read_manifest(str(out))
+    assert manifest["counts"]["candidates_indexed"] == 1500
+    assert manifest["metrics"]["exact_duplicate_aliases"] == 4

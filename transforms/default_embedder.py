@@ -11,28 +11,36 @@ dates:
 
 * **Per-field TF-IDF bags, randomly projected.** A field's grams and words form a sparse TF-IDF vector
   (weight = IDF, repeated terms add up). Character grams tolerate typos (``smith``/``smyth`` share half
-  their 2/3-grams), word ids reward exact words, IDF makes rare values count more than common ones
-  (a shared surname ``Pemberton`` says more than a shared state). The sparse vector is projected to
-  ``field_dim`` dims by a fixed, seeded random +-1 (Rademacher) matrix: a Johnson-Lindenstrauss
-  projection that keeps cosines to about ``1/sqrt(field_dim)`` without storing a vocabulary. The matrix
-  is a ``[2**18, 16]`` int8 table; a field's rows are a seeded permutation of the hashed ids (one
-  independent permutation per 16 output dims), so fields share the table but not their projections.
+  their 2/3-grams), word ids reward exact words, date tokens make a whole date count (not its common
+  day/month numbers), IDF makes rare values count more than common ones. The sparse vector is
+  projected to ``field_dim`` dims by a fixed, seeded sparse Johnson-Lindenstrauss projection: a count
+  sketch per 16-dim sub-block (each term adds +-weight to one coordinate, sign and coordinate from a
+  seeded 64-bit hash of the term id and the field), whose dot products are unbiased estimates of the
+  sparse ones with the same variance as a dense random +-1 projection (Weinberger et al., 2009), at a
+  sixteenth of the work and with no stored matrix or vocabulary.
 * **Per-field normalisation and weights.** Each field block is L2-normalised (a long address does not
-  drown a short name) and scaled by a field weight: ``sqrt`` of the IDF mass of the record's value
-  (mean IDF of its terms), an unsupervised stand-in for the Fellegi-Sunter agreement weight: agreeing
-  on a rare value is worth more than agreeing on a common one, and a field the two records both lack
-  contributes nothing (a missing field is a zero block, not a match or a mismatch).
-* **A pooled bag across fields.** The grams and words of all text fields, each field normalised, are
-  also projected with one projection shared by all fields into ``pooled_dim`` dims: a given name and
-  surname swapped (or a suburb typed into the street line) still agree here.
+  drown a short name) and scaled by ``sqrt(sum of the IDF of the value's words)``: its squared weight is
+  the value's information, an unsupervised stand-in for the Fellegi-Sunter agreement weight
+  ``log(1/u)`` (agreeing on a rare surname or a full date of birth says more than agreeing on a state;
+  and a suburb, its postcode and state, which always agree together, do not outvote a name and a
+  date). A field missing on either side contributes nothing (a zero block: no match, no mismatch).
+  On generated person data this weighting is what beats the TF-IDF baseline: equal field weights
+  score below it.
+* **A pooled bag across fields.** The grams and words of all text fields, each field normalised and
+  weighted as above, are also sketched with one projection shared by all fields into ``pooled_dim``
+  dims, weighing as much as all field blocks together: a given name and surname swapped (or a suburb
+  typed into the street line) still agree here.
 * **Numeric fields** become random Fourier features of the z-score (``cos``/``sin`` of seeded
   frequencies): their dot product approximates an RBF kernel ``exp(-dz**2 / (2 bandwidth**2))``, so
-  close values are similar and far ones are not. Missing -> zero block.
+  close values are similar and far ones are not. The block weighs ``numeric_weight`` (default 2, the
+  weight of a text value shared by about 2 % of records). Missing -> zero block.
 * The blocks are concatenated and L2-normalised. A record with nothing in any field gets the zero
   vector, which the embed step rejects.
 
 Dims: ``field_dim`` per text field + ``pooled_dim`` (when there are 2+ text fields) + ``numeric_dim`` per
 numeric field; the defaults (16, 64, 16) give 192 for the eight fields of a person record.
+
+Cosine of two vectors ~ sum over fields of (w_f(q) w_f(c) cos_f) / norms, plus the pooled term.
 
 What it does not do: learn anything, know nicknames or phonetics, or compare fields across records
 except through the pooled bag.
@@ -52,8 +60,12 @@ __all__ = ["DefaultEmbedder", "build_default_model", "export_default_model", "em
 
 _LOGGER = logging.getLogger(__name__)
 
-_TABLE_ROWS = 2**18
-_TABLE_WIDTH = 16
+_SUB_BITS = 4
+_SUB_DIM = 2**_SUB_BITS  # a block is made of 16-dim sub-blocks, one hashed coordinate per term in each
+_MAX_SUB_BLOCKS = 64 // (_SUB_BITS + 1)  # 5-bit windows of one 64-bit hash
+_SIGNS = np.array([1.0] * _SUB_DIM + [-1.0] * _SUB_DIM, np.float32)
+_MIX_1 = 0xFF51AFD7ED558CCD  # multipliers of MurmurHash3's 64-bit finaliser
+_MIX_2 = 0xC4CEB9FE1A85EC53
 _EPS = 1e-12
 
 
@@ -64,13 +76,18 @@ def embedding_dim(text_fields: tuple[str, ...], numeric_fields: tuple[str, ...],
     return field_dim * len(text_fields) + pooled + numeric_dim * len(numeric_fields)
 
 
-def _salts(name: str, count: int, seed: int) -> np.ndarray:
-    """``count`` (odd multiplier, offset) pairs for a block, derived from its name and the seed."""
-    out = []
-    for k in range(count):
-        digest = hashlib.sha256(f"{seed}\x00{name}\x00{k}".encode()).digest()
-        out.append((int.from_bytes(digest[:4], "little") | 1, int.from_bytes(digest[4:8], "little")))
-    return np.array(out, dtype=np.int64)
+def _mix(keys: tf.Tensor, seed_key: tf.Tensor) -> tf.Tensor:
+    """A 64-bit hash of uint64 keys (xor-multiply-xorshift-multiply; uint64 products wrap)."""
+    x = tf.bitwise.bitwise_xor(keys, seed_key) * tf.constant(_MIX_1, tf.uint64)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(29, tf.uint64)))
+    return x * tf.constant(_MIX_2, tf.uint64)
+
+
+def _windows(hashes: tf.Tensor, count: int) -> tf.Tensor:
+    """The top ``count`` 5-bit windows of each hash, [n] uint64 -> [n, count] int32."""
+    shifts = tf.constant([64 - (_SUB_BITS + 1) * (i + 1) for i in range(count)], tf.uint64)
+    window = tf.bitwise.right_shift(hashes[:, None], shifts)
+    return tf.cast(tf.bitwise.bitwise_and(window, tf.constant(2 * _SUB_DIM - 1, tf.uint64)), tf.int32)
 
 
 class DefaultEmbedder(tf.Module):
@@ -79,14 +96,15 @@ class DefaultEmbedder(tf.Module):
     def __init__(self, text_fields: tuple[str, ...], numeric_fields: tuple[str, ...] = (), *,
                  field_dim: int = 16, pooled_dim: int = 64, numeric_dim: int = 16,
                  word_weight: float = 1.0, pooled_weight: float = 1.0, field_weighting: str = "idf",
-                 numeric_bandwidth: float = 0.5, seed: int = 0):
+                 numeric_bandwidth: float = 0.5, numeric_weight: float = 2.0, seed: int = 0):
         super().__init__(name="default_embedder")
         text_fields, numeric_fields = tuple(text_fields), tuple(numeric_fields)
         if not text_fields and not numeric_fields:
             raise ValueError("the default embedder needs at least one text or numeric field")
         for name, value in (("field_dim", field_dim), ("pooled_dim", pooled_dim)):
-            if value < _TABLE_WIDTH or value % _TABLE_WIDTH:
-                raise ValueError(f"{name} must be a positive multiple of {_TABLE_WIDTH}, got {value}")
+            if value < _SUB_DIM or value % _SUB_DIM or value > _SUB_DIM * _MAX_SUB_BLOCKS:
+                raise ValueError(f"{name} must be a multiple of {_SUB_DIM} in [{_SUB_DIM}, "
+                                 f"{_SUB_DIM * _MAX_SUB_BLOCKS}], got {value}")
         if numeric_dim < 2 or numeric_dim % 2:
             raise ValueError(f"numeric_dim must be even and >= 2, got {numeric_dim}")
         if field_weighting not in ("idf", "equal"):
@@ -96,18 +114,15 @@ class DefaultEmbedder(tf.Module):
         self._word_weight = float(word_weight)
         self._pooled_weight = float(pooled_weight)
         self._field_weighting = field_weighting
+        self._numeric_weight = float(numeric_weight)
         self._pooled = len(text_fields) > 1
         self.dim = embedding_dim(text_fields, numeric_fields, field_dim=field_dim,
                                  pooled_dim=pooled_dim, numeric_dim=numeric_dim)
         rng = np.random.default_rng(seed)
-        signs = rng.integers(0, 2, size=(_TABLE_ROWS, _TABLE_WIDTH), dtype=np.int8) * 2 - 1
-        self.table = tf.Variable(signs.astype(np.int8), trainable=False, name="projection")
-        self._field_k = field_dim // _TABLE_WIDTH
-        self._pooled_k = pooled_dim // _TABLE_WIDTH if self._pooled else 0
-        # [fields, field_k, 2] and [pooled_k, 2]: (odd multiplier, offset) of each 16-dim sub-block.
-        self._field_salts = tf.constant(np.stack([_salts(f, self._field_k, seed) for f in text_fields])
-                                        if text_fields else np.zeros((0, self._field_k, 2), np.int64))
-        self._pooled_salts = tf.constant(_salts("\x00pooled", self._pooled_k, seed).reshape(-1, 2))
+        self._field_k = field_dim // _SUB_DIM
+        self._pooled_k = pooled_dim // _SUB_DIM if self._pooled else 0
+        digest = hashlib.sha256(f"corpus-matcher default embedder {seed}".encode()).digest()
+        self._seed_key = tf.constant(int.from_bytes(digest[:8], "little"), tf.uint64)
         self._frequencies = [
             tf.constant(rng.normal(0.0, 1.0 / numeric_bandwidth, size=numeric_dim // 2), tf.float32)
             for _ in numeric_fields]
@@ -141,19 +156,26 @@ class DefaultEmbedder(tf.Module):
         ids, weights = tf.concat(ids, axis=1), tf.concat(weights, axis=1)
         # Only real terms (padding has weight 0) are projected: no work on padding.
         at = tf.where(weights != 0)  # [nnz, 2]: (row, column)
-        term_ids = tf.gather_nd(ids, at)
+        term_ids = tf.cast(tf.gather_nd(ids, at), tf.uint64)
         term_w = tf.gather_nd(weights, at)
         term_field = tf.gather(tf.concat(field_of_col, axis=0), at[:, 1])
-        salts = tf.concat([tf.gather(self._field_salts, term_field),
-                           tf.broadcast_to(self._pooled_salts[None], [tf.shape(term_ids)[0],
-                                                                       self._pooled_k, 2])], axis=1)
-        rows = tf.bitwise.bitwise_and(term_ids[:, None] * salts[:, :, 0] + salts[:, :, 1],
-                                      _TABLE_ROWS - 1)  # [nnz, K]
-        signs = tf.cast(tf.gather(self.table, rows), tf.float32)  # [nnz, K, 16]
-        segment = at[:, 0] * num_fields + term_field  # one bag per (record, field)
-        bags = tf.math.unsorted_segment_sum(signs * term_w[:, None, None], segment,
-                                            tf.cast(n, tf.int64) * num_fields)
-        bags = tf.reshape(bags, [n, num_fields, -1, _TABLE_WIDTH])
+        # Count sketch: in each 16-dim sub-block a term adds +-weight to one coordinate. One 64-bit hash
+        # per term gives 5 bits per sub-block (4: coordinate, 1: sign); a field block hashes the term
+        # with its field (fields project differently), the pooled block without (they project alike).
+        field_hash = _mix(tf.bitwise.bitwise_xor(
+            term_ids, tf.bitwise.left_shift(tf.cast(term_field, tf.uint64) + 1, 40)), self._seed_key)
+        pooled_hash = _mix(term_ids, self._seed_key)
+        bits = tf.concat([_windows(field_hash, self._field_k), _windows(pooled_hash, self._pooled_k)],
+                         axis=1)  # [nnz, K] int32 in [0, 32)
+        k = self._field_k + self._pooled_k
+        segment = tf.cast(at[:, 0], tf.int32) * num_fields + tf.cast(term_field, tf.int32)
+        # slot = ((record * fields + field) * K + sub-block) * 16 + coordinate: one bag per (record, field)
+        slot = ((segment * (k * _SUB_DIM))[:, None] + tf.range(0, k * _SUB_DIM, _SUB_DIM)
+                + tf.bitwise.bitwise_and(bits, _SUB_DIM - 1))
+        signed = tf.gather(_SIGNS, bits) * term_w[:, None]  # bit 4 of the window is the sign
+        bags = tf.math.unsorted_segment_sum(tf.reshape(signed, [-1]), tf.reshape(slot, [-1]),
+                                            n * num_fields * k * _SUB_DIM)
+        bags = tf.reshape(bags, [n, num_fields, k, _SUB_DIM])
         scale = tf.stack(scales, axis=1)[:, :, None]  # [n, fields, 1]
         field_part = tf.reshape(bags[:, :, : self._field_k], [n, num_fields, -1])
         field_part = tf.math.l2_normalize(field_part, axis=2, epsilon=_EPS) * scale
@@ -173,7 +195,8 @@ class DefaultEmbedder(tf.Module):
             z = features[feature_key(f, "z")]
             present = 1.0 - features[feature_key(f, "missing")]
             angles = z[:, None] * frequencies
-            scale = present[:, None] / tf.sqrt(tf.cast(tf.size(frequencies), tf.float32))
+            scale = present[:, None] * (self._numeric_weight
+                                        / tf.sqrt(tf.cast(tf.size(frequencies), tf.float32)))
             blocks.append(tf.concat([tf.cos(angles), tf.sin(angles)], 1) * scale)
         vectors = tf.concat(blocks, axis=1)
         return {"embedding": tf.math.l2_normalize(vectors, axis=1, epsilon=_EPS)}

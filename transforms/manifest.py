@@ -88,7 +88,8 @@ class _WriteManifestFn(beam.DoFn):
 
     def process(self, _: Any, counts: dict[str, Any], dead_letters: dict[str, int],
                 shards: list, gate: dict | None = None, audit: dict | None = None,
-                tuning: dict | None = None, plan: Any = None) -> Iterator[dict[str, Any]]:
+                tuning: dict | None = None, plan: Any = None,
+                clusters: dict | None = None) -> Iterator[dict[str, Any]]:
         from transforms.artifacts import write_text
 
         rows_read = sum(v for k, v in counts.items() if k.endswith("_read"))
@@ -108,6 +109,8 @@ class _WriteManifestFn(beam.DoFn):
             manifest["search_tuning"] = {str(k): v for k, v in sorted(tuning.items())}
         if plan is not None:
             manifest["routing"] = plan.to_dict()
+        if clusters is not None:
+            manifest["clusters"] = clusters
         recall_error = None
         recall = (audit or {}).get("recall_at_k")
         if ok and self._min_recall is not None and recall is not None and recall < self._min_recall:
@@ -145,7 +148,7 @@ class WriteManifest(beam.PTransform):
 
     def __init__(self, *, output_dir: str, static: dict[str, Any], counts: dict[str, Any],
                  dead_letter_counts, shards, max_bad_record_ratio: float, gate=None, audit=None,
-                 tuning=None, plan=None, min_recall: float | None = None):
+                 tuning=None, plan=None, clusters=None, min_recall: float | None = None):
         super().__init__()
         self._output_dir = output_dir
         self._static = static
@@ -153,7 +156,8 @@ class WriteManifest(beam.PTransform):
         self._dead = dead_letter_counts
         self._shards = shards
         self._max_ratio = max_bad_record_ratio
-        self._optional = {"gate": gate, "audit": audit, "tuning": tuning, "plan": plan}
+        self._optional = {"gate": gate, "audit": audit, "tuning": tuning, "plan": plan,
+                          "clusters": clusters}
         self._min_recall = min_recall
 
     def expand(self, pbegin):

@@ -44,7 +44,8 @@ def test_link_graph_has_every_stage_and_options_pickle():
 
 
 def test_dedup_graph_reads_one_corpus():
-    p, _ = _build(["--input=gs://b/people-*.jsonl", "--output=gs://b/out", "--routing=all"])
+    p, _ = _build(["--input=gs://b/people-*.jsonl", "--output=gs://b/out", "--routing=all",
+                   "--collapse_duplicates=false"])
     labels = _labels(p)
     assert "ReadInput" in labels and "ReadQueries" not in labels and "ShardQueries" not in labels
     assert "TrainRouting" not in labels
