@@ -151,6 +151,27 @@ def test_dedup_pairs_once_no_self_pairs(tmp_path):
              for c, d in zip(row, drow, strict=True) if d <= 0.2}
     assert set(zip(got.query_id, got.candidate_id, strict=True)) == truth
     assert (got.distance <= 0.2).all()
+    # Clusters: connected components of the emitted pairs, cluster id = smallest member.
+    from transforms.clusters import read_clusters
+
+    parent = {i: i for i in ids}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in truth:
+        ra, rb = find(a), find(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    clusters = read_clusters(str(out)).set_index("record_id")["cluster_id"]
+    assert len(clusters) == len(ids)
+    members: dict[str, list[str]] = {}
+    for i in ids:
+        members.setdefault(find(i), []).append(i)
+    assert all(clusters[i] == min(members[find(i)]) for i in ids)
+    assert read_manifest(str(out))["clusters"]["num_clusters"] == len(members)
 
 
 @pytest.mark.parametrize("fmt", ["tfrecord", "csv"])

@@ -1,0 +1,242 @@
+"""Benchmark: embedding through RunInference (``EmbedRecords``) vs a raw batched call of the same model.
+
+Both paths embed the same rows with the same SavedModel (default: the built-in embedder) in the same
+process, and the bench prints rows/s of each and the ratio (target: RunInference >= 0.8x raw):
+
+* raw: ``tf.saved_model.load`` once, then per batch of ``--batch_rows`` rows the same feature
+  conversion the handler does (Arrow -> padded numpy), one signature call, one ``.numpy()``;
+  also reported without the conversion (model call only, features converted beforehand);
+* RunInference: a DirectRunner pipeline, batches in -> ``EmbedRecords(model_dir=...)`` -> vectors
+  counted. Reported end to end (pipeline start-up and model load included) and steady state (from the
+  first batch entering RunInference to the last vector leaving it, measured inside the pipeline).
+
+Rows: person records from ``transforms.testing.people`` (a small built-in generator stands in when
+that module is absent) are preprocessed once with ``AnalyzeAndTransformFeatures`` (``--records``
+distinct records), and their transformed features are tiled, with fresh ids, to ``--rows`` rows.
+
+    python -m bench.embed --rows 200000 --records 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import tempfile
+import time
+from typing import Any
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # the brief's numbers are CPU numbers
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import apache_beam as beam  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+from transforms.schema import FeatureBatch  # noqa: E402
+
+_LOGGER = logging.getLogger(__name__)
+
+FIELDS = ("given_name", "surname", "street_number", "address_1", "suburb", "postcode", "state",
+          "date_of_birth")
+
+
+def synthetic_people(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """A small stand-in person generator (used only when transforms.testing.people is missing)."""
+    rng = np.random.default_rng(seed)
+    given = np.array("john mary peter anna james linda david susan michael karen paul emma mark lisa "
+                     "robert sarah thomas julie daniel helen".split())
+    surnames = np.array("smith jones brown wilson taylor nguyen martin white walker harris lee ryan "
+                        "king kelly baker hall wood young allen scott".split())
+    streets = np.array("high church station park george king queen main bridge mill".split())
+    suburbs = np.array("sydney parramatta blacktown penrith newtown richmond kew carlton".split())
+    states = np.array(["NSW", "VIC", "QLD", "WA", "SA"])
+    out = []
+    for i in range(n):
+        out.append({
+            "rec_id": f"s-{i:07d}",
+            "given_name": str(rng.choice(given)).title(),
+            "surname": str(rng.choice(surnames)).title() + ("" if rng.random() < 0.7 else "s"),
+            "street_number": str(rng.integers(1, 300)),
+            "address_1": f"{rng.choice(streets).title()} Street",
+            "suburb": str(rng.choice(suburbs)).title(),
+            "postcode": str(rng.integers(2000, 4000)),
+            "state": str(rng.choice(states)),
+            "date_of_birth": f"{rng.integers(1930, 2005)}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}",
+        })
+    return out
+
+
+def make_records(n: int, seed: int) -> list[dict[str, str]]:
+    """``n`` person records: both corpora of the people generator, or the stand-in."""
+    try:
+        from transforms.testing.people import make_link_corpora
+    except ImportError:
+        _LOGGER.warning("transforms.testing.people not found: using the built-in stand-in generator")
+        return synthetic_people(n, seed)
+    a, b, _ = make_link_corpora(max(1, n // 2), seed=seed)
+    return (a + b)[:n]
+
+
+def to_feature_batches(records: list[dict], batch_rows: int) -> list[FeatureBatch]:
+    batches = []
+    for start in range(0, len(records), batch_rows):
+        chunk = records[start:start + batch_rows]
+        table = pa.RecordBatch.from_arrays(
+            [pa.array([r.get(f) or None for r in chunk], pa.string()) for f in FIELDS], names=list(FIELDS))
+        batches.append(FeatureBatch(ids=np.array([r["rec_id"] for r in chunk], dtype=object),
+                                    origins=np.array([f"bench#{start + i}" for i in range(len(chunk))],
+                                                     dtype=object), table=table))
+    return batches
+
+
+def preprocess(records: list[dict], work_dir: str, batch_rows: int) -> pa.Table:
+    """Runs AnalyzeAndTransformFeatures on the records; returns the transformed feature table."""
+    from transforms.preprocess import AnalyzeAndTransformFeatures
+
+    out_path = os.path.join(work_dir, "transformed.pkl")
+
+    def save(batches: list[Any]) -> None:
+        with open(out_path, "wb") as fh:
+            pickle.dump(pa.Table.from_batches([b.table for b in batches]), fh)
+
+    with beam.Pipeline() as p:
+        result = ({"input": p | "CreateRecords" >> beam.Create(to_feature_batches(records, batch_rows))}
+                  | "Preprocess" >> AnalyzeAndTransformFeatures(
+                      text_fields=FIELDS, temp_dir=os.path.join(work_dir, "tft_tmp")))
+        _ = result.input | "Collect" >> beam.combiners.ToList() | "Save" >> beam.Map(save)
+    with open(out_path, "rb") as fh:
+        return pickle.load(fh)
+
+
+class _Tiles:
+    """Batch i of the tiled rows: a slice of the transformed sample with fresh ids (cached per process)."""
+
+    def __init__(self, sample_path: str, batch_rows: int, rows: int):
+        self._path = sample_path
+        self._batch_rows = batch_rows
+        self._rows = rows
+        self._sample = None
+
+    def __call__(self, i: int) -> Any:
+        from transforms.preprocess import TransformedBatch
+
+        if self._sample is None:
+            with open(self._path, "rb") as fh:
+                self._sample = pickle.load(fh).combine_chunks()
+        n = min(self._batch_rows, self._rows - i * self._batch_rows)
+        start = (i * self._batch_rows) % max(1, self._sample.num_rows - n + 1)
+        table = self._sample.slice(start, n).to_batches(max_chunksize=n)[0]
+        ids = np.array([f"t{i}-{j}" for j in range(n)], dtype=object)
+        return TransformedBatch(ids=ids, origins=ids, table=table)
+
+
+_STAMPS: dict[str, list[float]] = {"in": [], "out": []}
+
+
+def _stamp(element: Any, where: str) -> Any:
+    _STAMPS[where].append(time.perf_counter())
+    return element
+
+
+def run_raw(model_dir: str, batches: list[Any], max_rows: int) -> tuple[float, float]:
+    """Rows/s of the raw batched call: (with feature conversion, model call only)."""
+    import tensorflow as tf
+
+    from transforms.embed import features_to_numpy
+
+    fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+    specs = dict(fn.structured_input_signature[1])
+    rows = sum(len(b) for b in batches)
+    key = next(iter(fn.structured_outputs))
+    fn(**{k: tf.constant(v) for k, v in features_to_numpy(batches[0].table, specs).items()})  # warm up
+    t0 = time.perf_counter()
+    for b in batches:
+        for s in range(0, len(b), max_rows):
+            feed = features_to_numpy(b.table.slice(s, max_rows), specs)
+            fn(**{k: tf.constant(v) for k, v in feed.items()})[key].numpy()
+    with_conversion = rows / (time.perf_counter() - t0)
+    feeds = [features_to_numpy(b.table.slice(s, max_rows), specs) for b in batches
+             for s in range(0, len(b), max_rows)]
+    t0 = time.perf_counter()
+    for feed in feeds:
+        fn(**{k: tf.constant(v) for k, v in feed.items()})[key].numpy()
+    model_only = rows / (time.perf_counter() - t0)
+    return with_conversion, model_only
+
+
+def run_pipeline(model_dir: str, tiles: _Tiles, num_batches: int, args: argparse.Namespace
+                 ) -> tuple[float, float, int]:
+    """Rows/s through EmbedRecords: (end to end, steady state) and rows embedded."""
+    from transforms.embed import EmbedRecords
+
+    counted = []
+    _STAMPS["in"].clear()
+    _STAMPS["out"].clear()
+    t0 = time.perf_counter()
+    with beam.Pipeline() as p:
+        result = (p | "Indexes" >> beam.Create(list(range(num_batches)))
+                  | "MakeBatches" >> beam.Map(tiles)
+                  | "StampIn" >> beam.Map(_stamp, "in")
+                  | "Embed" >> EmbedRecords(model_dir=model_dir, min_batch_size=args.min_batch_size,
+                                            max_batch_size=args.max_batch_size))
+        _ = (result.vectors | "StampOut" >> beam.Map(_stamp, "out")
+             | "Rows" >> beam.Map(len) | "Sum" >> beam.CombineGlobally(sum)
+             | "Keep" >> beam.Map(counted.append))
+    wall = time.perf_counter() - t0
+    rows = counted[0] if counted else 0
+    steady = (rows / (max(_STAMPS["out"]) - min(_STAMPS["in"]))
+              if _STAMPS["out"] and _STAMPS["in"] else float("nan"))
+    return rows / wall, steady, rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rows", type=int, default=200_000, help="Rows embedded by each path. Default 200000.")
+    ap.add_argument("--records", type=int, default=20_000,
+                    help="Distinct records preprocessed (then tiled to --rows). Default 20000.")
+    ap.add_argument("--batch_rows", type=int, default=4096, help="Rows per batch element. Default 4096.")
+    ap.add_argument("--min_batch_size", type=int, default=64, help="EmbedRecords min rows. Default 64.")
+    ap.add_argument("--max_batch_size", type=int, default=4096,
+                    help="Rows per model call (both paths). Default 4096.")
+    ap.add_argument("--model_dir", default=None, help="SavedModel to bench; default: the built-in embedder.")
+    ap.add_argument("--seed", type=int, default=0, help="Generator seed. Default 0.")
+    ap.add_argument("--work_dir", default=None, help="Scratch directory. Default: a new temp dir.")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_embed_")
+    os.makedirs(work_dir, exist_ok=True)
+
+    t0 = time.perf_counter()
+    records = make_records(args.records, args.seed)
+    sample = preprocess(records, work_dir, args.batch_rows)
+    sample_path = os.path.join(work_dir, "sample.pkl")
+    with open(sample_path, "wb") as fh:
+        pickle.dump(sample, fh)
+    model_dir = args.model_dir
+    if model_dir is None:
+        from transforms.default_embedder import export_default_model
+
+        model_dir = export_default_model(os.path.join(work_dir, "default_model"), FIELDS)
+    prep_s = time.perf_counter() - t0
+
+    num_batches = -(-args.rows // args.batch_rows)
+    tiles = _Tiles(sample_path, args.batch_rows, args.rows)
+    batches = [tiles(i) for i in range(num_batches)]
+    raw_conv, raw_model = run_raw(model_dir, batches, args.max_batch_size)
+    del batches
+    e2e, steady, rows = run_pipeline(model_dir, tiles, num_batches, args)
+    print(f"bench.embed: {rows} rows ({args.records} distinct records preprocessed in {prep_s:.1f} s), "
+          f"batches of {args.batch_rows} rows, model calls of <= {args.max_batch_size} rows, "
+          f"model {model_dir}")
+    print(f"  raw batched call (conversion + model): {raw_conv:>10,.0f} rows/s")
+    print(f"  raw batched call (model only):         {raw_model:>10,.0f} rows/s")
+    print(f"  RunInference steady state:             {steady:>10,.0f} rows/s   ratio vs raw "
+          f"{steady / raw_conv:.2f}x (target >= 0.8), vs model only {steady / raw_model:.2f}x")
+    print(f"  RunInference end to end (start-up in): {e2e:>10,.0f} rows/s   ratio vs raw "
+          f"{e2e / raw_conv:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Benchmark: fan-out to every shard vs centroid routing, and peak memory as the corpus grows.
+
+Part 1, for each shard count (default 4, 16, 64) on the same clustered vectors, runs the job twice
+(``--routing all`` and ``--routing centroids``) and prints shard searches per query, wall time and the
+run's audited recall@10 (exact search of a 1000-query sample), with the routed/fan-out ratios.
+
+Part 2 runs the job in a child process at 1x and 4x the candidates with a fixed shard size
+(``--max_shard_vectors``) and prints each child's peak RSS and the ratio. Note: the local runner keeps
+whole PCollections in memory between stages, so the process RSS also grows with the data; what stays
+bounded by the shard size is each build/search step (the memory a Dataflow worker needs).
+
+    python -m bench.routing --candidates 200000 --queries 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from transforms.testing.clustered import make_link_vectors, write_vector_corpus
+
+
+def _write(work: str, n_cands: int, n_queries: int, dims: int, clusters: int) -> tuple[str, str]:
+    cands, queries = make_link_vectors(n_cands, n_queries, dims, clusters=clusters, seed=0)
+    c_dir, q_dir = os.path.join(work, f"c{n_cands}"), os.path.join(work, f"q{n_queries}")
+    write_vector_corpus(c_dir, [f"c{i:08d}" for i in range(n_cands)], cands, files=8)
+    if not os.path.exists(q_dir):
+        write_vector_corpus(q_dir, [f"q{i:08d}" for i in range(n_queries)], queries, files=2)
+    return os.path.join(c_dir, "*.parquet"), os.path.join(q_dir, "*.parquet")
+
+
+def _job_args(cands: str, queries: str, out: str, *extra: str) -> list[str]:
+    return ["--queries", queries, "--candidates", cands, "--output", out, "--top_k", "10",
+            "--runner", "FnApiRunner", *extra]
+
+
+def routing_sweep(cands: str, queries: str, work: str, shard_counts: list[int], probe: int,
+                  n_queries: int) -> list[dict]:
+    from beam_jobs.match_corpora import run_job
+    from transforms.manifest import read_manifest
+
+    rows = []
+    for shards in shard_counts:
+        row = {"shards": shards}
+        for routing in ("all", "centroids"):
+            out = os.path.join(work, f"out-{routing}-{shards}")
+            t0 = time.perf_counter()
+            run_job(_job_args(cands, queries, out, "--num_shards", str(shards), "--routing", routing,
+                              "--probe_shards", str(probe)))
+            wall = time.perf_counter() - t0
+            m = read_manifest(out)
+            row[routing] = {
+                "wall_s": round(wall, 1),
+                "shard_searches_per_query": round(
+                    m["metrics"]["query_shard_pairs_routed"] / n_queries, 2),
+                "search_busy_s": (m.get("stage_busy_seconds") or {}).get("search"),
+                "recall_at_10": m["audit"]["recall_at_k"],
+                "built_shards": len(m["shards"]),
+            }
+            shutil.rmtree(out, ignore_errors=True)
+        rows.append(row)
+        a, c = row["all"], row["centroids"]
+        print(f"{shards:3d} shards | fan-out: {a['shard_searches_per_query']:5.1f} searches/query, "
+              f"{a['wall_s']:6.1f} s, recall {a['recall_at_10']:.4f} | routed (probe {probe}): "
+              f"{c['shard_searches_per_query']:5.2f} searches/query, {c['wall_s']:6.1f} s, recall "
+              f"{c['recall_at_10']:.4f} | searches ratio {c['shard_searches_per_query'] / a['shard_searches_per_query']:.3f}, "
+              f"search busy ratio {(c['search_busy_s'] or 0) / max(a['search_busy_s'] or 1e-9, 1e-9):.3f}",
+              flush=True)
+    return rows
+
+
+def peak_rss(cands: str, queries: str, out: str, max_shard_vectors: int) -> tuple[float, float]:
+    """Runs the job in a child process; returns (peak RSS MiB, wall s)."""
+    code = ("import sys; from beam_jobs.match_corpora import run_job; run_job(sys.argv[1:])")
+    t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run([sys.executable, "-c", code,
+                    *_job_args(cands, queries, out, "--max_shard_vectors", str(max_shard_vectors),
+                               "--routing", "all")],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the max over all waited-for children: grow the corpus in order.
+    return max(before, after) / 1024, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--candidates", type=int, default=200_000)
+    ap.add_argument("--queries", type=int, default=10_000)
+    ap.add_argument("--dims", type=int, default=64)
+    ap.add_argument("--clusters", type=int, default=500)
+    ap.add_argument("--shards", default="4,16,64")
+    ap.add_argument("--probe", type=int, default=4)
+    ap.add_argument("--rss_candidates", type=int, default=50_000, help="1x size for part 2")
+    ap.add_argument("--rss_shard_vectors", type=int, default=25_000)
+    ap.add_argument("--skip_rss", action="store_true")
+    ap.add_argument("--work", default="bench_out/routing")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+
+    cands, queries = _write(args.work, args.candidates, args.queries, args.dims, args.clusters)
+    figures = {"routing": routing_sweep(cands, queries, args.work,
+                                        [int(s) for s in args.shards.split(",")], args.probe,
+                                        args.queries)}
+    if not args.skip_rss:
+        rss = {}
+        for factor in (1, 4):
+            n = args.rss_candidates * factor
+            c, q = _write(args.work, n, args.queries, args.dims, args.clusters)
+            mib, wall = peak_rss(c, q, os.path.join(args.work, f"rss-{factor}"), args.rss_shard_vectors)
+            rss[f"{factor}x"] = {"candidates": n, "peak_rss_mib": round(mib), "wall_s": round(wall, 1)}
+            print(f"{factor}x ({n} candidates, shards of <= {args.rss_shard_vectors}): peak RSS "
+                  f"{mib:.0f} MiB, {wall:.1f} s", flush=True)
+        rss["ratio_4x_over_1x"] = round(rss["4x"]["peak_rss_mib"] / rss["1x"]["peak_rss_mib"], 3)
+        print(f"peak RSS 4x / 1x: {rss['ratio_4x_over_1x']}")
+        figures["rss"] = rss
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(figures, fh, indent=2)
+    np.set_printoptions()
+
+
+if __name__ == "__main__":
+    main()
