@@ -68,11 +68,13 @@ def routing_sweep(cands: str, queries: str, work: str, shard_counts: list[int], 
             shutil.rmtree(out, ignore_errors=True)
         rows.append(row)
         a, c = row["all"], row["centroids"]
+        row["searches_ratio"] = round(c["shard_searches_per_query"] / a["shard_searches_per_query"], 3)
+        row["search_busy_ratio"] = round((c["search_busy_s"] or 0) / max(a["search_busy_s"] or 0, 1e-9), 3)
         print(f"{shards:3d} shards | fan-out: {a['shard_searches_per_query']:5.1f} searches/query, "
               f"{a['wall_s']:6.1f} s, recall {a['recall_at_10']:.4f} | routed (probe {probe}): "
               f"{c['shard_searches_per_query']:5.2f} searches/query, {c['wall_s']:6.1f} s, recall "
-              f"{c['recall_at_10']:.4f} | searches ratio {c['shard_searches_per_query'] / a['shard_searches_per_query']:.3f}, "
-              f"search busy ratio {(c['search_busy_s'] or 0) / max(a['search_busy_s'] or 1e-9, 1e-9):.3f}",
+              f"{c['recall_at_10']:.4f} | searches ratio {row['searches_ratio']}, "
+              f"search busy ratio {row['search_busy_ratio']}",
               flush=True)
     return rows
 
