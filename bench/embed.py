@@ -124,7 +124,9 @@ class _Tiles:
 
         if self._sample is None:
             with open(self._path, "rb") as fh:
-                self._sample = pickle.load(fh).combine_chunks()
+                sample = pickle.load(fh)
+            repeat = -(-self._batch_rows // max(1, sample.num_rows))  # a batch may exceed the sample
+            self._sample = pa.concat_tables([sample] * repeat).combine_chunks()
         n = min(self._batch_rows, self._rows - i * self._batch_rows)
         start = (i * self._batch_rows) % max(1, self._sample.num_rows - n + 1)
         table = self._sample.slice(start, n).to_batches(max_chunksize=n)[0]

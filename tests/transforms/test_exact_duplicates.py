@@ -1,0 +1,25 @@
+"""Exact-duplicate short-circuit helpers against direct computations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transforms.exact_duplicates import content_hashes, expand_link_pairs
+from transforms.schema import PairBatch
+
+
+def test_content_hash_equal_rows_equal_hashes():
+    v = np.array([[1, 2], [1, 2], [2, 1], [1, 2.001]], dtype=np.float32)
+    h = content_hashes(v)
+    assert h[0] == h[1] and len({h[0], h[2], h[3]}) == 3
+
+
+def test_expand_adds_aliases_at_equal_distance_and_recuts_top_k():
+    pairs = PairBatch(np.array(["q1", "q1", "q1", "q2"], dtype=object),
+                      np.array(["a", "b", "c", "b"], dtype=object),
+                      np.array([1, 2, 3, 1]), np.array([0.1, 0.2, 0.3, 0.5]))
+    out = expand_link_pairs(pairs, {"a": np.array(["a2"], dtype=object),
+                                    "b": np.array(["b0", "b9"], dtype=object)}, top_k=3)
+    got = list(zip(out.query_ids, out.candidate_ids, out.ranks, out.distances, strict=True))
+    assert got == [("q1", "a", 1, 0.1), ("q1", "a2", 2, 0.1), ("q1", "b", 3, 0.2),
+                   ("q2", "b", 1, 0.5), ("q2", "b0", 2, 0.5), ("q2", "b9", 3, 0.5)]
