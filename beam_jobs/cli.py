@@ -2,7 +2,8 @@
 
 ``corpus-match [job flags]`` runs the match job (see beam_jobs/options.py);
 ``corpus-match evaluate ...`` scores a run's matches against truth pairs;
-``corpus-match template ...`` prints (or runs) the Dataflow Flex Template commands.
+``corpus-match template ...`` prints (or runs) the Dataflow Flex Template commands;
+``corpus-match report DIR`` (re)writes DIR/report.html, e.g. after a Dataflow run has finished.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import sys
 
 __all__ = ["main"]
 
-_SUBCOMMANDS = ("evaluate", "template")
+_SUBCOMMANDS = ("evaluate", "template", "report")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in _SUBCOMMANDS:
         command, rest = argv[0], argv[1:]
+        if command == "report":
+            return _report_main(rest)
         if command == "evaluate":
             from transforms.evaluate import evaluate_main
 
@@ -28,6 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     from beam_jobs.match_corpora import main as match_main
 
     return match_main(argv)
+
+
+def _report_main(argv: list[str]) -> int:
+    import argparse
+
+    from transforms.manifest import read_manifest
+    from transforms.report import summary_text, write_report
+
+    ap = argparse.ArgumentParser(prog="corpus-match report", description="Write DIR/report.html.")
+    ap.add_argument("output_dir", help="a finished run's --output directory")
+    args = ap.parse_args(argv)
+    path = write_report(args.output_dir)
+    print(summary_text(read_manifest(args.output_dir)) + f"\n  report:      {path}")
+    return 0
 
 
 if __name__ == "__main__":

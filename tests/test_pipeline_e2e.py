@@ -229,6 +229,9 @@ def test_summary_cli(link_data, tmp_path, capsys):
     assert code == 0
     assert "pairs:      3,000 written" in text and "rejected:   6 (read 1, validate 5)" in text
     assert "report:" in text and os.path.exists(tmp_path / "o" / "report.html")
+    os.remove(tmp_path / "o" / "report.html")
+    assert main(["report", str(tmp_path / "o")]) == 0
+    assert os.path.exists(tmp_path / "o" / "report.html")
     assert pd.notna(read_manifest(str(tmp_path / "o"))["wall_seconds"])
 
 
