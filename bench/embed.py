@@ -129,7 +129,9 @@ class _Tiles:
             self._sample = pa.concat_tables([sample] * repeat).combine_chunks()
         n = min(self._batch_rows, self._rows - i * self._batch_rows)
         start = (i * self._batch_rows) % max(1, self._sample.num_rows - n + 1)
-        table = self._sample.slice(start, n).to_batches(max_chunksize=n)[0]
+        # take() copies: a batch owns its buffers, as a preprocessing output does (a zero-copy slice
+        # would drag the whole sample along whenever Beam pickles or sizes the element)
+        table = self._sample.take(np.arange(start, start + n)).combine_chunks().to_batches()[0]
         ids = np.array([f"t{i}-{j}" for j in range(n)], dtype=object)
         return TransformedBatch(ids=ids, origins=ids, table=table)
 

@@ -190,7 +190,9 @@ class TFSavedModelHandler(ModelHandler[Any, PredictionResult, Any]):
             raise ValueError(f"pick the output holding the vectors with output_key; signature {name!r} "
                              f"returns {sorted(outputs)}")
         _LOGGER.info("loaded %s (signature %s, output %s)", self._model_dir, name, key)
-        return _LoadedModel(model, fn, dict(fn.structured_input_signature[1]), key)
+        loaded = _LoadedModel(model, fn, dict(fn.structured_input_signature[1]), key)
+        loaded.warm_up()
+        return loaded
 
     def run_inference(self, batch: Sequence[Any], model: Any,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
@@ -228,6 +230,20 @@ class _LoadedModel:
         self.fn = fn
         self.input_specs = input_specs
         self.output_key = output_key
+
+    def warm_up(self) -> None:
+        """Calls the signature once on one all-zero row, so its one-off graph optimisation happens at
+        load time rather than on the first batch."""
+        import tensorflow as tf
+
+        feed = {}
+        for name, spec in self.input_specs.items():
+            shape = [1 if d is None else d for d in spec.shape.as_list()]
+            feed[name] = tf.zeros(shape, spec.dtype)
+        try:
+            self.fn(**feed)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:  # warm-up is optional
+            _LOGGER.info("warm-up call skipped: %s", e)
 
     def embed(self, table: pa.RecordBatch | pa.Table, max_rows: int) -> np.ndarray:
         import tensorflow as tf

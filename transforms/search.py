@@ -34,6 +34,8 @@ _LOGGER = logging.getLogger(__name__)
 # Query batches of one shard are split over this many groups per million queries, so one shard's
 # search can run on several workers.
 QUERIES_PER_SEARCH_GROUP = 1_000_000
+# Rows per index call: routed sub-batches are small, so several are searched together.
+_SEARCH_CALL_ROWS = 8192
 
 
 class PartialResult(NamedTuple):
@@ -151,31 +153,54 @@ class _SearchShardFn(beam.DoFn):
         k_fetch = self._top_k + (1 if self._exclude_self else 0)
         effort = search_kwargs(overrides, shard)
         start, searched = time.perf_counter(), 0
-        for batch_key, rows, batch_size, batch in batches:
-            positions, distances = loaded.index.search(batch.vectors, k_fetch, **effort)
-            found = positions >= 0
-            cand_ids = np.where(found, loaded.ids[np.where(found, positions, 0)], "")
-            if self._exclude_self:
-                # Drop the query itself; keep the k nearest others (order is preserved).
-                is_self = cand_ids == batch.ids[:, None]
-                distances = np.where(is_self, np.inf, distances)
-                cand_ids = np.where(is_self, "", cand_ids)
-                order = np.argsort(is_self, axis=1, kind="stable")[:, : self._top_k]
-                cand_ids = np.take_along_axis(cand_ids, order, axis=1)
-                distances = np.take_along_axis(distances, order, axis=1)
-                positions = np.take_along_axis(np.where(is_self, -1, positions), order, axis=1)
-            qv = cv = None
-            if self._keep_vectors:
-                qv = batch.vectors
-                cv = loaded.index.vectors[np.maximum(positions, 0)]
-            searched += len(batch)
-            yield batch_key, PartialResult(shard, rows, batch_size, batch.ids, cand_ids.astype(object),
-                                           distances.astype(np.float64), qv, cv)
+        pending: list[tuple[str, np.ndarray, int, VectorBatch]] = []
+        pending_rows = 0
+        for item in batches:
+            pending.append(item)
+            pending_rows += len(item[3])
+            if pending_rows >= _SEARCH_CALL_ROWS:
+                yield from self._search(shard, loaded, pending, k_fetch, effort)
+                searched += pending_rows
+                pending, pending_rows = [], 0
+        if pending:
+            yield from self._search(shard, loaded, pending, k_fetch, effort)
+            searched += pending_rows
         elapsed = time.perf_counter() - start
         self._queries.inc(searched)
         self._ms.update(int(elapsed * 1000))
         _LOGGER.info("searched %d queries in shard %d (group %s) in %.1f s (%.0f queries/s)",
                      searched, shard, group, elapsed, searched / max(elapsed, 1e-9))
+
+    def _search(self, shard: int, loaded: _LoadedShard, items: list, k_fetch: int,
+                effort: dict) -> Iterator[tuple[str, PartialResult]]:
+        """One index call for several (routed) sub-batches, results split back per batch."""
+        vectors = items[0][3].vectors if len(items) == 1 else np.concatenate(
+            [b.vectors for _, _, _, b in items])
+        query_ids = items[0][3].ids if len(items) == 1 else np.concatenate([b.ids for _, _, _, b in items])
+        positions, distances = loaded.index.search(vectors, k_fetch, **effort)
+        found = positions >= 0
+        cand_ids = np.where(found, loaded.ids[np.where(found, positions, 0)], "")
+        if self._exclude_self:
+            # Drop the query itself; keep the k nearest others (order is preserved).
+            is_self = cand_ids == query_ids[:, None]
+            distances = np.where(is_self, np.inf, distances)
+            cand_ids = np.where(is_self, "", cand_ids)
+            order = np.argsort(is_self, axis=1, kind="stable")[:, : self._top_k]
+            cand_ids = np.take_along_axis(cand_ids, order, axis=1)
+            distances = np.take_along_axis(distances, order, axis=1)
+            positions = np.take_along_axis(np.where(is_self, -1, positions), order, axis=1)
+        cand_ids = cand_ids.astype(object)
+        distances = distances.astype(np.float64)
+        offset = 0
+        for batch_key, rows, batch_size, batch in items:
+            sl = slice(offset, offset + len(batch))
+            offset += len(batch)
+            qv = cv = None
+            if self._keep_vectors:
+                qv = batch.vectors
+                cv = loaded.index.vectors[np.maximum(positions[sl], 0)]
+            yield batch_key, PartialResult(shard, rows, batch_size, batch.ids, cand_ids[sl],
+                                           distances[sl], qv, cv)
 
 
 def wasserstein_1d(u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -87,7 +87,7 @@ from transforms.default_embedder import build_default_model, embedding_dim
 from transforms.evaluate import evaluate, load_truth
 from transforms.index import build_index
 from transforms.io import ReadCorpus
-from transforms.preprocess import AnalyzeAndTransformFeatures
+from transforms.preprocess import AnalyzeAndTransformFeatures, output_feature_keys
 from transforms.schema import INPUT_FORMATS, Role
 from transforms.validate import ValidateRecords
 
@@ -170,7 +170,7 @@ class TrainConfig:
     batch_pairs: int = 64
     hard_negatives: int = 3
     mine_k: int = 10
-    learning_rate: float = 0.02
+    learning_rate: float = 0.05
     residual_l2: float = 0.1
     validation_fraction: float = 0.2
     seed: int = 0
@@ -271,6 +271,27 @@ def _collect(batches: list[Any], role: str) -> tuple[TransformedCorpus, int]:
     return TransformedCorpus(ids=ids[first], table=table.take(pa.array(keep))), repeated
 
 
+class _AnalyzeAndTransform(AnalyzeAndTransformFeatures):
+    """AnalyzeAndTransformFeatures whose saved-transform_fn check understands ragged features.
+
+    Workaround: ``AnalyzeAndTransformFeatures._read_transform_fn`` compares the saved schema's feature
+    names with the expected keys, but tf.Transform stores a ragged output ``f`` as the feature
+    ``f$ragged_values`` (its tensor representation keeps the name ``f``), so a transform_fn of text
+    fields was refused. Remove this class once ``transforms.preprocess`` strips the suffix itself.
+    """
+
+    def _read_transform_fn(self, pipeline: beam.Pipeline) -> Any:
+        import tensorflow_transform.beam as tft_beam
+
+        transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(self._dir_in)
+        expected = set(output_feature_keys(self._text_fields, self._numeric_fields))
+        names = {f.name.split("$", 1)[0] for f in transform_fn[1].schema.feature}
+        if names != expected:
+            raise ValueError(f"--transform_fn_dir {self._dir_in!r} was made for other fields: it outputs "
+                             f"{sorted(names)}, these fields need {sorted(expected)}")
+        return transform_fn
+
+
 def preprocess_corpora(corpora: dict[str, str], *, text_fields: tuple[str, ...],
                        numeric_fields: tuple[str, ...] = (), id_field: str = "id",
                        input_format: str = "auto", transform_fn_dir_in: str | None = None,
@@ -317,7 +338,7 @@ def preprocess_corpora(corpora: dict[str, str], *, text_fields: tuple[str, ...],
                     numeric_fields=tuple(numeric_fields))
                 valid[role] = checked.batches
                 dead += [read.dead_letters, checked.dead_letters]
-            result = valid | "Preprocess" >> AnalyzeAndTransformFeatures(
+            result = valid | "Preprocess" >> _AnalyzeAndTransform(
                 text_fields=tuple(text_fields), numeric_fields=tuple(numeric_fields),
                 transform_fn_dir_in=transform_fn_dir_in, transform_fn_dir_out=transform_fn_dir_out,
                 temp_dir=os.path.join(scratch, "tft"))
@@ -596,7 +617,8 @@ def _neighbours(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray
     return found[:, :k], distances[:, :k]
 
 
-def _match_frame(space: _Space, found: np.ndarray, distances: np.ndarray, queries: np.ndarray) -> pd.DataFrame:
+def _match_frame(space: _Space, found: np.ndarray, distances: np.ndarray,
+                 queries: np.ndarray) -> pd.DataFrame:
     ok = found >= 0
     ranks = np.cumsum(ok, axis=1)
     rows = np.broadcast_to(queries[:, None], found.shape)
@@ -870,7 +892,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "embedding_dim": int(x.shape[1]),
         "records": {"total": int(len(ids)), "queries": int(len(queries)),
                     "candidates": int(len(candidates)), **read_stats},
-        "labels": {**labels.counts, "skipped": int(labels.counts["pairs_read"] - labels.counts["usable_pairs"]),
+        "labels": {**labels.counts,
+                   "skipped": int(labels.counts["pairs_read"] - labels.counts["usable_pairs"]),
                    "examples": labels.examples},
         "split": {"entities": int(entity.max() + 1), "validation_entities": int(len(np.unique(entity[val]))),
                   "validation_records": int(val.sum()), "training_records": int((~val).sum()),
@@ -878,7 +901,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "training": info,
         "field_weights": {name: round(float(w), 4) for (name, _), w in zip(blocks, weights, strict=True)},
         "residual_norm": float(np.linalg.norm(layer.residual.numpy())),
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "config": {k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in dataclasses.asdict(config).items()},
         "gpus": gpus,
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
@@ -923,7 +947,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--hard_negatives", type=int, default=3, help="Mined hard negatives per anchor. Default 3.")
     add("--mine_k", type=int, default=10, help="Nearest non-matches kept per anchor when mining, "
         "refreshed each epoch. Default 10.")
-    add("--learning_rate", type=float, default=0.02, help="Adam learning rate. Default 0.02.")
+    add("--learning_rate", type=float, default=0.05, help="Adam learning rate. Default 0.05.")
     add("--residual_l2", type=float, default=0.1, help="L2 penalty on the residual projection. "
         "Default 0.1.")
     add("--validation_fraction", type=float, default=0.2, help="Share of entities held out for "
