@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -80,17 +79,17 @@ def routing_sweep(cands: str, queries: str, work: str, shard_counts: list[int], 
 
 
 def peak_rss(cands: str, queries: str, out: str, max_shard_vectors: int) -> tuple[float, float]:
-    """Runs the job in a child process; returns (peak RSS MiB, wall s)."""
-    code = ("import sys; from beam_jobs.match_corpora import run_job; run_job(sys.argv[1:])")
+    """Runs the job in a child process; returns (that child's peak RSS in MiB, wall s)."""
+    code = "import sys; from beam_jobs.match_corpora import run_job; run_job(sys.argv[1:])"
     t0 = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-c", code,
-                    *_job_args(cands, queries, out, "--max_shard_vectors", str(max_shard_vectors),
-                               "--routing", "all")],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all waited-for children: grow the corpus in order.
-    return max(before, after) / 1024, time.perf_counter() - t0
+    child = subprocess.Popen([sys.executable, "-c", code,
+                              *_job_args(cands, queries, out, "--max_shard_vectors",
+                                         str(max_shard_vectors), "--routing", "all")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not the max of all
+    if status != 0:
+        raise RuntimeError(f"the job failed with status {status}")
+    return usage.ru_maxrss / 1024, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -101,8 +100,8 @@ def main() -> None:
     ap.add_argument("--clusters", type=int, default=500)
     ap.add_argument("--shards", default="4,16,64")
     ap.add_argument("--probe", type=int, default=4)
-    ap.add_argument("--rss_candidates", type=int, default=50_000, help="1x size for part 2")
-    ap.add_argument("--rss_shard_vectors", type=int, default=25_000)
+    ap.add_argument("--rss_candidates", type=int, default=250_000, help="1x size for part 2")
+    ap.add_argument("--rss_shard_vectors", type=int, default=125_000)
     ap.add_argument("--skip_rss", action="store_true")
     ap.add_argument("--work", default="bench_out/routing")
     ap.add_argument("--json", default=None)

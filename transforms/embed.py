@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -83,7 +84,7 @@ def _dense(column: pa.Array, name: str, rank: int, width: int | None, dtype: np.
     width = width if width is not None else longest
     if longest > width:
         raise ValueError(f"model input {name!r} takes at most {width} values per row, got {longest}")
-    pad = b"" if dtype == object else 0
+    pad = b"" if dtype is object else 0
     out = np.full((n, width), pad, dtype=dtype)
     if len(values):
         rows = np.repeat(np.arange(n), lengths)
@@ -288,9 +289,31 @@ class _ToVectorBatchFn(beam.DoFn):
 
 
 def _export_default(export_dir: str, text_fields: tuple[str, ...], numeric_fields: tuple[str, ...]) -> str:
-    from transforms.default_embedder import export_default_model  # deferred: imports TF
+    """Exports the default embedder to ``export_dir`` once; returns the directory to serve.
 
-    return export_default_model(export_dir, text_fields, numeric_fields)
+    Several EmbedRecords (one per corpus) export the same deterministic model to the same directory, so
+    an existing export is reused, and a new one is written aside and renamed into place (atomic on
+    local filesystems) so no reader sees half a model. Where the rename fails and nobody else has
+    published, the aside copy is served.
+    """
+    import tensorflow as tf  # deferred: keeps the launcher free of TF
+
+    from transforms.default_embedder import export_default_model
+
+    marker = posixpath.join(export_dir, "saved_model.pb")
+    if tf.io.gfile.exists(marker):
+        return export_dir
+    aside = f"{export_dir}.tmp-{uuid.uuid4().hex}"
+    export_default_model(aside, text_fields, numeric_fields)
+    try:
+        tf.io.gfile.rename(aside, export_dir)
+    except tf.errors.OpError as e:  # published meanwhile, or a filesystem without directory renames
+        if tf.io.gfile.exists(marker):
+            tf.io.gfile.rmtree(aside)
+            return export_dir
+        _LOGGER.warning("serving the default embedder from %s (rename failed: %s)", aside, e)
+        return aside
+    return export_dir
 
 
 class EmbedRecords(beam.PTransform):

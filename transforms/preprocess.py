@@ -5,16 +5,22 @@ What it does, per record (all in TF ops, so the exported ``transform_fn`` reprod
 * **Text fields** are normalised: Unicode compatibility decomposition with accents dropped (NFKD, then
   combining marks removed: ``Łódź`` -> ``lodz``, ``ﬁ`` -> ``fi``, full-width digits -> ASCII), lower
   case, apostrophes deleted (``O'Brien`` -> ``obrien``), every other run of punctuation, symbols or
-  whitespace turned into one space, 8-digit dates split (``19850307`` / ``07031985`` -> three numbers),
-  leading zeros dropped from numbers (``07/03/1985`` and ``1985-3-7`` give the same numbers), and common
-  street-type and company-suffix words abbreviated (``street`` -> ``st``, ``limited`` -> ``ltd``).
-  The normalised text is cut into word tokens and into character 2- and 3-grams of each word padded
+  whitespace turned into one space, month names next to a day and a year turned into numbers
+  (``12 Mar 1987`` -> ``12 3 1987``), 8-digit dates split (``19850307`` / ``07031985`` -> three
+  numbers), leading zeros dropped from numbers (``07/03/1985`` and ``1985-3-7`` give the same numbers),
+  and common street-type and company-suffix words abbreviated (``street`` -> ``st``, ``limited`` ->
+  ``ltd``).
+* The normalised text is cut into word tokens and into character 2- and 3-grams of each word padded
   with a boundary marker (``#smith#``), so a gram bag ignores word order (``3 7 1985`` = ``1985 3 7``).
-  Tokens and grams are hashed (FarmHash) into ``HASH_BUCKETS`` ids and weighted by their inverse
-  document frequency over the analysed corpora, ``log((N + 1) / (df + 1))`` (document frequencies
-  from ``tft.experimental.document_frequency``: one fixed-size sum over hashed ids, so analysis scales
-  to hundreds of millions of records without a vocabulary file; a term in every record weighs ~0). IDF is per field: the same gram hashes to the same id in every field
-  (so a model can pool fields) but its document frequency is counted per field.
+  A value that is a whole date also gets two date tokens (``1985_3_7``, ``1985_7_3``), equal for every
+  writing of the date, so a model can weigh the full date rather than its common day/month numbers.
+* Tokens and grams are hashed (FarmHash) into ``HASH_BUCKETS`` ids and weighted by their inverse
+  document frequency over the analysed corpora, ``log((N + 1) / (df + 1))`` (a term in every record
+  weighs ~0). Document frequencies are one fixed-size ``tft.sum`` over hashed ids (the approach of
+  ``tft.experimental.document_frequency``), so analysis scales to hundreds of millions of records
+  without a vocabulary file, and the IDF is one table lookup, so equal terms get bit-equal weights. IDF is per field: the same gram hashes to the same id in every field (so a model can pool
+  fields) but its document frequency is counted per field. All text fields go through one chain of
+  ops (stacked as one column), which keeps the traced graph small.
   An empty or null value gives no tokens and ``<field>__missing = 1``.
 * **Numeric fields** are z-scored with ``tft.scale_to_z_score`` over the present values; a null (or
   NaN) value becomes 0 with ``<field>__missing = 1``.
@@ -32,8 +38,11 @@ Output features (see :func:`output_feature_keys`), per text field ``f``: ``f__gr
 ``g``: ``g__z`` and ``g__missing`` (float32). Records keep their ids and origins through tf.Transform as
 passthrough columns of the Arrow RecordBatches and come out as :class:`TransformedBatch` elements.
 
-What it does not do: embed (``transforms.embed``), phonetic coding, nickname or month-name
-dictionaries, or transliteration of non-Latin scripts beyond NFKD.
+Bad records: a row whose numeric value is infinite (or too large to z-score) becomes a dead letter with
+stage 'preprocess'; nothing in the TF graph can fail on a valid row (invalid UTF-8 is replaced).
+
+What it does not do: embed (``transforms.embed``), phonetic coding, nicknames, or transliteration of
+non-Latin scripts beyond NFKD.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.tfxio import tensor_adapter
 
 from transforms.dead_letters import DEAD_LETTER_TAG, DeadLetter, make_dead_letter
@@ -70,6 +80,7 @@ __all__ = [
     "make_preprocessing_fn",
     "feature_batch_to_arrow",
     "TransformedBatch",
+    "TransformedBatchCoder",
     "PreprocessResult",
     "AnalyzeAndTransformFeatures",
 ]
@@ -309,12 +320,16 @@ def _idf(ids: tf.RaggedTensor, field_of_row: tf.Tensor, salts: tuple[tf.Tensor, 
     field_of_value = tf.gather(field_of_row, ids.value_rowids())
     salted = tf.math.floormod(ids.flat_values * tf.gather(salts[0], field_of_value)
                               + tf.gather(salts[1], field_of_value), HASH_BUCKETS)
-    # One fixed-size (HASH_BUCKETS) document-frequency sum for all fields: salting moves each field's
-    # ids to its own place in the id space. to_sparse() keeps the ragged values' row-major order.
-    df = tft.experimental.document_frequency(ids.with_flat_values(salted).to_sparse(), HASH_BUCKETS,
-                                             name=name)
-    idf = tf.math.log((num_records + 1.0) / (tf.cast(df.values, tf.float32) + 1.0))
-    return ids.with_flat_values(tf.reshape(idf, [-1]))  # reshape: the gather loses the static rank
+    # Document frequencies of all fields in one fixed-size (HASH_BUCKETS) sum: salting moves each
+    # field's ids to its own place in the id space. A term counts once per (record, field).
+    pairs, _ = tf.unique(ids.value_rowids() * HASH_BUCKETS + salted)
+    counts = tf.math.bincount(tf.math.floormod(pairs, HASH_BUCKETS), minlength=HASH_BUCKETS,
+                              maxlength=HASH_BUCKETS, dtype=tf.int64)
+    df = tft.sum(counts[None, :], reduce_instance_dims=False, name=name)  # [HASH_BUCKETS]
+    # One IDF table looked up per id (not log() per occurrence): equal ids get bit-equal weights
+    # in every batch and corpus, and the table is a constant of the transform graph.
+    table = tf.math.log((num_records + 1.0) / (tf.cast(df, tf.float32) + 1.0))
+    return ids.with_flat_values(tf.gather(table, salted))
 
 
 def make_preprocessing_fn(text_fields: tuple[str, ...],
@@ -486,6 +501,44 @@ class TransformedBatch(NamedTuple):
         return len(self.ids)
 
 
+class TransformedBatchCoder(beam.coders.Coder):
+    """Encodes a TransformedBatch as one Arrow IPC stream (features + id and origin columns).
+
+    Compact and fast for the largest elements between preprocessing and embedding, and its size
+    estimate (Beam samples element sizes) reads the Arrow buffer sizes instead of encoding.
+    """
+
+    def encode(self, value: TransformedBatch) -> bytes:
+        table = value.table
+        columns = list(table.columns) + [pa.array(value.ids.tolist(), pa.string()),
+                                         pa.array(value.origins.tolist(), pa.string())]
+        batch = pa.RecordBatch.from_arrays(columns, names=table.schema.names + [_ID_COLUMN, _ORIGIN_COLUMN])
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        return sink.getvalue().to_pybytes()
+
+    def decode(self, encoded: bytes) -> TransformedBatch:
+        batch = pa.ipc.open_stream(encoded).read_next_batch()
+        n = batch.num_columns - 2
+        table = pa.RecordBatch.from_arrays(batch.columns[:n], names=batch.schema.names[:n])
+        return TransformedBatch(ids=batch.column(n).to_numpy(zero_copy_only=False).astype(object),
+                                origins=batch.column(n + 1).to_numpy(zero_copy_only=False).astype(object),
+                                table=table)
+
+    def estimate_size(self, value: TransformedBatch) -> int:
+        return int(value.table.nbytes) + 48 * 2 * len(value.ids)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self) -> type:
+        return TransformedBatch
+
+
+beam.coders.registry.register_coder(TransformedBatch, TransformedBatchCoder)
+
+
 class PreprocessResult(NamedTuple):
     """Transformed batches per role (None for a role not given) and the 'preprocess' dead letters."""
 
@@ -562,7 +615,7 @@ class AnalyzeAndTransformFeatures(beam.PTransform):
     def _read_transform_fn(self, pipeline: beam.Pipeline) -> Any:
         transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(self._dir_in)
         expected = set(output_feature_keys(self._text_fields, self._numeric_fields))
-        names = {f.name for f in transform_fn[1].schema.feature}
+        names = set(schema_utils.schema_as_feature_spec(transform_fn[1].schema).feature_spec)
         if names != expected:
             raise ValueError(f"--transform_fn_dir {self._dir_in!r} was made for other fields: it outputs "
                              f"{sorted(names)}, these fields need {sorted(expected)}")
@@ -594,7 +647,8 @@ class AnalyzeAndTransformFeatures(beam.PTransform):
                 name = role.capitalize()
                 data, _ = ((batches, config), transform_fn) | f"Transform{name}" >> (
                     tft_beam.TransformDataset(output_record_batches=True))
-                transformed[role] = data | f"ToTransformedBatches{name}" >> beam.Map(_to_transformed_batch)
+                transformed[role] = data | f"ToTransformedBatches{name}" >> beam.Map(
+                    _to_transformed_batch).with_output_types(TransformedBatch)
         dead_letters = tuple(dead) | "FlattenDeadLetters" >> beam.Flatten(pipeline=pipeline)
         return PreprocessResult(queries=transformed.get(Role.QUERIES),
                                 candidates=transformed.get(Role.CANDIDATES),
