@@ -111,7 +111,7 @@ def main() -> None:
 
     cands, queries = _write(args.work, args.candidates, args.queries, args.dims, args.clusters)
     figures = {"routing": routing_sweep(cands, queries, args.work,
-                                        [int(s) for s in args.shards.split(",")], args.probe,
+                                        [int(s) for s in args.shards.split(",") if s], args.probe,
                                         args.queries)}
     if not args.skip_rss:
         rss = {}
