@@ -145,7 +145,7 @@ def label_pairs(matches: pd.DataFrame, labels: CalibrationLabels, *, mode: str,
     keep = ~empty & ~self_pair & finite
     q, c, d = q[keep], c[keep], d[keep]
     if mode == "dedup":
-        q, c = np.minimum(q, c), np.maximum(q, c)
+        q, c = np.where(q <= c, q, c), np.where(q <= c, c, q)
     pairs = (pd.DataFrame({"a": q, "b": c, "distance": d})
              .groupby(["a", "b"], sort=True, as_index=False)["distance"].min())
     ids = labels.labelled_ids

@@ -44,6 +44,7 @@ import json
 import logging
 import posixpath
 import struct
+import time
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -543,11 +544,13 @@ class _ReadUnitFn(beam.DoFn):
     """One read unit -> RawBatches, plus dead letters and the unit's row count on tagged outputs."""
 
     def __init__(self, role: str, batch_size: int):
+        self._role = role
         self._batch_size = batch_size
         self._rows_read = Metrics.counter(metrics.NAMESPACE, metrics.records_read_counter(role))
 
     def process(self, unit):
         path, fmt, row_group, first_row = unit
+        start = time.perf_counter()
         if fmt == "parquet":
             items = _read_parquet(path, row_group, first_row, self._batch_size)
         else:
@@ -561,6 +564,10 @@ class _ReadUnitFn(beam.DoFn):
                 count += len(item)
                 yield item
         self._rows_read.inc(count)
+        elapsed = time.perf_counter() - start
+        _LOGGER.info("read %d %s rows from %s%s in %.1f s (%.0f rows/s)", count, self._role, path,
+                     f" (row group {row_group})" if fmt == "parquet" else "", elapsed,
+                     count / max(elapsed, 1e-9))
         yield beam.pvalue.TaggedOutput(_ROW_COUNT_TAG, count)
 
 

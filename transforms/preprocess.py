@@ -329,7 +329,7 @@ def _idf(ids: tf.RaggedTensor, field_of_row: tf.Tensor, salts: tuple[tf.Tensor, 
     # One IDF table looked up per id (not log() per occurrence): equal ids get bit-equal weights
     # in every batch and corpus, and the table is a constant of the transform graph.
     table = tf.math.log((num_records + 1.0) / (tf.cast(df, tf.float32) + 1.0))
-    return ids.with_flat_values(tf.gather(table, salted))
+    return ids.with_flat_values(tf.reshape(tf.gather(table, salted), [-1]))  # gather loses the rank
 
 
 def make_preprocessing_fn(text_fields: tuple[str, ...],

@@ -296,11 +296,21 @@ class _MergeFn(beam.DoFn):
         self._canonical = canonical
         self._merged = Metrics.counter(metrics.NAMESPACE, "queries_merged")
 
+    def start_bundle(self) -> None:
+        self._bundle_queries, self._bundle_start = 0, time.perf_counter()
+
     def process(self, element: tuple[str, Iterable[PartialResult]]) -> Iterator[PairBatch]:
         batch_key, partials = element
         nb = merge_partials(list(partials), self._top_k, self._rescore)
         self._merged.inc(len(nb.query_ids))
+        self._bundle_queries += len(nb.query_ids)
         yield neighbors_to_pairs(nb, max_distance=self._max_distance, canonical=self._canonical)
+
+    def finish_bundle(self) -> None:
+        elapsed = time.perf_counter() - self._bundle_start
+        if self._bundle_queries:
+            _LOGGER.info("merged top-%d of %d queries in %.1f s", self._top_k, self._bundle_queries,
+                         elapsed)
 
 
 class SearchShards(beam.PTransform):

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from apache_beam.testing.test_pipeline import TestPipeline  # noqa: E402
+from apache_beam.testing import test_pipeline  # noqa: E402
 
 from transforms.preprocess import (  # noqa: E402
     AnalyzeAndTransformFeatures,
@@ -77,7 +77,7 @@ def _run(tmp_path, corpora: dict, **kwargs) -> dict[str, str]:
     out = {role: str(tmp_path / f"out_{role}") for role in (*corpora, "dead")}
     for d in out.values():
         os.makedirs(d, exist_ok=True)
-    with TestPipeline() as p:
+    with test_pipeline.TestPipeline() as p:
         pcolls = {role: p | f"Create{role}" >> beam.Create([batch]) for role, batch in corpora.items()}
         result = pcolls | AnalyzeAndTransformFeatures(
             text_fields=TEXT, numeric_fields=NUMERIC, temp_dir=str(tmp_path / "tft"), **kwargs)

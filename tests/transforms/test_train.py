@@ -146,10 +146,11 @@ def test_report_has_every_epoch_from_the_default_embedder_on(trained):
     assert [e["epoch"] for e in epochs] == list(range(EPOCHS + 1))
     for row in epochs:
         assert row["loss"] is not None and np.isfinite(row["loss"])
-        for key in ("recall_at_1", "recall_at_10", "top1_f1", "pairwise_f1"):
+        for key in ("recall_at_1", "recall_at_10", "top1_f1", "pairwise_f1", "average_precision"):
             assert 0.0 <= row["validation"][key] <= 1.0
     best = report["training"]["best_epoch"]
-    assert epochs[best]["validation"]["pairwise_f1"] == max(e["validation"]["pairwise_f1"] for e in epochs)
+    selected = [e["validation"]["average_precision"] for e in epochs]
+    assert selected[best] == max(selected)
     assert report["split"]["validation_records"] > 0 and report["split"]["training_records"] > 0
     with open(os.path.join(model_dir, REPORT_PNG), "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -162,6 +163,31 @@ def test_bad_labels_are_counted_and_skipped(trained):
         assert labels[reason] == count, reason
     assert labels["usable_pairs"] == len(trained["good_pairs"])
     assert labels["pairs_read"] == len(trained["good_pairs"]) + sum(BAD_LABELS.values())
+
+
+def test_link_mode_reusing_a_transform_fn(trained, tmp_path):
+    """Link training on the committed people corpora, with the dedup run's transform_fn reused."""
+    data = os.path.join(os.path.dirname(__file__), os.pardir, "testdata", "people", "link")
+    model_dir = tmp_path / "link_model"
+    code = train_main(["--queries", os.path.join(data, "a.csv"), "--candidates", os.path.join(data, "b.csv"),
+                       "--truth", os.path.join(data, "true_pairs.csv"), "--id_field", "rec_id",
+                       "--text_fields", ",".join(MATCH_FIELDS), "--model_dir", str(model_dir),
+                       "--transform_fn_dir", os.path.join(trained["model_dir"], TRANSFORM_FN_DIRNAME),
+                       "--epochs", "2", "--validation_fraction", "0.3"])
+    assert code == 0
+    report = json.loads((model_dir / REPORT_JSON).read_text())
+    assert report["mode"] == "link" and report["labels"]["usable_pairs"] == 400
+    assert report["records"]["queries"] == 500 and report["records"]["candidates"] == 500
+    first, last = report["training"]["epochs"][0], report["training"]["epochs"][-1]
+    print(f"\nlink validation recall@1 {first['validation']['recall_at_1']:.4f} -> "
+          f"{last['validation']['recall_at_1']:.4f}, pairwise F1 {first['validation']['pairwise_f1']:.4f} -> "
+          f"{last['validation']['pairwise_f1']:.4f}")
+    assert first["validation"]["recall_at_1"] > 0.9
+    assert os.path.isdir(model_dir / TRANSFORM_FN_DIRNAME / "transform_fn")
+    handler = TFSavedModelHandler(str(model_dir))
+    held = trained["held"]
+    (result,) = handler.run_inference([_batch(held, 0, 20)], handler.load_model())
+    np.testing.assert_allclose(np.linalg.norm(result.inference, axis=1), 1.0, atol=1e-5)
 
 
 def test_read_labels_in_link_mode_keeps_equal_ids_of_two_corpora(tmp_path):
