@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export CUDA_VISIBLE_DEVICES ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench bench-routing lint clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.ann_join --candidates 200000 --queries 20000
+
+bench-routing: $(STAMP)
+	$(PY) -m bench.routing --candidates 100000 --queries 5000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

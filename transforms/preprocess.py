@@ -200,13 +200,17 @@ def _tables() -> tuple[tf.lookup.StaticHashTable, tf.lookup.StaticHashTable]:
     """The (accent folding, abbreviation) lookup tables.
 
     Inside tf.Transform's tracing, ``tft.make_and_track_object`` builds them in the init scope and
-    saves them with the transform_fn, so they are not re-imported on every batch; eagerly (tests,
-    :func:`normalize_text` on its own) they are simply built.
+    saves them with the transform_fn, so they are not re-imported on every batch; elsewhere (eager
+    code, a plain tf.function) they are built in the init scope too.
     """
     if tf.inside_function():
-        return (tft.make_and_track_object(_fold_table, name="corpus_matcher_fold_table"),
-                tft.make_and_track_object(_abbreviation_table, name="corpus_matcher_abbreviations"))
-    return _fold_table(), _abbreviation_table()
+        try:
+            return (tft.make_and_track_object(_fold_table, name="corpus_matcher_fold_table"),
+                    tft.make_and_track_object(_abbreviation_table, name="corpus_matcher_abbreviations"))
+        except RuntimeError:  # a tf.function outside tf.Transform: nothing to track them with
+            _LOGGER.debug("lookup tables built outside tf.Transform")
+    with tf.init_scope():
+        return _fold_table(), _abbreviation_table()
 
 
 def _fold_accents(texts: tf.Tensor, fold: tf.lookup.StaticHashTable) -> tf.Tensor:
@@ -332,6 +336,23 @@ def _idf(ids: tf.RaggedTensor, field_of_row: tf.Tensor, salts: tuple[tf.Tensor, 
     return ids.with_flat_values(tf.reshape(tf.gather(table, salted), [-1]))  # gather loses the rank
 
 
+def _per_field(row_splits: tf.Tensor, values: list[tf.Tensor], num_fields: int,
+               n: tf.Tensor) -> list[list[tf.RaggedTensor]]:
+    """Cuts ragged [fields * n, None] tensors (shared row_splits) into one [n, None] per field.
+
+    Plain row_splits arithmetic: a handful of ops per field, where ragged row slicing adds dozens
+    (the traced graph's size is what tf.Transform pays for on every trace).
+    """
+    out = []
+    for index in range(num_fields):
+        splits = row_splits[index * n:(index + 1) * n + 1]
+        start, stop = splits[0], splits[-1]
+        splits = splits - start
+        out.append([tf.RaggedTensor.from_row_splits(v[start:stop], splits, validate=False)
+                    for v in values])
+    return out
+
+
 def make_preprocessing_fn(text_fields: tuple[str, ...],
                           numeric_fields: tuple[str, ...]) -> Callable[[dict], dict]:
     """Builds the tf.Transform preprocessing_fn for these fields.
@@ -365,13 +386,16 @@ def make_preprocessing_fn(text_fields: tuple[str, ...],
                           "gram_df")
             word_w = _idf(word_ids, field_of_row, _salt_table(text_fields, "words"), num_records,
                           "word_df")
+            grams = _per_field(gram_ids.row_splits, [gram_ids.flat_values, gram_w.flat_values],
+                               len(text_fields), n)
+            words = _per_field(word_ids.row_splits, [word_ids.flat_values, word_w.flat_values],
+                               len(text_fields), n)
             for index, field in enumerate(text_fields):
-                rows = slice(index * n, (index + 1) * n)
-                outputs[feature_key(field, "missing")] = missing[rows]
-                outputs[feature_key(field, "grams")] = gram_ids[rows]
-                outputs[feature_key(field, "gram_weights")] = gram_w[rows]
-                outputs[feature_key(field, "words")] = word_ids[rows]
-                outputs[feature_key(field, "word_weights")] = word_w[rows]
+                outputs[feature_key(field, "missing")] = missing[index * n:(index + 1) * n]
+                outputs[feature_key(field, "grams")], outputs[feature_key(field, "gram_weights")] = (
+                    grams[index])
+                outputs[feature_key(field, "words")], outputs[feature_key(field, "word_weights")] = (
+                    words[index])
         for field in numeric_fields:
             values = inputs[field]
             ones = tf.SparseTensor(values.indices, tf.ones_like(values.values), values.dense_shape)

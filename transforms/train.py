@@ -383,7 +383,8 @@ class Labels(NamedTuple):
     Attributes:
         pairs: int64 [m, 2] (query or smaller position first), unique.
         counts: ``pairs_read``, ``usable_pairs``, ``unknown_ids`` (pairs skipped for an id not in the
-            data), ``duplicate_pairs``, ``self_pairs`` (dedup only), ``empty_ids``.
+            data), ``duplicate_pairs``, ``self_pairs`` (dedup only), ``empty_ids``,
+            ``same_corpus_pairs`` (link mode, cluster file: two queries or two candidates).
         examples: a few skipped labels per reason, for the log and the report.
     """
 
@@ -392,13 +393,14 @@ class Labels(NamedTuple):
     examples: dict[str, list[list[str]]]
 
 
-def _raw_pairs(path: str, mode: str) -> list[tuple[str, str]]:
-    """Label rows as written (duplicates and self pairs kept, so they can be counted)."""
+def _raw_pairs(path: str, mode: str) -> tuple[list[tuple[str, str]], bool]:
+    """Label rows as written (duplicates and self pairs kept, so they can be counted), and whether the
+    file is in the cluster layout (whose pairs have no query/candidate order)."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     if {"query_id", "candidate_id"} <= set(frame.columns):
-        return list(zip(frame["query_id"].tolist(), frame["candidate_id"].tolist(), strict=True))
+        return list(zip(frame["query_id"].tolist(), frame["candidate_id"].tolist(), strict=True)), False
     # Cluster layout: every two records of a cluster; load_truth checks the columns.
-    return sorted(load_truth(path, mode=mode))
+    return sorted(load_truth(path, mode=mode)), True
 
 
 def read_labels(path: str, *, mode: str, query_ids: np.ndarray,
@@ -414,7 +416,7 @@ def read_labels(path: str, *, mode: str, query_ids: np.ndarray,
     Returns:
         The usable pairs and the counts of skipped ones (each reason logged once with examples).
     """
-    rows = _raw_pairs(path, mode)
+    rows, clusters = _raw_pairs(path, mode)
     q_pos = {str(r): i for i, r in enumerate(query_ids.tolist())}
     if mode == "link":
         if candidate_ids is None:
@@ -424,7 +426,7 @@ def read_labels(path: str, *, mode: str, query_ids: np.ndarray,
     else:
         c_pos = q_pos
     counts = {"pairs_read": len(rows), "usable_pairs": 0, "unknown_ids": 0, "duplicate_pairs": 0,
-              "self_pairs": 0, "empty_ids": 0}
+              "self_pairs": 0, "empty_ids": 0, "same_corpus_pairs": 0}
     examples: dict[str, list[list[str]]] = {}
     seen: set[tuple[int, int]] = set()
     pairs = []
@@ -434,6 +436,15 @@ def read_labels(path: str, *, mode: str, query_ids: np.ndarray,
             reason = "empty_ids"
         elif mode == "dedup" and a == b:
             reason = "self_pairs"
+        elif clusters and mode == "link" and not (a in q_pos and b in c_pos):
+            # A cluster pair has no order: orient it query -> candidate; two records of one corpus
+            # are no link.
+            if b in q_pos and a in c_pos:
+                a, b = b, a
+            elif (a in q_pos and b in q_pos) or (a in c_pos and b in c_pos):
+                reason = "same_corpus_pairs"
+            else:
+                reason = "unknown_ids"
         elif a not in q_pos or b not in c_pos:
             reason = "unknown_ids"
         if reason is None:
@@ -846,7 +857,7 @@ def _plot(report: dict[str, Any]) -> bytes | None:
     xs = [e["epoch"] for e in epochs]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(xs, [np.nan if e["loss"] is None else e["loss"] for e in epochs], marker="o")
-    left.set_title("training loss (multi-similarity; epoch 0 = default embedder)")
+    left.set_title("multi-similarity loss (epoch 0: default embedder)")
     left.set_xlabel("epoch")
     for key, label in (("recall_at_1", "recall@1"), ("recall_at_10", "recall@10"),
                        ("top1_f1", "top-1 F1"), ("pairwise_f1", "pairwise F1 (best threshold)"),
@@ -857,7 +868,7 @@ def _plot(report: dict[str, Any]) -> bytes | None:
     right.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"exported (epoch {best})")
     right.set_title("validation (held-out entities)")
     right.set_xlabel("epoch")
-    right.legend(loc="lower right", fontsize=8)
+    right.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)

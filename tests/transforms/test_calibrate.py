@@ -4,7 +4,7 @@ The person-corpus test embeds a generated dedup corpus with the default embedder
 neighbours as a run's match output, calibrates ``--max_distance`` for precision 0.98 on the labels of
 half of the entities (a cluster file, singletons included, ``--unlabelled ignore``) and checks the
 precision that threshold gives on the other, held-out half: at least the target minus ``TOLERANCE``.
-The tolerance is about two standard errors of a precision near 0.98 estimated from ~600 pairs; both
+The tolerance is about two standard errors of a precision near 0.98 estimated from ~350 pairs; both
 halves are independent samples of entities, so the held-out precision may fall on either side of the
 target by sampling noise alone.
 """

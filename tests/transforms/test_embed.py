@@ -173,9 +173,9 @@ def _stack(batches) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_default_embedder_finds_the_true_partner(tmp_path):
-    """Link 1000 generated people (typos, nicknames, swaps, moves, missing values, reformatted
+    """Link 600 generated people (typos, nicknames, swaps, moves, missing values, reformatted
     dates) to their corrupted duplicates: the true partner must be the nearest for >= 95 %."""
-    a, b, links = people.make_link_corpora(1000, seed=0)
+    a, b, links = people.make_link_corpora(600, seed=0)
     junk = {"rec_id": "junk", **{f: "---" for f in people.MATCH_FIELDS}}  # nothing left to embed
     dirs = {name: str(tmp_path / name) for name in ("q", "c", "dead")}
     for d in dirs.values():

@@ -201,6 +201,16 @@ def test_read_labels_in_link_mode_keeps_equal_ids_of_two_corpora(tmp_path):
     assert labels.counts["duplicate_pairs"] == 1 and labels.counts["unknown_ids"] == 1
 
 
+def test_read_labels_orients_link_clusters_and_skips_same_corpus_pairs(tmp_path):
+    path = tmp_path / "clusters.csv"
+    path.write_text("id,cluster_id\nb1,e1\na1,e1\na2,e1\na3,e2\nzz,e2\n")
+    labels = read_labels(str(path), mode="link", query_ids=np.array(["a1", "a2", "a3"], dtype=object),
+                         candidate_ids=np.array(["b1"], dtype=object))
+    assert labels.pairs.tolist() == [[0, 3], [1, 3]]  # a1-b1, a2-b1 (written b1 first)
+    assert labels.counts["same_corpus_pairs"] == 1  # a1-a2
+    assert labels.counts["unknown_ids"] == 1  # a3-zz
+
+
 def test_split_by_entity_is_seeded_and_never_splits_an_entity():
     rng = np.random.default_rng(0)
     entity = rng.integers(0, 300, size=2000)
