@@ -17,6 +17,7 @@ STACK = [
     "pandas>=2,<3",
     "pyarrow>=14",
     "scipy>=1.11",
+    "matplotlib>=3.8",
 ]
 
 setup(

@@ -3,7 +3,9 @@
 ``corpus-match [job flags]`` runs the match job (see beam_jobs/options.py);
 ``corpus-match evaluate ...`` scores a run's matches against truth pairs;
 ``corpus-match template ...`` prints (or runs) the Dataflow Flex Template commands;
-``corpus-match report DIR`` (re)writes DIR/report.html, e.g. after a Dataflow run has finished.
+``corpus-match report DIR`` (re)writes DIR/report.html, e.g. after a Dataflow run has finished;
+``corpus-match train ...`` learns a model from labelled pairs (transforms/train.py);
+``corpus-match calibrate ...`` picks --max_distance for a target precision (transforms/calibrate.py).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 
 __all__ = ["main"]
 
-_SUBCOMMANDS = ("evaluate", "template", "report")
+_SUBCOMMANDS = ("evaluate", "template", "report", "train", "calibrate")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +23,14 @@ def main(argv: list[str] | None = None) -> int:
         command, rest = argv[0], argv[1:]
         if command == "report":
             return _report_main(rest)
+        if command == "train":
+            from transforms.train import train_main
+
+            return train_main(rest)
+        if command == "calibrate":
+            from transforms.calibrate import calibrate_main
+
+            return calibrate_main(rest)
         if command == "evaluate":
             from transforms.evaluate import evaluate_main
 

@@ -110,6 +110,7 @@ class MatchConfig:
     top_k: int = 10
     distance: str = "cosine"
     max_distance: float | None = None
+    calibration: str | None = None
     index: str = "scann"
     num_shards: int | None = None
     max_shard_vectors: int = 1_000_000
@@ -144,6 +145,25 @@ class MatchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _max_distance(flags: dict) -> float | None:
+    """--max_distance, or the threshold of a --calibration file (not both)."""
+    explicit = _float(flags, "max_distance", None)
+    path = _str(flags, "calibration")
+    if path is None:
+        return explicit
+    if explicit is not None:
+        raise ConfigError("give --max_distance or --calibration, not both")
+    import json
+
+    from transforms.artifacts import read_text
+
+    try:
+        value = json.loads(read_text(path))["max_distance"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--calibration {path}: not a calibration file with max_distance ({e})") from None
+    return _float({"calibration": value}, "calibration", None)
 
 
 def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
@@ -209,7 +229,8 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         embed_max_batch_size=_int(flags, "embed_max_batch_size", 4096, 1),
         top_k=_int(flags, "top_k", 10, 1),
         distance=_choice(flags, "distance", DISTANCES, "cosine"),
-        max_distance=_float(flags, "max_distance", None),
+        max_distance=_max_distance(flags),
+        calibration=_str(flags, "calibration"),
         index=_choice(flags, "index", ("scann", "exact"), "scann"),
         num_shards=_int(flags, "num_shards", None, 1),
         max_shard_vectors=_int(flags, "max_shard_vectors", 1_000_000, 1),

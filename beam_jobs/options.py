@@ -38,6 +38,8 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("top_k", "Neighbours kept per query. Default 10.", None),
     ("distance", "Distance: cosine (1 - cos), dot (-dot) or squared_l2. Default cosine.", DISTANCES),
     ("max_distance", "Drop pairs farther than this distance. Default: no limit.", None),
+    ("calibration", "A calibration.json from `corpus-match calibrate`: its max_distance is used as "
+     "--max_distance (give one or the other).", None),
     ("index", "Index per shard: scann (approximate) or exact (brute force). Default scann.",
      ("scann", "exact")),
     ("num_shards", "Candidate shards (one index each). Default: ceil(candidates / max_shard_vectors).",

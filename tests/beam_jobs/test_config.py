@@ -60,3 +60,14 @@ def test_scann_params_follow_measured_operating_points():
     explicit = scann_params_for(config_from_flags(_flags(scann_num_leaves="100",
                                                          scann_leaves_to_search="7")), 10_000)
     assert (explicit["num_leaves"], explicit["num_leaves_to_search"]) == (100, 7)
+
+
+def test_calibration_file_sets_max_distance(tmp_path):
+    path = tmp_path / "calibration.json"
+    path.write_text('{"max_distance": 0.31, "target_precision": 0.99}')
+    assert config_from_flags(_flags(calibration=str(path))).max_distance == 0.31
+    with pytest.raises(ConfigError, match="--max_distance or --calibration"):
+        config_from_flags(_flags(calibration=str(path), max_distance="0.2"))
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ConfigError, match="--calibration"):
+        config_from_flags(_flags(calibration=str(tmp_path / "bad.json")))
