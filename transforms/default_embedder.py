@@ -139,7 +139,7 @@ class DefaultEmbedder(tf.Module):
         self.serve = tf.function(self._embed, input_signature=[specs])
 
     def _text_blocks(self, features: dict[str, tf.Tensor]) -> list[tf.Tensor]:
-        """Field blocks and the pooled block, from one gather over every term of every text field."""
+        """Field blocks and the pooled block, from one segment sum over every term of every text field."""
         n = tf.shape(features[feature_key(self.text_fields[0], "grams")])[0]
         num_fields = len(self.text_fields)
         ids, weights, field_of_col, scales = [], [], [], []
@@ -168,6 +168,9 @@ class DefaultEmbedder(tf.Module):
         bits = tf.concat([_windows(field_hash, self._field_k), _windows(pooled_hash, self._pooled_k)],
                          axis=1)  # [nnz, K] int32 in [0, 32)
         k = self._field_k + self._pooled_k
+        tf.debugging.assert_less(tf.cast(n, tf.int64) * (num_fields * k * _SUB_DIM),
+                                 tf.constant(2**31, tf.int64),
+                                 message="too many rows in one call for int32 slots; lower max_batch_size")
         segment = tf.cast(at[:, 0], tf.int32) * num_fields + tf.cast(term_field, tf.int32)
         # slot = ((record * fields + field) * K + sub-block) * 16 + coordinate: one bag per (record, field)
         slot = ((segment * (k * _SUB_DIM))[:, None] + tf.range(0, k * _SUB_DIM, _SUB_DIM)

@@ -29,7 +29,7 @@ import logging
 import posixpath
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -38,9 +38,6 @@ from apache_beam.ml.inference.base import ModelHandler, ModelMetadata, Predictio
 
 from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
 from transforms.schema import VectorBatch
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["TFSavedModelHandler", "EmbedRecords", "EmbedResult", "features_to_numpy", "DEFAULT_MODEL_DIRNAME"]
 
@@ -243,7 +240,7 @@ class _LoadedModel:
             feed[name] = tf.zeros(shape, spec.dtype)
         try:
             self.fn(**feed)
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:  # warm-up is optional
+        except (tf.errors.OpError, ValueError, TypeError) as e:  # warm-up is optional
             _LOGGER.info("warm-up call skipped: %s", e)
 
     def embed(self, table: pa.RecordBatch | pa.Table, max_rows: int) -> np.ndarray:

@@ -18,9 +18,10 @@ What it does, per record (all in TF ops, so the exported ``transform_fn`` reprod
   document frequency over the analysed corpora, ``log((N + 1) / (df + 1))`` (a term in every record
   weighs ~0). Document frequencies are one fixed-size ``tft.sum`` over hashed ids (the approach of
   ``tft.experimental.document_frequency``), so analysis scales to hundreds of millions of records
-  without a vocabulary file, and the IDF is one table lookup, so equal terms get bit-equal weights. IDF is per field: the same gram hashes to the same id in every field (so a model can pool
-  fields) but its document frequency is counted per field. All text fields go through one chain of
-  ops (stacked as one column), which keeps the traced graph small.
+  without a vocabulary file, and the IDF is one table lookup, so equal terms get bit-equal weights.
+  IDF is per field: the same gram hashes to the same id in every field (so a model can pool fields)
+  but its document frequency is counted per field. All text fields go through one chain of ops
+  (stacked as one column), which keeps the traced graph small.
   An empty or null value gives no tokens and ``<field>__missing = 1``.
 * **Numeric fields** are z-scored with ``tft.scale_to_z_score`` over the present values; a null (or
   NaN) value becomes 0 with ``<field>__missing = 1``.
