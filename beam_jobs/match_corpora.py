@@ -145,12 +145,45 @@ def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list):
         vectors[role] = valid.batches
         dead += [read.dead_letters, valid.dead_letters]
     if cfg.embeds:
-        from transforms.embed_records import EmbedCorpora
-
-        embedded = vectors | "PreprocessAndEmbed" >> EmbedCorpora(config=cfg)
-        vectors = dict(embedded.vectors)
-        dead.append(embedded.dead_letters)
+        vectors = _preprocess_and_embed(cfg, vectors, dead)
     return vectors, rows_read
+
+
+def _preprocess_and_embed(cfg: MatchConfig, features: dict[str, beam.PCollection],
+                          dead: list) -> dict[str, beam.PCollection]:
+    """FeatureBatch per role -> tf.Transform (analysed once over all corpora, or a saved
+    transform_fn) -> the model (RunInference, batched) -> prepared VectorBatch per role."""
+    from transforms.embed import EmbedRecords
+    from transforms.preprocess import AnalyzeAndTransformFeatures
+
+    pre = features | "Preprocess" >> AnalyzeAndTransformFeatures(
+        text_fields=cfg.text_fields, numeric_fields=cfg.numeric_fields,
+        transform_fn_dir_out=f"{cfg.output}/transform_fn", transform_fn_dir_in=cfg.transform_fn_dir,
+        temp_dir=f"{cfg.output}/tmp/tft")
+    dead.append(pre.dead_letters)
+    vectors = {}
+    for role in features:
+        label = _role_label(role)
+        embedded = getattr(pre, role) | f"Embed{label}" >> EmbedRecords(
+            model_dir=cfg.model_dir, run_dir=cfg.output, text_fields=cfg.text_fields,
+            numeric_fields=cfg.numeric_fields, min_batch_size=cfg.embed_min_batch_size,
+            max_batch_size=cfg.embed_max_batch_size)
+        dead.append(embedded.dead_letters)
+        vectors[role] = embedded.vectors | f"PrepareVectors{label}" >> beam.Map(
+            _prepare_batch, cfg.distance)
+    return vectors
+
+
+def _prepare_batch(batch, distance: str):
+    """Model outputs -> vectors prepared for the distance (unit length for cosine)."""
+    from transforms.index import prepare_vectors
+    from transforms.schema import VectorBatch
+
+    vecs, ok = prepare_vectors(batch.vectors, distance)
+    if ok.all():
+        return VectorBatch(batch.ids, vecs, batch.origins)
+    # The embed step already rejected non-finite and zero vectors; nothing else can fail here.
+    raise ValueError(f"{int((~ok).sum())} embedded vectors cannot be prepared for {distance}")
 
 
 def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: list,

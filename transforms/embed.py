@@ -26,6 +26,7 @@ pipeline does that where vectors from files are prepared too).
 from __future__ import annotations
 
 import logging
+import pickle
 import posixpath
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,12 +35,13 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.ml.inference.base import ModelHandler, ModelMetadata, PredictionResult, RunInference
+from apache_beam.ml.inference.base import ModelHandler, ModelMetadata, RunInference
 
 from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
 from transforms.schema import VectorBatch
 
-__all__ = ["TFSavedModelHandler", "EmbedRecords", "EmbedResult", "features_to_numpy", "DEFAULT_MODEL_DIRNAME"]
+__all__ = ["TFSavedModelHandler", "EmbeddedBatch", "EmbeddedBatchCoder", "EmbedRecords", "EmbedResult",
+           "features_to_numpy", "DEFAULT_MODEL_DIRNAME"]
 
 _LOGGER = logging.getLogger(__name__)
 STAGE = "embed"
@@ -122,11 +124,47 @@ def features_to_numpy(table: pa.RecordBatch | pa.Table, input_specs: dict[str, A
     return out
 
 
-class TFSavedModelHandler(ModelHandler[Any, PredictionResult, Any]):
+class EmbeddedBatch(NamedTuple):
+    """One batch element after the model: its rows' ids, origins, features and vectors (aligned)."""
+
+    ids: np.ndarray
+    origins: np.ndarray
+    vectors: np.ndarray  # float32 [n, dim], straight from the model (not checked yet)
+    table: Any  # the features (pyarrow.RecordBatch), kept for dead-letter payloads
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class EmbeddedBatchCoder(beam.coders.Coder):
+    """Pickles an EmbeddedBatch (protocol 5); sizes it from its buffers without encoding it."""
+
+    def encode(self, value: EmbeddedBatch) -> bytes:
+        return pickle.dumps(tuple(value), protocol=5)
+
+    def decode(self, encoded: bytes) -> EmbeddedBatch:
+        return EmbeddedBatch(*pickle.loads(encoded))
+
+    def estimate_size(self, value: EmbeddedBatch) -> int:
+        return int(value.vectors.nbytes + value.table.nbytes) + 48 * 2 * len(value.ids)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self) -> type:
+        return EmbeddedBatch
+
+
+beam.coders.registry.register_coder(EmbeddedBatch, EmbeddedBatchCoder)
+
+
+class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
     """RunInference handler for TF SavedModels taking preprocessed features (see the module docstring).
 
-    Examples are batch elements with a ``table`` attribute (``TransformedBatch``); each gets one
-    ``PredictionResult(example=element, inference=float32 [rows, dim] array)``.
+    Examples are batch elements with ``ids``, ``origins`` and ``table`` (``TransformedBatch``); each
+    gets one :class:`EmbeddedBatch` carrying its float32 [rows, dim] vectors. (Not Beam's
+    ``PredictionResult``: a type of our own has a coder that sizes it without encoding it, which Beam
+    otherwise does for sampled elements of every PCollection.)
     """
 
     def __init__(self, model_dir: str | None = None, *, signature_name: str = "serving_default",
@@ -193,18 +231,19 @@ class TFSavedModelHandler(ModelHandler[Any, PredictionResult, Any]):
         return loaded
 
     def run_inference(self, batch: Sequence[Any], model: Any,
-                      inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
+                      inference_args: dict[str, Any] | None = None) -> Iterable[EmbeddedBatch]:
         """Embeds all rows of all elements with one model call per ``max_batch_size`` rows."""
-        elements = [e for e in batch if len(e)]
-        if not elements:
-            return [PredictionResult(e, np.zeros((0, 0), np.float32)) for e in batch]
-        tables = [e.table for e in elements]
-        table = tables[0] if len(tables) == 1 else pa.Table.from_batches(tables)
-        vectors = model.embed(table, self._max_rows)
+        tables = [e.table for e in batch if len(e)]
+        if tables:
+            table = tables[0] if len(tables) == 1 else pa.Table.from_batches(tables)
+            vectors = model.embed(table, self._max_rows)
+        else:
+            vectors = np.zeros((0, 0), np.float32)
         results, start = [], 0
         for element in batch:
             rows = len(element)
-            results.append(PredictionResult(element, vectors[start:start + rows]))
+            results.append(EmbeddedBatch(element.ids, element.origins, vectors[start:start + rows],
+                                         element.table))
             start += rows
         return results
 
@@ -262,24 +301,28 @@ class EmbedResult(NamedTuple):
 
 
 class _ToVectorBatchFn(beam.DoFn):
-    """PredictionResult(TransformedBatch, vectors) -> VectorBatch of the good rows + dead letters."""
+    """EmbeddedBatch -> VectorBatch of the good rows + dead letters."""
 
-    def process(self, result: PredictionResult) -> Iterator[Any]:
-        element, vectors = result.example, result.inference
+    def process(self, element: EmbeddedBatch) -> Iterator[Any]:
+        vectors = element.vectors
         n = len(element)
         if n == 0:
             return
         if vectors.ndim != 2 or vectors.shape[0] != n:
             raise ValueError(f"model returned shape {vectors.shape} for {n} rows; expected [rows, dim]")
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are the ones we look for
+            norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+        good = np.isfinite(norms) & (norms > _ZERO_NORM)
+        if good.all():  # the common case: no copies
+            yield VectorBatch(ids=element.ids, vectors=np.ascontiguousarray(vectors),
+                              origins=element.origins)
+            return
         finite = np.isfinite(vectors).all(axis=1)
-        norms = np.linalg.norm(np.where(finite[:, None], vectors, 0.0), axis=1)
-        good = finite & (norms > _ZERO_NORM)
-        if not good.all():
-            for i in np.flatnonzero(~good).tolist():
-                error = "embedding is not finite" if not finite[i] else "embedding is the zero vector"
-                payload = element.table.slice(i, 1).to_pylist()[0]
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, make_dead_letter(
-                    STAGE, element.ids[i], error, payload, element.origins[i]))
+        for i in np.flatnonzero(~good).tolist():
+            error = "embedding is not finite" if not finite[i] else "embedding is the zero vector"
+            payload = element.table.slice(i, 1).to_pylist()[0]
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, make_dead_letter(
+                STAGE, element.ids[i], error, payload, element.origins[i]))
         if good.any():
             yield VectorBatch(ids=element.ids[good], vectors=np.ascontiguousarray(vectors[good]),
                               origins=element.origins[good])
@@ -359,8 +402,8 @@ class EmbedRecords(beam.PTransform):
                                                    self._numeric_fields)
                 | "ToModelMetadata" >> beam.Map(
                     lambda path: ModelMetadata(model_id=path, model_name="default_embedder")))
-        predictions = batches | "RunInference" >> RunInference(self._handler,
-                                                               model_metadata_pcoll=metadata)
+        predictions = batches | "RunInference" >> RunInference(
+            self._handler, model_metadata_pcoll=metadata).with_output_types(EmbeddedBatch)
         out = predictions | "ToVectorBatches" >> beam.ParDo(_ToVectorBatchFn()).with_outputs(
             DEAD_LETTER_TAG, main="vectors")
         return EmbedResult(vectors=out.vectors, dead_letters=out[DEAD_LETTER_TAG])

@@ -20,13 +20,19 @@ import tensorflow as tf  # noqa: E402
 from apache_beam.testing import test_pipeline  # noqa: E402
 
 from transforms.default_embedder import embedding_dim, export_default_model  # noqa: E402
-from transforms.embed import EmbedRecords, TFSavedModelHandler, features_to_numpy  # noqa: E402
+from transforms.embed import (  # noqa: E402
+    EmbeddedBatch,
+    EmbedRecords,
+    TFSavedModelHandler,
+    _ToVectorBatchFn,
+    features_to_numpy,
+)
 from transforms.preprocess import (  # noqa: E402
     AnalyzeAndTransformFeatures,
     TransformedBatch,
     feature_key,
 )
-from transforms.schema import FeatureBatch  # noqa: E402
+from transforms.schema import FeatureBatch, VectorBatch  # noqa: E402
 from transforms.testing import people  # noqa: E402
 
 TEXT = ("name", "city")
@@ -96,15 +102,15 @@ def test_handler_matches_a_direct_model_call(default_model_dir):
     model = handler.load_model()
     batches = [_transformed(300, 1), _transformed(0, 2), _transformed(500, 3)]
     results = handler.run_inference(batches, model)  # 800 rows, 4 model calls of <= 256 rows
-    assert all(r.example is b for r, b in zip(results, batches, strict=True))
     for batch, result in zip(batches, results, strict=True):
+        assert result.ids is batch.ids and result.table is batch.table
         if len(batch) == 0:
-            assert len(result.inference) == 0
+            assert len(result.vectors) == 0
             continue
         expected = _direct(default_model_dir, batch)
-        assert result.inference.shape == (len(batch), embedding_dim(TEXT, NUMERIC))
-        np.testing.assert_allclose(result.inference, expected, atol=2e-6)
-        norms = np.linalg.norm(result.inference, axis=1)  # rows with no terms and no age: zero
+        assert result.vectors.shape == (len(batch), embedding_dim(TEXT, NUMERIC))
+        np.testing.assert_allclose(result.vectors, expected, atol=2e-6)
+        norms = np.linalg.norm(result.vectors, axis=1)  # rows with no terms and no age: zero
         assert (np.isclose(norms, 1.0, atol=1e-5) | (norms == 0)).all() and (norms > 0).mean() > 0.9
 
 
@@ -134,12 +140,12 @@ def test_a_user_keras_model_runs_through_the_same_handler(tmp_path):
         feature_key("name", "gram_weights"): tf.TensorSpec([None, None], tf.float32)})
     expected = model([feed[feature_key("age", "z")], feed[feature_key("age", "missing")],
                       feed[feature_key("name", "gram_weights")]])
-    np.testing.assert_allclose(result.inference, np.asarray(expected), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result.vectors, np.asarray(expected), rtol=1e-5, atol=1e-5)
 
     handler = TFSavedModelHandler(str(tmp_path / "keras2"))
     (result,) = handler.run_inference([batch], handler.load_model())
     expected = legacy(feed[feature_key("age", "z")]).numpy()
-    np.testing.assert_allclose(result.inference, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result.vectors, expected, rtol=1e-5, atol=1e-5)
 
 
 def _feature_batches(records: list[dict], prefix: str, size: int = 500) -> list[FeatureBatch]:
@@ -212,3 +218,16 @@ def test_default_embedder_finds_the_true_partner(tmp_path):
           f"recall@10 {recall_10:.4f}")
     assert recall_1 >= 0.95
     assert recall_10 >= 0.99
+
+
+def test_non_finite_and_zero_vectors_become_dead_letters():
+    batch = _transformed(4, 5)
+    vectors = np.array([[0.6, 0.8], [np.nan, 1.0], [0.0, 0.0], [1.0, 0.0]], np.float32)
+    out = list(_ToVectorBatchFn().process(EmbeddedBatch(batch.ids, batch.origins, vectors, batch.table)))
+    (good,) = [o for o in out if isinstance(o, VectorBatch)]
+    dead = [o.value for o in out if not isinstance(o, VectorBatch)]
+    assert list(good.ids) == [batch.ids[0], batch.ids[3]]
+    np.testing.assert_array_equal(good.vectors, vectors[[0, 3]])
+    assert [(d.stage, d.record_id) for d in dead] == [("embed", batch.ids[1]), ("embed", batch.ids[2])]
+    assert "not finite" in dead[0].error and "zero vector" in dead[1].error
+    assert feature_key("name", "grams") in dead[0].payload  # the row's features are kept

@@ -1,0 +1,56 @@
+"""End to end with records embedded in the pipeline (tf.Transform + the default embedder)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from beam_jobs.match_corpora import run_job
+from transforms.evaluate import evaluate, load_truth
+from transforms.io import read_matches
+from transforms.manifest import read_manifest
+
+pytestmark = pytest.mark.slow
+PEOPLE = os.path.join(os.path.dirname(__file__), "testdata", "people")
+FIELDS = "given_name,surname,street_number,address_1,suburb,postcode,state,date_of_birth"
+
+
+def _run(args):
+    return run_job(args + ["--runner", "FnApiRunner", "--id_field", "rec_id", "--text_fields", FIELDS])
+
+
+@pytest.fixture(scope="module")
+def link_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("people") / "out"
+    _run(["--queries", f"{PEOPLE}/link/a.csv", "--candidates", f"{PEOPLE}/link/b.csv",
+          "--output", str(out), "--top_k", "10"])
+    return out
+
+
+def test_default_embedder_finds_true_links(link_run):
+    report = evaluate(read_matches(str(link_run)), load_truth(f"{PEOPLE}/link/true_pairs.csv"),
+                      mode="link")
+    best_top1 = report["threshold_sweep_top1"]["best"]
+    print(f"recall@1 {report['recall_at']['1']:.4f} recall@10 {report['recall_at']['10']:.4f} "
+          f"top-1 F1 {report['top1']['f1']:.4f}, at the best threshold {best_top1['f1']:.4f}")
+    assert report["recall_at"]["10"] >= 0.99
+    assert report["recall_at"]["1"] >= 0.97
+    manifest = read_manifest(str(link_run))
+    assert manifest["exit_state"] == "succeeded"
+    assert manifest["counts"]["dead_letters_total"] == 0
+    assert os.path.isdir(link_run / "transform_fn")
+
+
+def test_a_user_saved_model_works_and_the_transform_fn_is_reused(link_run, tmp_path):
+    from transforms.default_embedder import export_default_model
+
+    model = export_default_model(str(tmp_path / "model"), tuple(FIELDS.split(",")), ())
+    out = tmp_path / "out"
+    _run(["--queries", f"{PEOPLE}/link/a.csv", "--candidates", f"{PEOPLE}/link/b.csv",
+          "--output", str(out), "--top_k", "10", "--model_dir", str(model),
+          "--transform_fn_dir", str(link_run / "transform_fn")])
+    # Same model, same transform_fn: the same matches as the run that analysed the data itself.
+    a, b = read_matches(str(link_run)), read_matches(str(out))
+    assert (a[["query_id", "candidate_id", "rank"]].to_numpy() ==
+            b[["query_id", "candidate_id", "rank"]].to_numpy()).all()
