@@ -364,6 +364,9 @@ def _index_static(cfg: MatchConfig) -> dict[str, Any]:
             "vector_field": None if cfg.embeds else cfg.vector_field,
             "text_fields": list(cfg.text_fields), "numeric_fields": list(cfg.numeric_fields),
             "model_dir": cfg.model_dir, "transform_fn_dir": cfg.transform_fn_dir,
+            # Where this run's preprocessing lives: a later --index_dir run must embed with it.
+            "transform_fn_used": (cfg.transform_fn_dir or f"{cfg.output}/transform_fn") if cfg.embeds
+            else None,
             "versions": stack_versions()}
 
 
@@ -406,6 +409,11 @@ def prepare(argv: list[str] | None):
         kept["num_shards"] = (kept["plan"].num_shards if kept["plan"] is not None
                               else len(kept["shards"]))
         check_kept_index(cfg, kept)
+        if cfg.embeds and not cfg.transform_fn_dir:
+            # New queries must be preprocessed exactly as the kept candidates were.
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, transform_fn_dir=kept["transform_fn_used"])
     num_output_shards = default_output_shards(cfg)
     static = {
         "mode": cfg.mode,

@@ -54,3 +54,13 @@ def test_a_user_saved_model_works_and_the_transform_fn_is_reused(link_run, tmp_p
     a, b = read_matches(str(link_run)), read_matches(str(out))
     assert (a[["query_id", "candidate_id", "rank"]].to_numpy() ==
             b[["query_id", "candidate_id", "rank"]].to_numpy()).all()
+
+
+def test_kept_index_reuses_its_preprocessing(link_run, tmp_path):
+    out = tmp_path / "reused"
+    _run(["--queries", f"{PEOPLE}/link/a.csv", "--index_dir", str(link_run), "--output", str(out),
+          "--top_k", "10"])
+    a, b = read_matches(str(link_run)), read_matches(str(out))
+    assert (a[["query_id", "candidate_id", "rank"]].to_numpy() ==
+            b[["query_id", "candidate_id", "rank"]].to_numpy()).all()
+    assert read_manifest(str(out))["flags"]["transform_fn_dir"] == f"{link_run}/transform_fn"
