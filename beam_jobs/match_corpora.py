@@ -414,6 +414,10 @@ def prepare(argv: list[str] | None):
             import dataclasses
 
             cfg = dataclasses.replace(cfg, transform_fn_dir=kept["transform_fn_used"])
+    if cfg.mode == "dedup" and cfg.max_distance is None:
+        _LOGGER.warning("dedup without --max_distance (or --calibration): every record is paired "
+                        "with its %d nearest records, so the clusters connect nearly everything; "
+                        "choose a threshold with `corpus-match calibrate`", cfg.top_k)
     num_output_shards = default_output_shards(cfg)
     static = {
         "mode": cfg.mode,

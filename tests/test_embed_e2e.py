@@ -64,3 +64,16 @@ def test_kept_index_reuses_its_preprocessing(link_run, tmp_path):
     assert (a[["query_id", "candidate_id", "rank"]].to_numpy() ==
             b[["query_id", "candidate_id", "rank"]].to_numpy()).all()
     assert read_manifest(str(out))["flags"]["transform_fn_dir"] == f"{link_run}/transform_fn"
+
+
+def test_dedup_people_pairwise(tmp_path):
+    out = tmp_path / "dedup"
+    _run(["--input", f"{PEOPLE}/dedup/people.csv", "--output", str(out), "--top_k", "5"])
+    report = evaluate(read_matches(str(out)), load_truth(f"{PEOPLE}/dedup/true_pairs.csv"),
+                      mode="dedup")
+    best = report["threshold_sweep"]["best"]
+    print(f"dedup pairwise: recall {report['pairs']['recall']:.4f}; best threshold "
+          f"{best['threshold']:.3f}: P {best['precision']:.4f} R {best['recall']:.4f} F1 {best['f1']:.4f}")
+    assert report["pairs"]["recall"] >= 0.99
+    assert best["f1"] >= 0.85
+    assert read_manifest(str(out))["clusters"]["num_records"] == 575

@@ -8,9 +8,10 @@ aliases. After the search, :class:`ExpandAliases` puts the aliases back:
 * link mode: a query matched to a representative is matched to each of its aliases too, at the same
   distance, and the query's list is re-cut to the top K (ties broken by id), so the output equals a
   search over the whole corpus;
-* dedup mode: each alias is reported as a distance-0 pair with its representative (a star, not every
-  pair of the group, so a group of m identical records costs m-1 pairs, not m(m-1)/2), and aliases
-  are not searched themselves: their neighbours are their representative's, which clusters connect.
+* dedup mode: the members of a group are reported as distance-0 pairs with each other (every pair
+  of a group of up to ``_MAX_GROUP_PAIRS_SIZE`` records; a larger group, often empty or placeholder
+  records, only as a star around its representative, so it cannot emit m(m-1)/2 pairs), and every
+  pair found for a representative is repeated for each of its aliases (their neighbours are the same).
 
 The alias map travels as a side input: its size is the number of duplicate records, not the corpus.
 """
@@ -31,11 +32,13 @@ from transforms.schema import PairBatch, VectorBatch
 from transforms.shard_records import concat_batches
 
 __all__ = ["CollapseExactDuplicates", "ExpandAliases", "CollapseResult", "content_hashes",
-           "expand_link_pairs"]
+           "expand_link_pairs", "expand_dedup_pairs"]
 
 _LOGGER = logging.getLogger(__name__)
 # Content-hash buckets the collapse groups by (a fixed count keeps the graph static).
 _BUCKETS = 64
+# Dedup mode: groups up to this size get all their pairs; larger ones a star.
+_MAX_GROUP_PAIRS_SIZE = 50
 
 
 class CollapseResult(NamedTuple):
@@ -133,13 +136,40 @@ class _ExpandFn(beam.DoFn):
         yield expand_link_pairs(pairs, aliases, self._top_k)
 
 
-def _star_pairs(element: tuple[str, np.ndarray]) -> PairBatch:
+def _group_pairs(element: tuple[str, np.ndarray]) -> PairBatch:
     rep, members = element
-    ids = [str(rep)] + [str(m) for m in members]
-    first = min(ids)  # the representative is the smallest id of its group
-    others = np.array([i for i in ids if i != first], dtype=object)
-    return PairBatch(np.full(len(others), first, dtype=object), others,
-                     np.ones(len(others), dtype=np.int64), np.zeros(len(others)))
+    ids = sorted([str(rep)] + [str(m) for m in members])
+    if len(ids) <= _MAX_GROUP_PAIRS_SIZE:
+        pairs = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]]
+    else:
+        pairs = [(ids[0], b) for b in ids[1:]]
+    q = np.array([a for a, _ in pairs], dtype=object)
+    c = np.array([b for _, b in pairs], dtype=object)
+    return PairBatch(q, c, np.ones(len(pairs), dtype=np.int64), np.zeros(len(pairs)))
+
+
+def expand_dedup_pairs(pairs: PairBatch, aliases: dict[str, np.ndarray]) -> PairBatch:
+    """Repeats every pair of a representative for each of its aliases (canonical: smaller id
+    first). Duplicates this creates are removed where pairs are written (WriteMatches)."""
+    if not aliases or not len(pairs):
+        return pairs
+    q, c, r, d = [], [], [], []
+    for a, b, rank, dist in zip(pairs.query_ids, pairs.candidate_ids, pairs.ranks, pairs.distances,
+                                strict=True):
+        for x in [a, *aliases.get(a, ())]:
+            for y in [b, *aliases.get(b, ())]:
+                if x != y:
+                    q.append(min(x, y))
+                    c.append(max(x, y))
+                    r.append(rank)
+                    d.append(dist)
+    return PairBatch(np.array(q, dtype=object), np.array(c, dtype=object),
+                     np.array(r, dtype=np.int64), np.array(d, dtype=np.float64))
+
+
+class _ExpandDedupFn(beam.DoFn):
+    def process(self, pairs: PairBatch, aliases: dict[str, np.ndarray]) -> Iterator[PairBatch]:
+        yield expand_dedup_pairs(pairs, aliases)
 
 
 class ExpandAliases(beam.PTransform):
@@ -163,5 +193,7 @@ class ExpandAliases(beam.PTransform):
         if self._mode == "link":
             return pairs | "ExpandAliases" >> beam.ParDo(
                 _ExpandFn(self._top_k), aliases=beam.pvalue.AsDict(self._aliases))
-        stars = self._aliases | "DuplicatePairs" >> beam.Map(_star_pairs)
-        return (pairs, stars) | "WithDuplicatePairs" >> beam.Flatten()
+        expanded = pairs | "ExpandAliases" >> beam.ParDo(
+            _ExpandDedupFn(), aliases=beam.pvalue.AsDict(self._aliases))
+        within = self._aliases | "DuplicatePairs" >> beam.Map(_group_pairs)
+        return (expanded, within) | "WithDuplicatePairs" >> beam.Flatten()

@@ -23,3 +23,14 @@ def test_expand_adds_aliases_at_equal_distance_and_recuts_top_k():
     got = list(zip(out.query_ids, out.candidate_ids, out.ranks, out.distances, strict=True))
     assert got == [("q1", "a", 1, 0.1), ("q1", "a2", 2, 0.1), ("q1", "b", 3, 0.2),
                    ("q2", "b", 1, 0.5), ("q2", "b0", 2, 0.5), ("q2", "b9", 3, 0.5)]
+
+
+def test_dedup_expansion_repeats_representative_pairs_for_aliases():
+    from transforms.exact_duplicates import expand_dedup_pairs
+
+    pairs = PairBatch(np.array(["a", "b"], dtype=object), np.array(["c", "z"], dtype=object),
+                      np.array([1, 2]), np.array([0.1, 0.2]))
+    out = expand_dedup_pairs(pairs, {"c": np.array(["d"], dtype=object),
+                                     "b": np.array(["e"], dtype=object)})
+    got = set(zip(out.query_ids, out.candidate_ids, out.distances, strict=True))
+    assert got == {("a", "c", 0.1), ("a", "d", 0.1), ("b", "z", 0.2), ("e", "z", 0.2)}
