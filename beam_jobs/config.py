@@ -104,7 +104,7 @@ class MatchConfig:
     numeric_fields: tuple[str, ...] = ()
     model_dir: str | None = None
     transform_fn_dir: str | None = None
-    embed_batch_size: int = 1024
+    embed_batch_size: int = 4096
     embed_min_batch_size: int = 64
     embed_max_batch_size: int = 4096
     top_k: int = 10
@@ -224,7 +224,7 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         numeric_fields=numeric_fields,
         model_dir=_str(flags, "model_dir"),
         transform_fn_dir=_str(flags, "transform_fn_dir"),
-        embed_batch_size=_int(flags, "embed_batch_size", 1024, 1),
+        embed_batch_size=_int(flags, "embed_batch_size", 4096, 1),
         embed_min_batch_size=_int(flags, "embed_min_batch_size", 64, 1),
         embed_max_batch_size=_int(flags, "embed_max_batch_size", 4096, 1),
         top_k=_int(flags, "top_k", 10, 1),

@@ -167,7 +167,7 @@ def _preprocess_and_embed(cfg: MatchConfig, features: dict[str, beam.PCollection
         embedded = getattr(pre, role) | f"Embed{label}" >> EmbedRecords(
             model_dir=cfg.model_dir, run_dir=cfg.output, text_fields=cfg.text_fields,
             numeric_fields=cfg.numeric_fields, min_batch_size=cfg.embed_min_batch_size,
-            max_batch_size=cfg.embed_max_batch_size)
+            max_batch_size=cfg.embed_max_batch_size, call_rows=cfg.embed_batch_size)
         dead.append(embedded.dead_letters)
         vectors[role] = embedded.vectors | f"PrepareVectors{label}" >> beam.Map(
             _prepare_batch, cfg.distance)

@@ -31,7 +31,8 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("model_dir", "TF SavedModel directory used to embed records; default: the built-in embedder.",
      None),
     ("transform_fn_dir", "Reuse a saved tf.Transform transform_fn instead of analysing the data.", None),
-    ("embed_batch_size", "Rows per model call when embedding. Default 1024.", None),
+    ("embed_batch_size", "Most rows per model call when embedding (bounds GPU memory; capped by "
+     "--embed_max_batch_size). Default 4096.", None),
     ("embed_min_batch_size", "RunInference min_batch_size. Default 64.", None),
     ("embed_max_batch_size", "RunInference max_batch_size (bounds GPU memory). Default 4096.", None),
     # --- matching

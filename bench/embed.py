@@ -38,6 +38,8 @@ import pyarrow as pa  # noqa: E402
 
 from transforms.schema import FeatureBatch  # noqa: E402
 
+__all__ = ["main", "synthetic_people", "make_records"]
+
 _LOGGER = logging.getLogger(__name__)
 
 FIELDS = ("given_name", "surname", "street_number", "address_1", "suburb", "postcode", "state",

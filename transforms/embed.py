@@ -14,8 +14,10 @@ Feature columns become dense inputs as the signature's TensorSpecs ask: a rank-1
 row; a rank-2 spec takes the row's list, right-padded with zeros to the longest list in the call (ids
 padded with 0 and weights padded with 0 add nothing to a weighted bag).
 
-:class:`EmbedRecords` wraps it: TransformedBatch -> VectorBatch, with rows whose vector is non-finite or
-zero sent to dead letters (stage 'embed'). Without ``model_dir`` it first exports the default embedder
+Each element comes back as an :class:`EmbeddedBatch` (ids, origins, vectors, features), a type with its
+own coder so Beam can size it without encoding it. :class:`EmbedRecords` wraps the handler:
+TransformedBatch -> VectorBatch, with rows whose vector is non-finite or zero sent to dead letters
+(stage 'embed'). Without ``model_dir`` it first exports the default embedder
 into ``<run_dir>/default_model`` (a pipeline step, so launching writes nothing) and serves that export
 through the same handler.
 
@@ -135,6 +137,11 @@ class EmbeddedBatch(NamedTuple):
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def inference(self) -> np.ndarray:
+        """The vectors, under the name Beam's ``PredictionResult`` gives a model's output."""
+        return self.vectors
+
 
 class EmbeddedBatchCoder(beam.coders.Coder):
     """Pickles an EmbeddedBatch (protocol 5); sizes it from its buffers without encoding it."""
@@ -169,7 +176,7 @@ class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
 
     def __init__(self, model_dir: str | None = None, *, signature_name: str = "serving_default",
                  output_key: str | None = None, min_batch_size: int = 64, max_batch_size: int = 4096,
-                 large_model: bool = False):
+                 large_model: bool = False, call_rows: int | None = None):
         """Initialises the handler.
 
         Args:
@@ -182,6 +189,7 @@ class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
             max_batch_size: most rows per batch and per model call (bounds accelerator memory).
             large_model: share one model between the worker's processes (off by default: this model
                 is small and a copy per process avoids cross-process calls).
+            call_rows: most rows per model call (``--embed_batch_size``); default max_batch_size.
         """
         if min_batch_size < 1 or max_batch_size < min_batch_size:
             raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, got {min_batch_size}, "
@@ -191,7 +199,9 @@ class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
         self._model_dir = model_dir
         self._signature_name = signature_name
         self._output_key = output_key
-        self._max_rows = max_batch_size
+        if call_rows is not None and call_rows < 1:
+            raise ValueError(f"call_rows must be >= 1, got {call_rows}")
+        self._max_rows = min(call_rows or max_batch_size, max_batch_size)
 
     def update_model_path(self, model_path: str | None = None) -> None:
         if model_path:
@@ -361,7 +371,8 @@ class EmbedRecords(beam.PTransform):
 
     def __init__(self, *, model_dir: str | None = None, run_dir: str | None = None,
                  text_fields: tuple[str, ...] = (), numeric_fields: tuple[str, ...] = (),
-                 min_batch_size: int = 64, max_batch_size: int = 4096, output_key: str | None = None):
+                 min_batch_size: int = 64, max_batch_size: int = 4096, output_key: str | None = None,
+                 call_rows: int | None = None):
         """Initialises the transform.
 
         Args:
@@ -389,7 +400,8 @@ class EmbedRecords(beam.PTransform):
         self._text_fields = tuple(text_fields)
         self._numeric_fields = tuple(numeric_fields)
         self._handler = TFSavedModelHandler(model_dir, min_batch_size=min_batch_size,
-                                            max_batch_size=max_batch_size, output_key=output_key)
+                                            max_batch_size=max_batch_size, output_key=output_key,
+                                            call_rows=call_rows)
 
     def expand(self, batches: beam.PCollection) -> EmbedResult:
         metadata = None

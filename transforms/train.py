@@ -90,7 +90,7 @@ from transforms.default_embedder import build_default_model, embedding_dim
 from transforms.evaluate import evaluate, load_truth
 from transforms.index import build_index
 from transforms.io import ReadCorpus
-from transforms.preprocess import AnalyzeAndTransformFeatures, output_feature_keys
+from transforms.preprocess import AnalyzeAndTransformFeatures
 from transforms.schema import INPUT_FORMATS, Role
 from transforms.validate import ValidateRecords
 
@@ -278,27 +278,6 @@ def _collect(batches: list[Any], role: str) -> tuple[TransformedCorpus, int]:
     return TransformedCorpus(ids=ids[first], table=table.take(pa.array(keep))), repeated
 
 
-class _AnalyzeAndTransform(AnalyzeAndTransformFeatures):
-    """AnalyzeAndTransformFeatures whose saved-transform_fn check understands ragged features.
-
-    Workaround: ``AnalyzeAndTransformFeatures._read_transform_fn`` compares the saved schema's feature
-    names with the expected keys, but tf.Transform stores a ragged output ``f`` as the feature
-    ``f$ragged_values`` (its tensor representation keeps the name ``f``), so a transform_fn of text
-    fields was refused. Remove this class once ``transforms.preprocess`` strips the suffix itself.
-    """
-
-    def _read_transform_fn(self, pipeline: beam.Pipeline) -> Any:
-        import tensorflow_transform.beam as tft_beam
-
-        transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(self._dir_in)
-        expected = set(output_feature_keys(self._text_fields, self._numeric_fields))
-        names = {f.name.split("$", 1)[0] for f in transform_fn[1].schema.feature}
-        if names != expected:
-            raise ValueError(f"--transform_fn_dir {self._dir_in!r} was made for other fields: it outputs "
-                             f"{sorted(names)}, these fields need {sorted(expected)}")
-        return transform_fn
-
-
 def preprocess_corpora(corpora: dict[str, str], *, text_fields: tuple[str, ...],
                        numeric_fields: tuple[str, ...] = (), id_field: str = "id",
                        input_format: str = "auto", transform_fn_dir_in: str | None = None,
@@ -345,7 +324,7 @@ def preprocess_corpora(corpora: dict[str, str], *, text_fields: tuple[str, ...],
                     numeric_fields=tuple(numeric_fields))
                 valid[role] = checked.batches
                 dead += [read.dead_letters, checked.dead_letters]
-            result = valid | "Preprocess" >> _AnalyzeAndTransform(
+            result = valid | "Preprocess" >> AnalyzeAndTransformFeatures(
                 text_fields=tuple(text_fields), numeric_fields=tuple(numeric_fields),
                 transform_fn_dir_in=transform_fn_dir_in, transform_fn_dir_out=transform_fn_dir_out,
                 temp_dir=os.path.join(scratch, "tft"))
