@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export CUDA_VISIBLE_DEVICES ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test bench bench-routing lint clean
+.PHONY: venv demo demo-vectors test bench bench-routing lint clean
 
 venv: $(STAMP)
 
@@ -17,10 +17,21 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+PEOPLE_FIELDS := given_name,surname,street_number,address_1,suburb,postcode,state,date_of_birth
+
+# Person records (generated, nothing downloaded) embedded in the job, matched, then scored.
 demo: $(STAMP)
-	$(PY) -m bench.make_demo_data --out demo_data
-	$(VENV)/bin/corpus-match --queries 'demo_data/queries/*.parquet' \
-	    --candidates 'demo_data/candidates/*.parquet' --output out/demo --top_k 10 --num_shards 4
+	$(PY) -m transforms.testing.people --mode link --entities 5000 --out demo_data/people --format csv --seed 0
+	$(VENV)/bin/corpus-match --queries demo_data/people/a.csv --candidates demo_data/people/b.csv \
+	    --id_field rec_id --text_fields $(PEOPLE_FIELDS) --output out/demo --top_k 10 --runner FnApiRunner
+	$(VENV)/bin/corpus-match evaluate --matches out/demo --truth demo_data/people/true_pairs.csv
+
+# Precomputed vectors in parquet, 4 ScaNN shards.
+demo-vectors: $(STAMP)
+	$(PY) -m bench.make_demo_data --out demo_data/vectors
+	$(VENV)/bin/corpus-match --queries 'demo_data/vectors/queries/*.parquet' \
+	    --candidates 'demo_data/vectors/candidates/*.parquet' --output out/demo-vectors --top_k 10 \
+	    --num_shards 4 --runner FnApiRunner
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
