@@ -123,7 +123,7 @@ class MatchConfig:
     scann_anisotropic_threshold: float = 0.2
     scann_reorder: int | None = None
     scann_training_sample: int = 250_000
-    scann_training_threads: int = 1
+    scann_training_threads: int = 0
     audit_sample: int = 1000
     min_recall: float | None = None
     target_recall: float | None = None
@@ -243,7 +243,7 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         scann_anisotropic_threshold=_float(flags, "scann_anisotropic_threshold", 0.2, 0.0),
         scann_reorder=_int(flags, "scann_reorder", None, 0),
         scann_training_sample=_int(flags, "scann_training_sample", 250_000, 100),
-        scann_training_threads=_int(flags, "scann_training_threads", 1, 0),
+        scann_training_threads=_int(flags, "scann_training_threads", 0, 0),
         audit_sample=_int(flags, "audit_sample", 1000, 0),
         min_recall=_float(flags, "min_recall", None, 0.0, 1.0),
         target_recall=_float(flags, "target_recall", None, 0.0, 1.0),

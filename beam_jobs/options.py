@@ -65,9 +65,9 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("scann_reorder", "ScaNN exact reorder depth (0 disables). Default 100 (200 for squared_l2).",
      None),
     ("scann_training_sample", "Vectors sampled to train each shard's tree. Default 250000.", None),
-    ("scann_training_threads", "Threads that train each shard's tree and codebooks. Default 1: builds "
-     "are then reproducible, so output is byte-identical run to run; 0 = all cores (faster builds, "
-     "results may differ slightly between runs).", None),
+    ("scann_training_threads", "Threads that train each shard's tree and codebooks; 0 = all cores. "
+     "Builds are reproducible either way (k-means++ initialisation with pinned seeds). Default 0.",
+     None),
     ("audit_sample", "Queries searched exactly (brute force over all candidates) to measure the "
      "run's recall@K, written to the manifest and metrics. Deterministic sample. Default 1000; 0 "
      "disables.", None),

@@ -332,9 +332,9 @@ class ScannIndex(NeighborIndex):
 
     Build it with :func:`build_index`. Builds are deterministic for the same vectors, params and
     seed. ScaNN's random k-means initialisation gave a different tree on every build (even on one
-    thread) and multi-threaded training a different AH codebook, so the tree uses k-means++ (which
-    honours ``clustering_seed``) and training runs on ``params.get('training_threads', 1)`` threads
-    (0 = all cores: faster, not reproducible).
+    thread), so the tree uses k-means++ (which honours ``clustering_seed``) and every training seed
+    is pinned. Training runs on ``params.get('training_threads', 1)`` threads (0 = all cores); with
+    k-means++ and pinned seeds, 0 and 1 thread built byte-identical files here (tests check it).
     Queries whose searched leaves held fewer than k vectors are completed by brute force, so every
     row has min(k, size) neighbours.
     """

@@ -275,3 +275,28 @@ def test_search_edge_cases_and_argument_checks(prepared):
     with pytest.raises(ValueError, match="training_sample_size"):
         build_index(prepared["dot"][0], distance="dot", kind="scann",
                     params=dict(SCANN_PARAMS, training_sample_size=100))
+
+
+def test_multithreaded_scann_builds_are_reproducible(tmp_path):
+    import hashlib
+    import os
+
+    from transforms.index import build_index
+
+    rng = np.random.default_rng(7)
+    vecs = rng.standard_normal((6000, 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    params = {"num_leaves": 40, "num_leaves_to_search": 8, "training_sample_size": 6000,
+              "quantization": "ah", "anisotropic_quantization_threshold": 0.2, "reorder": 50,
+              "spherical": True}
+
+    def digest(threads: int) -> dict[str, str]:
+        out = tmp_path / f"t{threads}-{len(list(tmp_path.iterdir()))}"
+        build_index(vecs, distance="cosine", kind="scann",
+                    params=params | {"training_threads": threads}).save(str(out))
+        return {f: hashlib.sha256((out / "scann" / f).read_bytes()).hexdigest()
+                for f in sorted(os.listdir(out / "scann"))}
+
+    first = digest(0)
+    assert digest(0) == first
+    assert digest(1) == first
