@@ -177,7 +177,11 @@ def route_rows(vectors: np.ndarray, plan: RoutingPlan, probe: int) -> dict[int, 
 
 
 class _SmallestHashSampleFn(beam.CombineFn):
-    """Keeps the ``size`` vectors whose ids hash smallest: a sample independent of batching."""
+    """Keeps the ``size`` vectors whose ids hash smallest: a sample independent of batching.
+
+    Accumulators grow to twice the sample before they are cut (by hash only), so the cost is linear
+    in the corpus; the final cut also orders ties by id.
+    """
 
     def __init__(self, size: int):
         self._size = size
@@ -185,26 +189,28 @@ class _SmallestHashSampleFn(beam.CombineFn):
     def create_accumulator(self):
         return None
 
-    def _trim(self, hashes, ids, vectors):
+    def _cut(self, hashes, ids, vectors):
         if len(hashes) > self._size:
-            # Partition first: sorting (with string ids) is only needed for the kept rows.
             keep = np.argpartition(hashes, self._size - 1)[: self._size]
-            hashes, ids, vectors = hashes[keep], ids[keep], vectors[keep]
-        order = np.lexsort((ids.astype(str), hashes))
-        return hashes[order], ids[order], vectors[order]
+            return hashes[keep], ids[keep], vectors[keep]
+        return hashes, ids, vectors
 
     def add_input(self, acc, batch: VectorBatch):
-        item = self._trim(stable_hash64(batch.ids), batch.ids, batch.vectors)
-        return self.merge_accumulators([acc, item])
+        return self.merge_accumulators([acc, (stable_hash64(batch.ids), batch.ids, batch.vectors)])
 
     def merge_accumulators(self, accs):
         accs = [a for a in accs if a is not None]
         if not accs:
             return None
-        return self._trim(*(np.concatenate([a[i] for a in accs]) for i in range(3)))
+        merged = accs[0] if len(accs) == 1 else tuple(
+            np.concatenate([a[i] for a in accs]) for i in range(3))
+        return self._cut(*merged) if len(merged[0]) > 2 * self._size else merged
 
     def extract_output(self, acc):
-        return np.zeros((0, 0), dtype=np.float32) if acc is None else acc[2]
+        if acc is None:
+            return np.zeros((0, 0), dtype=np.float32)
+        hashes, ids, vectors = self._cut(*acc)
+        return vectors[np.lexsort((ids.astype(str), hashes))]
 
 
 class _PartitionSizesFn(beam.DoFn):

@@ -99,28 +99,45 @@ def _parse_vector(value: Any) -> np.ndarray:
     return arr
 
 
-def _table_vectors(table: pa.RecordBatch, field: str) -> tuple[list[np.ndarray | None], list[str]] | None:
-    """Fast path for Arrow list<number> columns: (vectors or None per row, error per row) or None."""
+def _table_groups(table: pa.RecordBatch, field: str, usable: np.ndarray,
+                  errors: list[str]) -> dict[int, tuple[np.ndarray, np.ndarray]] | None:
+    """Fast path for Arrow list<number> columns: {length: (rows, float64 [rows, length])}, vectorised.
+
+    Rows that are not ``usable`` are skipped; missing or empty vectors get their error in ``errors``.
+    Returns None when the column is not a list of numbers (the caller parses row by row).
+    """
     col = table.column(field)
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
         return None
     if not (pa.types.is_floating(col.type.value_type) or pa.types.is_integer(col.type.value_type)):
         return None
-    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    # list_flatten drops null lists, so a row's values start after all earlier non-null rows' values.
     flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float64)
-    out: list[np.ndarray | None] = []
-    errors: list[str] = []
-    offset = 0
-    for n in lengths:
-        if n is None or (isinstance(n, float) and math.isnan(n)):
-            out.append(None)
-            errors.append("vector is missing")
+    starts = np.concatenate([[0], np.cumsum(np.maximum(lengths, 0))[:-1]])
+    for i in np.flatnonzero(usable & (lengths <= 0)):
+        errors[i] = "vector is missing" if lengths[i] < 0 else "vector must be a non-empty flat list"
+    groups = {}
+    for length in np.unique(lengths[usable & (lengths > 0)]):
+        rows = np.flatnonzero(usable & (lengths == length))
+        groups[int(length)] = (rows, flat[starts[rows, None] + np.arange(length)[None, :]])
+    return groups
+
+
+def _row_groups(values: list, usable: np.ndarray,
+                errors: list[str]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Slow path: parses each usable row's vector; groups them by length like ``_table_groups``."""
+    by_len: dict[int, tuple[list[int], list[np.ndarray]]] = {}
+    for i in np.flatnonzero(usable):
+        try:
+            vec = _parse_vector(values[i])
+        except ValueError as e:
+            errors[i] = str(e)
             continue
-        n = int(n)
-        out.append(flat[offset:offset + n])
-        errors.append("" if n else "vector must be a non-empty flat list")
-        offset += n
-    return out, errors
+        rows, vecs = by_len.setdefault(len(vec), ([], []))
+        rows.append(int(i))
+        vecs.append(vec)
+    return {n: (np.array(rows, dtype=np.int64), np.stack(vecs)) for n, (rows, vecs) in by_len.items()}
 
 
 def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: str,
@@ -128,70 +145,57 @@ def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: s
     """Validates ids and vectors of one raw batch.
 
     Returns one VectorBatch per distinct vector length present (usually one) and the dead letters.
-    Vectors are float32, finite, L2-normalised when ``distance == 'cosine'``.
+    Vectors are float32, finite, L2-normalised when ``distance == 'cosine'``. Parquet list columns
+    are checked as matrices; other inputs are parsed row by row.
     """
     from transforms.index import prepare_vectors
 
     n = len(raw)
     ids = _read_ids(raw, id_field)
-    dead: list[DeadLetter] = []
-    fast = None
-    if raw.table is not None:
-        if vector_field in raw.table.schema.names:
-            fast = _table_vectors(raw.table, vector_field)
-            if fast is None:  # strings or mixed: parse row by row
-                values = raw.table.column(vector_field).to_pylist()
-        else:
-            values = [None] * n
+    usable = np.array([i is not None for i in ids], dtype=bool)
+    errors = ["" if ok else f"missing or empty id field {id_field!r}" for ok in usable]
+    groups = None
+    if raw.table is not None and vector_field in raw.table.schema.names:
+        groups = _table_groups(raw.table, vector_field, usable, errors)
+        if groups is None:  # strings or mixed types: parse row by row
+            groups = _row_groups(raw.table.column(vector_field).to_pylist(), usable, errors)
+    elif raw.table is not None:
+        groups = _row_groups([None] * n, usable, errors)
     else:
-        values = [_scalar(row.get(vector_field)) if vector_field not in ("",) else None
-                  for row in raw.rows]
+        values = [_scalar(row.get(vector_field)) for row in raw.rows]
         # tf.Example float_list of length 1 was unwrapped by _scalar; a vector of length 1 stays a list.
         values = [v if not isinstance(v, (int, float)) or isinstance(v, bool) else [v] for v in values]
-
-    good_rows: list[int] = []
-    vecs: list[np.ndarray] = []
-    for i in range(n):
-        if ids[i] is None:
-            dead.append(make_dead_letter(STAGE, None, f"missing or empty id field {id_field!r}",
-                                         _row_payload(raw, i), f"{raw.source}#{raw.first_row + i}"))
-            continue
-        if fast is not None:
-            vec, err = fast[0][i], fast[1][i]
-        else:
-            try:
-                vec, err = _parse_vector(values[i]), ""
-            except ValueError as e:
-                vec, err = None, str(e)
-        if not err and not np.all(np.isfinite(vec)):
-            err = "vector has NaN or infinite values"
-        if not err and distance == "cosine" and float(np.dot(vec, vec)) <= _ZERO_NORM:
-            err = "zero vector has no cosine distance"
-        if err:
-            dead.append(make_dead_letter(STAGE, ids[i], f"{err} (field {vector_field!r})",
-                                         _row_payload(raw, i), f"{raw.source}#{raw.first_row + i}"))
-            continue
-        good_rows.append(i)
-        vecs.append(vec)
+        groups = _row_groups(values, usable, errors)
 
     batches: list[VectorBatch] = []
-    by_len: dict[int, list[int]] = {}
-    for j, v in enumerate(vecs):
-        by_len.setdefault(len(v), []).append(j)
-    for _, js in sorted(by_len.items()):
-        rows = np.array([good_rows[j] for j in js], dtype=np.int64)
-        mat = np.stack([vecs[j] for j in js]).astype(np.float64)
+    for _, (rows, mat) in sorted(groups.items()):
+        bad = ~np.isfinite(mat).all(axis=1)
+        for i in rows[bad]:
+            errors[i] = "vector has NaN or infinite values"
+        if distance == "cosine":
+            zero = ~bad & ((np.where(bad[:, None], 0.0, mat) ** 2).sum(axis=1) <= _ZERO_NORM)
+            for i in rows[zero]:
+                errors[i] = "zero vector has no cosine distance"
+            bad |= zero
+        rows, mat = rows[~bad], mat[~bad]
+        if not len(rows):
+            continue
         prepared, ok = prepare_vectors(mat, distance)
-        for j in np.flatnonzero(~ok):  # float32 overflow or underflow after the float64 checks
-            i = int(rows[j])
-            dead.append(make_dead_letter(STAGE, ids[i], "vector is not representable as float32",
-                                         _row_payload(raw, i), f"{raw.source}#{raw.first_row + i}"))
+        for i in rows[~ok]:  # float32 overflow or underflow after the float64 checks
+            errors[i] = "vector is not representable as float32"
         keep = np.flatnonzero(ok)
         if len(keep):
             batches.append(VectorBatch(
-                ids=np.array([ids[int(rows[j])] for j in keep], dtype=object),
+                ids=np.array([ids[int(i)] for i in rows[keep]], dtype=object),
                 vectors=np.ascontiguousarray(prepared[keep], dtype=np.float32),
                 origins=_origins(raw, rows[keep])))
+    dead = []
+    for i, err in enumerate(errors):
+        if err:
+            if usable[i]:
+                err = f"{err} (field {vector_field!r})"
+            dead.append(make_dead_letter(STAGE, ids[i], err, _row_payload(raw, i),
+                                         f"{raw.source}#{raw.first_row + i}"))
     return batches, dead
 
 
