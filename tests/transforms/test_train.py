@@ -235,3 +235,19 @@ def test_config_errors_name_the_flag(kwargs, flag):
     base = {"model_dir": "m", "truth": "t.csv", "text_fields": ("name",)}
     with pytest.raises(ValueError, match=flag):
         TrainConfig(**{**base, **kwargs})
+
+
+def test_trained_model_round_trips_through_the_match_job(trained, tmp_path):
+    """The trained SavedModel and its transform_fn serve the job unchanged (--model_dir)."""
+    from beam_jobs.match_corpora import run_job
+    from transforms.evaluate import evaluate
+    from transforms.io import read_matches
+
+    out = tmp_path / "out"
+    run_job(["--input", str(trained["root"] / "heldout.csv"), "--id_field", "rec_id",
+             "--text_fields", ",".join(MATCH_FIELDS), "--model_dir", trained["model_dir"],
+             "--transform_fn_dir", os.path.join(trained["model_dir"], TRANSFORM_FN_DIRNAME),
+             "--output", str(out), "--top_k", "5", "--runner", "FnApiRunner"])
+    report = evaluate(read_matches(str(out)), set(trained["held_truth"]), mode="dedup")
+    assert report["pairs"]["recall"] >= 0.95
+    assert report["threshold_sweep"]["best"]["f1"] >= 0.9
