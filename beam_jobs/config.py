@@ -288,13 +288,15 @@ def scann_params_for(cfg: MatchConfig, shard_size: int) -> dict[str, Any]:
     """ScaNN build/search parameters for a shard of ``shard_size`` vectors.
 
     Defaults follow the measured operating points in shared/FACTS.md: 2000 leaves at 1M vectors,
-    600 at 100k (about 2*sqrt(n)); leaves searched about 1.5*sqrt(leaves) (reached recall@10 ~0.99 at
-    1M and ~0.97 at 100k there); reorder 100 (200 bought nothing there), but 200 for squared_l2, where
+    600 at 100k (about 2*sqrt(n)); leaves searched about 1.5*sqrt(leaves), capped at 30 (recall@10
+    ~0.97-0.99 at those sizes there); reorder 100 (200 bought nothing there), but 200 for squared_l2, where
     hashing cannot use the anisotropic loss and reorder 100 gave recall@10 0.94 in tests/transforms.
     """
     num_leaves = cfg.scann_num_leaves or max(1, min(shard_size, round(2 * math.sqrt(shard_size))))
     num_leaves = min(num_leaves, shard_size)
-    to_search = cfg.scann_leaves_to_search or max(8, math.ceil(1.5 * math.sqrt(num_leaves)))
+    # 1.5*sqrt(leaves), at least 8, at most 30: FACTS.md measured recall@10 0.967 at 30 of 600
+    # leaves (100k) and 0.971-0.992 at 10-60 of 2000 (1M); more leaves cost search time for little.
+    to_search = cfg.scann_leaves_to_search or min(30, max(8, math.ceil(1.5 * math.sqrt(num_leaves))))
     return {
         "num_leaves": num_leaves,
         "num_leaves_to_search": min(to_search, num_leaves),

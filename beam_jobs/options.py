@@ -56,7 +56,8 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("probe_shards", "Partitions probed per query with centroid routing (4 partitions per shard). "
      "Default 4.", None),
     ("scann_num_leaves", "ScaNN tree leaves per shard. Default: 2*sqrt(shard size).", None),
-    ("scann_leaves_to_search", "ScaNN leaves searched per query. Default: 1.5*sqrt(leaves), >= 8.",
+    ("scann_leaves_to_search", "ScaNN leaves searched per query. Default: 1.5*sqrt(leaves), "
+     "between 8 and 30.",
      None),
     ("scann_quantization", "ScaNN scoring: ah (anisotropic hashing) or brute (exact float scoring in "
      "the tree). Default ah.", ("ah", "brute")),
