@@ -302,10 +302,10 @@ class TrainRouting(beam.PTransform):
 
 class _PlaceFn(beam.DoFn):
     def process(self, batch: VectorBatch, plan: RoutingPlan):
-        shard_of = shards_of_candidates(batch.ids, batch.vectors, plan)
-        for shard in np.unique(shard_of):
-            rows = np.flatnonzero(shard_of == shard)
-            yield int(shard), VectorBatch(batch.ids[rows], batch.vectors[rows], batch.origins[rows])
+        from transforms.shard_records import split_batch
+
+        yield from split_batch(batch, shards_of_candidates(batch.ids, batch.vectors, plan),
+                               plan.num_shards)
 
 
 def _assemble(element):

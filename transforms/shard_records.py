@@ -22,10 +22,10 @@ from apache_beam.metrics import Metrics
 from transforms import metrics
 from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
 from transforms.schema import VectorBatch
-from transforms.sharding import assign_shards
+from transforms.sharding import assign_shards, split_by_shard
 
 __all__ = ["ShardRecords", "ShardResult", "SplitQueryBatches", "concat_batches", "sort_and_dedupe",
-           "shard_sizing", "bytes_per_vector"]
+           "split_batch", "shard_sizing", "bytes_per_vector"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -98,12 +98,16 @@ def sort_and_dedupe(batch: VectorBatch) -> tuple[VectorBatch, np.ndarray, np.nda
     return VectorBatch(ids, batch.vectors[order], batch.origins[order]), keep, kept_row
 
 
+def split_batch(batch: VectorBatch, shard_of: np.ndarray,
+                num_shards: int) -> Iterator[tuple[int, VectorBatch]]:
+    """(shard, the batch's rows of that shard) for every shard that has rows; row order is kept."""
+    for shard, rows in split_by_shard(shard_of, num_shards):
+        yield shard, VectorBatch(batch.ids[rows], batch.vectors[rows], batch.origins[rows])
+
+
 class _SplitByShardFn(beam.DoFn):
     def process(self, batch: VectorBatch, num_shards: int) -> Iterator[tuple[int, VectorBatch]]:
-        shard_of = assign_shards(batch.ids, num_shards)
-        for shard in np.unique(shard_of):
-            rows = np.flatnonzero(shard_of == shard)
-            yield int(shard), VectorBatch(batch.ids[rows], batch.vectors[rows], batch.origins[rows])
+        yield from split_batch(batch, assign_shards(batch.ids, num_shards), num_shards)
 
 
 class _AssembleShardFn(beam.DoFn):
