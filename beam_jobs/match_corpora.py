@@ -17,10 +17,11 @@ import time
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs.config import MatchConfig, config_from_options, scann_params_for
-from transforms.audit import AuditRecall, ExactSampleTopK, SampleQueries, TuneSearch
+from transforms.audit import AuditRecall, ExactSampleTopK, SampleQueries, TuneProbe, TuneSearch
 from transforms.build import (
     BuildShardIndexes,
     CombineWithKeptShards,
@@ -28,7 +29,7 @@ from transforms.build import (
     WriteIndexManifest,
 )
 from transforms.clusters import ClusterPairs, WriteClusters
-from transforms.exact_duplicates import CollapseExactDuplicates, ExpandAliases
+from transforms.exact_duplicates import ExpandAliases
 from transforms.io import ReadCorpus, WriteDeadLetters, WriteMatches
 from transforms.manifest import (
     BadRecordRatioError,
@@ -37,10 +38,10 @@ from transforms.manifest import (
     bad_record_verdict,
     stack_versions,
 )
-from transforms.routing import PlaceCandidates, TrainRouting
+from transforms.routing import PlaceCandidates, RoutingPlan, TrainRouting
 from transforms.schema import Role
 from transforms.search import MergeTopK, SearchShards
-from transforms.shard_records import ShardRecords, SplitQueryBatches, shard_sizing
+from transforms.shard_records import FindDuplicateIds, ShardRecords, SplitQueryBatches, shard_sizing
 from transforms.validate import CheckDims, ValidateRecords
 
 __all__ = ["build_pipeline", "run", "main", "PipelineOutputs", "LOCAL_RUNNERS"]
@@ -186,9 +187,20 @@ def _prepare_batch(batch, distance: str):
     raise ValueError(f"{int((~ok).sum())} embedded vectors cannot be prepared for {distance}")
 
 
+def _kept_aliases(p, kept: dict[str, Any]):
+    """The alias map of a kept index's collapsed duplicates (None when it has none)."""
+    from transforms.exact_duplicates import ReadAliases
+
+    glob = kept.get("aliases_glob")
+    return (p | "KeptAliases" >> ReadAliases(glob)) if glob else None
+
+
 def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: list,
                  kept: dict[str, Any] | None) -> _IndexStage:
-    """shard (by id hash, or by routing centroids) -> build one index per shard.
+    """find duplicate ids -> (train routing) -> place candidates in shards -> (the builds follow).
+
+    One shuffle moves the vectors: placement by content hash (hash plan) or nearest centroid, with
+    exact duplicates collapsed inside each shard, since identical vectors always meet in one shard.
 
     With a kept index (--index_dir) nothing is built unless --append: then the new candidates go to
     the kept plan's shards and only those shards are rebuilt.
@@ -199,7 +211,7 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
         total = p | "KeptSize" >> beam.Create([kept["candidates_indexed"]])
         sizing = p | "KeptSizing" >> beam.Create([{"ok": True, "message": "", "capacity": 0,
                                                   "num_shards": len(kept["shards"])}])
-        return _IndexStage(infos, plan, total, None, sizing, None, None)
+        return _IndexStage(infos, plan, total, None, sizing, None, _kept_aliases(p, kept))
 
     num_candidates = _count(candidates, "Candidates")
     sizing = num_candidates | "SizeShards" >> beam.Map(
@@ -209,37 +221,36 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
     if kept is not None:  # --append: the kept index decides where candidates go
         sizing = p | "KeptSizing" >> beam.Create([{"ok": True, "message": "", "capacity": 0,
                                                   "num_shards": kept["num_shards"]}])
-    # Group by id hash: drops duplicate ids; without routing these buckets are the shards.
-    hash_shards = candidates | "ShardCandidates" >> ShardRecords(
-        num_shards=sizing | "HashShardCount" >> beam.Map(lambda s: s["num_shards"]), role=cand_role)
-    dead.append(hash_shards.dead_letters)
-    plan = aliases = None
+    # Duplicate ids are found by grouping ids alone; the rows they name are dropped on the way to
+    # the shards, in the one shuffle that moves the vectors (PlaceCandidates).
+    duplicates = candidates | "FindDuplicateIds" >> FindDuplicateIds(num_records=num_candidates)
     if kept is not None:
         plan = p | "KeptPlan" >> beam.Create([kept["plan"]])
-        placed = (hash_shards.shards | "NewCandidates" >> beam.Values()
-                  | "PlaceNewCandidates" >> PlaceCandidates(plan=plan))
-        merged = placed | "MergeWithKeptShards" >> MergeWithKeptShards(kept_shards=kept["shards"])
+        placed = candidates | "PlaceNewCandidates" >> PlaceCandidates(
+            plan=plan, duplicates=duplicates, role=cand_role)
+        dead.append(placed.dead_letters)
+        merged = placed.shards | "MergeWithKeptShards" >> MergeWithKeptShards(kept_shards=kept["shards"])
         dead.append(merged.dead_letters)
         return _IndexStage(None, plan, num_candidates, merged.shards, sizing,
-                           p | "KeptShardCount" >> beam.Create([kept["num_shards"]]), None)
-    record_ids = hash_shards.shards | "RecordIds" >> beam.Map(lambda kv: kv[1].ids)
-    deduped = hash_shards.shards | "DedupedCandidates" >> beam.Values()
-    if cfg.collapse_duplicates:
-        collapsed = deduped | "CollapseExactDuplicates" >> CollapseExactDuplicates()
-        deduped, aliases = collapsed.representatives, collapsed.aliases
-    if cfg.routing == "all" and not cfg.collapse_duplicates:
-        # The id-hash buckets are the shards already: no second grouping.
-        return _IndexStage(None, None, num_candidates, hash_shards.shards, sizing,
-                           sizing | "ShardCount" >> beam.Map(lambda s: s["num_shards"]), None,
-                           record_ids)
-    plan = deduped | "TrainRouting" >> TrainRouting(
-        sizing=sizing, distance=cfg.distance, num_shards=cfg.num_shards,
-        partitions_per_shard=PARTITIONS_PER_SHARD,
-        min_shards_to_route={"all": 1 << 62, "centroids": 0}.get(cfg.routing, AUTO_ROUTING_MIN_SHARDS))
-    cand_shards = deduped | "PlaceCandidates" >> PlaceCandidates(plan=plan)
+                           p | "KeptShardCount" >> beam.Create([kept["num_shards"]]),
+                           _kept_aliases(p, kept))
+    hash_plan_known = cfg.routing == "all" or (
+        cfg.routing == "auto" and cfg.num_shards is not None and cfg.num_shards <= AUTO_ROUTING_MIN_SHARDS)
+    if hash_plan_known:  # no centroids to train: skip the sample pass
+        plan = sizing | "HashPlan" >> beam.Map(
+            lambda s: RoutingPlan(np.zeros((0, 0), np.float32), cfg.distance, (), s["num_shards"],
+                                  kind="hash"))
+    else:
+        plan = candidates | "TrainRouting" >> TrainRouting(
+            sizing=sizing, distance=cfg.distance, num_shards=cfg.num_shards,
+            partitions_per_shard=PARTITIONS_PER_SHARD,
+            min_shards_to_route=0 if cfg.routing == "centroids" else AUTO_ROUTING_MIN_SHARDS)
+    placed = candidates | "PlaceCandidates" >> PlaceCandidates(
+        plan=plan, duplicates=duplicates, collapse=cfg.collapse_duplicates, role=cand_role)
+    dead.append(placed.dead_letters)
     num_shards = plan | "PlannedShardCount" >> beam.Map(lambda pl: pl.num_shards)
-    return _IndexStage(None, plan, num_candidates, cand_shards, sizing, num_shards, aliases,
-                       record_ids)
+    return _IndexStage(None, plan, num_candidates, placed.shards, sizing, num_shards,
+                       placed.aliases if cfg.collapse_duplicates else None, placed.record_ids)
 
 
 def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int = 1,
@@ -285,8 +296,16 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         if kept_index is not None:  # --append: rebuilt shards replace their kept versions
             infos = infos | "WithUntouchedKeptShards" >> CombineWithKeptShards(
                 kept_shards=kept_index["shards"])
+        index_static = _index_static(cfg, (static_manifest or {}).get("model_fingerprint"))
+        if kept_index is not None:  # --append: the kept duplicates stay where they were written
+            index_static["aliases_glob"] = kept_index.get("aliases_glob")
+        elif stage.aliases is not None:
+            from transforms.exact_duplicates import WriteAliases, aliases_glob
+
+            stage.aliases | "KeepAliases" >> WriteAliases(f"{cfg.output}/indexes")
+            index_static["aliases_glob"] = aliases_glob(f"{cfg.output}/indexes")
         infos | "IndexManifest" >> WriteIndexManifest(
-            index_root=f"{cfg.output}/indexes", static=_index_static(cfg), dims=dims, plan=plan)
+            index_root=f"{cfg.output}/indexes", static=index_static, dims=dims, plan=plan)
 
     if cfg.mode == "link":
         num_queries = _count(vectors[Role.QUERIES], "Queries")
@@ -302,7 +321,7 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     query_batches = query_source | "BatchQueries" >> SplitQueryBatches(batch_size=cfg.batch_size)
 
     exclude_self = cfg.mode == "dedup"
-    overrides = None
+    overrides = probe_choice = None
     if cfg.target_recall is not None:
         # A sample of its own, so the audit does not grade the tuning on the queries it tuned on.
         tune_sample = query_batches | "SampleTuningQueries" >> SampleQueries(
@@ -312,10 +331,14 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         overrides = infos | "TuneSearch" >> TuneSearch(
             sample=tune_sample, truth=tune_truth, target_recall=cfg.target_recall,
             top_k=cfg.top_k, exclude_self=exclude_self)
+        if plan is not None:  # centroid routing: tune --probe_shards on the same sample
+            probe_choice = plan | "TuneProbe" >> TuneProbe(
+                sample=tune_sample, truth=tune_truth, target_recall=cfg.target_recall,
+                top_k=cfg.top_k)
     partials = query_batches | "SearchShards" >> SearchShards(
         shards=infos, num_queries=num_queries, top_k=cfg.top_k, exclude_self=exclude_self,
         keep_vectors=cfg.rescore == "wasserstein", plan=plan, probe=cfg.probe_shards,
-        search_overrides=overrides)
+        search_overrides=overrides, probe_choice=probe_choice)
     pairs = partials | "MergeTopK" >> MergeTopK(
         top_k=cfg.top_k, rescore=cfg.rescore, max_distance=cfg.max_distance,
         canonical=exclude_self)
@@ -353,25 +376,31 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         output_dir=cfg.output, static=static_manifest or {}, counts=counts,
         dead_letter_counts=dead_counts, shards=infos, gate=gate,
         max_bad_record_ratio=cfg.max_bad_record_ratio, audit=audit, tuning=overrides, plan=plan,
-        clusters=clusters, min_recall=cfg.min_recall)
+        clusters=clusters, min_recall=cfg.min_recall, probe_tuning=probe_choice)
     return PipelineOutputs(pairs=pairs, shards=infos, dead_letters=all_dead, manifest=manifest,
                            audit=audit)
 
 
-def _index_static(cfg: MatchConfig) -> dict[str, Any]:
+def _index_static(cfg: MatchConfig, model_fp: str | None = None) -> dict[str, Any]:
     """What a later --index_dir run must agree with."""
+    if cfg.embeds and model_fp is None:
+        from transforms.model_ref import model_fingerprint
+
+        model_fp = model_fingerprint(cfg.model_dir, cfg.text_fields, cfg.numeric_fields)
     return {"format_version": 1, "distance": cfg.distance, "index": cfg.index, "id_field": cfg.id_field,
             "vector_field": None if cfg.embeds else cfg.vector_field,
             "text_fields": list(cfg.text_fields), "numeric_fields": list(cfg.numeric_fields),
-            "model_dir": cfg.model_dir, "transform_fn_dir": cfg.transform_fn_dir,
+            "model_dir": cfg.model_dir, "model_fingerprint": model_fp if cfg.embeds else None,
+            "transform_fn_dir": cfg.transform_fn_dir,
             # Where this run's preprocessing lives: a later --index_dir run must embed with it.
             "transform_fn_used": (cfg.transform_fn_dir or f"{cfg.output}/transform_fn") if cfg.embeds
             else None,
             "versions": stack_versions()}
 
 
-def check_kept_index(cfg: MatchConfig, kept: dict[str, Any]) -> None:
-    """A kept index must have been built with the same distance and features: else ConfigError."""
+def check_kept_index(cfg: MatchConfig, kept: dict[str, Any], model_fp: str | None = None) -> None:
+    """A kept index must have been built with the same distance, features and model (by content
+    fingerprint, see transforms.model_ref): else ConfigError."""
     from beam_jobs.config import ConfigError
 
     for flag, ours in (("distance", cfg.distance), ("id_field", cfg.id_field),
@@ -380,10 +409,20 @@ def check_kept_index(cfg: MatchConfig, kept: dict[str, Any]) -> None:
         if kept.get(flag) != ours:
             raise ConfigError(f"--index_dir {cfg.index_dir} was built with --{flag} {kept.get(flag)!r}; "
                               f"this run has --{flag} {ours!r}")
-    if cfg.embeds and kept.get("model_dir") != cfg.model_dir:
-        raise ConfigError(f"--index_dir {cfg.index_dir} was built with --model_dir "
-                          f"{kept.get('model_dir')!r}; this run has --model_dir {cfg.model_dir!r}: "
-                          "vectors from different models cannot be compared")
+    if not cfg.embeds:
+        return
+    if kept.get("model_fingerprint") is None:  # an index from before fingerprints: compare paths
+        if kept.get("model_dir") != cfg.model_dir:
+            raise ConfigError(f"--index_dir {cfg.index_dir} was built with --model_dir "
+                              f"{kept.get('model_dir')!r}; this run has --model_dir {cfg.model_dir!r}: "
+                              "vectors from different models cannot be compared")
+        return
+    if kept["model_fingerprint"] != model_fp:
+        raise ConfigError(
+            f"--model_dir {cfg.model_dir or '(the built-in embedder)'} is not the model --index_dir "
+            f"{cfg.index_dir} was built with ({kept.get('model_dir') or 'the built-in embedder'}): "
+            f"fingerprint {model_fp} != {kept['model_fingerprint']}; vectors from different models "
+            "cannot be compared (rebuild the index, or use the model it was built with)")
 
 
 def prepare(argv: list[str] | None):
@@ -401,6 +440,15 @@ def prepare(argv: list[str] | None):
     for flag in ("queries", "candidates", "input"):
         if getattr(cfg, flag):
             check_glob_matches(getattr(cfg, flag), flag)
+    model_fp = None
+    if cfg.embeds:
+        from beam_jobs.config import ConfigError
+        from transforms.model_ref import ModelNotFoundError, model_fingerprint
+
+        try:
+            model_fp = model_fingerprint(cfg.model_dir, cfg.text_fields, cfg.numeric_fields)
+        except ModelNotFoundError as e:
+            raise ConfigError(str(e)) from None
     kept = None
     if cfg.index_dir:
         from transforms.build import read_index_manifest
@@ -408,7 +456,7 @@ def prepare(argv: list[str] | None):
         kept = read_index_manifest(cfg.index_dir)
         kept["num_shards"] = (kept["plan"].num_shards if kept["plan"] is not None
                               else len(kept["shards"]))
-        check_kept_index(cfg, kept)
+        check_kept_index(cfg, kept, model_fp)
         if cfg.embeds and not cfg.transform_fn_dir:
             # New queries must be preprocessed exactly as the kept candidates were.
             import dataclasses
@@ -426,6 +474,8 @@ def prepare(argv: list[str] | None):
         "versions": stack_versions(),
         "runner": options.view_as(StandardOptions).runner or "DirectRunner",
     }
+    if model_fp is not None:
+        static["model_fingerprint"] = model_fp
     return options, cfg, static, num_output_shards, kept
 
 

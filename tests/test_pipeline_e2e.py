@@ -258,6 +258,22 @@ def test_centroid_routing_searches_fewer_shards_at_equal_recall(tmp_path):
     assert recall_routed >= 0.97, results
     assert per_query_routed <= 3, results
 
+    # --target_recall tunes the probe on a sample: from 1 partition up to what reaches the target.
+    out = tmp_path / "tuned"
+    _run(["--queries", str(tmp_path / "q" / "*"), "--candidates", str(tmp_path / "c" / "*"),
+          "--output", str(out), "--index", "exact", "--num_shards", "8", "--routing", "centroids",
+          "--probe_shards", "1", "--target_recall", "0.99", "--audit_sample", "200"])
+    manifest = read_manifest(str(out))
+    tuning = manifest["routing"]["probe_tuning"]
+    assert tuning["routing_recall"] >= tuning["target"], tuning
+    # the fewest partitions that reach it: every smaller probe tried fell short
+    assert all(r < tuning["target"] for p, r in tuning["tried"].items() if int(p) < tuning["probe"])
+    assert min(int(p) for p in tuning["tried"]) == 1
+    got = read_matches(str(out))
+    recall_tuned = len(set(zip(got.query_id, got.candidate_id, strict=True)) & truth) / len(truth)
+    assert recall_tuned >= 0.98, (recall_tuned, tuning)
+    assert manifest["metrics"]["query_shard_pairs_routed"] / len(query_ids) < 8
+
 
 def test_low_recall_fails_min_recall_and_tuning_restores_it(link_data, tmp_path):
     root, cands, cand_ids, queries, query_ids = link_data
@@ -313,8 +329,13 @@ def test_kept_index_built_differently_is_a_config_error(tmp_path, link_data):
                  "--distance", "dot", "--output", str(tmp_path / "x")])
 
 
-@pytest.mark.parametrize("mode", ["link", "dedup"])
-def test_exact_duplicates_are_indexed_once_and_matched_through_their_representative(tmp_path, mode):
+@pytest.mark.parametrize("mode,shard_flags", [
+    ("link", []), ("dedup", []),
+    # identical vectors meet in one shard whatever their ids: hash plan and centroid plan
+    ("link", ["--num_shards", "3", "--routing", "all"]),
+    ("dedup", ["--num_shards", "3", "--routing", "centroids", "--probe_shards", "12"])])
+def test_exact_duplicates_are_indexed_once_and_matched_through_their_representative(tmp_path, mode,
+                                                                                    shard_flags):
     vecs, _ = make_link_vectors(1500, 1, 12, clusters=10, seed=31)
     copies = vecs[[5, 5, 5, 77]]  # three copies of row 5, one of row 77
     allv = np.concatenate([vecs, copies])
@@ -326,15 +347,20 @@ def test_exact_duplicates_are_indexed_once_and_matched_through_their_representat
         qids = np.array([f"q{i:03d}" for i in range(len(queries))], dtype=object)
         write_vector_corpus(str(tmp_path / "q"), qids, queries)
         _run(["--queries", str(tmp_path / "q" / "*"), "--candidates", str(tmp_path / "c" / "*"),
-              "--output", str(out), "--index", "exact", "--top_k", "6"])
+              "--output", str(out), "--index", "exact", "--top_k", "6", *shard_flags])
         got = read_matches(str(out)).sort_values(["query_id", "rank"])
         want_ids, want_d = oracle_topk(queries, allv, ids, 6)
         order = np.argsort(qids.astype(str))
         np.testing.assert_array_equal(got.candidate_id.to_numpy().reshape(-1, 6), want_ids[order])
         np.testing.assert_allclose(got.distance.to_numpy().reshape(-1, 6), want_d[order], atol=1e-6)
+        # A nightly run reusing the index matches queries to the collapsed duplicates too.
+        reused = tmp_path / "reused"
+        _run(["--queries", str(tmp_path / "q" / "*"), "--index_dir", str(out), "--output", str(reused),
+              "--top_k", "6"])
+        pd.testing.assert_frame_equal(read_matches(str(reused)), read_matches(str(out)))
     else:
         _run(["--input", str(tmp_path / "c" / "*"), "--output", str(out), "--index", "exact",
-              "--top_k", "3", "--max_distance", "0.05"])
+              "--top_k", "3", "--max_distance", "0.05", *shard_flags])
         got = read_matches(str(out))
         pairs = set(zip(got.query_id, got.candidate_id, strict=True))
         assert {("r00005", "r01500"), ("r00005", "r01501"), ("r00005", "r01502"),

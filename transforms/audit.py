@@ -41,6 +41,9 @@ __all__ = [
     "ExactSampleTopK",
     "AuditRecall",
     "TuneSearch",
+    "TuneProbe",
+    "choose_probe",
+    "routing_target",
     "merge_truth",
     "recall_report",
     "search_kwargs",
@@ -694,3 +697,82 @@ class TuneSearch(beam.PTransform):
                 | "TuneShard" >> beam.ParDo(self._fn, sample=beam.pvalue.AsSingleton(self._sample),
                                             truth=beam.pvalue.AsSingleton(self._truth))
                 | "ToDict" >> beam.combiners.ToDict())
+
+
+# ------------------------------------------------------------------------------------------------
+# Probe tuning (centroid routing)
+
+# Probe counts tried, cheapest first (then every partition).
+_PROBE_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+
+
+def routing_target(target_recall: float) -> float:
+    """The share of true neighbours routing must reach: half the recall budget (1 - target) goes to
+    routing, half to the search inside the shards."""
+    return 1.0 - (1.0 - target_recall) / 2.0
+
+
+def choose_probe(plan: Any, sample: VectorBatch, truth: SampleTruth, *, top_k: int,
+                 target_recall: float, start: int = 1) -> dict[str, Any]:
+    """The smallest probe (partitions per query) whose routes reach ``routing_target`` of the sample's
+    true top-K neighbours, with the routing recall of every probe tried.
+
+    A true neighbour counts as reachable when its shard is among those the query is routed to; empty
+    truth slots do not count. A hash plan has nothing to tune (every query searches every shard).
+    """
+    from transforms.routing import route_rows
+
+    if plan is None or plan.kind == "hash" or not len(sample):
+        return {"probe": None, "routing_recall": None, "tried": {}}
+    shards = truth.shards[:, :top_k]
+    valid = shards >= 0
+    n_true = int(valid.sum())
+    partitions = len(plan.pieces)
+    ladder = sorted({p for p in _PROBE_LADDER if start <= p < partitions} | {partitions})
+    want = routing_target(target_recall)
+    tried: dict[int, float] = {}
+    for probe in ladder:
+        reach = np.zeros(shards.shape, dtype=bool)
+        for shard, rows in route_rows(sample.vectors, plan, probe).items():
+            reach[rows] |= shards[rows] == shard
+        tried[probe] = float((reach & valid).sum()) / n_true if n_true else 1.0
+        if tried[probe] >= want:
+            break
+    probe = next((p for p in ladder if tried.get(p, -1.0) >= want), ladder[-1])
+    return {"probe": probe, "routing_recall": tried[probe], "target": want,
+            "tried": {str(p): round(r, 4) for p, r in tried.items()}}
+
+
+class TuneProbe(beam.PTransform):
+    """Singleton RoutingPlan -> singleton dict: the ``--probe_shards`` chosen on the tuning sample.
+
+    See :func:`choose_probe`. Runs before the main search, on the same sample and exact truth as
+    ``TuneSearch``; the search reads the chosen probe as a side input.
+    """
+
+    def __init__(self, *, sample: beam.PCollection, truth: beam.PCollection, target_recall: float,
+                 top_k: int, start: int = 1):
+        super().__init__()
+        _check_top_k(top_k)
+        self._sample = sample
+        self._truth = truth
+        self._target = float(target_recall)
+        self._top_k = top_k
+        self._start = start
+
+    def _choose(self, plan, sample, truth):
+        if plan is not None and len(sample) and not np.array_equal(
+                np.asarray(truth.query_ids, dtype=object), sample.ids):
+            raise ValueError("TuneProbe needs the exact top-K of the same sample (ExactSampleTopK)")
+        choice = choose_probe(plan, sample, truth, top_k=self._top_k, target_recall=self._target,
+                              start=self._start)
+        if choice["probe"] is not None:
+            _LOGGER.info("routing: probe %d partitions -> %.4f of the sample's true neighbours "
+                         "reachable (target %.4f; tried %s)", choice["probe"],
+                         choice["routing_recall"], choice["target"], choice["tried"])
+        return choice
+
+    def expand(self, plan):
+        return plan | "ChooseProbe" >> beam.Map(
+            self._choose, sample=beam.pvalue.AsSingleton(self._sample),
+            truth=beam.pvalue.AsSingleton(self._truth))

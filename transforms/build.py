@@ -103,9 +103,9 @@ class BuildShardIndexes(beam.PTransform):
         if self._gate is not None:
             side["gate"] = beam.pvalue.AsSingleton(self._gate)
         # Reshuffle so shards build in parallel on different workers.
-        return (shards
-                | "SpreadShards" >> beam.Reshuffle()
-                | "BuildIndex" >> beam.ParDo(self._fn, **side))
+        # No Reshuffle: the shards come out of a GroupByKey, which already spreads them over
+        # workers; a Reshuffle would move every shard's vectors through the shuffle once more.
+        return shards | "BuildIndex" >> beam.ParDo(self._fn, **side)
 
 
 INDEX_MANIFEST = "index_manifest.json"

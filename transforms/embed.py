@@ -202,6 +202,9 @@ class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
         if call_rows is not None and call_rows < 1:
             raise ValueError(f"call_rows must be >= 1, got {call_rows}")
         self._max_rows = min(call_rows or max_batch_size, max_batch_size)
+        from transforms.metrics import StageTimer
+
+        self._timer = StageTimer("embed")
 
     def update_model_path(self, model_path: str | None = None) -> None:
         if model_path:
@@ -245,8 +248,9 @@ class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
         """Embeds all rows of all elements with one model call per ``max_batch_size`` rows."""
         tables = [e.table for e in batch if len(e)]
         if tables:
-            table = tables[0] if len(tables) == 1 else pa.Table.from_batches(tables)
-            vectors = model.embed(table, self._max_rows)
+            with self._timer:
+                table = tables[0] if len(tables) == 1 else pa.Table.from_batches(tables)
+                vectors = model.embed(table, self._max_rows)
         else:
             vectors = np.zeros((0, 0), np.float32)
         results, start = [], 0

@@ -1,7 +1,9 @@
 """Exact-duplicate short-circuit: identical records enter the index once.
 
 Candidates whose prepared vectors are byte-identical (after preprocessing and embedding, so two
-records with the same normalised content) are grouped by a content hash before any index is built.
+records with the same normalised content) are placed in the same shard (placement is a function of
+the content: a content hash, or the nearest routing centroid and a content hash), so the shard's
+assembly collapses them with ``collapse_identical`` before the index is built: no extra shuffle.
 The smallest id of each group is its representative and the only member indexed; the others become
 aliases. After the search, :class:`ExpandAliases` puts the aliases back:
 
@@ -18,86 +20,49 @@ The alias map travels as a side input: its size is the number of duplicate recor
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Iterator
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 
-from transforms import metrics
 from transforms.schema import PairBatch, VectorBatch
-from transforms.shard_records import concat_batches
+from transforms.sharding import content_hash64
 
-__all__ = ["CollapseExactDuplicates", "ExpandAliases", "CollapseResult", "content_hashes",
-           "expand_link_pairs", "expand_dedup_pairs"]
+__all__ = ["ExpandAliases", "collapse_identical", "expand_link_pairs", "expand_dedup_pairs", "WriteAliases",
+           "ReadAliases", "aliases_glob"]
 
 _LOGGER = logging.getLogger(__name__)
-# Content-hash buckets the collapse groups by (a fixed count keeps the graph static).
-_BUCKETS = 64
 # Dedup mode: groups up to this size get all their pairs; larger ones a star.
 _MAX_GROUP_PAIRS_SIZE = 50
 
 
-class CollapseResult(NamedTuple):
-    representatives: beam.PCollection  # VectorBatch: one row per distinct content
-    aliases: beam.PCollection  # (representative id, np.ndarray of alias ids), one per group
+def collapse_identical(batch: VectorBatch) -> tuple[VectorBatch, list[tuple[str, np.ndarray]]]:
+    """One representative (the smallest id) per distinct row content, and the alias groups.
 
-
-def content_hashes(vectors: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of every row's bytes (float32, C order): equal rows, equal hashes."""
-    rows = np.ascontiguousarray(vectors, dtype=np.float32)
-    return np.array([int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little")
-                     for r in rows], dtype=np.uint64)
-
-
-class _KeyByContentFn(beam.DoFn):
-    def process(self, batch: VectorBatch) -> Iterator[tuple[int, tuple[np.ndarray, VectorBatch]]]:
-        h = content_hashes(batch.vectors)
-        bucket = (h % np.uint64(_BUCKETS)).astype(np.int64)
-        for b in np.unique(bucket):
-            rows = np.flatnonzero(bucket == b)
-            yield int(b), (h[rows], VectorBatch(batch.ids[rows], batch.vectors[rows], batch.origins[rows]))
-
-
-class _CollapseFn(beam.DoFn):
-    def __init__(self):
-        self._aliases = Metrics.counter(metrics.NAMESPACE, "exact_duplicate_aliases")
-
-    def process(self, element: tuple[int, Iterable[tuple[np.ndarray, VectorBatch]]]):
-        _, parts = element
-        parts = list(parts)
-        hashes = np.concatenate([h for h, _ in parts])
-        whole = concat_batches([b for _, b in parts])
-        if whole is None:
-            return
-        order = np.lexsort((whole.ids.astype(str), hashes))
-        hashes, whole = hashes[order], VectorBatch(whole.ids[order], whole.vectors[order],
-                                                   whole.origins[order])
-        # Within equal hashes, confirm equal bytes (a 64-bit collision must not merge records).
-        same = np.zeros(len(hashes), dtype=bool)
-        same[1:] = (hashes[1:] == hashes[:-1]) & np.all(whole.vectors[1:] == whole.vectors[:-1], axis=1)
-        keep = ~same
-        yield VectorBatch(whole.ids[keep], whole.vectors[keep], whole.origins[keep])
-        group = np.cumsum(keep) - 1
-        reps = whole.ids[keep]
-        for g in np.unique(group[same]):
-            members = whole.ids[same & (group == g)]
-            self._aliases.inc(len(members))
-            yield beam.pvalue.TaggedOutput("aliases", (reps[g], members))
-
-
-class CollapseExactDuplicates(beam.PTransform):
-    """Deduplicated-id VectorBatches -> one representative per identical content + the alias map."""
-
-    def expand(self, batches):
-        out = (batches
-               | "KeyByContent" >> beam.ParDo(_KeyByContentFn())
-               | "GroupByContent" >> beam.GroupByKey()
-               | "Collapse" >> beam.ParDo(_CollapseFn()).with_outputs("aliases", main="representatives"))
-        return CollapseResult(representatives=out.representatives, aliases=out.aliases)
+    Returns the representatives sorted by id, and ``(representative id, alias ids)`` for every group
+    with aliases. Rows are grouped by ``content_hash64`` and equal bytes are confirmed, so a 64-bit
+    hash collision never merges two different records.
+    """
+    if not len(batch):
+        return batch, []
+    hashes = content_hash64(batch.vectors)
+    order = np.lexsort((batch.ids.astype(str), hashes))
+    hashes = hashes[order]
+    vectors = batch.vectors[order]
+    same = np.zeros(len(hashes), dtype=bool)
+    same[1:] = (hashes[1:] == hashes[:-1]) & np.all(vectors[1:] == vectors[:-1], axis=1)
+    if not same.any():
+        by_id = np.argsort(batch.ids.astype(str), kind="stable")
+        return VectorBatch(batch.ids[by_id], batch.vectors[by_id], batch.origins[by_id]), []
+    ids, origins = batch.ids[order], batch.origins[order]
+    keep = ~same
+    group = np.cumsum(keep) - 1
+    reps = ids[keep]
+    aliases = [(reps[g], ids[same & (group == g)]) for g in np.unique(group[same])]
+    by_id = np.argsort(reps.astype(str), kind="stable")
+    kept = VectorBatch(reps[by_id], vectors[keep][by_id], origins[keep][by_id])
+    return kept, aliases
 
 
 def expand_link_pairs(pairs: PairBatch, aliases: dict[str, np.ndarray], top_k: int) -> PairBatch:
@@ -197,3 +162,60 @@ class ExpandAliases(beam.PTransform):
             _ExpandDedupFn(), aliases=beam.pvalue.AsDict(self._aliases))
         within = self._aliases | "DuplicatePairs" >> beam.Map(_group_pairs)
         return (expanded, within) | "WithDuplicatePairs" >> beam.Flatten()
+
+
+# ------------------------------------------------------------------------------------------------
+# Keeping the alias map with an index (--index_dir reuse)
+
+_ALIASES_PREFIX = "aliases/aliases"
+_ALIASES_SUFFIX = ".jsonl"
+
+
+def aliases_glob(index_root: str) -> str:
+    """Where :class:`WriteAliases` puts an index's alias map (one JSON object a line)."""
+    return f"{index_root.rstrip('/')}/{_ALIASES_PREFIX}-*{_ALIASES_SUFFIX}"
+
+
+def _alias_line(element: tuple[str, np.ndarray]) -> str:
+    import json
+
+    rep, members = element
+    return json.dumps({"representative": str(rep), "aliases": sorted(str(m) for m in members)})
+
+
+def _parse_alias_line(line: str) -> tuple[str, np.ndarray]:
+    import json
+
+    row = json.loads(line)
+    return row["representative"], np.array(row["aliases"], dtype=object)
+
+
+class WriteAliases(beam.PTransform):
+    """(representative id, alias ids) -> ``<index_root>/aliases/aliases-SSSSS-of-NNNNN.jsonl``.
+
+    The collapsed duplicates are not in the index, so a run that reuses it (``--index_dir``) needs
+    this map to match queries to them as a fresh run would. An empty map still writes one empty file.
+    """
+
+    def __init__(self, index_root: str):
+        super().__init__()
+        self._prefix = f"{index_root.rstrip('/')}/{_ALIASES_PREFIX}"
+
+    def expand(self, aliases):
+        return (aliases
+                | "ToJson" >> beam.Map(_alias_line)
+                | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=_ALIASES_SUFFIX,
+                                                 shard_name_template="-SSSSS-of-NNNNN"))
+
+
+class ReadAliases(beam.PTransform):
+    """The alias map a kept index was written with (see :class:`WriteAliases`)."""
+
+    def __init__(self, glob: str):
+        super().__init__()
+        self._glob = glob
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Read" >> beam.io.ReadFromText(self._glob)
+                | "Parse" >> beam.Map(_parse_alias_line))

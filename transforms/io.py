@@ -547,14 +547,16 @@ class _ReadUnitFn(beam.DoFn):
         self._role = role
         self._batch_size = batch_size
         self._rows_read = Metrics.counter(metrics.NAMESPACE, metrics.records_read_counter(role))
+        self._timer = metrics.StageTimer("read")
 
     def process(self, unit):
         path, fmt, row_group, first_row = unit
         start = time.perf_counter()
-        if fmt == "parquet":
-            items = _read_parquet(path, row_group, first_row, self._batch_size)
-        else:
-            items = _read_rows(path, fmt, self._batch_size)
+        with self._timer:
+            if fmt == "parquet":
+                items = list(_read_parquet(path, row_group, first_row, self._batch_size))
+            else:
+                items = list(_read_rows(path, fmt, self._batch_size))
         count = 0
         for item in items:
             if isinstance(item, DeadLetter):
@@ -838,14 +840,17 @@ class _WriteMatchShardFn(beam.DoFn):
         self._output_format = output_format
         self._num_shards = num_shards
         self._unique_pairs = unique_pairs
+        self._timer = metrics.StageTimer("write")
 
     def process(self, element):
         shard, batches = element
-        pairs = _concat_pairs([b for b in batches if b is not None])
-        if self._unique_pairs:
-            pairs = drop_duplicate_pairs(pairs)
-        path = match_shard_path(self._output_dir, self._output_format, shard, self._num_shards)
-        yield shard, write_match_shard(path, pairs, self._output_format)
+        with self._timer:
+            pairs = _concat_pairs([b for b in batches if b is not None])
+            if self._unique_pairs:
+                pairs = drop_duplicate_pairs(pairs)
+            path = match_shard_path(self._output_dir, self._output_format, shard, self._num_shards)
+            written = write_match_shard(path, pairs, self._output_format)
+        yield shard, written
 
 
 def _placeholder(shard):

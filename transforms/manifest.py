@@ -89,7 +89,8 @@ class _WriteManifestFn(beam.DoFn):
     def process(self, _: Any, counts: dict[str, Any], dead_letters: dict[str, int],
                 shards: list, gate: dict | None = None, audit: dict | None = None,
                 tuning: dict | None = None, plan: Any = None,
-                clusters: dict | None = None) -> Iterator[dict[str, Any]]:
+                clusters: dict | None = None,
+                probe_tuning: dict | None = None) -> Iterator[dict[str, Any]]:
         from transforms.artifacts import write_text
 
         rows_read = sum(v for k, v in counts.items() if k.endswith("_read"))
@@ -109,6 +110,8 @@ class _WriteManifestFn(beam.DoFn):
             manifest["search_tuning"] = {str(k): v for k, v in sorted(tuning.items())}
         if plan is not None:
             manifest["routing"] = plan.to_dict()
+            if probe_tuning is not None and probe_tuning.get("probe") is not None:
+                manifest["routing"]["probe_tuning"] = probe_tuning
         if clusters is not None:
             manifest["clusters"] = clusters
         recall_error = None
@@ -141,14 +144,15 @@ class WriteManifest(beam.PTransform):
         shards: PCollection of ShardIndexInfo.
         max_bad_record_ratio: the run fails above this share of rejected records.
         gate: optional singleton verdict {ok, message} of the early bad-record check.
-        audit, tuning, plan: optional singletons (recall audit, per-shard search tuning, routing
-            plan) recorded in the manifest.
+        audit, tuning, plan, probe_tuning: optional singletons (recall audit, per-shard search
+            tuning, routing plan, the probe TuneProbe chose) recorded in the manifest.
         min_recall: fail the run when the audited recall@K is below this.
     """
 
     def __init__(self, *, output_dir: str, static: dict[str, Any], counts: dict[str, Any],
                  dead_letter_counts, shards, max_bad_record_ratio: float, gate=None, audit=None,
-                 tuning=None, plan=None, clusters=None, min_recall: float | None = None):
+                 tuning=None, plan=None, clusters=None, min_recall: float | None = None,
+                 probe_tuning=None):
         super().__init__()
         self._output_dir = output_dir
         self._static = static
@@ -157,7 +161,7 @@ class WriteManifest(beam.PTransform):
         self._shards = shards
         self._max_ratio = max_bad_record_ratio
         self._optional = {"gate": gate, "audit": audit, "tuning": tuning, "plan": plan,
-                          "clusters": clusters}
+                          "clusters": clusters, "probe_tuning": probe_tuning}
         self._min_recall = min_recall
 
     def expand(self, pbegin):

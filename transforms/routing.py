@@ -2,7 +2,7 @@
 
 The IVF idea at the level of shards. Centroids are trained with seeded k-means (numpy) on a
 deterministic sample of candidates; every candidate goes to the partition of its nearest centroid;
-partitions are packed into shards of bounded size (a partition larger than a shard is split by id hash
+partitions are packed into shards of bounded size (a partition larger than a shard is split by hash
 into pieces, so one shard can never outgrow a worker); each query then searches only the shards that
 hold its ``probe`` nearest partitions. Work per query grows with ``probe``, not with the number of
 shards.
@@ -23,7 +23,7 @@ from transforms.schema import VectorBatch
 from transforms.sharding import stable_hash64
 
 __all__ = ["TrainRouting", "PlaceCandidates", "RoutingPlan", "train_centroids", "nearest_centroids",
-           "plan_shards", "route_rows", "shards_of_candidates"]
+           "plan_shards", "route_rows", "shards_of_candidates", "PlaceResult"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -144,17 +144,26 @@ def plan_shards(centroids: np.ndarray, partition_sizes: np.ndarray, *, distance:
     return plan
 
 
-def shards_of_candidates(ids: np.ndarray, vectors: np.ndarray, plan: RoutingPlan) -> np.ndarray:
-    """The shard of every candidate: its nearest partition's piece chosen by id hash."""
-    if plan.kind == "hash":
-        from transforms.sharding import assign_shards
+def shards_of_candidates(ids: np.ndarray, vectors: np.ndarray, plan: RoutingPlan, *,
+                         by: str = "id") -> np.ndarray:
+    """The shard of every candidate: its nearest partition's piece (or its hash shard in a hash plan).
 
-        return assign_shards(ids, plan.num_shards)
+    ``by="id"`` hashes the id; ``by="content"`` hashes the vector's bytes, so identical records always
+    meet in one shard (where exact duplicates are collapsed) whatever their ids.
+    """
+    if by not in ("id", "content"):
+        raise ValueError(f"by must be 'id' or 'content', got {by!r}")
+    from transforms.sharding import content_hash64
+
+    if not len(ids):
+        return np.zeros(0, dtype=np.int64)
+    hashes = stable_hash64(ids) if by == "id" else content_hash64(vectors)
+    if plan.kind == "hash":
+        return (hashes % np.uint64(plan.num_shards)).astype(np.int64)
     # Placement uses the metric k-means was trained in; queries route with the job's distance.
-    part = (nearest_centroids(vectors, plan.centroids, "squared_l2", 1)[:, 0] if len(ids)
-            else np.zeros(0, dtype=np.int64))
+    part = nearest_centroids(vectors, plan.centroids, "squared_l2", 1)[:, 0]
     n_pieces = np.array([len(p) for p in plan.pieces], dtype=np.int64)[part]
-    piece = (stable_hash64(ids) % n_pieces.astype(np.uint64)).astype(np.int64) if len(ids) else part
+    piece = (hashes % n_pieces.astype(np.uint64)).astype(np.int64)
     table = np.full((len(plan.pieces), max(len(p) for p in plan.pieces)), -1, dtype=np.int64)
     for i, p in enumerate(plan.pieces):
         table[i, : len(p)] = p
@@ -196,20 +205,22 @@ class _SmallestHashSampleFn(beam.CombineFn):
         return hashes, ids, vectors
 
     def add_input(self, acc, batch: VectorBatch):
-        return self.merge_accumulators([acc, (stable_hash64(batch.ids), batch.ids, batch.vectors)])
+        return self.merge_accumulators([acc, [(stable_hash64(batch.ids), batch.ids, batch.vectors)]])
 
     def merge_accumulators(self, accs):
-        accs = [a for a in accs if a is not None]
-        if not accs:
+        # An accumulator is a list of (hashes, ids, vectors) parts, concatenated and cut only when
+        # they hold more than twice the sample: linear in the corpus, not corpus x sample.
+        parts = [part for a in accs if a is not None for part in a]
+        if not parts:
             return None
-        merged = accs[0] if len(accs) == 1 else tuple(
-            np.concatenate([a[i] for a in accs]) for i in range(3))
-        return self._cut(*merged) if len(merged[0]) > 2 * self._size else merged
+        if sum(len(h) for h, _, _ in parts) <= 2 * self._size:
+            return parts
+        return [self._cut(*(np.concatenate([p[i] for p in parts]) for i in range(3)))]
 
     def extract_output(self, acc):
         if acc is None:
             return np.zeros((0, 0), dtype=np.float32)
-        hashes, ids, vectors = self._cut(*acc)
+        hashes, ids, vectors = self._cut(*(np.concatenate([p[i] for p in acc]) for i in range(3)))
         return vectors[np.lexsort((ids.astype(str), hashes))]
 
 
@@ -300,32 +311,106 @@ class TrainRouting(beam.PTransform):
             sizing=beam.pvalue.AsSingleton(self._sizing))
 
 
+class PlaceResult(NamedTuple):
+    shards: beam.PCollection  # (shard, VectorBatch sorted by id): what each shard's index holds
+    dead_letters: beam.PCollection  # rows dropped as duplicate ids
+    aliases: beam.PCollection  # (representative id, alias ids) of collapsed exact duplicates
+    record_ids: beam.PCollection  # np.ndarray of every placed id (aliases included), one per shard
+
+
 class _PlaceFn(beam.DoFn):
-    def process(self, batch: VectorBatch, plan: RoutingPlan):
-        from transforms.shard_records import split_batch
+    def __init__(self, role: str, by: str):
+        from apache_beam.metrics import Metrics
 
-        yield from split_batch(batch, shards_of_candidates(batch.ids, batch.vectors, plan),
-                               plan.num_shards)
+        from transforms import metrics
+
+        self._by = by
+        self._dups = Metrics.counter(metrics.NAMESPACE, f"{role}_duplicate_ids")
+        self._timer = metrics.StageTimer("place")
+
+    def process(self, batch: VectorBatch, plan: RoutingPlan, duplicates: dict):
+        from transforms.dead_letters import DEAD_LETTER_TAG
+        from transforms.shard_records import drop_duplicate_ids, split_batch
+
+        with self._timer:
+            batch, dead = drop_duplicate_ids(batch, duplicates)
+            parts = list(split_batch(batch, shards_of_candidates(batch.ids, batch.vectors, plan,
+                                                                 by=self._by), plan.num_shards))
+        for letter in dead:
+            self._dups.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
+        yield from parts
 
 
-def _assemble(element):
-    from transforms.shard_records import concat_batches
+class _AssembleFn(beam.DoFn):
+    def __init__(self, role: str, collapse: bool):
+        from apache_beam.metrics import Metrics
 
-    shard, parts = element
-    whole = concat_batches(parts)
-    order = np.argsort(whole.ids.astype(str), kind="stable")
-    return shard, VectorBatch(whole.ids[order], whole.vectors[order], whole.origins[order])
+        from transforms import metrics
+
+        self._role = role
+        self._collapse = collapse
+        self._aliases = Metrics.counter(metrics.NAMESPACE, "exact_duplicate_aliases")
+        self._timer = metrics.StageTimer("place")
+
+    def process(self, element):
+        from transforms.exact_duplicates import collapse_identical
+        from transforms.shard_records import concat_batches
+
+        shard, parts = element
+        with self._timer:
+            whole = concat_batches(parts)
+            if whole is None:
+                return
+            all_ids = whole.ids
+            groups = []
+            if self._collapse:
+                whole, groups = collapse_identical(whole)
+            else:
+                order = np.argsort(whole.ids.astype(str), kind="stable")
+                whole = VectorBatch(whole.ids[order], whole.vectors[order], whole.origins[order])
+        yield beam.pvalue.TaggedOutput("record_ids", all_ids)
+        for rep, members in groups:
+            self._aliases.inc(len(members))
+            yield beam.pvalue.TaggedOutput("aliases", (rep, members))
+        _LOGGER.info("%s shard %d: %d records placed, %d exact duplicates collapsed", self._role, shard,
+                     len(whole), sum(len(m) for _, m in groups))
+        yield shard, whole
 
 
 class PlaceCandidates(beam.PTransform):
-    """Deduplicated candidate VectorBatches -> (shard, VectorBatch sorted by id) by the routing plan."""
+    """Candidate VectorBatches -> (shard, VectorBatch sorted by id) by the routing plan: the one
+    shuffle that moves the candidate vectors.
 
-    def __init__(self, *, plan):
+    Args:
+        plan: singleton RoutingPlan.
+        duplicates: optional PCollection from ``FindDuplicateIds``; the rows it names are dropped here,
+            into dead letters, on their way to the shards.
+        collapse: place by content (identical vectors share a shard) and collapse exact duplicates
+            in each shard to one representative; otherwise place by id.
+        role: corpus role for metrics and logs.
+    """
+
+    def __init__(self, *, plan, duplicates=None, collapse: bool = False, role: str = "candidates"):
         super().__init__()
         self._plan = plan
+        self._duplicates = duplicates
+        self._collapse = collapse
+        self._role = role
 
     def expand(self, batches):
-        return (batches
-                | "AssignShards" >> beam.ParDo(_PlaceFn(), plan=beam.pvalue.AsSingleton(self._plan))
-                | "GroupByShard" >> beam.GroupByKey()
-                | "AssembleShard" >> beam.Map(_assemble))
+        from transforms.dead_letters import DEAD_LETTER_TAG
+
+        duplicates = self._duplicates
+        if duplicates is None:
+            duplicates = batches.pipeline | "NoDuplicates" >> beam.Create([])
+        placed = batches | "AssignShards" >> beam.ParDo(
+            _PlaceFn(self._role, "content" if self._collapse else "id"),
+            plan=beam.pvalue.AsSingleton(self._plan),
+            duplicates=beam.pvalue.AsDict(duplicates)).with_outputs(DEAD_LETTER_TAG, main="placed")
+        out = (placed.placed
+               | "GroupByShard" >> beam.GroupByKey()
+               | "AssembleShard" >> beam.ParDo(_AssembleFn(self._role, self._collapse)).with_outputs(
+                   "aliases", "record_ids", main="shards"))
+        return PlaceResult(shards=out.shards, dead_letters=placed[DEAD_LETTER_TAG], aliases=out.aliases,
+                           record_ids=out.record_ids)

@@ -111,7 +111,8 @@ class _FanOutFn(beam.DoFn):
         self._searches = Metrics.counter(metrics.NAMESPACE, "query_shard_pairs_routed")
 
     def process(self, element: tuple[str, VectorBatch], shards: list[ShardIndexInfo],
-                num_queries: int, plan: Any = None) -> Iterator[tuple[str, tuple]]:
+                num_queries: int, plan: Any = None,
+                probe_choice: dict | None = None) -> Iterator[tuple[str, tuple]]:
         from transforms.routing import route_rows
         from transforms.sharding import stable_hash64
 
@@ -119,8 +120,11 @@ class _FanOutFn(beam.DoFn):
         groups = max(1, -(-num_queries // QUERIES_PER_SEARCH_GROUP))
         sub = int(stable_hash64(np.array([batch_key], dtype=object))[0] % groups)
         everything = np.arange(len(batch), dtype=np.int64)
-        if plan is not None and self._probe > 0:
-            routes = route_rows(batch.vectors, plan, self._probe)
+        probe = self._probe
+        if probe_choice and probe_choice.get("probe"):
+            probe = int(probe_choice["probe"])  # tuned on the sample (--target_recall)
+        if plan is not None and probe > 0:
+            routes = route_rows(batch.vectors, plan, probe)
         else:
             routes = {info.shard: everything for info in shards}
         built = {info.shard for info in shards}
@@ -295,16 +299,19 @@ class _MergeFn(beam.DoFn):
         self._max_distance = max_distance
         self._canonical = canonical
         self._merged = Metrics.counter(metrics.NAMESPACE, "queries_merged")
+        self._timer = metrics.StageTimer("merge")
 
     def start_bundle(self) -> None:
         self._bundle_queries, self._bundle_start = 0, time.perf_counter()
 
     def process(self, element: tuple[str, Iterable[PartialResult]]) -> Iterator[PairBatch]:
         batch_key, partials = element
-        nb = merge_partials(list(partials), self._top_k, self._rescore)
+        with self._timer:
+            nb = merge_partials(list(partials), self._top_k, self._rescore)
+            pairs = neighbors_to_pairs(nb, max_distance=self._max_distance, canonical=self._canonical)
         self._merged.inc(len(nb.query_ids))
         self._bundle_queries += len(nb.query_ids)
-        yield neighbors_to_pairs(nb, max_distance=self._max_distance, canonical=self._canonical)
+        yield pairs
 
     def finish_bundle(self) -> None:
         elapsed = time.perf_counter() - self._bundle_start
@@ -325,11 +332,14 @@ class SearchShards(beam.PTransform):
         plan: optional singleton RoutingPlan; with ``probe`` > 0 each query searches only the
             shards holding its ``probe`` nearest partitions.
         probe: partitions probed per query (0 = every shard).
+        probe_choice: optional singleton dict from ``TuneProbe``; its ``probe``, when set, replaces
+            ``probe``.
         search_overrides: optional singleton {shard: {leaves_to_search, reorder}} from TuneSearch.
     """
 
     def __init__(self, *, shards, num_queries, top_k: int, exclude_self: bool = False,
-                 keep_vectors: bool = False, plan=None, probe: int = 0, search_overrides=None):
+                 keep_vectors: bool = False, plan=None, probe: int = 0, search_overrides=None,
+                 probe_choice=None):
         super().__init__()
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
@@ -337,12 +347,15 @@ class SearchShards(beam.PTransform):
         self._num_queries = num_queries
         self._plan = plan
         self._probe = probe
+        self._probe_choice = probe_choice
         self._overrides = search_overrides
         self._fn = _SearchShardFn(top_k=top_k, exclude_self=exclude_self, keep_vectors=keep_vectors)
 
     def expand(self, query_batches):
         by_shard = self._shards | "KeyByShard" >> beam.Map(lambda info: (info.shard, info))
         side = {"plan": beam.pvalue.AsSingleton(self._plan)} if self._plan is not None else {}
+        if self._probe_choice is not None:
+            side["probe_choice"] = beam.pvalue.AsSingleton(self._probe_choice)
         search_side = {"shards": beam.pvalue.AsDict(by_shard)}
         if self._overrides is not None:
             search_side["overrides"] = beam.pvalue.AsSingleton(self._overrides)

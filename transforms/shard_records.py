@@ -25,6 +25,7 @@ from transforms.schema import VectorBatch
 from transforms.sharding import assign_shards, split_by_shard
 
 __all__ = ["ShardRecords", "ShardResult", "SplitQueryBatches", "concat_batches", "sort_and_dedupe",
+           "first_occurrences", "FindDuplicateIds", "DUPLICATE_ID_REASON",
            "split_batch", "shard_sizing", "bytes_per_vector"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -83,19 +84,38 @@ def _origin_key(origin: str) -> tuple[str, int]:
     return source, int(row) if row.isdigit() else -1
 
 
+def first_occurrences(ids: np.ndarray, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Orders rows by (id, source, row) and marks the first occurrence of each id.
+
+    Returns the order (row positions), a bool mask over the ordered rows of those to keep, and for
+    every ordered row the position (in the order) of the kept row with the same id.
+    """
+    text = np.asarray(ids, dtype=object).astype(str)
+    order = np.argsort(text, kind="stable")
+    ordered = text[order]
+    keep = np.ones(len(ordered), dtype=bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    if not keep.all():
+        # Only rows of repeated ids need (source, row) order: re-sort those in the places they hold
+        # (the places are in id order already, so the whole stays sorted by id).
+        repeated = ~keep
+        repeated[:-1] |= ~keep[1:]
+        places = np.flatnonzero(repeated)
+        rows = order[places]
+        keys = [(text[r], *_origin_key(str(origins[r]))) for r in rows]
+        order[places] = rows[sorted(range(len(rows)), key=keys.__getitem__)]
+    kept_row = np.maximum.accumulate(np.where(keep, np.arange(len(ordered)), 0))
+    return order.astype(np.int64), keep, kept_row
+
+
 def sort_and_dedupe(batch: VectorBatch) -> tuple[VectorBatch, np.ndarray, np.ndarray]:
     """Sorts rows by (id, source, row) and marks the first occurrence of each id.
 
     Returns the sorted batch, a bool mask of rows to keep, and for every row the index (in the
     sorted batch) of the kept row with the same id.
     """
-    keys = [(rid, *_origin_key(o)) for rid, o in zip(batch.ids, batch.origins, strict=True)]
-    order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
-    ids = batch.ids[order]
-    keep = np.ones(len(ids), dtype=bool)
-    keep[1:] = ids[1:] != ids[:-1]
-    kept_row = np.maximum.accumulate(np.where(keep, np.arange(len(ids)), 0))
-    return VectorBatch(ids, batch.vectors[order], batch.origins[order]), keep, kept_row
+    order, keep, kept_row = first_occurrences(batch.ids, batch.origins)
+    return VectorBatch(batch.ids[order], batch.vectors[order], batch.origins[order]), keep, kept_row
 
 
 def split_batch(batch: VectorBatch, shard_of: np.ndarray,
@@ -125,7 +145,7 @@ class _AssembleShardFn(beam.DoFn):
             self._dups.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, make_dead_letter(
                 "validate", ordered.ids[d],
-                f"duplicate id; the first occurrence at {ordered.origins[kept_row[d]]} is kept",
+                DUPLICATE_ID_REASON.format(ordered.origins[kept_row[d]]),
                 ordered.vectors[d], ordered.origins[d]))
         deduped = ordered if keep.all() else VectorBatch(
             ordered.ids[keep], ordered.vectors[keep], ordered.origins[keep])
@@ -155,6 +175,75 @@ class ShardRecords(beam.PTransform):
                | "AssembleShard" >> beam.ParDo(_AssembleShardFn(self._role)).with_outputs(
                    DEAD_LETTER_TAG, main="shards"))
         return ShardResult(shards=out.shards, dead_letters=out[DEAD_LETTER_TAG])
+
+
+# Records per id bucket when duplicate ids are looked for (ids and origins only, no vectors).
+_IDS_PER_BUCKET = 4_000_000
+DUPLICATE_ID_REASON = "duplicate id; the first occurrence at {} is kept"
+
+
+class _KeyIdsFn(beam.DoFn):
+    def process(self, batch: VectorBatch, num_buckets: int) -> Iterator[tuple[int, tuple]]:
+        if num_buckets == 1:
+            yield 0, (batch.ids, batch.origins)
+            return
+        for bucket, rows in split_by_shard(assign_shards(batch.ids, num_buckets), num_buckets):
+            yield bucket, (batch.ids[rows], batch.origins[rows])
+
+
+def _duplicates_in_bucket(element: tuple[int, Iterable[tuple]]) -> Iterator[tuple[tuple[str, str], str]]:
+    _, parts = element
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return
+    ids = np.concatenate([p[0] for p in parts])
+    origins = np.concatenate([p[1] for p in parts])
+    order, keep, kept_row = first_occurrences(ids, origins)
+    for d in np.flatnonzero(~keep):
+        yield (str(ids[order[d]]), str(origins[order[d]])), str(origins[order[kept_row[d]]])
+
+
+class FindDuplicateIds(beam.PTransform):
+    """VectorBatch -> ((id, origin), origin of the kept first occurrence) for every repeated id.
+
+    Only ids and origins are grouped (by id hash), never the vectors, so finding duplicates costs a
+    small fraction of moving the corpus; the result is as large as the number of duplicates and
+    travels as a side input to the step that drops them (see ``DropDuplicateIds``).
+
+    Args:
+        num_records: singleton PCollection with the corpus size (sizes the number of id buckets).
+    """
+
+    def __init__(self, *, num_records: beam.PCollection):
+        super().__init__()
+        self._num_records = num_records
+
+    def expand(self, batches):
+        buckets = self._num_records | "IdBuckets" >> beam.Map(
+            lambda n: max(1, math.ceil(n / _IDS_PER_BUCKET)))
+        return (batches
+                | "KeyIds" >> beam.ParDo(_KeyIdsFn(), num_buckets=beam.pvalue.AsSingleton(buckets))
+                | "GroupIds" >> beam.GroupByKey()
+                | "Duplicates" >> beam.FlatMap(_duplicates_in_bucket))
+
+
+def drop_duplicate_ids(batch: VectorBatch, duplicates: dict) -> tuple[VectorBatch, list[Any]]:
+    """Removes the rows ``FindDuplicateIds`` named; returns the rest and a dead letter per row removed."""
+    if not duplicates or not len(batch):
+        return batch, []
+    named = {rid for rid, _ in duplicates}
+    maybe = np.flatnonzero(np.fromiter((str(i) in named for i in batch.ids), dtype=bool,
+                                       count=len(batch)))
+    drop = [r for r in maybe if (str(batch.ids[r]), str(batch.origins[r])) in duplicates]
+    if not drop:
+        return batch, []
+    dead = [make_dead_letter(
+        "validate", batch.ids[r],
+        DUPLICATE_ID_REASON.format(duplicates[(str(batch.ids[r]), str(batch.origins[r]))]),
+        batch.vectors[r], batch.origins[r]) for r in drop]
+    keep = np.ones(len(batch), dtype=bool)
+    keep[drop] = False
+    return VectorBatch(batch.ids[keep], batch.vectors[keep], batch.origins[keep]), dead
 
 
 class _SplitQueryBatchesFn(beam.DoFn):

@@ -294,15 +294,18 @@ class _ValidateFn(beam.DoFn):
         self._numeric_fields = numeric_fields
         self._distance = distance
         self._valid = Metrics.counter(metrics.NAMESPACE, f"{role}_valid")
+        self._timer = metrics.StageTimer("validate")
 
     def process(self, raw: RawBatch) -> Iterator[Any]:
-        if self._text_fields or self._numeric_fields:
-            batches, dead = validate_features(raw, role=self._role, id_field=self._id_field,
-                                              text_fields=self._text_fields,
-                                              numeric_fields=self._numeric_fields)
-        else:
-            batches, dead = validate_vectors(raw, role=self._role, id_field=self._id_field,
-                                             vector_field=self._vector_field, distance=self._distance)
+        with self._timer:
+            if self._text_fields or self._numeric_fields:
+                batches, dead = validate_features(raw, role=self._role, id_field=self._id_field,
+                                                  text_fields=self._text_fields,
+                                                  numeric_fields=self._numeric_fields)
+            else:
+                batches, dead = validate_vectors(raw, role=self._role, id_field=self._id_field,
+                                                 vector_field=self._vector_field,
+                                                 distance=self._distance)
         for batch in batches:
             self._valid.inc(len(batch))
             yield batch

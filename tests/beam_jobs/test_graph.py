@@ -34,7 +34,7 @@ def test_link_graph_has_every_stage_and_options_pickle():
                          "--output=gs://b/out", "--top_k=20"])
     labels = _labels(p)
     for stage in ("ReadQueries", "ReadCandidates", "ValidateQueries", "ValidateCandidates", "CheckDims",
-                  "ShardCandidates", "TrainRouting", "PlaceCandidates", "BuildShardIndexes",
+                  "FindDuplicateIds", "TrainRouting", "PlaceCandidates", "BuildShardIndexes",
                   "ShardQueries", "BatchQueries", "SearchShards", "MergeTopK", "WriteMatches",
                   "WriteDeadLetters", "Manifest"):
         assert stage in labels, stage

@@ -373,3 +373,40 @@ def test_tune_search_reaches_target_and_prefers_cheap_rungs(corpus):
             tuned = shards | f"Tune{label}" >> TuneSearch(sample=sample, truth=truth_pc,
                                                           target_recall=target, top_k=TOP_K)
             assert_that(tuned, _single(check), label=f"Check{label}")
+
+
+def test_choose_probe_picks_the_fewest_partitions_that_reach_the_routing_target():
+    from transforms.audit import SampleTruth, choose_probe, routing_target
+    from transforms.routing import nearest_centroids, plan_shards, shards_of_candidates, train_centroids
+    from transforms.testing.clustered import make_clustered
+
+    vecs, _ = make_clustered(4000, 16, clusters=40, seed=8)
+    cents = train_centroids(vecs, 32, distance="cosine", seed=0)
+    sizes = np.bincount(nearest_centroids(vecs, cents, "squared_l2", 1)[:, 0], minlength=32)
+    plan = plan_shards(cents, sizes, distance="cosine", max_shard_vectors=500)
+    ids = np.array([f"c{i:05d}" for i in range(len(vecs))], dtype=object)
+    shard_of = shards_of_candidates(ids, vecs, plan)
+    queries = make_clustered(200, 16, clusters=40, seed=9)[0]
+    k = 10
+    top = np.argsort(-(queries @ vecs.T), axis=1)[:, :k]  # exact cosine top-k (unit vectors)
+    qids = np.array([f"q{i:03d}" for i in range(len(queries))], dtype=object)
+    truth = SampleTruth("tune", qids, ids[top], np.zeros(top.shape), shard_of[top], top)
+    sample = VectorBatch(qids, queries, qids)
+
+    def reachable(probe):  # independent: each query's probed partitions -> their shards
+        near = nearest_centroids(queries, plan.centroids, "cosine", probe)
+        hits = 0
+        for q in range(len(queries)):
+            routed = {s for p in near[q] for s in plan.pieces[p]}
+            hits += sum(int(s in routed) for s in shard_of[top[q]])
+        return hits / top.size
+
+    for target in (0.8, 0.95, 0.99):
+        got = choose_probe(plan, sample, truth, top_k=k, target_recall=target)
+        assert got["probe"] is not None
+        assert got["routing_recall"] == pytest.approx(reachable(got["probe"]))
+        assert got["routing_recall"] >= routing_target(target) or got["probe"] == len(plan.pieces)
+        smaller = [int(p) for p in got["tried"] if int(p) < got["probe"]]
+        assert all(reachable(p) < routing_target(target) for p in smaller)
+    hash_plan = plan._replace(kind="hash")
+    assert choose_probe(hash_plan, sample, truth, top_k=k, target_recall=0.95)["probe"] is None

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from transforms.exact_duplicates import content_hashes, expand_link_pairs
-from transforms.schema import PairBatch
+from transforms.exact_duplicates import collapse_identical, expand_link_pairs
+from transforms.schema import PairBatch, VectorBatch
 
 
-def test_content_hash_equal_rows_equal_hashes():
-    v = np.array([[1, 2], [1, 2], [2, 1], [1, 2.001]], dtype=np.float32)
-    h = content_hashes(v)
-    assert h[0] == h[1] and len({h[0], h[2], h[3]}) == 3
+def test_collapse_keeps_the_smallest_id_of_each_identical_group():
+    v = np.array([[1, 2], [3, 4], [1, 2], [5, 6], [3, 4], [1, 2]], dtype=np.float32)
+    ids = np.array(["e", "b", "a", "z", "c", "d"], dtype=object)
+    kept, aliases = collapse_identical(VectorBatch(ids, v, ids.copy()))
+    assert list(kept.ids) == ["a", "b", "z"]  # sorted by id
+    np.testing.assert_array_equal(kept.vectors, [[1, 2], [3, 4], [5, 6]])
+    assert list(kept.origins) == ["a", "b", "z"]
+    assert {str(r): sorted(m) for r, m in aliases} == {"a": ["d", "e"], "b": ["c"]}
+
+
+def test_collapse_confirms_equal_bytes_when_hashes_collide(monkeypatch):
+    import transforms.exact_duplicates as ed
+
+    monkeypatch.setattr(ed, "content_hash64", lambda v: np.zeros(len(v), dtype=np.uint64))
+    v = np.array([[1, 2], [1, 3], [1, 2]], dtype=np.float32)
+    ids = np.array(["x", "y", "w"], dtype=object)
+    kept, aliases = ed.collapse_identical(VectorBatch(ids, v, ids))
+    assert sorted(kept.ids) == ["w", "y"]
+    assert [(str(r), list(m)) for r, m in aliases] == [("w", ["x"])]
 
 
 def test_expand_adds_aliases_at_equal_distance_and_recuts_top_k():

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from transforms.sharding import assign_shards, split_by_shard, stable_hash64
+from transforms.sharding import assign_shards, content_hash64, split_by_shard, stable_hash64
 
 # Computed once with blake2b(digest_size=8), read little-endian. If these change, every published
 # output's shard layout changes: do not update them to make a test pass.
@@ -77,3 +77,26 @@ def test_split_by_shard_empty_and_out_of_range():
     assert split_by_shard(np.array([], dtype=np.int64), 3) == []
     with pytest.raises(ValueError, match="shard numbers"):
         split_by_shard(np.array([0, 3]), 3)
+
+
+def test_content_hash64_equal_rows_equal_hashes_and_any_byte_changes_it():
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((500, 7)).astype(np.float32)  # 28 bytes a row: padded to 32
+    v[10] = v[3]
+    h = content_hash64(v)
+    assert h.dtype == np.uint64 and h[10] == h[3]
+    assert len(np.unique(h)) == 499
+    w = v.copy()
+    w[:, 6] = np.nextafter(w[:, 6], np.float32(np.inf))  # the last real byte of each row
+    assert not (content_hash64(w) == h).any()
+    # float64 input hashes as its float32 values; row blocks do not change the result
+    np.testing.assert_array_equal(content_hash64(v.astype(np.float64)), h)
+    big = rng.standard_normal((10_000, 4)).astype(np.float32)
+    np.testing.assert_array_equal(content_hash64(big)[-3:], content_hash64(big[-3:]))
+
+
+def test_content_hash64_pinned_values_and_empty():
+    # Placement of identical records depends on these: they must never change.
+    got = content_hash64(np.array([[1, 2, 3], [0.5, -1, 0]], dtype=np.float32))
+    assert got.tolist() == [9304278205286514113, 15542510095253866116]
+    assert content_hash64(np.zeros((0, 3), dtype=np.float32)).shape == (0,)

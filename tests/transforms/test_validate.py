@@ -115,3 +115,18 @@ def test_duplicate_ids_keep_first_occurrence_by_file_then_row():
     dropped = np.flatnonzero(~keep)
     assert sorted(ordered.origins[dropped]) == ["f1#10", "f2#1"]
     assert all(ordered.origins[kept_row[d]] == "f1#9" for d in dropped)
+
+
+def test_first_occurrences_equals_a_full_sort_by_id_source_row():
+    from transforms.shard_records import _origin_key, first_occurrences
+
+    rng = np.random.default_rng(4)
+    ids = np.array([f"id{v}" for v in rng.integers(0, 60, 300)], dtype=object)
+    origins = np.array([f"f{f}#{r}" for f, r in zip(rng.integers(0, 3, 300), rng.integers(0, 40, 300),
+                                                    strict=True)], dtype=object)
+    order, keep, kept_row = first_occurrences(ids, origins)
+    want = sorted(range(300), key=lambda i: (ids[i], *_origin_key(origins[i])))
+    assert [(ids[i], _origin_key(origins[i])) for i in order] == \
+        [(ids[i], _origin_key(origins[i])) for i in want]
+    assert sorted(set(ids)) == list(ids[order][keep])
+    np.testing.assert_array_equal(ids[order][kept_row], ids[order])
