@@ -54,7 +54,7 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
      "--probe_shards nearest partitions), or auto (centroids placement; routing once there are "
      "more than 4 shards). Default auto.", ("auto", "all", "centroids")),
     ("probe_shards", "Partitions probed per query with centroid routing (4 partitions per shard). "
-     "Default 4.", None),
+     "Default 4; with --target_recall, the fewest that reach it on the tuning sample.", None),
     ("scann_num_leaves", "ScaNN tree leaves per shard. Default: 2*sqrt(shard size).", None),
     ("scann_leaves_to_search", "ScaNN leaves searched per query. Default: 1.5*sqrt(leaves), "
      "between 8 and 30.",
@@ -74,8 +74,11 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
      "disables.", None),
     ("min_recall", "Fail the run (after writing the manifest) when the audited recall@K is below "
      "this. Default: no minimum.", None),
-    ("target_recall", "Tune ScaNN search effort per shard (leaves to search, reorder depth) on a "
-     "separate query sample before the main search, to reach this recall. Default: no tuning.", None),
+    ("target_recall", "Tune the search effort (the routing probe, and per ScaNN shard the leaves to "
+     "search and reorder depth) on a "
+     "separate query sample before the main search, to reach this recall, or none. Default: 0.95 when "
+     "the job embeds records (hashed text embeddings have little cluster structure), none for "
+     "precomputed vectors.", None),
     ("collapse_duplicates", "Index records with identical prepared content once: the smallest id "
      "represents them, the others are matched through it (link: same neighbours and distance; "
      "dedup: a distance-0 pair with the representative). Default true.", ("true", "false")),

@@ -80,6 +80,8 @@ _BUCKET = r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?"
 GCS_GLOB_REGEX = rf"^gs://{_BUCKET}/[^/\r\n][^\r\n]*$"
 GCS_DIR_REGEX = rf"^gs://{_BUCKET}/[^/\r\n*?\[\]][^\r\n*?\[\]]*$"
 INT_REGEX = r"^[0-9]+$"
+# Numbers that also take the word none (see the flag's help).
+NONE_OR_NUMBER_FLAGS = frozenset({"target_recall"})
 FLOAT_REGEX = r"^[-+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$"
 
 _JOB_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,1022}[a-z0-9])?$")
@@ -186,6 +188,8 @@ def flag_regex(name: str, choices: Sequence[str] | None) -> str | None:
     if choices:
         return "^(" + "|".join(re.escape(c) for c in choices) + ")$"
     kind = _numeric_kind(name)
+    if name in NONE_OR_NUMBER_FLAGS:
+        return r"^(none|" + FLOAT_REGEX[1:-1] + r")$"
     if kind == "int":
         return INT_REGEX
     if kind == "float":
@@ -211,7 +215,7 @@ def _param_type(name: str, choices: Sequence[str] | None) -> str:
         return "GCS_READ_FOLDER"
     if choices:
         return "ENUM"
-    if _numeric_kind(name):
+    if _numeric_kind(name) and name not in NONE_OR_NUMBER_FLAGS:
         return "NUMBER"
     return "TEXT"
 

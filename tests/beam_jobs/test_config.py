@@ -71,3 +71,16 @@ def test_calibration_file_sets_max_distance(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ConfigError, match="--calibration"):
         config_from_flags(_flags(calibration=str(tmp_path / "bad.json")))
+
+
+def test_target_recall_defaults_to_tuning_only_when_records_are_embedded():
+    assert config_from_flags(_flags()).target_recall is None  # precomputed vectors
+    embedded = _flags(text_fields="name,city")
+    assert config_from_flags(embedded).target_recall == 0.95
+    assert config_from_flags({**embedded, "target_recall": "none"}).target_recall is None
+    assert config_from_flags({**embedded, "target_recall": "0.9"}).target_recall == 0.9
+    # nothing to tune: no error, no tuning
+    assert config_from_flags({**embedded, "index": "exact"}).target_recall is None
+    assert config_from_flags({**embedded, "audit_sample": "0"}).target_recall is None
+    with pytest.raises(ConfigError, match="--target_recall"):
+        config_from_flags({**embedded, "target_recall": "high"})

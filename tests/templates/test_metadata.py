@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from beam_jobs.options import JOB_FLAGS
-from beam_jobs.template_cli import GCS_DIR_FLAGS, GCS_GLOB_FLAGS, flag_regex
+from beam_jobs.template_cli import GCS_DIR_FLAGS, GCS_GLOB_FLAGS, NONE_OR_NUMBER_FLAGS, flag_regex
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "match_corpora"
 METADATA = json.loads((TEMPLATE_DIR / "metadata.json").read_text(encoding="utf-8"))
@@ -110,6 +110,13 @@ def test_float_flags(name):
         assert not _accepts(name, bad)
 
 
+def test_target_recall_takes_a_number_or_none():
+    for good in ("0.95", "1", "none"):
+        assert _accepts("target_recall", good)
+    for bad in ("", "None ", "high", "nonee"):
+        assert not _accepts("target_recall", bad)
+
+
 def test_every_numeric_config_field_with_a_flag_gets_a_numeric_regex():
     import dataclasses
 
@@ -117,7 +124,8 @@ def test_every_numeric_config_field_with_a_flag_gets_a_numeric_regex():
 
     for field in dataclasses.fields(MatchConfig):
         if field.name in FLAGS and ("int" in str(field.type) or "float" in str(field.type)):
-            assert PARAMS[field.name]["paramType"] == "NUMBER", field.name
+            want = "TEXT" if field.name in NONE_OR_NUMBER_FLAGS else "NUMBER"
+            assert PARAMS[field.name]["paramType"] == want, field.name
             assert flag_regex(field.name, None), field.name
 
 
