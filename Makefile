@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export CUDA_VISIBLE_DEVICES ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo demo-vectors test bench bench-routing lint clean
+.PHONY: venv demo demo-vectors test bench bench-routing bench-people lint clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,10 @@ bench: $(STAMP)
 
 bench-routing: $(STAMP)
 	$(PY) -m bench.routing --candidates 100000 --queries 5000
+
+# 100k generated people per corpus; the issue's 1,000,000 records: python -m bench.people_job
+bench-people: $(STAMP)
+	$(PY) -m bench.people_job --entities 100000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -5,9 +5,10 @@ Part 1, for each shard count (default 4, 16, 64) on the same clustered vectors, 
 run's audited recall@10 (exact search of a 1000-query sample), with the routed/fan-out ratios.
 
 Part 2 runs the job in a child process at 1x and 4x the candidates with a fixed shard size
-(``--max_shard_vectors``) and prints each child's peak RSS and the ratio. Note: the local runner keeps
-whole PCollections in memory between stages, so the process RSS also grows with the data; what stays
-bounded by the shard size is each build/search step (the memory a Dataflow worker needs).
+(``--max_shard_vectors``) and prints peak RSS and the 4x/1x ratios, twice: in process (everything in
+one process), and with the SDK workers in processes of their own (``multi_processing``), where the
+largest worker's peak RSS is what a Dataflow worker needs. The local runner process keeps whole
+PCollections in memory between steps (it plays the shuffle service), so its RSS grows with the data.
 
     python -m bench.routing --candidates 200000 --queries 10000
 """
@@ -78,18 +79,38 @@ def routing_sweep(cands: str, queries: str, work: str, shard_counts: list[int], 
     return rows
 
 
-def peak_rss(cands: str, queries: str, out: str, max_shard_vectors: int) -> tuple[float, float]:
-    """Runs the job in a child process; returns (that child's peak RSS in MiB, wall s)."""
-    code = "import sys; from beam_jobs.match_corpora import run_job; run_job(sys.argv[1:])"
+_CHILD = """
+import resource, sys
+from beam_jobs.match_corpora import run_job
+run_job(sys.argv[1:])
+print("WORKERS_MAXRSS_KIB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def peak_rss(cands: str, queries: str, out: str, max_shard_vectors: int,
+             workers: bool = False) -> dict[str, float]:
+    """Runs the job in a child process; returns its peak RSS in MiB and wall seconds.
+
+    ``workers=True`` runs the SDK workers as processes of their own (``--direct_running_mode
+    multi_processing``), as Dataflow workers are; the child then also reports the largest peak RSS of
+    its worker processes, separately from its own (the runner's, which buffers the data between steps
+    as Dataflow's shuffle service would).
+    """
+    extra = ["--max_shard_vectors", str(max_shard_vectors), "--routing", "all"]
+    if workers:
+        extra += ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
     t0 = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", code,
-                              *_job_args(cands, queries, out, "--max_shard_vectors",
-                                         str(max_shard_vectors), "--routing", "all")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, *_job_args(cands, queries, out, *extra)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stdout = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not the max of all
     if status != 0:
         raise RuntimeError(f"the job failed with status {status}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - t0
+    got = {"peak_rss_mib": round(usage.ru_maxrss / 1024), "wall_s": round(time.perf_counter() - t0, 1)}
+    for line in stdout.splitlines():
+        if workers and line.startswith("WORKERS_MAXRSS_KIB"):
+            got["worker_peak_rss_mib"] = round(int(line.split()[1]) / 1024)
+    return got
 
 
 def main() -> None:
@@ -118,12 +139,20 @@ def main() -> None:
         for factor in (1, 4):
             n = args.rss_candidates * factor
             c, q = _write(args.work, n, args.queries, args.dims, args.clusters)
-            mib, wall = peak_rss(c, q, os.path.join(args.work, f"rss-{factor}"), args.rss_shard_vectors)
-            rss[f"{factor}x"] = {"candidates": n, "peak_rss_mib": round(mib), "wall_s": round(wall, 1)}
-            print(f"{factor}x ({n} candidates, shards of <= {args.rss_shard_vectors}): peak RSS "
-                  f"{mib:.0f} MiB, {wall:.1f} s", flush=True)
-        rss["ratio_4x_over_1x"] = round(rss["4x"]["peak_rss_mib"] / rss["1x"]["peak_rss_mib"], 3)
-        print(f"peak RSS 4x / 1x: {rss['ratio_4x_over_1x']}")
+            one = peak_rss(c, q, os.path.join(args.work, f"rss-{factor}"), args.rss_shard_vectors)
+            two = peak_rss(c, q, os.path.join(args.work, f"rss-{factor}-mp"), args.rss_shard_vectors,
+                           workers=True)
+            rss[f"{factor}x"] = {"candidates": n, "in_process": one, "worker_processes": two}
+            print(f"{factor}x ({n} candidates, shards of <= {args.rss_shard_vectors}): in-process run "
+                  f"peak RSS {one['peak_rss_mib']} MiB ({one['wall_s']} s); with worker processes: "
+                  f"runner {two['peak_rss_mib']} MiB, largest worker {two.get('worker_peak_rss_mib')} "
+                  f"MiB ({two['wall_s']} s)", flush=True)
+        for key, field in (("in_process", "peak_rss_mib"), ("worker_processes", "peak_rss_mib"),
+                           ("worker_processes", "worker_peak_rss_mib")):
+            a, b = rss["1x"][key].get(field), rss["4x"][key].get(field)
+            if a and b:
+                rss[f"ratio_4x_over_1x_{key}_{field}"] = round(b / a, 3)
+                print(f"peak RSS 4x / 1x, {key} {field}: {b / a:.3f}")
         figures["rss"] = rss
     if args.json:
         with open(args.json, "w") as fh:
