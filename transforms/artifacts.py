@@ -115,12 +115,30 @@ def _local_files(local_dir: str) -> list[str]:
     return sorted(found)
 
 
-def publish_dir(local_dir: str, dest_dir: str) -> None:
+def is_local_path(path: str) -> bool:
+    """True for a path on this machine's filesystem (no ``scheme://``)."""
+    return "://" not in path
+
+
+def staging_dir_for(dest_dir: str) -> str | None:
+    """A directory to build ``dest_dir``'s files in before :func:`publish_dir` with ``move=True``:
+    beside ``dest_dir`` when it is local (same filesystem, so publishing is a rename, not a copy of
+    gigabytes), else None (the system temp directory)."""
+    if not is_local_path(dest_dir):
+        return None
+    parent = os.path.dirname(os.path.abspath(dest_dir.rstrip("/")))
+    os.makedirs(parent, exist_ok=True)
+    return parent
+
+
+def publish_dir(local_dir: str, dest_dir: str, *, move: bool = False) -> None:
     """Copies every file under a local directory to ``dest_dir``, then writes the ``_SUCCESS`` marker.
 
     Args:
         local_dir: an existing local directory (may be empty; subdirectories are copied too).
         dest_dir: destination directory on any Beam filesystem (local path, gs://, mem://).
+        move: the files may be moved instead of copied (a rename when ``dest_dir`` is local and on
+            the same filesystem; otherwise they are copied). ``local_dir`` is left to the caller.
 
     Raises:
         NotADirectoryError: ``local_dir`` is not a directory.
@@ -139,10 +157,18 @@ def publish_dir(local_dir: str, dest_dir: str) -> None:
     sizes = {}
     for rel in files:
         src = os.path.join(local_dir, *rel.split("/"))
+        sizes[rel] = os.path.getsize(src)
+        if move and is_local_path(dest_dir):
+            dst = os.path.join(dest_dir, *rel.split("/"))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            try:
+                os.replace(src, dst)
+                continue
+            except OSError:  # another filesystem: copy below
+                pass
         with open(src, "rb") as fin, FileSystems.create(
                 join_path(dest_dir, *rel.split("/")), compression_type=CompressionTypes.UNCOMPRESSED) as fout:
             shutil.copyfileobj(fin, fout, _COPY_CHUNK)
-        sizes[rel] = os.path.getsize(src)
     write_text(marker, json.dumps({"files": sizes}, sort_keys=True, indent=1))
     _LOGGER.info("published %d files from %s to %s", len(sizes), local_dir, dest_dir)
 

@@ -46,7 +46,7 @@ class _BuildShardIndexFn(beam.DoFn):
 
     def process(self, element: tuple[int, VectorBatch], num_shards: int,
                 gate: Any = None) -> Iterator[ShardIndexInfo]:
-        from transforms.artifacts import publish_dir
+        from transforms.artifacts import publish_dir, staging_dir_for
         from transforms.index import build_index
 
         shard, batch = element
@@ -57,12 +57,13 @@ class _BuildShardIndexFn(beam.DoFn):
         index = build_index(batch.vectors, distance=self._distance, kind=self._kind, params=params,
                             seed=self._seed)
         dest = f"{self._output_dir}/indexes/{shard_dir_name(shard, num_shards)}"
-        local = tempfile.mkdtemp(prefix=f"shard-{shard:05d}-")
+        # Built beside dest when the output is local: publishing renames instead of copying.
+        local = tempfile.mkdtemp(prefix=f".tmp-shard-{shard:05d}-", dir=staging_dir_for(dest))
         try:
             index.save(local)
             # Fixed-width unicode, so np.load needs no pickle.
             np.save(os.path.join(local, IDS_FILE), batch.ids.astype(str), allow_pickle=False)
-            publish_dir(local, dest)
+            publish_dir(local, dest, move=True)
         finally:
             shutil.rmtree(local, ignore_errors=True)
         elapsed = time.perf_counter() - start

@@ -281,3 +281,20 @@ def test_read_corpus_and_write_matches_on_mem(mem_dir):
              | WriteMatches(output_dir=join_path(mem_dir, "out"), output_format="parquet", num_shards=2))
     got = read_matches(join_path(mem_dir, "out"))
     assert got.to_dict("list") == {"query_id": ["q"], "candidate_id": ["c"], "rank": [1], "distance": [0.5]}
+
+
+def test_publish_with_move_renames_local_files_and_copies_elsewhere(tmp_path, mem_dir):
+    from transforms.artifacts import staging_dir_for
+
+    dest = tmp_path / "out" / "indexes" / "shard-00000-of-00001"
+    staging = staging_dir_for(str(dest))
+    assert staging == str(tmp_path / "out" / "indexes")  # beside dest: same filesystem
+    _make_tree(tmp_path / "out" / "indexes" / ".tmp")
+    want = _local_tree(str(tmp_path / "out" / "indexes" / ".tmp"))
+    publish_dir(str(tmp_path / "out" / "indexes" / ".tmp"), str(dest), move=True)
+    assert _local_tree(fetch_dir(str(dest))) == want
+    assert _local_tree(str(tmp_path / "out" / "indexes" / ".tmp")) == {}  # moved, not copied
+    assert staging_dir_for(mem_dir + "/x") is None
+    _make_tree(tmp_path / "src")
+    publish_dir(str(tmp_path / "src"), mem_dir, move=True)  # not local: copied
+    assert _local_tree(fetch_dir(mem_dir)) == _local_tree(str(tmp_path / "src"))
