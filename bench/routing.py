@@ -80,10 +80,41 @@ def routing_sweep(cands: str, queries: str, work: str, shard_counts: list[int], 
 
 
 _CHILD = """
-import resource, sys
+import os, sys, threading, time
 from beam_jobs.match_corpora import run_job
+
+peak = {"kib": 0}
+
+
+def _watch_workers():  # the SDK worker processes' high-water RSS (VmHWM), polled
+    me = str(os.getpid())
+    while True:
+        parent = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    parent[pid] = fh.read().rsplit(")", 1)[1].split()[1]
+            except (OSError, IndexError):
+                continue
+        for pid in parent:
+            up, hops = parent.get(pid), 0
+            while up not in (None, me, "0", "1") and hops < 8:  # descendants, e.g. under a shell
+                up, hops = parent.get(up), hops + 1
+            if up != me:
+                continue
+            try:
+                with open(f"/proc/{pid}/status") as fh:
+                    for line in fh:
+                        if line.startswith("VmHWM:"):
+                            peak["kib"] = max(peak["kib"], int(line.split()[1]))
+            except (OSError, IndexError, ValueError):
+                continue
+        time.sleep(0.2)
+
+
+threading.Thread(target=_watch_workers, daemon=True).start()
 run_job(sys.argv[1:])
-print("WORKERS_MAXRSS_KIB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print("WORKERS_MAXRSS_KIB", peak["kib"])
 """
 
 
