@@ -115,6 +115,8 @@ def _watch_workers():  # the SDK worker processes' high-water RSS (VmHWM), polle
 threading.Thread(target=_watch_workers, daemon=True).start()
 run_job(sys.argv[1:])
 print("WORKERS_MAXRSS_KIB", peak["kib"])
+with open("/proc/self/status") as fh:  # this process alone (wait4's figure includes its children)
+    print("OWN_MAXRSS_KIB", next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")))
 """
 
 
@@ -141,6 +143,8 @@ def peak_rss(cands: str, queries: str, out: str, max_shard_vectors: int,
     for line in stdout.splitlines():
         if workers and line.startswith("WORKERS_MAXRSS_KIB"):
             got["worker_peak_rss_mib"] = round(int(line.split()[1]) / 1024)
+        if workers and line.startswith("OWN_MAXRSS_KIB"):
+            got["peak_rss_mib"] = round(int(line.split()[1]) / 1024)  # the runner alone
     return got
 
 

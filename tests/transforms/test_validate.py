@@ -130,3 +130,25 @@ def test_first_occurrences_equals_a_full_sort_by_id_source_row():
         [(ids[i], _origin_key(origins[i])) for i in want]
     assert sorted(set(ids)) == list(ids[order][keep])
     np.testing.assert_array_equal(ids[order][kept_row], ids[order])
+
+
+def test_find_duplicate_ids_across_batches_and_id_buckets(monkeypatch):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    import transforms.shard_records as sr
+    from transforms.schema import VectorBatch
+
+    monkeypatch.setattr(sr, "_IDS_PER_BUCKET", 3)  # 9 records -> 3 id buckets
+
+    def batch(ids, source):
+        return VectorBatch(np.array(ids, dtype=object), np.zeros((len(ids), 2), np.float32),
+                           np.array([f"{source}#{i}" for i in range(len(ids))], dtype=object))
+
+    with TestPipeline(runner="FnApiRunner") as p:
+        batches = p | beam.Create([batch(["a", "b", "c", "a"], "f2"), batch(["d", "a", "e", "c", "f"], "f1")])
+        found = batches | sr.FindDuplicateIds(num_records=p | "N" >> beam.Create([9]))
+        # first occurrence by file, then row: a at f1#1, c at f1#3
+        assert_that(found, equal_to([(("a", "f2#0"), "f1#1"), (("a", "f2#3"), "f1#1"),
+                                     (("c", "f2#2"), "f1#3")]))
