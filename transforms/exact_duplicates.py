@@ -20,7 +20,6 @@ The alias map travels as a side input: its size is the number of duplicate recor
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -32,7 +31,6 @@ from transforms.sharding import content_hash64
 __all__ = ["ExpandAliases", "collapse_identical", "expand_link_pairs", "expand_dedup_pairs", "WriteAliases",
            "ReadAliases", "aliases_glob"]
 
-_LOGGER = logging.getLogger(__name__)
 # Dedup mode: groups up to this size get all their pairs; larger ones a star.
 _MAX_GROUP_PAIRS_SIZE = 50
 

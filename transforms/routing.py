@@ -18,7 +18,9 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.metrics import Metrics
 
+from transforms import metrics
 from transforms.schema import VectorBatch
 from transforms.sharding import stable_hash64
 
@@ -320,10 +322,6 @@ class PlaceResult(NamedTuple):
 
 class _PlaceFn(beam.DoFn):
     def __init__(self, role: str, by: str):
-        from apache_beam.metrics import Metrics
-
-        from transforms import metrics
-
         self._by = by
         self._dups = Metrics.counter(metrics.NAMESPACE, f"{role}_duplicate_ids")
         self._timer = metrics.StageTimer("place")
@@ -344,10 +342,6 @@ class _PlaceFn(beam.DoFn):
 
 class _AssembleFn(beam.DoFn):
     def __init__(self, role: str, collapse: bool):
-        from apache_beam.metrics import Metrics
-
-        from transforms import metrics
-
         self._role = role
         self._collapse = collapse
         self._aliases = Metrics.counter(metrics.NAMESPACE, "exact_duplicate_aliases")
