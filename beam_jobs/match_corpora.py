@@ -223,7 +223,9 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
                                                   "num_shards": kept["num_shards"]}])
     # Duplicate ids are found by grouping ids alone; the rows they name are dropped on the way to
     # the shards, in the one shuffle that moves the vectors (PlaceCandidates).
-    duplicates = candidates | "FindDuplicateIds" >> FindDuplicateIds(num_records=num_candidates)
+    duplicates = candidates | "FindDuplicateIds" >> FindDuplicateIds(
+        num_records=num_candidates,
+        num_shards=sizing | "ShardsForIdBuckets" >> beam.Map(lambda s: s.get("num_shards") or 1))
     if kept is not None:
         plan = p | "KeptPlan" >> beam.Create([kept["plan"]])
         placed = candidates | "PlaceNewCandidates" >> PlaceCandidates(

@@ -36,9 +36,11 @@ def collect_metrics(result) -> dict[str, Any]:
         value = d.committed
         if value is None:
             continue
-        prev = out["distributions"].get(name, {"sum": 0, "count": 0})
+        prev = out["distributions"].get(name, {"sum": 0, "count": 0, "max": None})
         out["distributions"][name] = {"sum": prev["sum"] + value.sum,
-                                      "count": prev["count"] + value.count}
+                                      "count": prev["count"] + value.count,
+                                      "max": value.max if prev["max"] is None
+                                      else max(prev["max"], value.max)}
     return out
 
 
@@ -55,8 +57,13 @@ def finish_local_run(run, cfg: MatchConfig, start: float):
     found = collect_metrics(result)
     busy = {name.removesuffix("_ms"): round(v["sum"] / 1000, 3)
             for name, v in found["distributions"].items() if name.endswith("_ms")}
+    extra = {}
+    heap = {name.removesuffix(metrics.HEAP_SUFFIX): v["max"]
+            for name, v in found["distributions"].items() if name.endswith(metrics.HEAP_SUFFIX)}
+    if heap:  # only when the workers ran under tracemalloc (PYTHONTRACEMALLOC=1)
+        extra["python_heap_peak_mib"] = heap
     update_manifest(cfg.output, exit_state="succeeded", wall_seconds=round(time.time() - start, 3),
-                    stage_busy_seconds=busy, metrics=found["counters"])
+                    stage_busy_seconds=busy, metrics=found["counters"], **extra)
     return result
 
 

@@ -10,6 +10,14 @@ one process), and with the SDK workers in processes of their own (``multi_proces
 largest worker's peak RSS is what a Dataflow worker needs. The local runner process keeps whole
 PCollections in memory between steps (it plays the shuffle service), so its RSS grows with the data.
 
+The local runner's workers also grow with the data, whatever the pipeline: each gets its share of a
+step's input pushed over gRPC faster than it consumes it, and the received messages wait in the
+worker (about 300 MB at 1M x 64 dims, allocated in grpc's channel thread; seen with tracemalloc).
+So part 2 also measures (a) the *runner floor*: the largest worker of a three-step pipeline that
+only reads the same candidate files and moves them through one GroupByKey, and (b) the job's Python
+heap per stage (numpy arrays included; ``PYTHONTRACEMALLOC=1`` in the workers, reported by
+``transforms.metrics.heap_watch_end`` as ``manifest.python_heap_peak_mib``).
+
     python -m bench.routing --candidates 200000 --queries 10000
 """
 
@@ -79,9 +87,8 @@ def routing_sweep(cands: str, queries: str, work: str, shard_counts: list[int], 
     return rows
 
 
-_CHILD = """
-import os, sys, threading, time
-from beam_jobs.match_corpora import run_job
+_WATCH = """
+import atexit, os, sys, threading, time
 
 peak = {"kib": 0}
 
@@ -113,11 +120,54 @@ def _watch_workers():  # the SDK worker processes' high-water RSS (VmHWM), polle
 
 
 threading.Thread(target=_watch_workers, daemon=True).start()
+atexit.register(lambda: print("WORKERS_MAXRSS_KIB", peak["kib"], flush=True))
+"""
+
+_CHILD = _WATCH + """
+from beam_jobs.match_corpora import run_job
+
 run_job(sys.argv[1:])
-print("WORKERS_MAXRSS_KIB", peak["kib"])
 with open("/proc/self/status") as fh:  # this process alone (wait4's figure includes its children)
     print("OWN_MAXRSS_KIB", next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")))
 """
+
+
+_FLOOR_CHILD = """
+import sys, apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from transforms.io import ReadCorpus
+from transforms.sharding import stable_hash64
+import numpy as np
+
+def shard_of(batch, n):  # a RawBatch: the rows of one file chunk, as read
+    key = np.array([f"{batch.source}#{batch.first_row}"], dtype=object)
+    return int(stable_hash64(key)[0] % n), batch
+
+opts = PipelineOptions(["--runner", "FnApiRunner", "--direct_running_mode", "multi_processing",
+                        "--direct_num_workers", "2"])
+with beam.Pipeline(options=opts) as p:
+    read = p | ReadCorpus(file_pattern=sys.argv[1], input_format="auto", role="candidates")
+    _ = (read.batches | beam.Map(shard_of, int(sys.argv[2])) | beam.GroupByKey()
+         | beam.Map(lambda kv: sum(b.table.num_rows for b in kv[1])) | beam.CombineGlobally(sum))
+"""
+
+
+def _run_child(code: str, args: list[str], env: dict | None = None) -> tuple[str, float]:
+    t0 = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=env)
+    stdout = child.stdout.read()
+    if child.wait() != 0:
+        raise RuntimeError(f"the child failed with status {child.returncode}")
+    return stdout, round(time.perf_counter() - t0, 1)
+
+
+def runner_floor(cands: str, shards: int) -> dict[str, float]:
+    """Largest worker peak RSS (MiB) of read -> GroupByKey -> count on the same files."""
+    stdout, wall = _run_child(_WATCH + _FLOOR_CHILD, [cands, str(shards)])
+    kib = next(int(line.split()[1]) for line in stdout.splitlines()
+               if line.startswith("WORKERS_MAXRSS_KIB"))
+    return {"worker_peak_rss_mib": round(kib / 1024), "wall_s": wall}
 
 
 def peak_rss(cands: str, queries: str, out: str, max_shard_vectors: int,
@@ -130,11 +180,13 @@ def peak_rss(cands: str, queries: str, out: str, max_shard_vectors: int,
     as Dataflow's shuffle service would).
     """
     extra = ["--max_shard_vectors", str(max_shard_vectors), "--routing", "all"]
+    env = None
     if workers:
         extra += ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
+        env = dict(os.environ, PYTHONTRACEMALLOC="1")  # the workers report their heap per stage
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", _CHILD, *_job_args(cands, queries, out, *extra)],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     stdout = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not the max of all
     if status != 0:
@@ -145,6 +197,10 @@ def peak_rss(cands: str, queries: str, out: str, max_shard_vectors: int,
             got["worker_peak_rss_mib"] = round(int(line.split()[1]) / 1024)
         if workers and line.startswith("OWN_MAXRSS_KIB"):
             got["peak_rss_mib"] = round(int(line.split()[1]) / 1024)  # the runner alone
+    if workers:
+        from transforms.manifest import read_manifest
+
+        got["python_heap_peak_mib"] = read_manifest(out).get("python_heap_peak_mib")
     return got
 
 
@@ -177,17 +233,36 @@ def main() -> None:
             one = peak_rss(c, q, os.path.join(args.work, f"rss-{factor}"), args.rss_shard_vectors)
             two = peak_rss(c, q, os.path.join(args.work, f"rss-{factor}-mp"), args.rss_shard_vectors,
                            workers=True)
-            rss[f"{factor}x"] = {"candidates": n, "in_process": one, "worker_processes": two}
+            floor = runner_floor(c, -(-n // args.rss_shard_vectors))
+            rss[f"{factor}x"] = {"candidates": n, "in_process": one, "worker_processes": two,
+                                 "runner_floor": floor}
             print(f"{factor}x ({n} candidates, shards of <= {args.rss_shard_vectors}): in-process run "
                   f"peak RSS {one['peak_rss_mib']} MiB ({one['wall_s']} s); with worker processes: "
                   f"runner {two['peak_rss_mib']} MiB, largest worker {two.get('worker_peak_rss_mib')} "
-                  f"MiB ({two['wall_s']} s)", flush=True)
+                  f"MiB ({two['wall_s']} s); runner floor (read -> GroupByKey -> count): largest "
+                  f"worker {floor['worker_peak_rss_mib']} MiB", flush=True)
+            print(f"  job's Python heap peak per stage (MiB): {two.get('python_heap_peak_mib')}",
+                  flush=True)
         for key, field in (("in_process", "peak_rss_mib"), ("worker_processes", "peak_rss_mib"),
-                           ("worker_processes", "worker_peak_rss_mib")):
+                           ("worker_processes", "worker_peak_rss_mib"),
+                           ("runner_floor", "worker_peak_rss_mib")):
             a, b = rss["1x"][key].get(field), rss["4x"][key].get(field)
             if a and b:
                 rss[f"ratio_4x_over_1x_{key}_{field}"] = round(b / a, 3)
                 print(f"peak RSS 4x / 1x, {key} {field}: {b / a:.3f}")
+        job = [rss[f"{f}x"]["worker_processes"].get("worker_peak_rss_mib") for f in (1, 4)]
+        flo = [rss[f"{f}x"]["runner_floor"]["worker_peak_rss_mib"] for f in (1, 4)]
+        if all(job):
+            # What the job's worker needs beyond what the local runner makes any worker hold.
+            rss["worker_growth_mib"] = {"job": job[1] - job[0], "runner_floor": flo[1] - flo[0]}
+            print(f"largest worker, 4x minus 1x: job +{job[1] - job[0]} MiB, runner floor "
+                  f"+{flo[1] - flo[0]} MiB")
+        heaps = [rss[f"{f}x"]["worker_processes"].get("python_heap_peak_mib") or {} for f in (1, 4)]
+        if heaps[0] and heaps[1]:
+            top = [max(h.values()) for h in heaps]
+            rss["ratio_4x_over_1x_python_heap_peak"] = round(top[1] / top[0], 3)
+            print(f"job's largest Python heap peak (any stage) 4x / 1x: {top[1]} / {top[0]} MiB = "
+                  f"{top[1] / top[0]:.3f}")
         figures["rss"] = rss
     if args.json:
         with open(args.json, "w") as fh:

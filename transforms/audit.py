@@ -385,6 +385,7 @@ class _ExactShardTopKFn(beam.DoFn):
         if len(sample) == 0:
             yield _empty_truth(sample.ids, self._top_k)
             return
+        metrics.heap_watch_start()
         start = time.perf_counter()
         loaded = load_shard(info.path)
         index = loaded.index
@@ -396,6 +397,7 @@ class _ExactShardTopKFn(beam.DoFn):
                                                 self._top_k, self._exclude_self)
         elapsed = time.perf_counter() - start
         self._ms.update(int(elapsed * 1000))
+        metrics.heap_watch_end("audit_exact_search")
         _LOGGER.info("exact top-%d of %d sample queries in shard %d (%d vectors) in %.1f s",
                      self._top_k, len(sample), info.shard, index.size, elapsed)
         yield SampleTruth("audit", sample.ids, cand, distances.astype(np.float64),

@@ -52,6 +52,7 @@ class _BuildShardIndexFn(beam.DoFn):
         shard, batch = element
         if gate is not None and not gate["ok"]:
             return  # the run is failing (see WriteManifest); do not spend hours building
+        metrics.heap_watch_start()
         start = time.perf_counter()
         params = self._params_for(len(batch))
         index = build_index(batch.vectors, distance=self._distance, kind=self._kind, params=params,
@@ -69,6 +70,7 @@ class _BuildShardIndexFn(beam.DoFn):
         elapsed = time.perf_counter() - start
         self._built.inc()
         self._seconds.update(int(elapsed * 1000))
+        metrics.heap_watch_end("build")
         _LOGGER.info("built %s index for shard %d: %d vectors x %d dims in %.1f s (%.0f vectors/s)",
                      index.kind, shard, len(batch), batch.vectors.shape[1], elapsed,
                      len(batch) / max(elapsed, 1e-9))

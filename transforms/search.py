@@ -153,6 +153,7 @@ class _SearchShardFn(beam.DoFn):
         group, batches = element
         shard = int(group.split("/")[0])
         info = shards[shard]
+        metrics.heap_watch_start()
         loaded = load_shard(info.path)
         k_fetch = self._top_k + (1 if self._exclude_self else 0)
         effort = search_kwargs(overrides, shard)
@@ -172,6 +173,7 @@ class _SearchShardFn(beam.DoFn):
         elapsed = time.perf_counter() - start
         self._queries.inc(searched)
         self._ms.update(int(elapsed * 1000))
+        metrics.heap_watch_end("search")
         _LOGGER.info("searched %d queries in shard %d (group %s) in %.1f s (%.0f queries/s)",
                      searched, shard, group, elapsed, searched / max(elapsed, 1e-9))
 

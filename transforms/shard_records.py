@@ -25,7 +25,7 @@ from transforms.schema import VectorBatch
 from transforms.sharding import assign_shards, split_by_shard
 
 __all__ = ["ShardRecords", "ShardResult", "SplitQueryBatches", "concat_batches", "sort_and_dedupe",
-           "first_occurrences", "FindDuplicateIds", "DUPLICATE_ID_REASON",
+           "first_occurrences", "FindDuplicateIds", "id_buckets", "DUPLICATE_ID_REASON",
            "split_batch", "shard_sizing", "bytes_per_vector"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -177,8 +177,10 @@ class ShardRecords(beam.PTransform):
         return ShardResult(shards=out.shards, dead_letters=out[DEAD_LETTER_TAG])
 
 
-# Records per id bucket when duplicate ids are looked for (ids and origins only, no vectors): one
-# bucket stays a bounded share of a worker whatever the corpus size (4M ids ~ 0.5 GB of strings).
+# Most records per id bucket when duplicate ids are looked for (ids and origins only, no vectors):
+# one bucket stays a bounded share of a worker whatever the corpus size (4M ids ~ 1 GB of heap while
+# sorted). With a shard count, there are at least as many buckets as shards, so a bucket holds no
+# more ids than a shard holds vectors and the step's memory follows the shard size.
 _IDS_PER_BUCKET = 4_000_000
 DUPLICATE_ID_REASON = "duplicate id; the first occurrence at {} is kept"
 
@@ -192,16 +194,28 @@ class _KeyIdsFn(beam.DoFn):
             yield bucket, (batch.ids[rows], batch.origins[rows])
 
 
-def _duplicates_in_bucket(element: tuple[int, Iterable[tuple]]) -> Iterator[tuple[tuple[str, str], str]]:
-    _, parts = element
-    parts = [p for p in parts if len(p[0])]
-    if not parts:
-        return
-    ids = np.concatenate([p[0] for p in parts])
-    origins = np.concatenate([p[1] for p in parts])
-    order, keep, kept_row = first_occurrences(ids, origins)
-    for d in np.flatnonzero(~keep):
-        yield (str(ids[order[d]]), str(origins[order[d]])), str(origins[order[kept_row[d]]])
+class _DuplicatesInBucketFn(beam.DoFn):
+    def __init__(self):
+        self._timer = metrics.StageTimer("duplicate_ids")
+
+    def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[tuple[tuple[str, str], str]]:
+        _, parts = element
+        with self._timer:
+            parts = [p for p in parts if len(p[0])]
+            if not parts:
+                return
+            ids = np.concatenate([p[0] for p in parts])
+            origins = np.concatenate([p[1] for p in parts])
+            order, keep, kept_row = first_occurrences(ids, origins)
+            found = [((str(ids[order[d]]), str(origins[order[d]])), str(origins[order[kept_row[d]]]))
+                     for d in np.flatnonzero(~keep)]
+        yield from found
+
+
+def id_buckets(num_records: int, num_shards: int | None = None) -> int:
+    """How many id buckets FindDuplicateIds groups ids into: one per _IDS_PER_BUCKET records, and at
+    least one per shard."""
+    return max(1, math.ceil(num_records / _IDS_PER_BUCKET), int(num_shards or 1))
 
 
 class FindDuplicateIds(beam.PTransform):
@@ -213,19 +227,24 @@ class FindDuplicateIds(beam.PTransform):
 
     Args:
         num_records: singleton PCollection with the corpus size (sizes the number of id buckets).
+        num_shards: optional singleton PCollection with the shard count: at least that many buckets.
     """
 
-    def __init__(self, *, num_records: beam.PCollection):
+    def __init__(self, *, num_records: beam.PCollection, num_shards: beam.PCollection | None = None):
         super().__init__()
         self._num_records = num_records
+        self._num_shards = num_shards
 
     def expand(self, batches):
-        buckets = self._num_records | "IdBuckets" >> beam.Map(
-            lambda n: max(1, math.ceil(n / _IDS_PER_BUCKET)))
+        if self._num_shards is None:
+            buckets = self._num_records | "IdBuckets" >> beam.Map(id_buckets)
+        else:
+            buckets = self._num_records | "IdBuckets" >> beam.Map(
+                id_buckets, num_shards=beam.pvalue.AsSingleton(self._num_shards))
         return (batches
                 | "KeyIds" >> beam.ParDo(_KeyIdsFn(), num_buckets=beam.pvalue.AsSingleton(buckets))
                 | "GroupIds" >> beam.GroupByKey()
-                | "Duplicates" >> beam.FlatMap(_duplicates_in_bucket))
+                | "Duplicates" >> beam.ParDo(_DuplicatesInBucketFn()))
 
 
 def drop_duplicate_ids(batch: VectorBatch, duplicates: dict) -> tuple[VectorBatch, list[Any]]:

@@ -132,7 +132,18 @@ def test_first_occurrences_equals_a_full_sort_by_id_source_row():
     np.testing.assert_array_equal(ids[order][kept_row], ids[order])
 
 
-def test_find_duplicate_ids_across_batches_and_id_buckets(monkeypatch):
+def test_id_buckets_follow_records_and_shards(monkeypatch):
+    import transforms.shard_records as sr
+
+    monkeypatch.setattr(sr, "_IDS_PER_BUCKET", 100)
+    assert sr.id_buckets(0) == 1
+    assert sr.id_buckets(250) == 3
+    assert sr.id_buckets(250, num_shards=8) == 8  # no more ids per bucket than vectors per shard
+    assert sr.id_buckets(250, num_shards=2) == 3
+
+
+@pytest.mark.parametrize("shards", [None, 5])
+def test_find_duplicate_ids_across_batches_and_id_buckets(monkeypatch, shards):
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
@@ -148,7 +159,9 @@ def test_find_duplicate_ids_across_batches_and_id_buckets(monkeypatch):
 
     with TestPipeline(runner="FnApiRunner") as p:
         batches = p | beam.Create([batch(["a", "b", "c", "a"], "f2"), batch(["d", "a", "e", "c", "f"], "f1")])
-        found = batches | sr.FindDuplicateIds(num_records=p | "N" >> beam.Create([9]))
+        found = batches | sr.FindDuplicateIds(
+            num_records=p | "N" >> beam.Create([9]),
+            num_shards=None if shards is None else p | "S" >> beam.Create([shards]))
         # first occurrence by file, then row: a at f1#1, c at f1#3
         assert_that(found, equal_to([(("a", "f2#0"), "f1#1"), (("a", "f2#3"), "f1#1"),
                                      (("c", "f2#2"), "f1#3")]))
