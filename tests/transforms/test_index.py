@@ -150,6 +150,35 @@ def test_exact_index_equals_oracle(distance, prepared, oracle):
     assert positions.dtype == np.int64 and distances.dtype == np.float64
 
 
+@pytest.mark.parametrize("width", [7, 64])
+def test_smallest_columns_by_block_minima_equal_a_full_partition(monkeypatch, width):
+    from transforms import index as index_mod
+
+    monkeypatch.setattr(index_mod, "_SELECT_BLOCK", width)
+    rng = np.random.default_rng(3)
+    fetch = 30
+    for size in (4 * fetch * width + 5, 10 * fetch * width):  # with and without a partial block
+        # Small integers: many ties, also at the cut-off.
+        scores = rng.integers(0, 50, size=(40, size)).astype(np.float32)
+        scores[0, -3:] = -1.0  # the best scores sit in the partial block
+        picked = index_mod._smallest_columns(scores, fetch)
+        assert picked.shape == (40, fetch) and picked.dtype == np.int64
+        for row, cols in zip(scores, picked, strict=True):
+            assert len(set(cols.tolist())) == fetch and cols.min() >= 0 and cols.max() < size
+            np.testing.assert_array_equal(np.sort(row[cols]), np.sort(row)[:fetch])
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_exact_index_equals_oracle_with_block_selection(monkeypatch, distance, prepared, oracle):
+    from transforms import index as index_mod
+
+    monkeypatch.setattr(index_mod, "_SELECT_BLOCK", 16)  # 20,000 columns -> 1250 blocks
+    db, q = prepared[distance]
+    positions, distances = build_index(db, distance=distance, kind="exact", params={}).search(q, K)
+    np.testing.assert_array_equal(positions, oracle[distance][0])
+    np.testing.assert_allclose(distances, oracle[distance][1], rtol=1e-9, atol=1e-12)
+
+
 def test_exact_index_breaks_ties_by_position():
     db = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
     positions, distances = ExactIndex(db, distance="dot").search(db[:1], 3)
