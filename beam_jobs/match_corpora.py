@@ -25,6 +25,7 @@ from transforms.audit import AuditRecall, ExactSampleTopK, SampleQueries, TunePr
 from transforms.build import (
     BuildShardIndexes,
     CombineWithKeptShards,
+    FindKeptIds,
     MergeWithKeptShards,
     WriteIndexManifest,
 )
@@ -228,14 +229,17 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
         num_shards=sizing | "ShardsForIdBuckets" >> beam.Map(lambda s: s.get("num_shards") or 1))
     if kept is not None:
         plan = p | "KeptPlan" >> beam.Create([kept["plan"]])
+        kept_aliases = _kept_aliases(p, kept)
+        # Ids the kept index holds in any shard (an append adds records; it does not update them).
+        indexed = candidates | "FindKeptIds" >> FindKeptIds(kept_shards=kept["shards"],
+                                                           aliases=kept_aliases)
         placed = candidates | "PlaceNewCandidates" >> PlaceCandidates(
-            plan=plan, duplicates=duplicates, role=cand_role)
+            plan=plan, duplicates=duplicates, role=cand_role, indexed=indexed)
         dead.append(placed.dead_letters)
         merged = placed.shards | "MergeWithKeptShards" >> MergeWithKeptShards(kept_shards=kept["shards"])
         dead.append(merged.dead_letters)
         return _IndexStage(None, plan, num_candidates, merged.shards, sizing,
-                           p | "KeptShardCount" >> beam.Create([kept["num_shards"]]),
-                           _kept_aliases(p, kept))
+                           p | "KeptShardCount" >> beam.Create([kept["num_shards"]]), kept_aliases)
     hash_plan_known = cfg.routing == "all" or (
         cfg.routing == "auto" and cfg.num_shards is not None and cfg.num_shards <= AUTO_ROUTING_MIN_SHARDS)
     if hash_plan_known:  # no centroids to train: skip the sample pass

@@ -12,6 +12,7 @@ import pytest
 
 from beam_jobs.config import ConfigError
 from beam_jobs.match_corpora import run_job
+from transforms.build import read_shard_ids
 from transforms.io import read_matches
 from transforms.manifest import read_manifest
 from transforms.testing.clustered import make_link_vectors, write_vector_corpus
@@ -318,6 +319,24 @@ def test_index_reuse_and_append_equal_fresh_runs(tmp_path):
                                   read_matches(str(tmp_path / "fresh")))
     appended = read_manifest(str(tmp_path / "appended"))
     assert appended["counts"]["candidates_indexed"] == len(cands)
+
+    # Appending ids the kept index already holds (with other vectors, so mostly other shards):
+    # each goes to dead letters, whichever shard it would land in; the new ids are added.
+    clash = ids[[3, 1000, 2500, 3999]]
+    extra = np.concatenate([clash, np.array(["n0001", "n0002"], dtype=object)])
+    write_vector_corpus(str(tmp_path / "c3"), extra, make_link_vectors(6, 1, 16, seed=22)[0])
+    again = tmp_path / "again"
+    _run(common + ["--index_dir", str(tmp_path / "base"), "--append", "true",
+                   "--candidates", str(tmp_path / "c3" / "*"), "--output", str(again),
+                   "--max_bad_record_ratio", "0.05"])
+    letters = [json.loads(line) for f in glob.glob(str(again / "dead_letters" / "*.jsonl"))
+               for line in open(f)]
+    assert sorted(d["record_id"] for d in letters) == sorted(clash)
+    assert all("already in the kept index" in d["error"] for d in letters)
+    manifest = read_manifest(str(again))
+    assert manifest["counts"]["candidates_indexed"] == 4000 + 2
+    held = np.concatenate([read_shard_ids(s["path"]) for s in manifest["shards"]])
+    assert len(held) == len(set(held)) == 4002
 
 
 def test_kept_index_built_differently_is_a_config_error(tmp_path, link_data):

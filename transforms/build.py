@@ -24,6 +24,7 @@ from transforms import metrics
 from transforms.schema import ShardIndexInfo, VectorBatch
 
 __all__ = ["BuildShardIndexes", "WriteIndexManifest", "MergeWithKeptShards", "CombineWithKeptShards",
+           "FindKeptIds", "read_shard_ids",
            "read_index_manifest", "shard_dir_name", "IDS_FILE"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -241,6 +242,75 @@ class _MergeWithKeptFn(beam.DoFn):
         order = np.argsort(whole.ids.astype(str), kind="stable")
         _LOGGER.info("append: shard %d gets %d new vectors (%d kept)", shard, int(keep.sum()), len(old))
         yield shard, VectorBatch(whole.ids[order], whole.vectors[order], whole.origins[order])
+
+
+def _new_id_array(new_ids: list[np.ndarray]) -> np.ndarray:
+    return (np.unique(np.concatenate([np.asarray(a, dtype=str) for a in new_ids]))
+            if new_ids else np.empty(0, dtype=str))
+
+
+def read_shard_ids(path: str) -> np.ndarray:
+    """A published shard's id map (``ids.npy``), without loading its index; local or remote."""
+    import io
+
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(f"{path}/{IDS_FILE}") as fh:
+        return np.load(io.BytesIO(fh.read()), allow_pickle=False)
+
+
+class _IdsInKeptShardFn(beam.DoFn):
+    def process(self, shard_path: tuple[int, str], new_ids: list[np.ndarray]):
+        _, path = shard_path
+        new = _new_id_array(new_ids)
+        if not len(new):
+            return
+        hit = np.isin(new, read_shard_ids(path))
+        for rid in new[hit]:
+            yield str(rid), path
+
+
+def _ids_in_kept_aliases(alias_ids: list[np.ndarray], new_ids: list[np.ndarray], where: str):
+    aliased = _new_id_array(alias_ids)
+    new = _new_id_array(new_ids)
+    for rid in new[np.isin(new, aliased)] if len(aliased) and len(new) else ():
+        yield str(rid), where
+
+
+class FindKeptIds(beam.PTransform):
+    """--append: new candidate batches -> (id, where in the kept index) for ids it already holds.
+
+    Checks every kept shard's id map (and the ids of its collapsed exact duplicates), whichever
+    shard a new record would land in: the new ids travel as a side input (an append's new records
+    are the small side), the kept ids are read shard by shard where they are.
+
+    Args:
+        kept_shards: the kept index's ShardIndexInfo list.
+        aliases: optional PCollection of the kept (representative id, alias ids).
+        aliases_where: how dead letters name the kept alias map.
+    """
+
+    def __init__(self, *, kept_shards: list[ShardIndexInfo], aliases: beam.PCollection | None = None,
+                 aliases_where: str = "the kept index's exact-duplicate aliases"):
+        super().__init__()
+        self._paths = sorted((s.shard, s.path) for s in kept_shards)
+        self._aliases = aliases
+        self._aliases_where = aliases_where
+
+    def expand(self, batches):
+        new_ids = beam.pvalue.AsList(batches | "NewIds" >> beam.Map(lambda b: b.ids.astype(str)))
+        found = (batches.pipeline | "KeptShardPaths" >> beam.Create(self._paths)
+                 | "IdsInKeptShards" >> beam.ParDo(_IdsInKeptShardFn(), new_ids=new_ids))
+        if self._aliases is None:
+            return found
+        alias_ids = self._aliases | "AliasIds" >> beam.Map(
+            lambda kv: np.asarray(list(kv[1]), dtype=str))
+        where = self._aliases_where
+        in_aliases = (batches.pipeline | "Once" >> beam.Create([None])
+                      | "IdsInKeptAliases" >> beam.FlatMap(
+                          lambda _, a, n: _ids_in_kept_aliases(a, n, where),
+                          beam.pvalue.AsList(alias_ids), new_ids))
+        return (found, in_aliases) | "FlattenKeptIds" >> beam.Flatten()
 
 
 class MergeWithKeptShards(beam.PTransform):

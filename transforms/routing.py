@@ -326,18 +326,35 @@ class _PlaceFn(beam.DoFn):
         self._dups = Metrics.counter(metrics.NAMESPACE, f"{role}_duplicate_ids")
         self._timer = metrics.StageTimer("place")
 
-    def process(self, batch: VectorBatch, plan: RoutingPlan, duplicates: dict):
+    def process(self, batch: VectorBatch, plan: RoutingPlan, duplicates: dict, indexed: dict):
         from transforms.dead_letters import DEAD_LETTER_TAG
         from transforms.shard_records import drop_duplicate_ids, split_batch
 
         with self._timer:
             batch, dead = drop_duplicate_ids(batch, duplicates)
+            if indexed:
+                batch, kept_dead = _drop_indexed_ids(batch, indexed)
+                dead += kept_dead
             parts = list(split_batch(batch, shards_of_candidates(batch.ids, batch.vectors, plan,
                                                                  by=self._by), plan.num_shards))
         for letter in dead:
             self._dups.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
         yield from parts
+
+
+def _drop_indexed_ids(batch: VectorBatch, indexed: dict) -> tuple[VectorBatch, list]:
+    """--append: drops rows whose id the kept index already holds (``indexed``: id -> where)."""
+    from transforms.dead_letters import make_dead_letter
+
+    hit = np.fromiter((str(i) in indexed for i in batch.ids), dtype=bool, count=len(batch))
+    if not hit.any():
+        return batch, []
+    dead = [make_dead_letter("validate", batch.ids[r],
+                             f"id is already in the kept index ({indexed[str(batch.ids[r])]}); "
+                             "--append adds new ids only", batch.vectors[r], batch.origins[r])
+            for r in np.flatnonzero(hit)]
+    return VectorBatch(batch.ids[~hit], batch.vectors[~hit], batch.origins[~hit]), dead
 
 
 class _AssembleFn(beam.DoFn):
@@ -383,12 +400,16 @@ class PlaceCandidates(beam.PTransform):
         collapse: place by content (identical vectors share a shard) and collapse exact duplicates
             in each shard to one representative; otherwise place by id.
         role: corpus role for metrics and logs.
+        indexed: optional PCollection of (id, where) from ``build.FindKeptIds`` (--append): rows
+            with those ids are dropped here, into dead letters.
     """
 
-    def __init__(self, *, plan, duplicates=None, collapse: bool = False, role: str = "candidates"):
+    def __init__(self, *, plan, duplicates=None, collapse: bool = False, role: str = "candidates",
+                 indexed=None):
         super().__init__()
         self._plan = plan
         self._duplicates = duplicates
+        self._indexed = indexed
         self._collapse = collapse
         self._role = role
 
@@ -398,10 +419,14 @@ class PlaceCandidates(beam.PTransform):
         duplicates = self._duplicates
         if duplicates is None:
             duplicates = batches.pipeline | "NoDuplicates" >> beam.Create([])
+        indexed = self._indexed
+        if indexed is None:
+            indexed = batches.pipeline | "NoKeptIds" >> beam.Create([])
         placed = batches | "AssignShards" >> beam.ParDo(
             _PlaceFn(self._role, "content" if self._collapse else "id"),
             plan=beam.pvalue.AsSingleton(self._plan),
-            duplicates=beam.pvalue.AsDict(duplicates)).with_outputs(DEAD_LETTER_TAG, main="placed")
+            duplicates=beam.pvalue.AsDict(duplicates),
+            indexed=beam.pvalue.AsDict(indexed)).with_outputs(DEAD_LETTER_TAG, main="placed")
         out = (placed.placed
                | "GroupByShard" >> beam.GroupByKey()
                | "AssembleShard" >> beam.ParDo(_AssembleFn(self._role, self._collapse)).with_outputs(
