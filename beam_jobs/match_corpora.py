@@ -197,11 +197,14 @@ def _kept_aliases(p, kept: dict[str, Any]):
 
 
 def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: list,
-                 kept: dict[str, Any] | None) -> _IndexStage:
+                 kept: dict[str, Any] | None, *, unchecked=None, num_candidates=None) -> _IndexStage:
     """find duplicate ids -> (train routing) -> place candidates in shards -> (the builds follow).
 
     One shuffle moves the vectors: placement by content hash (hash plan) or nearest centroid, with
     exact duplicates collapsed inside each shard, since identical vectors always meet in one shard.
+    Nothing that placement waits for (the count from CheckDims' length histogram, the duplicate ids
+    found on the batches before the dims check) depends on the dims filter's output, so the runner
+    can fuse the filter into placement: the vectors are not materialised once more in between.
 
     With a kept index (--index_dir) nothing is built unless --append: then the new candidates go to
     the kept plan's shards and only those shards are rebuilt.
@@ -214,7 +217,8 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
                                                   "num_shards": len(kept["shards"])}])
         return _IndexStage(infos, plan, total, None, sizing, None, _kept_aliases(p, kept))
 
-    num_candidates = _count(candidates, "Candidates")
+    if num_candidates is None:
+        num_candidates = _count(candidates, "Candidates")
     sizing = num_candidates | "SizeShards" >> beam.Map(
         lambda n, d: shard_sizing(n, d, fixed=cfg.num_shards, max_shard_vectors=cfg.max_shard_vectors,
                                   worker_memory_gb=cfg.worker_memory_gb),
@@ -224,9 +228,10 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
                                                   "num_shards": kept["num_shards"]}])
     # Duplicate ids are found by grouping ids alone; the rows they name are dropped on the way to
     # the shards, in the one shuffle that moves the vectors (PlaceCandidates).
-    duplicates = candidates | "FindDuplicateIds" >> FindDuplicateIds(
+    duplicates = (candidates if unchecked is None else unchecked) | "FindDuplicateIds" >> FindDuplicateIds(
         num_records=num_candidates,
-        num_shards=sizing | "ShardsForIdBuckets" >> beam.Map(lambda s: s.get("num_shards") or 1))
+        num_shards=sizing | "ShardsForIdBuckets" >> beam.Map(lambda s: s.get("num_shards") or 1),
+        dims=dims)
     if kept is not None:
         plan = p | "KeptPlan" >> beam.Create([kept["plan"]])
         kept_aliases = _kept_aliases(p, kept)
@@ -273,13 +278,16 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         roles = [Role.QUERIES] if reuse else [Role.QUERIES, Role.CANDIDATES]
     dead: list[beam.PCollection] = []
     vectors, rows_read = _read_corpora(p, cfg, roles, dead)
-    checked, dim_dead, dims = tuple(vectors[r] for r in roles) | "CheckDims" >> CheckDims(
+    unchecked = vectors
+    checked, dim_dead, dims, passing = tuple(vectors[r] for r in roles) | "CheckDims" >> CheckDims(
         expected=kept_index["dims"] if kept_index else None)
     vectors = dict(zip(roles, checked, strict=True))
+    passing = dict(zip(roles, passing, strict=True))
     dead.append(dim_dead)
 
     cand_role = Role.CANDIDATES if cfg.mode == "link" else Role.INPUT
-    stage = _build_index(p, cfg, vectors.get(cand_role), dims, cand_role, dead, kept_index)
+    stage = _build_index(p, cfg, vectors.get(cand_role), dims, cand_role, dead, kept_index,
+                         unchecked=unchecked.get(cand_role), num_candidates=passing.get(cand_role))
     early_dead = (dead | "FlattenEarlyDeadLetters" >> beam.Flatten()
                   | "CountEarlyDeadLetters" >> beam.combiners.Count.Globally())
     gate = (p | "GateOnce" >> beam.Create([None])
@@ -314,7 +322,7 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
             index_root=f"{cfg.output}/indexes", static=index_static, dims=dims, plan=plan)
 
     if cfg.mode == "link":
-        num_queries = _count(vectors[Role.QUERIES], "Queries")
+        num_queries = passing[Role.QUERIES]
         query_shards = vectors[Role.QUERIES] | "ShardQueries" >> ShardRecords(
             num_shards=num_queries | "QueryShardCount" >> beam.Map(
                 lambda n: max(1, math.ceil(n / _QUERIES_PER_SHARD))),

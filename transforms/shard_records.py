@@ -187,21 +187,24 @@ DUPLICATE_ID_REASON = "duplicate id; the first occurrence at {} is kept"
 
 class _KeyIdsFn(beam.DoFn):
     def process(self, batch: VectorBatch, num_buckets: int) -> Iterator[tuple[int, tuple]]:
+        width = int(batch.vectors.shape[1])  # rows of another length than the job's are not indexed
         if num_buckets == 1:
-            yield 0, (batch.ids, batch.origins)
+            yield 0, (batch.ids, batch.origins, width)
             return
         for bucket, rows in split_by_shard(assign_shards(batch.ids, num_buckets), num_buckets):
-            yield bucket, (batch.ids[rows], batch.origins[rows])
+            yield bucket, (batch.ids[rows], batch.origins[rows], width)
 
 
 class _DuplicatesInBucketFn(beam.DoFn):
     def __init__(self):
         self._timer = metrics.StageTimer("duplicate_ids")
 
-    def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[tuple[tuple[str, str], str]]:
+    def process(self, element: tuple[int, Iterable[tuple]],
+                dims: int | None = None) -> Iterator[tuple[tuple[str, str], str]]:
         _, parts = element
         with self._timer:
-            parts = [p for p in parts if len(p[0])]
+            # Rows of the wrong length are dead-lettered by CheckDims; they never win an id.
+            parts = [p for p in parts if len(p[0]) and (dims is None or p[2] == dims)]
             if not parts:
                 return
             ids = np.concatenate([p[0] for p in parts])
@@ -228,12 +231,16 @@ class FindDuplicateIds(beam.PTransform):
     Args:
         num_records: singleton PCollection with the corpus size (sizes the number of id buckets).
         num_shards: optional singleton PCollection with the shard count: at least that many buckets.
+        dims: optional singleton PCollection with the job's vector length: batches of another length
+            take no part (CheckDims rejects them), so the input need not be dims-checked first.
     """
 
-    def __init__(self, *, num_records: beam.PCollection, num_shards: beam.PCollection | None = None):
+    def __init__(self, *, num_records: beam.PCollection, num_shards: beam.PCollection | None = None,
+                 dims: beam.PCollection | None = None):
         super().__init__()
         self._num_records = num_records
         self._num_shards = num_shards
+        self._dims = dims
 
     def expand(self, batches):
         if self._num_shards is None:
@@ -244,7 +251,9 @@ class FindDuplicateIds(beam.PTransform):
         return (batches
                 | "KeyIds" >> beam.ParDo(_KeyIdsFn(), num_buckets=beam.pvalue.AsSingleton(buckets))
                 | "GroupIds" >> beam.GroupByKey()
-                | "Duplicates" >> beam.ParDo(_DuplicatesInBucketFn()))
+                | "Duplicates" >> (beam.ParDo(_DuplicatesInBucketFn()) if self._dims is None else
+                                   beam.ParDo(_DuplicatesInBucketFn(),
+                                              dims=beam.pvalue.AsSingleton(self._dims))))
 
 
 def drop_duplicate_ids(batch: VectorBatch, duplicates: dict) -> tuple[VectorBatch, list[Any]]:

@@ -349,8 +349,8 @@ class ValidateRecords(beam.PTransform):
         return ValidateResult(batches=out.batches, dead_letters=out[DEAD_LETTER_TAG])
 
 
-class _MostCommonLengthFn(beam.CombineFn):
-    """Sums {length: rows} counts; the output is the length with most rows (ties: the smaller)."""
+class _SumHistogramFn(beam.CombineFn):
+    """Sums {length: rows} counts."""
 
     def create_accumulator(self) -> dict[int, int]:
         return {}
@@ -365,6 +365,13 @@ class _MostCommonLengthFn(beam.CombineFn):
         for acc in accs:
             self.add_input(out, acc)
         return out
+
+    def extract_output(self, acc: dict[int, int]) -> dict[int, int]:
+        return acc
+
+
+class _MostCommonLengthFn(_SumHistogramFn):
+    """Sums {length: rows} counts; the output is the length with most rows (ties: the smaller)."""
 
     def extract_output(self, acc: dict[int, int]) -> int:
         return min(acc, key=lambda k: (-acc[k], k)) if acc else 0
@@ -386,7 +393,12 @@ class CheckDims(beam.PTransform):
     (or from ``expected``, e.g. a kept index's dimension).
 
     Input: a tuple of VectorBatch PCollections (one per corpus). Output: a tuple of the same size of
-    filtered PCollections, the dead letters, and the dimension as a singleton PCollection.
+    filtered PCollections, the dead letters, the dimension as a singleton PCollection, and a tuple of
+    singleton PCollections with each corpus's count of rows that pass.
+
+    The counts come from the per-batch length histogram, not from counting the filtered batches, so
+    steps sized by them (shard count, routing plan, id buckets) do not wait for the filtering: the
+    filter can run fused with the step that consumes its output.
     """
 
     def __init__(self, *, expected: int | None = None):
@@ -410,4 +422,9 @@ class CheckDims(beam.PTransform):
             outs.append(res.ok)
             dead.append(res[DEAD_LETTER_TAG])
         dead_letters = dead | "FlattenDimDeadLetters" >> beam.Flatten()
-        return tuple(outs), dead_letters, dims
+        counts = tuple(
+            lens | f"Histogram{i}" >> beam.CombineGlobally(_SumHistogramFn())
+            | f"PassingCount{i}" >> beam.Map(lambda hist, d: int(hist.get(d, 0)),
+                                             d=beam.pvalue.AsSingleton(dims))
+            for i, lens in enumerate(lengths))
+        return tuple(outs), dead_letters, dims, counts
