@@ -244,9 +244,9 @@ class _MergeWithKeptFn(beam.DoFn):
         yield shard, VectorBatch(whole.ids[order], whole.vectors[order], whole.origins[order])
 
 
-def _new_id_array(new_ids: list[np.ndarray]) -> np.ndarray:
-    return (np.unique(np.concatenate([np.asarray(a, dtype=str) for a in new_ids]))
-            if new_ids else np.empty(0, dtype=str))
+def _sorted_unique_ids(id_arrays: list[np.ndarray]) -> np.ndarray:
+    return (np.unique(np.concatenate([np.asarray(a, dtype=str) for a in id_arrays]))
+            if id_arrays else np.empty(0, dtype=str))
 
 
 def read_shard_ids(path: str) -> np.ndarray:
@@ -259,21 +259,17 @@ def read_shard_ids(path: str) -> np.ndarray:
         return np.load(io.BytesIO(fh.read()), allow_pickle=False)
 
 
-class _IdsInKeptShardFn(beam.DoFn):
-    def process(self, shard_path: tuple[int, str], new_ids: list[np.ndarray]):
-        _, path = shard_path
-        new = _new_id_array(new_ids)
-        if not len(new):
-            return
-        hit = np.isin(new, read_shard_ids(path))
-        for rid in new[hit]:
+def _ids_held(shard_path: tuple[int, str], new_ids: np.ndarray) -> Iterator[tuple[str, str]]:
+    """(id, shard path) for the new ids that kept shard holds."""
+    _, path = shard_path
+    if len(new_ids):
+        for rid in new_ids[np.isin(new_ids, read_shard_ids(path))]:
             yield str(rid), path
 
 
-def _ids_in_kept_aliases(alias_ids: list[np.ndarray], new_ids: list[np.ndarray], where: str):
-    aliased = _new_id_array(alias_ids)
-    new = _new_id_array(new_ids)
-    for rid in new[np.isin(new, aliased)] if len(aliased) and len(new) else ():
+def _ids_aliased(_: Any, alias_ids: np.ndarray, new_ids: np.ndarray,
+                 where: str) -> Iterator[tuple[str, str]]:
+    for rid in new_ids[np.isin(new_ids, alias_ids)] if len(alias_ids) and len(new_ids) else ():
         yield str(rid), where
 
 
@@ -281,8 +277,9 @@ class FindKeptIds(beam.PTransform):
     """--append: new candidate batches -> (id, where in the kept index) for ids it already holds.
 
     Checks every kept shard's id map (and the ids of its collapsed exact duplicates), whichever
-    shard a new record would land in: the new ids travel as a side input (an append's new records
-    are the small side), the kept ids are read shard by shard where they are.
+    shard a new record would land in: the new ids, sorted and unique once, travel as a side input
+    (an append's new records are the small side); the kept ids are read shard by shard where they
+    are.
 
     Args:
         kept_shards: the kept index's ShardIndexInfo list.
@@ -298,18 +295,20 @@ class FindKeptIds(beam.PTransform):
         self._aliases_where = aliases_where
 
     def expand(self, batches):
-        new_ids = beam.pvalue.AsList(batches | "NewIds" >> beam.Map(lambda b: b.ids.astype(str)))
+        new_ids = beam.pvalue.AsSingleton(
+            batches | "NewIds" >> beam.Map(lambda b: b.ids.astype(str))
+            | "SortNewIds" >> beam.combiners.ToList() | "UniqueNewIds" >> beam.Map(_sorted_unique_ids))
         found = (batches.pipeline | "KeptShardPaths" >> beam.Create(self._paths)
-                 | "IdsInKeptShards" >> beam.ParDo(_IdsInKeptShardFn(), new_ids=new_ids))
+                 | "IdsInKeptShards" >> beam.FlatMap(_ids_held, new_ids=new_ids))
         if self._aliases is None:
             return found
-        alias_ids = self._aliases | "AliasIds" >> beam.Map(
-            lambda kv: np.asarray(list(kv[1]), dtype=str))
-        where = self._aliases_where
+        alias_ids = (self._aliases | "AliasIds" >> beam.Map(lambda kv: np.asarray(list(kv[1]), dtype=str))
+                     | "AllAliasIds" >> beam.combiners.ToList()
+                     | "UniqueAliasIds" >> beam.Map(_sorted_unique_ids))
         in_aliases = (batches.pipeline | "Once" >> beam.Create([None])
                       | "IdsInKeptAliases" >> beam.FlatMap(
-                          lambda _, a, n: _ids_in_kept_aliases(a, n, where),
-                          beam.pvalue.AsList(alias_ids), new_ids))
+                          _ids_aliased, alias_ids=beam.pvalue.AsSingleton(alias_ids),
+                          new_ids=new_ids, where=self._aliases_where))
         return (found, in_aliases) | "FlattenKeptIds" >> beam.Flatten()
 
 

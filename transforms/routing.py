@@ -328,33 +328,18 @@ class _PlaceFn(beam.DoFn):
 
     def process(self, batch: VectorBatch, plan: RoutingPlan, duplicates: dict, indexed: dict):
         from transforms.dead_letters import DEAD_LETTER_TAG
-        from transforms.shard_records import drop_duplicate_ids, split_batch
+        from transforms.shard_records import drop_duplicate_ids, drop_indexed_ids, split_batch
 
         with self._timer:
             batch, dead = drop_duplicate_ids(batch, duplicates)
-            if indexed:
-                batch, kept_dead = _drop_indexed_ids(batch, indexed)
-                dead += kept_dead
+            batch, kept_dead = drop_indexed_ids(batch, indexed)
+            dead += kept_dead
             parts = list(split_batch(batch, shards_of_candidates(batch.ids, batch.vectors, plan,
                                                                  by=self._by), plan.num_shards))
         for letter in dead:
             self._dups.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
         yield from parts
-
-
-def _drop_indexed_ids(batch: VectorBatch, indexed: dict) -> tuple[VectorBatch, list]:
-    """--append: drops rows whose id the kept index already holds (``indexed``: id -> where)."""
-    from transforms.dead_letters import make_dead_letter
-
-    hit = np.fromiter((str(i) in indexed for i in batch.ids), dtype=bool, count=len(batch))
-    if not hit.any():
-        return batch, []
-    dead = [make_dead_letter("validate", batch.ids[r],
-                             f"id is already in the kept index ({indexed[str(batch.ids[r])]}); "
-                             "--append adds new ids only", batch.vectors[r], batch.origins[r])
-            for r in np.flatnonzero(hit)]
-    return VectorBatch(batch.ids[~hit], batch.vectors[~hit], batch.origins[~hit]), dead
 
 
 class _AssembleFn(beam.DoFn):

@@ -26,6 +26,7 @@ from transforms.sharding import assign_shards, split_by_shard
 
 __all__ = ["ShardRecords", "ShardResult", "SplitQueryBatches", "concat_batches", "sort_and_dedupe",
            "first_occurrences", "FindDuplicateIds", "id_buckets", "DUPLICATE_ID_REASON",
+           "drop_rows", "drop_duplicate_ids", "drop_indexed_ids",
            "split_batch", "shard_sizing", "bytes_per_vector"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -256,6 +257,17 @@ class FindDuplicateIds(beam.PTransform):
                                               dims=beam.pvalue.AsSingleton(self._dims))))
 
 
+def drop_rows(batch: VectorBatch, rows: list[int], reasons: list[str]) -> tuple[VectorBatch, list[Any]]:
+    """Removes ``rows`` from ``batch``; returns the rest and a dead letter per row (stage validate)."""
+    if not rows:
+        return batch, []
+    dead = [make_dead_letter("validate", batch.ids[r], reason, batch.vectors[r], batch.origins[r])
+            for r, reason in zip(rows, reasons, strict=True)]
+    keep = np.ones(len(batch), dtype=bool)
+    keep[rows] = False
+    return VectorBatch(batch.ids[keep], batch.vectors[keep], batch.origins[keep]), dead
+
+
 def drop_duplicate_ids(batch: VectorBatch, duplicates: dict) -> tuple[VectorBatch, list[Any]]:
     """Removes the rows ``FindDuplicateIds`` named; returns the rest and a dead letter per row removed."""
     if not duplicates or not len(batch):
@@ -263,16 +275,20 @@ def drop_duplicate_ids(batch: VectorBatch, duplicates: dict) -> tuple[VectorBatc
     named = {rid for rid, _ in duplicates}
     maybe = np.flatnonzero(np.fromiter((str(i) in named for i in batch.ids), dtype=bool,
                                        count=len(batch)))
-    drop = [r for r in maybe if (str(batch.ids[r]), str(batch.origins[r])) in duplicates]
-    if not drop:
+    drop = [int(r) for r in maybe if (str(batch.ids[r]), str(batch.origins[r])) in duplicates]
+    return drop_rows(batch, drop, [DUPLICATE_ID_REASON.format(
+        duplicates[(str(batch.ids[r]), str(batch.origins[r]))]) for r in drop])
+
+
+def drop_indexed_ids(batch: VectorBatch, indexed: dict) -> tuple[VectorBatch, list[Any]]:
+    """--append: removes rows whose id the kept index already holds (``indexed``: id -> where, from
+    ``build.FindKeptIds``); returns the rest and a dead letter per row removed."""
+    if not indexed or not len(batch):
         return batch, []
-    dead = [make_dead_letter(
-        "validate", batch.ids[r],
-        DUPLICATE_ID_REASON.format(duplicates[(str(batch.ids[r]), str(batch.origins[r]))]),
-        batch.vectors[r], batch.origins[r]) for r in drop]
-    keep = np.ones(len(batch), dtype=bool)
-    keep[drop] = False
-    return VectorBatch(batch.ids[keep], batch.vectors[keep], batch.origins[keep]), dead
+    drop = [int(r) for r in np.flatnonzero(np.fromiter(
+        (str(i) in indexed for i in batch.ids), dtype=bool, count=len(batch)))]
+    return drop_rows(batch, drop, [f"id is already in the kept index ({indexed[str(batch.ids[r])]}); "
+                                   "--append adds new ids only" for r in drop])
 
 
 class _SplitQueryBatchesFn(beam.DoFn):
