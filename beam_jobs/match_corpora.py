@@ -279,11 +279,12 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     dead: list[beam.PCollection] = []
     vectors, rows_read = _read_corpora(p, cfg, roles, dead)
     unchecked = vectors
-    checked, dim_dead, dims, passing = tuple(vectors[r] for r in roles) | "CheckDims" >> CheckDims(
+    checked = tuple(vectors[r] for r in roles) | "CheckDims" >> CheckDims(
         expected=kept_index["dims"] if kept_index else None)
-    vectors = dict(zip(roles, checked, strict=True))
-    passing = dict(zip(roles, passing, strict=True))
-    dead.append(dim_dead)
+    vectors = dict(zip(roles, checked.batches, strict=True))
+    passing = dict(zip(roles, checked.passing, strict=True))
+    dims = checked.dims
+    dead.append(checked.dead_letters)
 
     cand_role = Role.CANDIDATES if cfg.mode == "link" else Role.INPUT
     stage = _build_index(p, cfg, vectors.get(cand_role), dims, cand_role, dead, kept_index,

@@ -27,7 +27,8 @@ from transforms import metrics
 from transforms.dead_letters import DEAD_LETTER_TAG, DeadLetter, make_dead_letter
 from transforms.schema import MAX_TEXT_CHARS, FeatureBatch, RawBatch, VectorBatch
 
-__all__ = ["ValidateRecords", "ValidateResult", "CheckDims", "validate_vectors", "validate_features"]
+__all__ = ["ValidateRecords", "ValidateResult", "CheckDims", "CheckDimsResult", "validate_vectors",
+           "validate_features"]
 
 _LOGGER = logging.getLogger(__name__)
 STAGE = "validate"
@@ -388,13 +389,21 @@ class _CheckDimsFn(beam.DoFn):
                 vec, origin))
 
 
+class CheckDimsResult(NamedTuple):
+    """What :class:`CheckDims` returns."""
+
+    batches: tuple  # one filtered VectorBatch PCollection per input corpus, in input order
+    dead_letters: beam.PCollection
+    dims: beam.PCollection  # singleton int: the job's vector length
+    passing: tuple  # one singleton int PCollection per corpus: its rows of that length
+
+
 class CheckDims(beam.PTransform):
     """Rejects vectors whose length differs from the most common length across all given corpora
     (or from ``expected``, e.g. a kept index's dimension).
 
-    Input: a tuple of VectorBatch PCollections (one per corpus). Output: a tuple of the same size of
-    filtered PCollections, the dead letters, the dimension as a singleton PCollection, and a tuple of
-    singleton PCollections with each corpus's count of rows that pass.
+    Input: a tuple of VectorBatch PCollections (one per corpus). Output: a :class:`CheckDimsResult`
+    (the filtered corpora, the dead letters, the dimension, each corpus's count of rows that pass).
 
     The counts come from the per-batch length histogram, not from counting the filtered batches, so
     steps sized by them (shard count, routing plan, id buckets) do not wait for the filtering: the
@@ -427,4 +436,4 @@ class CheckDims(beam.PTransform):
             | f"PassingCount{i}" >> beam.Map(lambda hist, d: int(hist.get(d, 0)),
                                              d=beam.pvalue.AsSingleton(dims))
             for i, lens in enumerate(lengths))
-        return tuple(outs), dead_letters, dims, counts
+        return CheckDimsResult(batches=tuple(outs), dead_letters=dead_letters, dims=dims, passing=counts)
