@@ -80,6 +80,11 @@ class VectorBatch(NamedTuple):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __reduce__(self):  # one buffer of raw columns (see transforms.batch_pickle)
+        from transforms.batch_pickle import reduce_columns
+
+        return reduce_columns(self)
+
 
 class FeatureBatch(NamedTuple):
     """Validated raw records to be embedded (when --text_fields/--numeric_fields are given).
@@ -125,6 +130,11 @@ class NeighborBatch(NamedTuple):
     candidate_ids: np.ndarray  # object [n, k]
     distances: np.ndarray  # float64 [n, k]
 
+    def __reduce__(self):  # one buffer of raw columns (see transforms.batch_pickle)
+        from transforms.batch_pickle import reduce_columns
+
+        return reduce_columns(self)
+
 
 class PairBatch(NamedTuple):
     """Rows of the match output as column arrays (flat, one row per pair)."""
@@ -136,3 +146,8 @@ class PairBatch(NamedTuple):
 
     def __len__(self) -> int:
         return len(self.query_ids)
+
+    def __reduce__(self):  # one buffer of raw columns (see transforms.batch_pickle)
+        from transforms.batch_pickle import reduce_columns
+
+        return reduce_columns(self)

@@ -186,14 +186,20 @@ _IDS_PER_BUCKET = 4_000_000
 DUPLICATE_ID_REASON = "duplicate id; the first occurrence at {} is kept"
 
 
+def _ids_of(batch: VectorBatch) -> tuple[np.ndarray, np.ndarray, int]:
+    # The vector length travels on: rows of another length than the job's are not indexed.
+    return batch.ids, batch.origins, int(batch.vectors.shape[1])
+
+
 class _KeyIdsFn(beam.DoFn):
-    def process(self, batch: VectorBatch, num_buckets: int) -> Iterator[tuple[int, tuple]]:
-        width = int(batch.vectors.shape[1])  # rows of another length than the job's are not indexed
+    def process(self, part: tuple[np.ndarray, np.ndarray, int],
+                num_buckets: int) -> Iterator[tuple[int, tuple]]:
+        ids, origins, width = part
         if num_buckets == 1:
-            yield 0, (batch.ids, batch.origins, width)
+            yield 0, part
             return
-        for bucket, rows in split_by_shard(assign_shards(batch.ids, num_buckets), num_buckets):
-            yield bucket, (batch.ids[rows], batch.origins[rows], width)
+        for bucket, rows in split_by_shard(assign_shards(ids, num_buckets), num_buckets):
+            yield bucket, (ids[rows], origins[rows], width)
 
 
 class _DuplicatesInBucketFn(beam.DoFn):
@@ -249,7 +255,10 @@ class FindDuplicateIds(beam.PTransform):
         else:
             buckets = self._num_records | "IdBuckets" >> beam.Map(
                 id_buckets, num_shards=beam.pvalue.AsSingleton(self._num_shards))
+        # Ids only, in a step without side inputs, so the runner fuses it into the step that made
+        # the batches: the vectors are not materialised for a step that reads only the ids.
         return (batches
+                | "IdsOnly" >> beam.Map(_ids_of)
                 | "KeyIds" >> beam.ParDo(_KeyIdsFn(), num_buckets=beam.pvalue.AsSingleton(buckets))
                 | "GroupIds" >> beam.GroupByKey()
                 | "Duplicates" >> (beam.ParDo(_DuplicatesInBucketFn()) if self._dims is None else
