@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from beam_jobs.config import MatchConfig, config_from_options, scann_params_for
 from transforms.audit import AuditRecall, ExactSampleTopK, SampleQueries, TuneProbe, TuneSearch
@@ -43,6 +43,7 @@ from transforms.routing import PlaceCandidates, RoutingPlan, TrainRouting
 from transforms.schema import Role
 from transforms.search import MergeTopK, SearchShards
 from transforms.shard_records import FindDuplicateIds, ShardRecords, SplitQueryBatches, shard_sizing
+from transforms.spill import delete_spill_dir, new_spill_dir
 from transforms.validate import CheckDims, ValidateRecords
 
 __all__ = ["build_pipeline", "run", "main", "PipelineOutputs", "LOCAL_RUNNERS"]
@@ -197,7 +198,8 @@ def _kept_aliases(p, kept: dict[str, Any]):
 
 
 def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: list,
-                 kept: dict[str, Any] | None, *, unchecked=None, num_candidates=None) -> _IndexStage:
+                 kept: dict[str, Any] | None, *, unchecked=None, num_candidates=None,
+                 spill_dir: str | None = None) -> _IndexStage:
     """find duplicate ids -> (train routing) -> place candidates in shards -> (the builds follow).
 
     One shuffle moves the vectors: placement by content hash (hash plan) or nearest centroid, with
@@ -239,7 +241,7 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
         indexed = candidates | "FindKeptIds" >> FindKeptIds(kept_shards=kept["shards"],
                                                            aliases=kept_aliases)
         placed = candidates | "PlaceNewCandidates" >> PlaceCandidates(
-            plan=plan, duplicates=duplicates, role=cand_role, indexed=indexed)
+            plan=plan, duplicates=duplicates, role=cand_role, indexed=indexed, spill_dir=spill_dir)
         dead.append(placed.dead_letters)
         merged = placed.shards | "MergeWithKeptShards" >> MergeWithKeptShards(kept_shards=kept["shards"])
         dead.append(merged.dead_letters)
@@ -257,7 +259,8 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
             partitions_per_shard=PARTITIONS_PER_SHARD,
             min_shards_to_route=0 if cfg.routing == "centroids" else AUTO_ROUTING_MIN_SHARDS)
     placed = candidates | "PlaceCandidates" >> PlaceCandidates(
-        plan=plan, duplicates=duplicates, collapse=cfg.collapse_duplicates, role=cand_role)
+        plan=plan, duplicates=duplicates, collapse=cfg.collapse_duplicates, role=cand_role,
+        spill_dir=spill_dir)
     dead.append(placed.dead_letters)
     num_shards = plan | "PlannedShardCount" >> beam.Map(lambda pl: pl.num_shards)
     return _IndexStage(None, plan, num_candidates, placed.shards, sizing, num_shards,
@@ -266,12 +269,18 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
 
 def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int = 1,
                    static_manifest: dict[str, Any] | None = None,
-                   kept_index: dict[str, Any] | None = None) -> PipelineOutputs:
+                   kept_index: dict[str, Any] | None = None,
+                   spill_dir: str | None = None) -> PipelineOutputs:
     """Builds the job's graph on ``p`` and returns the PCollections tests need.
 
     ``kept_index`` is the earlier run's index manifest (``read_index_manifest``) for --index_dir.
+    Candidate vectors reach their shards through files under ``spill_dir`` (see transforms.spill;
+    default: a new directory under --temp_location, else under the output), deleted once every
+    shard is built.
     """
     reuse = kept_index is not None and not cfg.append
+    if spill_dir is None and not reuse:
+        spill_dir = new_spill_dir(p.options.view_as(GoogleCloudOptions).temp_location, cfg.output)
     if cfg.mode == "dedup":
         roles = [Role.INPUT]
     else:
@@ -288,7 +297,8 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
 
     cand_role = Role.CANDIDATES if cfg.mode == "link" else Role.INPUT
     stage = _build_index(p, cfg, vectors.get(cand_role), dims, cand_role, dead, kept_index,
-                         unchecked=unchecked.get(cand_role), num_candidates=passing.get(cand_role))
+                         unchecked=unchecked.get(cand_role), num_candidates=passing.get(cand_role),
+                         spill_dir=spill_dir)
     early_dead = (dead | "FlattenEarlyDeadLetters" >> beam.Flatten()
                   | "CountEarlyDeadLetters" >> beam.combiners.Count.Globally())
     gate = (p | "GateOnce" >> beam.Create([None])
@@ -308,6 +318,8 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         infos = stage.cand_shards | "BuildShardIndexes" >> BuildShardIndexes(
             output_dir=cfg.output, distance=cfg.distance, kind=cfg.index, params_for=params_for,
             num_shards=stage.num_shards, gate=gate)
+        (p | "SpillDir" >> beam.Create([spill_dir])
+         | "DeleteSpillDir" >> beam.Map(_delete_spill_dir, built=beam.pvalue.AsList(infos)))
         if kept_index is not None:  # --append: rebuilt shards replace their kept versions
             infos = infos | "WithUntouchedKeptShards" >> CombineWithKeptShards(
                 kept_shards=kept_index["shards"])
@@ -394,6 +406,12 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         clusters=clusters, min_recall=cfg.min_recall, probe_tuning=probe_choice)
     return PipelineOutputs(pairs=pairs, shards=infos, dead_letters=all_dead, manifest=manifest,
                            audit=audit)
+
+
+def _delete_spill_dir(spill_dir: str, built: list) -> None:
+    """Runs once every shard is built (``built`` is their ShardIndexInfos): the spill files are spent."""
+    delete_spill_dir(spill_dir)
+    _LOGGER.info("deleted spill directory %s after building %d shards", spill_dir, len(built))
 
 
 def _index_static(cfg: MatchConfig, model_fp: str | None = None) -> dict[str, Any]:
@@ -510,14 +528,21 @@ def run_job(argv: list[str] | None = None, *, wait: bool | None = None):
     if wait is None:
         wait = local
     p = beam.Pipeline(options=options)
+    spill_dir = None
+    if kept is None or cfg.append:
+        spill_dir = new_spill_dir(options.view_as(GoogleCloudOptions).temp_location, cfg.output)
     build_pipeline(p, cfg, num_output_shards=num_output_shards, static_manifest=static,
-                   kept_index=kept)
+                   kept_index=kept, spill_dir=spill_dir)
     from beam_jobs.summary import finish_local_run
 
     start = time.time()
     if wait:
         # Local runners may run the whole pipeline inside run(); both calls are watched.
-        result = finish_local_run(p.run, cfg, start)
+        try:
+            result = finish_local_run(p.run, cfg, start)
+        finally:  # a failed local run leaves no spill files behind either
+            if spill_dir is not None:
+                delete_spill_dir(spill_dir)
     else:
         result = p.run()
     return result, cfg, wait

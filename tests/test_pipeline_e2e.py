@@ -72,10 +72,21 @@ def _link_args(root, out, *extra):
             str(root / "cands" / "*.parquet"), "--output", str(out), "--top_k", "10", *extra]
 
 
-def test_exact_index_equals_oracle_and_bad_rows_are_dead_letters(link_data, tmp_path):
+def test_exact_index_equals_oracle_and_bad_rows_are_dead_letters(link_data, tmp_path, monkeypatch):
+    import transforms.spill
+
+    spilled = []  # the candidate vectors reach their shards through spill files
+    real_spill_rows = transforms.spill.spill_rows
+    monkeypatch.setattr(transforms.spill, "spill_rows",
+                        lambda *a, **kw: spilled.append(real_spill_rows(*a, **kw)) or spilled[-1])
     root, cands, cand_ids, queries, query_ids = link_data
     out = tmp_path / "exact"
-    _run(_link_args(root, out, "--index", "exact", "--num_shards", "3"))
+    _run(_link_args(root, out, "--index", "exact", "--num_shards", "3",
+                    "--temp_location", str(tmp_path / "temp")))
+    assert sum(len(s) for s in spilled) == len(cand_ids)
+    assert all(s.path.startswith(str(tmp_path / "temp")) for s in spilled)
+    assert not any(os.path.exists(s.path) for s in spilled)  # deleted once the shards were built
+    assert sorted(os.listdir(out)) == ["dead_letters", "indexes", "manifest.json", "matches"]
     got = read_matches(str(out))
     want_ids, want_d = oracle_topk(queries, cands, cand_ids, 10)
     got = got.sort_values(["query_id", "rank"])
@@ -125,6 +136,7 @@ def test_scann_recall_and_identical_output_twice(link_data, tmp_path):
     # The audit sample (1000 by default) covers all 300 queries here: it must agree exactly.
     assert manifest["audit"]["sample_size"] == len(query_ids)
     assert manifest["audit"]["recall_at_k"] == pytest.approx(recall, abs=1e-12)
+    assert ".spill" not in os.listdir(runs[0])  # the spill directory under the output is gone
     files = sorted(os.listdir(runs[0] / "matches"))
     assert files == [f"matches-{i:05d}-of-00003.parquet" for i in range(3)]
     for f in files:

@@ -321,8 +321,9 @@ class PlaceResult(NamedTuple):
 
 
 class _PlaceFn(beam.DoFn):
-    def __init__(self, role: str, by: str):
+    def __init__(self, role: str, by: str, spill_dir: str | None = None):
         self._by = by
+        self._spill_dir = spill_dir
         self._dups = Metrics.counter(metrics.NAMESPACE, f"{role}_duplicate_ids")
         self._timer = metrics.StageTimer("place")
 
@@ -336,6 +337,10 @@ class _PlaceFn(beam.DoFn):
             dead += kept_dead
             parts = list(split_batch(batch, shards_of_candidates(batch.ids, batch.vectors, plan,
                                                                  by=self._by), plan.num_shards))
+            if self._spill_dir is not None:
+                from transforms.spill import spill_rows
+
+                parts = [(shard, spill_rows(part, self._spill_dir, shard)) for shard, part in parts]
         for letter in dead:
             self._dups.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
@@ -352,10 +357,15 @@ class _AssembleFn(beam.DoFn):
     def process(self, element):
         from transforms.exact_duplicates import collapse_identical
         from transforms.shard_records import concat_batches
+        from transforms.spill import SpilledRows, assemble_spilled
 
         shard, parts = element
         with self._timer:
-            whole = concat_batches(parts)
+            parts = list(parts)
+            whole = assemble_spilled([p for p in parts if isinstance(p, SpilledRows)])
+            in_memory = [p for p in parts if not isinstance(p, SpilledRows)]
+            if in_memory:
+                whole = concat_batches(in_memory + ([whole] if whole is not None else []))
             if whole is None:
                 return
             all_ids = whole.ids
@@ -387,11 +397,16 @@ class PlaceCandidates(beam.PTransform):
         role: corpus role for metrics and logs.
         indexed: optional PCollection of (id, where) from ``build.FindKeptIds`` (--append): rows
             with those ids are dropped here, into dead letters.
+        spill_dir: optional directory (any Beam filesystem) for the vectors: the shuffle then moves
+            only ids, origins and file paths, and each shard reads its vectors from the files (see
+            ``transforms.spill``). The caller deletes it once the shards are built. None: the
+            vectors travel in the shuffle.
     """
 
     def __init__(self, *, plan, duplicates=None, collapse: bool = False, role: str = "candidates",
-                 indexed=None):
+                 indexed=None, spill_dir: str | None = None):
         super().__init__()
+        self._spill_dir = spill_dir
         self._plan = plan
         self._duplicates = duplicates
         self._indexed = indexed
@@ -408,7 +423,7 @@ class PlaceCandidates(beam.PTransform):
         if indexed is None:
             indexed = batches.pipeline | "NoKeptIds" >> beam.Create([])
         placed = batches | "AssignShards" >> beam.ParDo(
-            _PlaceFn(self._role, "content" if self._collapse else "id"),
+            _PlaceFn(self._role, "content" if self._collapse else "id", self._spill_dir),
             plan=beam.pvalue.AsSingleton(self._plan),
             duplicates=beam.pvalue.AsDict(duplicates),
             indexed=beam.pvalue.AsDict(indexed)).with_outputs(DEAD_LETTER_TAG, main="placed")
