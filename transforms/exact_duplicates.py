@@ -45,6 +45,10 @@ def collapse_identical(batch: VectorBatch) -> tuple[VectorBatch, list[tuple[str,
     if not len(batch):
         return batch, []
     hashes = content_hash64(batch.vectors)
+    by_hash = np.sort(hashes)
+    if not (by_hash[1:] == by_hash[:-1]).any():  # no two rows alike: the common case, one id sort
+        by_id = np.argsort(batch.ids.astype(str), kind="stable")
+        return VectorBatch(batch.ids[by_id], batch.vectors[by_id], batch.origins[by_id]), []
     order = np.lexsort((batch.ids.astype(str), hashes))
     hashes = hashes[order]
     vectors = batch.vectors[order]

@@ -668,7 +668,10 @@ def _sorted_pairs(pairs: PairBatch) -> PairBatch:
         return pairs
     query_text = pairs.query_ids.astype(str)
     candidate_text = pairs.candidate_ids.astype(str)
-    order = np.lexsort((pairs.distances, candidate_text, pairs.ranks, query_text))
+    order = np.lexsort((pairs.ranks, query_text))
+    q, r = query_text[order], pairs.ranks[order]
+    if ((q[1:] == q[:-1]) & (r[1:] == r[:-1])).any():  # (query, rank) repeats: the full order
+        order = np.lexsort((pairs.distances, candidate_text, pairs.ranks, query_text))
     return PairBatch(query_ids=query_text[order].astype(object),
                      candidate_ids=candidate_text[order].astype(object),
                      ranks=pairs.ranks[order], distances=pairs.distances[order])

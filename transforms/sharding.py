@@ -39,6 +39,15 @@ def stable_hash64(ids: np.ndarray) -> np.ndarray:
         uint64 array, shape [n]: the 8-byte blake2b digest of each id, read little-endian.
     """
     ids = np.asarray(ids, dtype=object).reshape(-1)
+    if len(ids) > 1:
+        # Runs of one id (a query's K match rows) are hashed once: hashing is the costly part.
+        starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
+        if len(starts) < len(ids):
+            return np.repeat(_blake2b64(ids[starts]), np.diff(np.append(starts, len(ids))))
+    return _blake2b64(ids)
+
+
+def _blake2b64(ids: np.ndarray) -> np.ndarray:
     # blake2b has no batch API; the per-id loop is the only Python-level work, the conversion of the
     # concatenated digests is one vectorised frombuffer.
     digests = b"".join(hashlib.blake2b(_id_bytes(v), digest_size=_DIGEST_SIZE).digest() for v in ids)

@@ -450,3 +450,21 @@ def test_write_dead_letters_sorted_sharded_counted_and_empty(tmp_path):
     assert os.listdir(tmp_path / "empty" / "dead_letters") == ["dead_letters-00000-of-00001.jsonl"]
     assert (tmp_path / "empty" / "dead_letters" / "dead_letters-00000-of-00001.jsonl").read_bytes() == b""
     assert read_dead_letters(str(tmp_path / "empty")) == []
+
+
+@pytest.mark.parametrize("repeat_query_ranks", [False, True])
+def test_sorted_pairs_is_the_total_order(repeat_query_ranks):
+    from transforms.io import _sorted_pairs
+
+    rng = np.random.default_rng(3)
+    n = 400
+    q = np.array([f"q{i // 4:03d}" for i in range(n)], dtype=object)
+    ranks = np.arange(n, dtype=np.int64) % 4 + 1
+    if repeat_query_ranks:  # as dedup mode's canonicalised pairs can: ties on (query, rank)
+        ranks[::3] = 1
+    pairs = PairBatch(q, np.array([f"c{i}" for i in rng.integers(0, 30, n)], dtype=object), ranks,
+                      rng.integers(0, 3, n).astype(np.float64))
+    perm = rng.permutation(n)
+    got = _sorted_pairs(PairBatch(*(c[perm] for c in pairs)))
+    want = sorted(zip(*pairs, strict=True), key=lambda r: (r[0], r[2], r[1], r[3]))
+    assert list(zip(*got, strict=True)) == want

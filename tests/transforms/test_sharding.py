@@ -100,3 +100,10 @@ def test_content_hash64_pinned_values_and_empty():
     got = content_hash64(np.array([[1, 2, 3], [0.5, -1, 0]], dtype=np.float32))
     assert got.tolist() == [9304278205286514113, 15542510095253866116]
     assert content_hash64(np.zeros((0, 3), dtype=np.float32)).shape == (0,)
+
+
+def test_stable_hash64_of_runs_equals_hashing_every_id():
+    # Runs of one id are hashed once; the result must not depend on it.
+    ids = np.array(["q1", "q1", "q1", "q2", 7, 7, "7", b"q1", b"q1", None, None, "q1"], dtype=object)
+    one_by_one = np.array([stable_hash64(np.array([v], dtype=object))[0] for v in ids], dtype=np.uint64)
+    np.testing.assert_array_equal(stable_hash64(ids), one_by_one)
