@@ -202,7 +202,8 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
                  spill_dir: str | None = None) -> _IndexStage:
     """find duplicate ids -> (train routing) -> place candidates in shards -> (the builds follow).
 
-    One shuffle moves the vectors: placement by content hash (hash plan) or nearest centroid, with
+    One shuffle places the candidates (their vectors travel beside it as spill files under
+    ``spill_dir``): placement by content hash (hash plan) or nearest centroid, with
     exact duplicates collapsed inside each shard, since identical vectors always meet in one shard.
     Nothing that placement waits for (the count from CheckDims' length histogram, the duplicate ids
     found on the batches before the dims check) depends on the dims filter's output, so the runner
@@ -229,7 +230,7 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
         sizing = p | "KeptSizing" >> beam.Create([{"ok": True, "message": "", "capacity": 0,
                                                   "num_shards": kept["num_shards"]}])
     # Duplicate ids are found by grouping ids alone; the rows they name are dropped on the way to
-    # the shards, in the one shuffle that moves the vectors (PlaceCandidates).
+    # the shards, in the one shuffle that places the candidates (PlaceCandidates).
     duplicates = (candidates if unchecked is None else unchecked) | "FindDuplicateIds" >> FindDuplicateIds(
         num_records=num_candidates,
         num_shards=sizing | "ShardsForIdBuckets" >> beam.Map(lambda s: s.get("num_shards") or 1),

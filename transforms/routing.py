@@ -386,7 +386,7 @@ class _AssembleFn(beam.DoFn):
 
 class PlaceCandidates(beam.PTransform):
     """Candidate VectorBatches -> (shard, VectorBatch sorted by id) by the routing plan: the one
-    shuffle that moves the candidate vectors.
+    shuffle that places the candidates (with ``spill_dir``, their vectors go beside it as files).
 
     Args:
         plan: singleton RoutingPlan.
