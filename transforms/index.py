@@ -66,6 +66,8 @@ _QUERY_BLOCK = 4096
 _SCORE_BLOCK_ELEMENTS = 1 << 25
 # Gathered float64 candidate vectors per rescoring block (64 MiB).
 _RESCORE_BLOCK_ELEMENTS = 1 << 23
+# Rows normalised per step in prepare_vectors (16k x 128 float64 = 16 MB of temporaries).
+_NORMALIZE_BLOCK = 16_384
 _NO_POSITION = -1
 
 
@@ -113,12 +115,15 @@ def prepare_vectors(vectors: np.ndarray, distance: str) -> tuple[np.ndarray, np.
         out = np.array(vectors, dtype=np.float32, order="C", copy=True)
     ok = np.isfinite(out).all(axis=1)
     if distance == "cosine":
-        wide = out.astype(np.float64)
-        wide[~ok] = 0.0
-        norms = np.linalg.norm(wide, axis=1)
+        out[~ok] = 0.0
+        # Norms accumulate in float64; the division runs in float64 per block of rows and is
+        # stored as float32, so no float64 copy of the whole matrix is made.
+        norms = np.sqrt(np.einsum("ij,ij->i", out, out, dtype=np.float64))
         ok &= norms > 0
-        wide[ok] /= norms[ok, None]
-        out = wide.astype(np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for start in range(0, len(out), _NORMALIZE_BLOCK):
+                block = slice(start, start + _NORMALIZE_BLOCK)
+                out[block] = out[block] / norms[block, None]
     out[~ok] = 0.0
     return out, ok
 
