@@ -122,6 +122,22 @@ def test_prepare_vectors_masks_unusable_rows():
     np.testing.assert_allclose(out[[0, 5]], [[0.6, 0.8], [1.0, 0.0]], rtol=1e-7)
 
 
+def test_prepare_vectors_cosine_normalises_every_block_like_float64(monkeypatch):
+    import transforms.index
+
+    monkeypatch.setattr(transforms.index, "_NORMALIZE_BLOCK", 7)  # 50 rows: 8 blocks, a partial one
+    rng = np.random.default_rng(5)
+    raw = rng.standard_normal((50, 5)) * rng.choice([1e-20, 1.0, 1e20], size=(50, 1))
+    raw[[3, 17]] = np.nan
+    raw[9] = 0.0
+    out, ok = prepare_vectors(raw, "cosine")
+    wide = raw.astype(np.float32).astype(np.float64)
+    want = (wide / np.linalg.norm(wide, axis=1, keepdims=True)).astype(np.float32)
+    assert ok.tolist() == [i not in (3, 9, 17) for i in range(50)]
+    np.testing.assert_allclose(out[ok], want[ok], rtol=2e-7, atol=0)
+    assert not out[~ok].any()
+
+
 def test_prepare_vectors_rejects_bad_arguments():
     with pytest.raises(ValueError, match="distance"):
         prepare_vectors(np.ones((2, 2)), "l1")
