@@ -202,8 +202,8 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
                  spill_dir: str | None = None) -> _IndexStage:
     """find duplicate ids -> (train routing) -> place candidates in shards -> (the builds follow).
 
-    One shuffle places the candidates (their vectors travel beside it as spill files under
-    ``spill_dir``): placement by content hash (hash plan) or nearest centroid, with
+    One shuffle places the candidates (large pieces of their vectors travel beside it as spill
+    files under ``spill_dir``): placement by content hash (hash plan) or nearest centroid, with
     exact duplicates collapsed inside each shard, since identical vectors always meet in one shard.
     Nothing that placement waits for (the count from CheckDims' length histogram, the duplicate ids
     found on the batches before the dims check) depends on the dims filter's output, so the runner
@@ -275,13 +275,11 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     """Builds the job's graph on ``p`` and returns the PCollections tests need.
 
     ``kept_index`` is the earlier run's index manifest (``read_index_manifest``) for --index_dir.
-    Candidate vectors reach their shards through files under ``spill_dir`` (see transforms.spill;
-    default: a new directory under --temp_location, else under the output), deleted once every
-    shard is built.
+    With ``spill_dir`` (``run_job`` makes one per run), large pieces of the candidate vectors reach
+    their shards through files there (see transforms.spill), deleted once every shard is built;
+    without it they travel in the shuffle.
     """
     reuse = kept_index is not None and not cfg.append
-    if spill_dir is None and not reuse:
-        spill_dir = new_spill_dir(p.options.view_as(GoogleCloudOptions).temp_location, cfg.output)
     if cfg.mode == "dedup":
         roles = [Role.INPUT]
     else:
@@ -319,8 +317,9 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         infos = stage.cand_shards | "BuildShardIndexes" >> BuildShardIndexes(
             output_dir=cfg.output, distance=cfg.distance, kind=cfg.index, params_for=params_for,
             num_shards=stage.num_shards, gate=gate)
-        (p | "SpillDir" >> beam.Create([spill_dir])
-         | "DeleteSpillDir" >> beam.Map(_delete_spill_dir, built=beam.pvalue.AsList(infos)))
+        if spill_dir is not None:
+            (p | "SpillDir" >> beam.Create([spill_dir])
+             | "DeleteSpillDir" >> beam.Map(_delete_spill_dir, built=beam.pvalue.AsList(infos)))
         if kept_index is not None:  # --append: rebuilt shards replace their kept versions
             infos = infos | "WithUntouchedKeptShards" >> CombineWithKeptShards(
                 kept_shards=kept_index["shards"])

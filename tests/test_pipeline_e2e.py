@@ -72,13 +72,24 @@ def _link_args(root, out, *extra):
             str(root / "cands" / "*.parquet"), "--output", str(out), "--top_k", "10", *extra]
 
 
-def test_exact_index_equals_oracle_and_bad_rows_are_dead_letters(link_data, tmp_path, monkeypatch):
+def _spy_on_spill(monkeypatch) -> list:
+    """Every piece of candidate vectors goes through a spill file; returns the list of SpilledRows."""
     import transforms.spill
 
-    spilled = []  # the candidate vectors reach their shards through spill files
+    spilled = []
     real_spill_rows = transforms.spill.spill_rows
-    monkeypatch.setattr(transforms.spill, "spill_rows",
-                        lambda *a, **kw: spilled.append(real_spill_rows(*a, **kw)) or spilled[-1])
+
+    def spill_rows(*args, **kwargs):
+        spilled.append(real_spill_rows(*args, **kwargs))
+        return spilled[-1]
+
+    monkeypatch.setattr(transforms.spill, "MIN_SPILL_BYTES", 1)  # the test data's pieces are small
+    monkeypatch.setattr(transforms.spill, "spill_rows", spill_rows)
+    return spilled
+
+
+def test_exact_index_equals_oracle_and_bad_rows_are_dead_letters(link_data, tmp_path, monkeypatch):
+    spilled = _spy_on_spill(monkeypatch)
     root, cands, cand_ids, queries, query_ids = link_data
     out = tmp_path / "exact"
     _run(_link_args(root, out, "--index", "exact", "--num_shards", "3",
@@ -116,6 +127,26 @@ def test_exact_index_equals_oracle_and_bad_rows_are_dead_letters(link_data, tmp_
     assert manifest["counts"]["dead_letters_total"] == 6
     assert len(manifest["shards"]) == 3 and sum(s["size"] for s in manifest["shards"]) == len(cands)
     assert len(glob.glob(str(out / "indexes" / "shard-*-of-00003"))) == 3
+
+
+def test_the_graph_deletes_its_spill_dir_once_the_shards_are_built(link_data, tmp_path, monkeypatch):
+    # The graph's own DeleteSpillDir step, without run_job (whose cleanup covers local runs only).
+    import apache_beam as beam
+
+    from beam_jobs.match_corpora import build_pipeline, prepare
+
+    spilled = _spy_on_spill(monkeypatch)
+    root, _, cand_ids, _, _ = link_data
+    options, cfg, static, num_output_shards, _ = prepare(
+        _link_args(root, tmp_path / "out", "--index", "exact", "--num_shards", "2",
+                   "--runner", "FnApiRunner"))
+    spill_dir = str(tmp_path / "spill")
+    with beam.Pipeline(options=options) as p:
+        build_pipeline(p, cfg, num_output_shards=num_output_shards, static_manifest=static,
+                       spill_dir=spill_dir)
+    assert sum(len(s) for s in spilled) == len(cand_ids)
+    assert all(s.path.startswith(spill_dir) for s in spilled)
+    assert not os.path.exists(spill_dir)
 
 
 def test_scann_recall_and_identical_output_twice(link_data, tmp_path):

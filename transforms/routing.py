@@ -21,7 +21,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms import metrics
-from transforms.schema import VectorBatch
+from transforms.schema import SpilledRows, VectorBatch
 from transforms.sharding import stable_hash64
 
 __all__ = ["TrainRouting", "PlaceCandidates", "RoutingPlan", "train_centroids", "nearest_centroids",
@@ -338,9 +338,10 @@ class _PlaceFn(beam.DoFn):
             parts = list(split_batch(batch, shards_of_candidates(batch.ids, batch.vectors, plan,
                                                                  by=self._by), plan.num_shards))
             if self._spill_dir is not None:
-                from transforms.spill import spill_rows
+                from transforms.spill import should_spill, spill_rows
 
-                parts = [(shard, spill_rows(part, self._spill_dir, shard)) for shard, part in parts]
+                parts = [(shard, spill_rows(part, self._spill_dir, shard) if should_spill(part) else part)
+                         for shard, part in parts]
         for letter in dead:
             self._dups.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
@@ -357,7 +358,7 @@ class _AssembleFn(beam.DoFn):
     def process(self, element):
         from transforms.exact_duplicates import collapse_identical
         from transforms.shard_records import concat_batches
-        from transforms.spill import SpilledRows, assemble_spilled
+        from transforms.spill import assemble_spilled
 
         shard, parts = element
         with self._timer:
@@ -386,7 +387,8 @@ class _AssembleFn(beam.DoFn):
 
 class PlaceCandidates(beam.PTransform):
     """Candidate VectorBatches -> (shard, VectorBatch sorted by id) by the routing plan: the one
-    shuffle that places the candidates (with ``spill_dir``, their vectors go beside it as files).
+    shuffle that places the candidates (with ``spill_dir``, large pieces of their vectors go beside
+    it as files).
 
     Args:
         plan: singleton RoutingPlan.
@@ -397,9 +399,10 @@ class PlaceCandidates(beam.PTransform):
         role: corpus role for metrics and logs.
         indexed: optional PCollection of (id, where) from ``build.FindKeptIds`` (--append): rows
             with those ids are dropped here, into dead letters.
-        spill_dir: optional directory (any Beam filesystem) for the vectors: the shuffle then moves
-            only ids, origins and file paths, and each shard reads its vectors from the files (see
-            ``transforms.spill``). The caller deletes it once the shards are built. None: the
+        spill_dir: optional directory (any Beam filesystem) for the vectors: a batch's rows of a
+            shard holding at least ``spill.MIN_SPILL_BYTES`` of vectors go to a file there and the
+            shuffle moves only their ids, origins and the file's path; each shard reads its files
+            (see ``transforms.spill``). The caller deletes it once the shards are built. None: all
             vectors travel in the shuffle.
     """
 

@@ -19,6 +19,7 @@ __all__ = [
     "MATCH_COLUMNS",
     "RawBatch",
     "VectorBatch",
+    "SpilledRows",
     "FeatureBatch",
     "ShardIndexInfo",
     "NeighborBatch",
@@ -80,7 +81,31 @@ class VectorBatch(NamedTuple):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __reduce__(self):  # one buffer of raw columns (see transforms.batch_pickle)
+    def __reduce__(self):  # string columns as Arrow buffers (see transforms.batch_pickle)
+        from transforms.batch_pickle import reduce_columns
+
+        return reduce_columns(self)
+
+
+class SpilledRows(NamedTuple):
+    """Rows of one shard whose vectors wait in a spill file (see ``transforms.spill``).
+
+    Attributes:
+        ids: object array of str, shape [n].
+        origins: object array of str, shape [n].
+        path: a float32 ``.npy`` file (any Beam filesystem) holding the rows' vectors, in this order.
+        dims: the vectors' length.
+    """
+
+    ids: np.ndarray
+    origins: np.ndarray
+    path: str
+    dims: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __reduce__(self):  # string columns as Arrow buffers (see transforms.batch_pickle)
         from transforms.batch_pickle import reduce_columns
 
         return reduce_columns(self)
@@ -130,7 +155,7 @@ class NeighborBatch(NamedTuple):
     candidate_ids: np.ndarray  # object [n, k]
     distances: np.ndarray  # float64 [n, k]
 
-    def __reduce__(self):  # one buffer of raw columns (see transforms.batch_pickle)
+    def __reduce__(self):  # string columns as Arrow buffers (see transforms.batch_pickle)
         from transforms.batch_pickle import reduce_columns
 
         return reduce_columns(self)
@@ -147,7 +172,7 @@ class PairBatch(NamedTuple):
     def __len__(self) -> int:
         return len(self.query_ids)
 
-    def __reduce__(self):  # one buffer of raw columns (see transforms.batch_pickle)
+    def __reduce__(self):  # string columns as Arrow buffers (see transforms.batch_pickle)
         from transforms.batch_pickle import reduce_columns
 
         return reduce_columns(self)

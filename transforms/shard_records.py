@@ -256,7 +256,7 @@ class FindDuplicateIds(beam.PTransform):
             buckets = self._num_records | "IdBuckets" >> beam.Map(
                 id_buckets, num_shards=beam.pvalue.AsSingleton(self._num_shards))
         # Ids only, in a step without side inputs, so the runner fuses it into the step that made
-        # the batches: the vectors are not materialised for a step that reads only the ids.
+        # the batches: the grouping step that follows decodes ids, not the whole batches.
         return (batches
                 | "IdsOnly" >> beam.Map(_ids_of)
                 | "KeyIds" >> beam.ParDo(_KeyIdsFn(), num_buckets=beam.pvalue.AsSingleton(buckets))

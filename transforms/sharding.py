@@ -41,7 +41,11 @@ def stable_hash64(ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids, dtype=object).reshape(-1)
     if len(ids) > 1:
         # Runs of one id (a query's K match rows) are hashed once: hashing is the costly part.
-        starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
+        # Only str and bytes ids, of one type: 7 == 7.0 == True and 0.0 == -0.0, but their str() differ.
+        types = np.fromiter(map(type, ids), dtype=object, count=len(ids))
+        text = (types == str) | (types == bytes)  # noqa: E721 (elementwise on an array)
+        same = (ids[1:] == ids[:-1]) & (types[1:] == types[:-1]) & text[1:]
+        starts = np.flatnonzero(np.concatenate([[True], ~same]))
         if len(starts) < len(ids):
             return np.repeat(_blake2b64(ids[starts]), np.diff(np.append(starts, len(ids))))
     return _blake2b64(ids)

@@ -1,62 +1,59 @@
-"""Candidate vectors move to their shard through files, not through the runner's shuffle.
+"""Large pieces of candidate vectors reach their shard through files, not the runner's shuffle.
 
 Placement (``routing.PlaceCandidates``) writes each batch's rows of a shard as one ``.npy`` file
-under a spill directory and sends only ``SpilledRows`` (ids, origins, the file's path) through the
-GroupByKey; the shard's assembly reads the files straight into one preallocated array.
+under a spill directory when that piece holds at least ``MIN_SPILL_BYTES`` of vectors, and sends
+only ``SpilledRows`` (ids, origins, the file's path) through the GroupByKey; the shard's assembly
+reads the files straight into one preallocated array. Smaller pieces travel in the shuffle as
+before, so the number of files stays below the corpus's bytes / ``MIN_SPILL_BYTES`` however many
+shards there are (many shards make many small pieces, which a shuffle handles better than an
+object store).
 
 Why: a shuffle encodes, copies and decodes every value several times (pickling, the data channel,
 the runner's grouping buffer), and the vectors are nearly all of a candidate corpus's bytes. On the
-1M x 128 benchmark (``bench/ann_join.py``) the shuffle of 512 MB cost several seconds more than
-writing and reading the same bytes as files; the assembly also no longer holds the grouped pieces
-and their concatenation at once. Files work on every runner: the spill directory is under
-``--temp_location`` when given (``gs://`` on Dataflow), else under the output directory, and is
-deleted once every shard's index is built (:func:`delete_spill_dir`). A run that fails before then
-leaves it behind; it holds nothing but these files.
+1M x 128 benchmark (``bench/ann_join.py``, one shard) writing and reading the 512 MB as files cost
+several seconds less than the shuffle, and the assembly no longer holds the grouped pieces and
+their concatenation at once.
+
+Where: a fresh directory per run under ``--temp_location`` when given (``gs://`` on Dataflow),
+else under the output directory. It is deleted once every shard's index is built
+(:func:`delete_spill_dir`, gated on the builds' output). A run that fails before then leaves it
+behind; it holds nothing but these files. The deletion assumes, as Dataflow and the local runners
+guarantee, that a finished step is not recomputed later; a runner that recomputes lost shuffle
+output from its inputs (Spark, Flink) would need the files kept until the job ends.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Iterable
-from typing import NamedTuple
 
 import numpy as np
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.artifacts import is_local_path, join_path
-from transforms.schema import VectorBatch
+from transforms.schema import SpilledRows, VectorBatch
 
-__all__ = ["SpilledRows", "spill_rows", "assemble_spilled", "delete_spill_dir", "new_spill_dir"]
+__all__ = ["MIN_SPILL_BYTES", "should_spill", "spill_rows", "assemble_spilled", "delete_spill_dir",
+           "new_spill_dir"]
 
 _LOGGER = logging.getLogger(__name__)
-# Read remote spill files in pieces of this many bytes (a GCS reader returns what it is asked for).
-_READ_CHUNK = 64 << 20
-
-
-class SpilledRows(NamedTuple):
-    """Rows of one shard whose vectors wait in a spill file (float32 ``.npy``, rows in this order)."""
-
-    ids: np.ndarray  # object [n]
-    origins: np.ndarray  # object [n]
-    path: str
-    dims: int
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __reduce__(self):  # one buffer of raw columns (see transforms.batch_pickle)
-        from transforms.batch_pickle import reduce_columns
-
-        return reduce_columns(self)
+# Pieces with fewer bytes of vectors stay in the shuffle (see the module docstring).
+MIN_SPILL_BYTES = 4 << 20
 
 
 def new_spill_dir(temp_location: str | None, output_dir: str) -> str:
     """A directory of its own for one run's spill files."""
     root = temp_location or join_path(output_dir, ".spill")
     return join_path(root, f"corpus-match-spill-{uuid.uuid4().hex}")
+
+
+def should_spill(batch: VectorBatch) -> bool:
+    """Whether this piece's vectors are large enough to go through a spill file."""
+    return len(batch) > 0 and batch.vectors.nbytes >= MIN_SPILL_BYTES
 
 
 def spill_rows(batch: VectorBatch, spill_dir: str, shard: int) -> SpilledRows:
@@ -89,13 +86,8 @@ def _read_into(path: str, out: np.ndarray) -> None:
             raise ValueError(f"{path}: spill file holds {dtype} {shape}, expected float32 {out.shape}")
         view = memoryview(out.reshape(-1).view(np.uint8))
         pos = 0
-        while pos < len(view):
-            if hasattr(f, "readinto"):
-                got = f.readinto(view[pos:])
-            else:
-                chunk = f.read(min(_READ_CHUNK, len(view) - pos))
-                got = len(chunk)
-                view[pos:pos + got] = chunk
+        while pos < len(view):  # every Beam filesystem's reader is an io stream with readinto
+            got = f.readinto(view[pos:])
             if not got:
                 raise ValueError(f"{path}: spill file ends after {pos} of {len(view)} bytes")
             pos += got
@@ -122,8 +114,6 @@ def delete_spill_dir(spill_dir: str) -> None:
     """Deletes a run's spill directory (all its files); a missing directory is fine."""
     try:
         if is_local_path(spill_dir):
-            import shutil
-
             shutil.rmtree(spill_dir, ignore_errors=True)
             parent = os.path.dirname(spill_dir.rstrip("/"))
             if os.path.basename(parent) == ".spill" and os.path.isdir(parent) and not os.listdir(parent):

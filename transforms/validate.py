@@ -47,9 +47,12 @@ def _origins(raw: RawBatch, rows: np.ndarray) -> np.ndarray:
 
     if not len(rows):
         return np.empty(0, dtype=object)
+    try:
+        prefix = pa.scalar(f"{raw.source}#")
+    except UnicodeEncodeError:  # a file name UTF-8 cannot encode (lone surrogates)
+        return np.array([f"{raw.source}#{raw.first_row + int(r)}" for r in rows], dtype=object)
     numbers = pc.cast(pa.array(np.asarray(rows, dtype=np.int64) + raw.first_row), pa.string())
-    joined = pc.binary_join_element_wise(pa.scalar(f"{raw.source}#"), numbers, "")
-    return joined.to_numpy(zero_copy_only=False)
+    return pc.binary_join_element_wise(prefix, numbers, "").to_numpy(zero_copy_only=False)
 
 
 def _row_payload(raw: RawBatch, i: int) -> Any:

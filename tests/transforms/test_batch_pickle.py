@@ -1,5 +1,7 @@
 """The batch types survive Beam's coder unchanged: values, dtypes, shapes, writability."""
 
+from __future__ import annotations
+
 import pickle
 
 import numpy as np
@@ -37,8 +39,9 @@ def test_vector_batch_with_unicode_and_missing_ids():
 
 
 def test_columns_that_are_not_strings_pickle_as_they_are():
-    # bytes must stay bytes (Arrow would turn them into str); ints and mixed types too.
-    for ids in ([b"x", b"y"], [1, "a"], ["a", b"b"], [float("nan"), "a"]):
+    # bytes must stay bytes (Arrow would turn them into str); ints, mixed types and strings UTF-8
+    # cannot encode (a lone surrogate, as json.loads accepts) too.
+    for ids in ([b"x", b"y"], [1, "a"], ["a", b"b"], [float("nan"), "a"], ["\ud800x", "a"]):
         batch = VectorBatch(np.array(ids, dtype=object), np.zeros((2, 2), np.float64),
                             np.array(["o", "p"], dtype=object))
         got = pickle.loads(pickle.dumps(batch))
@@ -66,4 +69,11 @@ def test_string_columns_travel_as_arrow_buffers():
                         np.array([b"x", b"y"], dtype=object))
     rebuild, (cls, columns) = batch.__reduce__()
     assert rebuild is batch_pickle._rebuild and cls is VectorBatch
-    assert [c[0] for c in columns] == [batch_pickle._STRINGS, batch_pickle._AS_IS, batch_pickle._AS_IS]
+    assert [type(c) for c in columns] == [batch_pickle._Strings, batch_pickle._AsIs, batch_pickle._AsIs]
+
+
+def test_str_subclasses_come_back_as_equal_str():
+    batch = VectorBatch(np.array([np.str_("a"), "b"], dtype=object), np.zeros((2, 1), np.float32),
+                        np.array(["o", "p"], dtype=object))
+    got = _roundtrip(batch)
+    assert list(got.ids) == ["a", "b"] and all(type(v) is str for v in got.ids)

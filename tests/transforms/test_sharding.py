@@ -104,6 +104,7 @@ def test_content_hash64_pinned_values_and_empty():
 
 def test_stable_hash64_of_runs_equals_hashing_every_id():
     # Runs of one id are hashed once; the result must not depend on it.
-    ids = np.array(["q1", "q1", "q1", "q2", 7, 7, "7", b"q1", b"q1", None, None, "q1"], dtype=object)
+    ids = np.array(["q1", "q1", "q1", "q2", 7, 7, 7.0, True, 1, 0.0, -0.0, "7", b"q1", b"q1", None,
+                    None, "q1"], dtype=object)
     one_by_one = np.array([stable_hash64(np.array([v], dtype=object))[0] for v in ids], dtype=np.uint64)
     np.testing.assert_array_equal(stable_hash64(ids), one_by_one)

@@ -1,13 +1,24 @@
 """Spill files carry candidate vectors to their shards: rows come back whole and in order."""
 
+from __future__ import annotations
+
 import os
+import uuid
 
 import numpy as np
 import pytest
+from apache_beam.io.filesystems import FileSystems
 
 import tests.memfs  # noqa: F401  (registers mem://)
 from transforms.schema import VectorBatch
-from transforms.spill import assemble_spilled, delete_spill_dir, new_spill_dir, spill_rows
+from transforms.spill import (
+    MIN_SPILL_BYTES,
+    assemble_spilled,
+    delete_spill_dir,
+    new_spill_dir,
+    should_spill,
+    spill_rows,
+)
 
 
 def _batch(start, n, dims=5):
@@ -49,10 +60,6 @@ def test_a_short_or_foreign_spill_file_is_an_error_not_garbage(tmp_path):
 
 
 def test_spill_on_a_beam_filesystem():
-    import uuid
-
-    from apache_beam.io.filesystems import FileSystems
-
     spill_dir = new_spill_dir(f"mem://spill-test/{uuid.uuid4().hex}", "unused-output")
     batches = [_batch(0, 6), _batch(50, 2)]
     parts = [spill_rows(b, spill_dir, shard=0) for b in batches]
@@ -61,3 +68,10 @@ def test_spill_on_a_beam_filesystem():
     np.testing.assert_array_equal(whole.vectors, np.concatenate([b.vectors for b in batches]))
     delete_spill_dir(spill_dir)
     assert not any(FileSystems.exists(p.path) for p in parts)
+
+
+def test_only_pieces_of_at_least_min_spill_bytes_are_spilled():
+    rows = MIN_SPILL_BYTES // (4 * 64)  # rows of 64 float32 dims that make MIN_SPILL_BYTES
+    assert should_spill(_batch(0, rows, dims=64))
+    assert not should_spill(_batch(0, rows - 1, dims=64))
+    assert not should_spill(_batch(0, 0, dims=64))
