@@ -41,8 +41,10 @@ __all__ = ["MIN_SPILL_BYTES", "should_spill", "spill_rows", "assemble_spilled", 
            "new_spill_dir"]
 
 _LOGGER = logging.getLogger(__name__)
-# Pieces with fewer bytes of vectors stay in the shuffle (see the module docstring).
-MIN_SPILL_BYTES = 4 << 20
+# Pieces with fewer bytes of vectors stay in the shuffle (see the module docstring). 1 MB: a
+# default read batch (--batch_size 4096) of 128-dim vectors is 2 MB, so it spills whole when there
+# are one or two shards; files stay few (at most one per MB of the corpus) and none is tiny.
+MIN_SPILL_BYTES = 1 << 20
 
 
 def new_spill_dir(temp_location: str | None, output_dir: str) -> str:
