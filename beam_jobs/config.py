@@ -137,6 +137,7 @@ class MatchConfig:
     num_output_shards: int | None = None
     max_bad_record_ratio: float = 0.01
     batch_size: int = 4096
+    spill_min_mb: float = 1.0
 
     @property
     def embeds(self) -> bool:
@@ -257,6 +258,7 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         num_output_shards=_int(flags, "num_output_shards", None, 1),
         max_bad_record_ratio=_float(flags, "max_bad_record_ratio", 0.01, 0.0, 1.0),
         batch_size=_int(flags, "batch_size", 4096, 1),
+        spill_min_mb=_float(flags, "spill_min_mb", 1.0, lo=0.0),
     )
     for name in ("min_recall", "target_recall"):
         if getattr(cfg, name) is not None and cfg.audit_sample == 0:

@@ -242,7 +242,8 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
         indexed = candidates | "FindKeptIds" >> FindKeptIds(kept_shards=kept["shards"],
                                                            aliases=kept_aliases)
         placed = candidates | "PlaceNewCandidates" >> PlaceCandidates(
-            plan=plan, duplicates=duplicates, role=cand_role, indexed=indexed, spill_dir=spill_dir)
+            plan=plan, duplicates=duplicates, role=cand_role, indexed=indexed, spill_dir=spill_dir,
+            min_spill_bytes=_spill_bytes(cfg))
         dead.append(placed.dead_letters)
         merged = placed.shards | "MergeWithKeptShards" >> MergeWithKeptShards(kept_shards=kept["shards"])
         dead.append(merged.dead_letters)
@@ -261,7 +262,7 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
             min_shards_to_route=0 if cfg.routing == "centroids" else AUTO_ROUTING_MIN_SHARDS)
     placed = candidates | "PlaceCandidates" >> PlaceCandidates(
         plan=plan, duplicates=duplicates, collapse=cfg.collapse_duplicates, role=cand_role,
-        spill_dir=spill_dir)
+        spill_dir=spill_dir, min_spill_bytes=_spill_bytes(cfg))
     dead.append(placed.dead_letters)
     num_shards = plan | "PlannedShardCount" >> beam.Map(lambda pl: pl.num_shards)
     return _IndexStage(None, plan, num_candidates, placed.shards, sizing, num_shards,
@@ -408,6 +409,10 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
                            audit=audit)
 
 
+def _spill_bytes(cfg: MatchConfig) -> int:
+    return max(1, round(cfg.spill_min_mb * (1 << 20)))
+
+
 def _delete_spill_dir(spill_dir: str, built: list) -> None:
     """Runs once every shard is built (``built`` is their ShardIndexInfos): the spill files are spent."""
     delete_spill_dir(spill_dir)
@@ -529,7 +534,7 @@ def run_job(argv: list[str] | None = None, *, wait: bool | None = None):
         wait = local
     p = beam.Pipeline(options=options)
     spill_dir = None
-    if kept is None or cfg.append:
+    if cfg.spill_min_mb > 0 and (kept is None or cfg.append):
         spill_dir = new_spill_dir(options.view_as(GoogleCloudOptions).temp_location, cfg.output)
     build_pipeline(p, cfg, num_output_shards=num_output_shards, static_manifest=static,
                    kept_index=kept, spill_dir=spill_dir)

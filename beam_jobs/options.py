@@ -101,6 +101,9 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("max_bad_record_ratio", "Fail the run when dead letters / records read exceeds this. "
      "Default 0.01.", None),
     ("batch_size", "Rows per batch moved between stages. Default 4096.", None),
+    ("spill_min_mb", "A batch's candidate rows of one shard holding at least this many MB of vectors "
+     "reach the shard through a spill file (under --temp_location, else the output) instead of "
+     "the shuffle; smaller pieces take the shuffle. 0 turns spilling off. Default 1.", None),
 ]
 
 

@@ -73,7 +73,7 @@ def _link_args(root, out, *extra):
 
 
 def _spy_on_spill(monkeypatch) -> list:
-    """Every piece of candidate vectors goes through a spill file; returns the list of SpilledRows."""
+    """Records every SpilledRows placement writes (run with _SPILL_ALL: the test pieces are small)."""
     import transforms.spill
 
     spilled = []
@@ -83,9 +83,11 @@ def _spy_on_spill(monkeypatch) -> list:
         spilled.append(real_spill_rows(*args, **kwargs))
         return spilled[-1]
 
-    monkeypatch.setattr(transforms.spill, "MIN_SPILL_BYTES", 1)  # the test data's pieces are small
     monkeypatch.setattr(transforms.spill, "spill_rows", spill_rows)
     return spilled
+
+
+_SPILL_ALL = ("--spill_min_mb", "1e-6")  # one byte: every piece of the test data spills
 
 
 def test_exact_index_equals_oracle_and_bad_rows_are_dead_letters(link_data, tmp_path, monkeypatch):
@@ -93,7 +95,7 @@ def test_exact_index_equals_oracle_and_bad_rows_are_dead_letters(link_data, tmp_
     root, cands, cand_ids, queries, query_ids = link_data
     out = tmp_path / "exact"
     _run(_link_args(root, out, "--index", "exact", "--num_shards", "3",
-                    "--temp_location", str(tmp_path / "temp")))
+                    "--temp_location", str(tmp_path / "temp"), *_SPILL_ALL))
     assert sum(len(s) for s in spilled) == len(cand_ids)
     assert all(s.path.startswith(str(tmp_path / "temp")) for s in spilled)
     assert not any(os.path.exists(s.path) for s in spilled)  # deleted once the shards were built
@@ -139,7 +141,7 @@ def test_the_graph_deletes_its_spill_dir_once_the_shards_are_built(link_data, tm
     root, _, cand_ids, _, _ = link_data
     options, cfg, static, num_output_shards, _ = prepare(
         _link_args(root, tmp_path / "out", "--index", "exact", "--num_shards", "2",
-                   "--runner", "FnApiRunner"))
+                   "--runner", "FnApiRunner", *_SPILL_ALL))
     spill_dir = str(tmp_path / "spill")
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, cfg, num_output_shards=num_output_shards, static_manifest=static,
@@ -149,7 +151,7 @@ def test_the_graph_deletes_its_spill_dir_once_the_shards_are_built(link_data, tm
     assert not os.path.exists(spill_dir)
 
 
-def test_scann_recall_and_identical_output_twice(link_data, tmp_path):
+def test_scann_recall_and_identical_output_twice(link_data, tmp_path, monkeypatch):
     root, cands, cand_ids, queries, query_ids = link_data
     runs = []
     for name in ("a", "b"):
@@ -168,6 +170,14 @@ def test_scann_recall_and_identical_output_twice(link_data, tmp_path):
     assert manifest["audit"]["sample_size"] == len(query_ids)
     assert manifest["audit"]["recall_at_k"] == pytest.approx(recall, abs=1e-12)
     assert ".spill" not in os.listdir(runs[0])  # the spill directory under the output is gone
+    # Vectors through spill files or all through the shuffle: the same bytes.
+    spilled = _spy_on_spill(monkeypatch)
+    for name, spill in (("spill-all", _SPILL_ALL), ("spill-none", ("--spill_min_mb", "0"))):
+        spilled.clear()
+        _run(_link_args(root, tmp_path / name, "--num_shards", "2", "--num_output_shards", "3", *spill))
+        assert bool(spilled) == (name == "spill-all")
+        for f in os.listdir(runs[0] / "matches"):
+            assert (tmp_path / name / "matches" / f).read_bytes() == (runs[0] / "matches" / f).read_bytes()
     files = sorted(os.listdir(runs[0] / "matches"))
     assert files == [f"matches-{i:05d}-of-00003.parquet" for i in range(3)]
     for f in files:

@@ -321,9 +321,10 @@ class PlaceResult(NamedTuple):
 
 
 class _PlaceFn(beam.DoFn):
-    def __init__(self, role: str, by: str, spill_dir: str | None = None):
+    def __init__(self, role: str, by: str, spill_dir: str | None = None, min_spill_bytes: int = 0):
         self._by = by
         self._spill_dir = spill_dir
+        self._min_spill_bytes = min_spill_bytes
         self._dups = Metrics.counter(metrics.NAMESPACE, f"{role}_duplicate_ids")
         self._timer = metrics.StageTimer("place")
 
@@ -340,7 +341,8 @@ class _PlaceFn(beam.DoFn):
             if self._spill_dir is not None:
                 from transforms.spill import should_spill, spill_rows
 
-                parts = [(shard, spill_rows(part, self._spill_dir, shard) if should_spill(part) else part)
+                parts = [(shard, spill_rows(part, self._spill_dir, shard)
+                          if should_spill(part, self._min_spill_bytes) else part)
                          for shard, part in parts]
         for letter in dead:
             self._dups.inc()
@@ -400,16 +402,20 @@ class PlaceCandidates(beam.PTransform):
         indexed: optional PCollection of (id, where) from ``build.FindKeptIds`` (--append): rows
             with those ids are dropped here, into dead letters.
         spill_dir: optional directory (any Beam filesystem) for the vectors: a batch's rows of a
-            shard holding at least ``spill.MIN_SPILL_BYTES`` of vectors go to a file there and the
+            shard holding at least ``min_spill_bytes`` of vectors go to a file there and the
             shuffle moves only their ids, origins and the file's path; each shard reads its files
             (see ``transforms.spill``). The caller deletes it once the shards are built. None: all
             vectors travel in the shuffle.
+        min_spill_bytes: the smallest piece that goes through a spill file.
     """
 
     def __init__(self, *, plan, duplicates=None, collapse: bool = False, role: str = "candidates",
-                 indexed=None, spill_dir: str | None = None):
+                 indexed=None, spill_dir: str | None = None, min_spill_bytes: int | None = None):
         super().__init__()
+        from transforms.spill import MIN_SPILL_BYTES
+
         self._spill_dir = spill_dir
+        self._min_spill_bytes = MIN_SPILL_BYTES if min_spill_bytes is None else int(min_spill_bytes)
         self._plan = plan
         self._duplicates = duplicates
         self._indexed = indexed
@@ -426,7 +432,8 @@ class PlaceCandidates(beam.PTransform):
         if indexed is None:
             indexed = batches.pipeline | "NoKeptIds" >> beam.Create([])
         placed = batches | "AssignShards" >> beam.ParDo(
-            _PlaceFn(self._role, "content" if self._collapse else "id", self._spill_dir),
+            _PlaceFn(self._role, "content" if self._collapse else "id", self._spill_dir,
+                     self._min_spill_bytes),
             plan=beam.pvalue.AsSingleton(self._plan),
             duplicates=beam.pvalue.AsDict(duplicates),
             indexed=beam.pvalue.AsDict(indexed)).with_outputs(DEAD_LETTER_TAG, main="placed")

@@ -1,7 +1,8 @@
 """Large pieces of candidate vectors reach their shard through files, not the runner's shuffle.
 
 Placement (``routing.PlaceCandidates``) writes each batch's rows of a shard as one ``.npy`` file
-under a spill directory when that piece holds at least ``MIN_SPILL_BYTES`` of vectors, and sends
+under a spill directory when that piece holds at least ``MIN_SPILL_BYTES`` of vectors (the job's
+``--spill_min_mb``; 0 turns spilling off), and sends
 only ``SpilledRows`` (ids, origins, the file's path) through the GroupByKey; the shard's assembly
 reads the files straight into one preallocated array. Smaller pieces travel in the shuffle as
 before, so the number of files stays below the corpus's bytes / ``MIN_SPILL_BYTES`` however many
@@ -41,7 +42,8 @@ __all__ = ["MIN_SPILL_BYTES", "should_spill", "spill_rows", "assemble_spilled", 
            "new_spill_dir"]
 
 _LOGGER = logging.getLogger(__name__)
-# Pieces with fewer bytes of vectors stay in the shuffle (see the module docstring). 1 MB: a
+# Pieces with fewer bytes of vectors stay in the shuffle (see the module docstring); the job's
+# --spill_min_mb (default 1) sets it per run. 1 MB: a
 # default read batch (--batch_size 4096) of 128-dim vectors is 2 MB, so it spills whole when there
 # are one or two shards; files stay few (at most one per MB of the corpus) and none is tiny.
 MIN_SPILL_BYTES = 1 << 20
@@ -53,9 +55,9 @@ def new_spill_dir(temp_location: str | None, output_dir: str) -> str:
     return join_path(root, f"corpus-match-spill-{uuid.uuid4().hex}")
 
 
-def should_spill(batch: VectorBatch) -> bool:
-    """Whether this piece's vectors are large enough to go through a spill file."""
-    return len(batch) > 0 and batch.vectors.nbytes >= MIN_SPILL_BYTES
+def should_spill(batch: VectorBatch, min_bytes: int = MIN_SPILL_BYTES) -> bool:
+    """Whether this piece's vectors are large enough (``min_bytes``) to go through a spill file."""
+    return len(batch) > 0 and batch.vectors.nbytes >= min_bytes
 
 
 def spill_rows(batch: VectorBatch, spill_dir: str, shard: int) -> SpilledRows:

@@ -36,6 +36,7 @@ def test_link_and_dedup_modes():
     (_flags(text_fields="a,b", numeric_fields="b"), "--text_fields"),
     (_flags(text_fields="id,name"), "--id_field"),
     (_flags(scann_num_leaves="10", scann_leaves_to_search="20"), "--scann_leaves_to_search"),
+    (_flags(spill_min_mb="-1"), "--spill_min_mb"),
 ])
 def test_config_errors_name_the_flag(flags, named):
     with pytest.raises(ConfigError, match=named):
