@@ -21,7 +21,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms import metrics
-from transforms.schema import SpilledRows, VectorBatch
+from transforms.schema import VectorBatch
 from transforms.sharding import stable_hash64
 
 __all__ = ["TrainRouting", "PlaceCandidates", "RoutingPlan", "train_centroids", "nearest_centroids",
@@ -359,16 +359,11 @@ class _AssembleFn(beam.DoFn):
 
     def process(self, element):
         from transforms.exact_duplicates import collapse_identical
-        from transforms.shard_records import concat_batches
-        from transforms.spill import assemble_spilled
+        from transforms.spill import assemble_parts
 
         shard, parts = element
         with self._timer:
-            parts = list(parts)
-            whole = assemble_spilled([p for p in parts if isinstance(p, SpilledRows)])
-            in_memory = [p for p in parts if not isinstance(p, SpilledRows)]
-            if in_memory:
-                whole = concat_batches(in_memory + ([whole] if whole is not None else []))
+            whole = assemble_parts(parts)  # in-memory and spilled pieces alike
             if whole is None:
                 return
             all_ids = whole.ids

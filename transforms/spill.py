@@ -38,7 +38,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.artifacts import is_local_path, join_path
 from transforms.schema import SpilledRows, VectorBatch
 
-__all__ = ["MIN_SPILL_BYTES", "should_spill", "spill_rows", "assemble_spilled", "delete_spill_dir",
+__all__ = ["MIN_SPILL_BYTES", "should_spill", "spill_rows", "assemble_parts", "delete_spill_dir",
            "new_spill_dir"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -97,18 +97,22 @@ def _read_into(path: str, out: np.ndarray) -> None:
             pos += got
 
 
-def assemble_spilled(parts: Iterable[SpilledRows]) -> VectorBatch | None:
-    """One shard's rows, in part order, with the vectors read from the parts' spill files."""
+def assemble_parts(parts: Iterable[VectorBatch | SpilledRows]) -> VectorBatch | None:
+    """One shard's rows, in part order, in one array: in-memory parts copied, spilled parts read
+    from their files straight into place."""
     parts = [p for p in parts if len(p)]
     if not parts:
         return None
-    dims = {p.dims for p in parts}
+    dims = {p.dims if isinstance(p, SpilledRows) else p.vectors.shape[1] for p in parts}
     if len(dims) != 1:
-        raise ValueError(f"spilled parts of one shard have different vector lengths: {sorted(dims)}")
+        raise ValueError(f"parts of one shard have different vector lengths: {sorted(dims)}")
     vectors = np.empty((sum(len(p) for p in parts), dims.pop()), dtype=np.float32)
     pos = 0
     for p in parts:
-        _read_into(p.path, vectors[pos:pos + len(p)])
+        if isinstance(p, SpilledRows):
+            _read_into(p.path, vectors[pos:pos + len(p)])
+        else:
+            vectors[pos:pos + len(p)] = p.vectors
         pos += len(p)
     return VectorBatch(np.concatenate([p.ids for p in parts]), vectors,
                        np.concatenate([p.origins for p in parts]))

@@ -40,6 +40,11 @@ class ValidateResult(NamedTuple):
     dead_letters: beam.PCollection
 
 
+def _origin(raw: RawBatch, row: int) -> str:
+    """Where row ``row`` of ``raw`` was read: ``"<file>#<row in file>"``."""
+    return f"{raw.source}#{raw.first_row + row}"
+
+
 def _origins(raw: RawBatch, rows: np.ndarray) -> np.ndarray:
     """``"<file>#<row>"`` for each row (built by Arrow in C, not one f-string per row)."""
     import pyarrow as pa
@@ -50,7 +55,7 @@ def _origins(raw: RawBatch, rows: np.ndarray) -> np.ndarray:
     try:
         prefix = pa.scalar(f"{raw.source}#")
     except UnicodeEncodeError:  # a file name UTF-8 cannot encode (lone surrogates)
-        return np.array([f"{raw.source}#{raw.first_row + int(r)}" for r in rows], dtype=object)
+        return np.array([_origin(raw, int(r)) for r in rows], dtype=object)
     numbers = pc.cast(pa.array(np.asarray(rows, dtype=np.int64) + raw.first_row), pa.string())
     return pc.binary_join_element_wise(prefix, numbers, "").to_numpy(zero_copy_only=False)
 
@@ -224,7 +229,7 @@ def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: s
             if usable[i]:
                 err = f"{err} (field {vector_field!r})"
             dead.append(make_dead_letter(STAGE, ids[i], err, _row_payload(raw, i),
-                                         f"{raw.source}#{raw.first_row + i}"))
+                                         _origin(raw, i)))
     return batches, dead
 
 
@@ -281,7 +286,7 @@ def validate_features(raw: RawBatch, *, role: str, id_field: str, text_fields: t
     keep: list[int] = []
     out: dict[str, list] = {f: [] for f in fields}
     for i in range(n):
-        origin = f"{raw.source}#{raw.first_row + i}"
+        origin = _origin(raw, i)
         if ids[i] is None:
             dead.append(make_dead_letter(STAGE, None, f"missing or empty id field {id_field!r}",
                                          _row_payload(raw, i), origin))

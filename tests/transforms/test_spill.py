@@ -13,7 +13,7 @@ import tests.memfs  # noqa: F401  (registers mem://)
 from transforms.schema import VectorBatch
 from transforms.spill import (
     MIN_SPILL_BYTES,
-    assemble_spilled,
+    assemble_parts,
     delete_spill_dir,
     new_spill_dir,
     should_spill,
@@ -34,12 +34,12 @@ def test_parts_assemble_in_order_and_the_directory_is_deleted(tmp_path):
     batches = [_batch(0, 7), _batch(7, 0), _batch(100, 3)]
     parts = [spill_rows(b, spill_dir, shard=2) for b in batches]
     assert len({p.path for p in parts}) == 3 and all(os.path.exists(p.path) for p in parts)
-    whole = assemble_spilled(parts)
+    whole = assemble_parts(parts)
     np.testing.assert_array_equal(whole.vectors, np.concatenate([b.vectors for b in batches]))
     assert list(whole.ids) == [i for b in batches for i in b.ids]
     assert list(whole.origins) == [o for b in batches for o in b.origins]
     assert whole.vectors.flags.writeable
-    assert assemble_spilled([]) is None
+    assert assemble_parts([]) is None
     delete_spill_dir(spill_dir)
     assert not os.path.exists(tmp_path / "out" / ".spill")  # the empty parent goes too
     delete_spill_dir(spill_dir)  # deleting twice is fine
@@ -50,13 +50,13 @@ def test_a_short_or_foreign_spill_file_is_an_error_not_garbage(tmp_path):
     with open(part.path, "r+b") as f:
         f.truncate(os.path.getsize(part.path) - 8)
     with pytest.raises(ValueError, match="ends after"):
-        assemble_spilled([part])
+        assemble_parts([part])
     np.save(part.path, np.zeros((4, 5), dtype=np.float64))
     with pytest.raises(ValueError, match="expected float32"):
-        assemble_spilled([part])
+        assemble_parts([part])
     other = spill_rows(_batch(10, 2, dims=3), str(tmp_path), shard=0)
     with pytest.raises(ValueError, match="different vector lengths"):
-        assemble_spilled([spill_rows(_batch(0, 4), str(tmp_path), shard=0), other])
+        assemble_parts([spill_rows(_batch(0, 4), str(tmp_path), shard=0), other])
 
 
 def test_spill_on_a_beam_filesystem():
@@ -64,7 +64,7 @@ def test_spill_on_a_beam_filesystem():
     batches = [_batch(0, 6), _batch(50, 2)]
     parts = [spill_rows(b, spill_dir, shard=0) for b in batches]
     assert all(p.path.startswith("mem://") and FileSystems.exists(p.path) for p in parts)
-    whole = assemble_spilled(parts)
+    whole = assemble_parts(parts)
     np.testing.assert_array_equal(whole.vectors, np.concatenate([b.vectors for b in batches]))
     delete_spill_dir(spill_dir)
     assert not any(FileSystems.exists(p.path) for p in parts)
