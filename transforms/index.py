@@ -60,9 +60,12 @@ _SCANN_DIR = "scann"
 _FORMAT_VERSION = 1
 
 _SCANN_MEASURE = {"cosine": "dot_product", "dot": "dot_product", "squared_l2": "squared_l2"}
-# Queries per float32 score block in exact search, further capped so one block of scores holds at
-# most _SCORE_BLOCK_ELEMENTS floats (128 MiB) however large the shard.
-_QUERY_BLOCK = 4096
+# Exact search scores blocks of at most _QUERY_BLOCK queries against tiles of the shard, one tile
+# at a time, so one block of float32 scores holds at most _SCORE_BLOCK_ELEMENTS floats (128 MiB)
+# however large the shard. 256 queries x 128k-vector tiles scored 1000 queries against a 1M x 128
+# shard in 5.9 s here; blocks of 33 queries against the whole shard took 8.3 s (each pass re-read
+# the 512 MB of vectors for few queries).
+_QUERY_BLOCK = 256
 _SCORE_BLOCK_ELEMENTS = 1 << 25
 # Gathered float64 candidate vectors per rescoring block (64 MiB).
 _RESCORE_BLOCK_ELEMENTS = 1 << 23
@@ -186,20 +189,38 @@ def _exact_candidates(distance: str, vectors: np.ndarray, sq_norms: np.ndarray |
     Uses a rank-equivalent float32 score (-dot, or |v|^2 - 2 q.v for squared_l2, dropping the
     per-query |q|^2); the exact rescoring afterwards repairs its rounding. Among vectors tied exactly
     at the cut-off, which ones are kept is unspecified (but deterministic for the same input).
+    Each block of queries is scored tile by tile; a tile's best ``fetch`` join the block's best so far.
     """
     size, n = len(vectors), len(queries)
     if fetch >= size:
         return np.broadcast_to(np.arange(size, dtype=np.int64), (n, size)).copy()
     out = np.empty((n, fetch), dtype=np.int64)
-    block = max(1, min(_QUERY_BLOCK, _SCORE_BLOCK_ELEMENTS // size))
+    block = min(_QUERY_BLOCK, max(1, n))
+    tile = max(fetch + 1, _SCORE_BLOCK_ELEMENTS // block)
     for start in range(0, n, block):
-        scores = queries[start:start + block] @ vectors.T
-        if distance == "squared_l2":
-            scores *= -2.0
-            scores += sq_norms
-        else:
-            np.negative(scores, out=scores)
-        out[start:start + block] = _smallest_columns(scores, fetch)
+        q = queries[start:start + block]
+        best_scores = best_positions = None
+        for first in range(0, size, tile):
+            scores = q @ vectors[first:first + tile].T
+            if distance == "squared_l2":
+                scores *= -2.0
+                scores += sq_norms[first:first + tile]
+            else:
+                np.negative(scores, out=scores)
+            if scores.shape[1] > fetch:
+                cols = _smallest_columns(scores, fetch)
+            else:  # a last tile of at most fetch vectors: all of them
+                cols = np.broadcast_to(np.arange(scores.shape[1], dtype=np.int64), scores.shape)
+            tile_scores = np.take_along_axis(scores, cols, axis=1)
+            if best_scores is None:
+                best_scores, best_positions = tile_scores, cols + first
+                continue
+            both_scores = np.concatenate([best_scores, tile_scores], axis=1)
+            both_positions = np.concatenate([best_positions, cols + first], axis=1)
+            keep = np.argpartition(both_scores, fetch - 1, axis=1)[:, :fetch]
+            best_scores = np.take_along_axis(both_scores, keep, axis=1)
+            best_positions = np.take_along_axis(both_positions, keep, axis=1)
+        out[start:start + block] = best_positions
     return out
 
 

@@ -196,6 +196,24 @@ def test_exact_index_equals_oracle_with_block_selection(monkeypatch, distance, p
     np.testing.assert_allclose(distances, oracle[distance][1], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_exact_index_equals_oracle_across_query_blocks_and_shard_tiles(monkeypatch, distance, prepared,
+                                                                        oracle):
+    from transforms import index as index_mod
+
+    db, q = prepared[distance]
+    # 7 queries per block and 7 * 571 scores per block: tiles of 571 vectors, the last one holding
+    # fewer than fetch (2k + 10) vectors, so a tile's best join those of the tiles before it.
+    fetch = index_mod._fetch_count(K, len(db))
+    tile = 571
+    assert 0 < len(db) % tile <= fetch and len(q) % 7
+    monkeypatch.setattr(index_mod, "_QUERY_BLOCK", 7)
+    monkeypatch.setattr(index_mod, "_SCORE_BLOCK_ELEMENTS", 7 * tile)
+    positions, distances = build_index(db, distance=distance, kind="exact", params={}).search(q, K)
+    np.testing.assert_array_equal(positions, oracle[distance][0])
+    np.testing.assert_allclose(distances, oracle[distance][1], rtol=1e-9, atol=1e-12)
+
+
 def test_exact_index_breaks_ties_by_position():
     db = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
     positions, distances = ExactIndex(db, distance="dot").search(db[:1], 3)
