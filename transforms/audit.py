@@ -387,7 +387,7 @@ class _ExactShardTopKFn(beam.DoFn):
             return
         metrics.heap_watch_start()
         start = time.perf_counter()
-        loaded = load_shard(info.path)
+        loaded = load_shard(info.path, info.build)
         index = loaded.index
         if index.kind != "exact":
             # Shares the loaded float32 vectors (no copy): brute force, then exact rescoring.
@@ -534,7 +534,7 @@ class _TuneShardFn(beam.DoFn):
         rows = mine.any(axis=1)
         queries = VectorBatch(sample.ids[rows], sample.vectors[rows], sample.origins[rows])
         want = np.where(mine[rows], truth.positions[rows, :self._top_k], _ABSENT)
-        loaded = load_shard(info.path)
+        loaded = load_shard(info.path, info.build)
         recall_of = functools.partial(self._recall, loaded.index, loaded.ids, queries, want, n_true)
         # The most effort first: if even that misses the target, the other rungs need not be tried.
         tried = {ladder[-1]: recall_of(ladder[-1])}

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -49,25 +50,31 @@ class _BuildShardIndexFn(beam.DoFn):
                 gate: Any = None) -> Iterator[ShardIndexInfo]:
         from transforms.artifacts import publish_dir, staging_dir_for
         from transforms.index import build_index
+        from transforms.search import drop_built_shard, offer_built_shard
 
         shard, batch = element
         if gate is not None and not gate["ok"]:
             return  # the run is failing (see WriteManifest); do not spend hours building
+        drop_built_shard()  # this worker's previous index: never two in memory for the hand-off
         metrics.heap_watch_start()
         start = time.perf_counter()
         params = self._params_for(len(batch))
         index = build_index(batch.vectors, distance=self._distance, kind=self._kind, params=params,
                             seed=self._seed)
         dest = f"{self._output_dir}/indexes/{shard_dir_name(shard, num_shards)}"
+        # Fixed-width unicode, so np.load needs no pickle.
+        ids = batch.ids.astype(str)
         # Built beside dest when the output is local: publishing renames instead of copying.
         local = tempfile.mkdtemp(prefix=f".tmp-shard-{shard:05d}-", dir=staging_dir_for(dest))
         try:
             index.save(local)
-            # Fixed-width unicode, so np.load needs no pickle.
-            np.save(os.path.join(local, IDS_FILE), batch.ids.astype(str), allow_pickle=False)
+            np.save(os.path.join(local, IDS_FILE), ids, allow_pickle=False)
             publish_dir(local, dest, move=True)
         finally:
             shutil.rmtree(local, ignore_errors=True)
+        build = uuid.uuid4().hex
+        # The ids as load_shard reads them back, so a search here sees what a reload would give.
+        offer_built_shard(dest, build, index, ids.astype(object))
         elapsed = time.perf_counter() - start
         self._built.inc()
         self._seconds.update(int(elapsed * 1000))
@@ -76,7 +83,7 @@ class _BuildShardIndexFn(beam.DoFn):
                      index.kind, shard, len(batch), batch.vectors.shape[1], elapsed,
                      len(batch) / max(elapsed, 1e-9))
         yield ShardIndexInfo(shard=shard, path=dest, size=len(batch), kind=index.kind,
-                             params=dict(index.params))
+                             params=dict(index.params), build=build)
 
 
 class BuildShardIndexes(beam.PTransform):
@@ -133,7 +140,8 @@ class _WriteIndexManifestFn(beam.DoFn):
 
         manifest = dict(self._static)
         manifest["dims"] = int(dims)
-        manifest["shards"] = [s._asdict() for s in sorted(shards, key=lambda s: s.shard)]
+        manifest["shards"] = [{k: v for k, v in s._asdict().items() if k != "build"}
+                              for s in sorted(shards, key=lambda s: s.shard)]
         manifest["candidates_indexed"] = sum(s.size for s in shards)
         if plan is not None:
             manifest["routing"] = plan.to_dict() | {"distance": plan.distance}

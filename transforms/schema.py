@@ -141,6 +141,10 @@ class ShardIndexInfo(NamedTuple):
     size: int
     kind: str  # 'scann' or 'exact'
     params: dict
+    # A fresh token per build ('' for a shard kept from an earlier run): the process that built the
+    # index hands it to its own searches under (path, build) instead of reloading it; never written
+    # to the index manifest.
+    build: str = ""
 
 
 class NeighborBatch(NamedTuple):

@@ -60,25 +60,54 @@ class _LoadedShard(NamedTuple):
     ids: np.ndarray
 
 
-_CACHE: collections.OrderedDict[str, _LoadedShard] = collections.OrderedDict()
+_CACHE: collections.OrderedDict[tuple[str, str], _LoadedShard] = collections.OrderedDict()
 _CACHE_LOCK = threading.Lock()
 # Shards kept loaded per worker process: enough for two harness threads on different shards, small
 # enough that memory stays bounded by a couple of shards.
 _CACHE_SIZE = 2
+# The index this process built last, keyed (path, build token), until a search takes it over or a
+# load or the next build drops it: a search in the process that built the shard (always, on the
+# local runners) skips reloading what it already holds; memory never holds more shards than before.
+_BUILT: dict[tuple[str, str], _LoadedShard] = {}
 
 
-def load_shard(path: str) -> _LoadedShard:
-    """Loads a published shard index (copying it down from remote storage), cached per process."""
+def offer_built_shard(path: str, build: str, index: Any, ids: np.ndarray) -> None:
+    """Hands a just-published index (and its ids, as ``load_shard`` would read them) to this
+    process's next ``load_shard(path, build)``."""
+    with _CACHE_LOCK:
+        _BUILT.clear()
+        _BUILT[(path, build)] = _LoadedShard(index=index, ids=ids)
+
+
+def drop_built_shard() -> None:
+    """Releases the index ``offer_built_shard`` holds, if any."""
+    with _CACHE_LOCK:
+        _BUILT.clear()
+
+
+def load_shard(path: str, build: str = "") -> _LoadedShard:
+    """Loads a published shard index (copying it down from remote storage), cached per process.
+
+    ``build`` is the token of ``ShardIndexInfo.build``: an index is reused only for the same path
+    and build, so a shard rebuilt at the same path (a later run in this process) is never stale.
+    """
     from apache_beam.io.filesystems import FileSystems
 
     from transforms.artifacts import SUCCESS_MARKER, fetch_dir
     from transforms.build import IDS_FILE
     from transforms.index import NeighborIndex
 
+    key = (path, build)
     with _CACHE_LOCK:
-        if path in _CACHE:
-            _CACHE.move_to_end(path)
-            return _CACHE[path]
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        built = _BUILT.pop(key, None)
+        _BUILT.clear()  # not wanted here: free it before loading another shard
+        if built is not None:
+            _LOGGER.info("shard index %s: searching the index this worker built (not reloaded)", path)
+            _remember(key, built)
+            return built
     start = time.perf_counter()
     if FileSystems.get_scheme(path) is None and os.path.exists(os.path.join(path, SUCCESS_MARKER)):
         local, copied = path, False  # a complete local directory: read it where it is
@@ -93,10 +122,15 @@ def load_shard(path: str) -> _LoadedShard:
     _LOGGER.info("loaded shard index %s (%d vectors) in %.1f s", path, len(loaded.ids),
                  time.perf_counter() - start)
     with _CACHE_LOCK:
-        _CACHE[path] = loaded
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+        _remember(key, loaded)
     return loaded
+
+
+def _remember(key: tuple[str, str], loaded: _LoadedShard) -> None:
+    """Adds to the LRU cache; the caller holds _CACHE_LOCK."""
+    _CACHE[key] = loaded
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
 
 
 class _FanOutFn(beam.DoFn):
@@ -154,7 +188,7 @@ class _SearchShardFn(beam.DoFn):
         shard = int(group.split("/")[0])
         info = shards[shard]
         metrics.heap_watch_start()
-        loaded = load_shard(info.path)
+        loaded = load_shard(info.path, info.build)
         k_fetch = self._top_k + (1 if self._exclude_self else 0)
         effort = search_kwargs(overrides, shard)
         start, searched = time.perf_counter(), 0
