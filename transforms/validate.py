@@ -130,7 +130,10 @@ def _parse_vector(value: Any) -> np.ndarray:
 
 def _table_groups(table: pa.RecordBatch, field: str, usable: np.ndarray,
                   errors: list[str]) -> dict[int, tuple[np.ndarray, np.ndarray]] | None:
-    """Fast path for Arrow list<number> columns: {length: (rows, float64 [rows, length])}, vectorised.
+    """Fast path for Arrow list<number> columns: {length: (rows, float [rows, length])}, vectorised.
+
+    Float32 and float64 values keep their type (no float64 copy of a float32 column); integers become
+    float64.
 
     Rows that are not ``usable`` are skipped; missing or empty vectors get their error in ``errors``.
     Returns None when the column is not a list of numbers (the caller parses row by row).
@@ -142,7 +145,9 @@ def _table_groups(table: pa.RecordBatch, field: str, usable: np.ndarray,
         return None
     lengths = pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False).astype(np.int64)
     # list_flatten drops null lists, so a row's values start after all earlier non-null rows' values.
-    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float64)
+    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False)
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float64)
     starts = np.concatenate([[0], np.cumsum(np.maximum(lengths, 0))[:-1]])
     for i in np.flatnonzero(usable & (lengths <= 0)):
         errors[i] = "vector is missing" if lengths[i] < 0 else "vector must be a non-empty flat list"
@@ -211,18 +216,18 @@ def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: s
             for i in rows[zero]:
                 errors[i] = "zero vector has no cosine distance"
             bad |= zero
-        rows, mat = rows[~bad], mat[~bad]
+        if bad.any():  # else no copy: the usual batch keeps every row
+            rows, mat = rows[~bad], mat[~bad]
         if not len(rows):
             continue
         prepared, ok = prepare_vectors(mat, distance)
         for i in rows[~ok]:  # float32 overflow or underflow after the float64 checks
             errors[i] = "vector is not representable as float32"
-        keep = np.flatnonzero(ok)
-        if len(keep):
-            batches.append(VectorBatch(
-                ids=id_array[rows[keep]],
-                vectors=np.ascontiguousarray(prepared[keep], dtype=np.float32),
-                origins=_origins(raw, rows[keep])))
+        if not ok.all():
+            rows, prepared = rows[ok], np.ascontiguousarray(prepared[ok])
+        if len(rows):
+            batches.append(VectorBatch(ids=id_array[rows], vectors=prepared,
+                                       origins=_origins(raw, rows)))
     dead = []
     for i, err in enumerate(errors):
         if err:
