@@ -11,8 +11,10 @@ and the mask of rows that cannot be indexed).
 
 Saved layout (a local directory; copying it to and from remote storage is the caller's job)::
 
-    index_config.json   kind, distance, dims, size, params, format_version (written last)
-    vectors.npy         the prepared float32 vectors, used for exact rescoring
+    index_config.json   kind, distance, dims, size, params, format_version, vectors_file (written last)
+    vectors.npy         the prepared float32 vectors, used for exact rescoring; not written when
+                        ScaNN's own scann/dataset.npy holds the same array (its reorder data):
+                        ``vectors_file`` names the file (absent: vectors.npy)
     scann/              ScaNN's own assets, serialised with relative paths so the directory can move
 
 Pure numpy + scann: no Beam, no TensorFlow. ScaNN is imported lazily (through
@@ -56,6 +58,8 @@ _MIN_VECTORS_PER_LEAF = 2
 
 _CONFIG_FILE = "index_config.json"
 _VECTORS_FILE = "vectors.npy"
+# The float32 dataset ScaNN serialises for exact reordering: the same array as our vectors.
+_SCANN_DATASET_FILE = "dataset.npy"
 _SCANN_DIR = "scann"
 _FORMAT_VERSION = 1
 
@@ -312,10 +316,14 @@ class NeighborIndex(abc.ABC):
     def save(self, local_dir: str) -> None:
         """Writes the index to a local directory (created if missing); see the module docstring."""
         os.makedirs(local_dir, exist_ok=True)
-        np.save(os.path.join(local_dir, _VECTORS_FILE), self.vectors)
         self._save_searcher(local_dir)
+        vectors_file = self._saved_vectors_file(local_dir)
+        if vectors_file is None:
+            vectors_file = _VECTORS_FILE
+            np.save(os.path.join(local_dir, vectors_file), self.vectors)
         config = {"format_version": _FORMAT_VERSION, "kind": self.kind, "distance": self.distance,
-                  "dims": self.dims, "size": self.size, "params": self.params}
+                  "dims": self.dims, "size": self.size, "params": self.params,
+                  "vectors_file": vectors_file}
         # Written last: a directory with index_config.json holds a complete index.
         with open(os.path.join(local_dir, _CONFIG_FILE), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True, default=_json_scalar)
@@ -323,6 +331,11 @@ class NeighborIndex(abc.ABC):
     @abc.abstractmethod
     def _save_searcher(self, local_dir: str) -> None:
         """Writes kind-specific files beside vectors.npy."""
+
+    def _saved_vectors_file(self, local_dir: str) -> str | None:
+        """A file ``_save_searcher`` wrote that holds exactly ``self.vectors``, relative to
+        ``local_dir``; None: vectors.npy must be written."""
+        return None
 
     @staticmethod
     def load(local_dir: str) -> NeighborIndex:
@@ -335,10 +348,14 @@ class NeighborIndex(abc.ABC):
         kinds = {"scann": ScannIndex, "exact": ExactIndex}
         if config["kind"] not in kinds:
             raise ValueError(f"{local_dir}: unknown index kind {config['kind']!r}")
-        vectors = np.load(os.path.join(local_dir, _VECTORS_FILE))
-        if vectors.shape != (config["size"], config["dims"]):
-            raise ValueError(f"{local_dir}: vectors.npy has shape {vectors.shape}, config says "
-                             f"({config['size']}, {config['dims']})")
+        vectors_file = config.get("vectors_file", _VECTORS_FILE)
+        parts = vectors_file.split("/")
+        if vectors_file.startswith("/") or ".." in parts or "" in parts:
+            raise ValueError(f"{local_dir}: unsafe vectors_file {vectors_file!r} in {_CONFIG_FILE}")
+        vectors = np.load(os.path.join(local_dir, *parts), allow_pickle=False)
+        if vectors.shape != (config["size"], config["dims"]) or vectors.dtype != np.float32:
+            raise ValueError(f"{local_dir}: {vectors_file} holds {vectors.dtype} {vectors.shape}, "
+                             f"config says float32 ({config['size']}, {config['dims']})")
         return kinds[config["kind"]]._load(local_dir, vectors, distance=config["distance"],
                                           params=config["params"])
 
@@ -445,6 +462,22 @@ class ScannIndex(NeighborIndex):
         os.makedirs(scann_dir, exist_ok=True)
         # relative_path=True: asset paths in scann_assets.pbtxt stay valid after the dir is copied.
         self._searcher.serialize(scann_dir, relative_path=True)
+
+    def _saved_vectors_file(self, local_dir: str) -> str | None:
+        # With a reorder stage ScaNN keeps the float32 dataset; reuse it when it is our array
+        # byte for byte (checked, so a ScaNN that stores something else only costs vectors.npy).
+        path = os.path.join(local_dir, _SCANN_DIR, _SCANN_DATASET_FILE)
+        if not os.path.exists(path):
+            return None
+        try:
+            stored = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError:
+            return None
+        if stored.dtype != np.float32 or stored.shape != self.vectors.shape:
+            return None
+        if not np.array_equal(stored, self.vectors):
+            return None
+        return f"{_SCANN_DIR}/{_SCANN_DATASET_FILE}"
 
     @classmethod
     def _load(cls, local_dir: str, vectors: np.ndarray, *, distance: str,

@@ -296,6 +296,42 @@ def test_save_load_round_trip(kind, tmp_path, prepared, scann_indexes):
     config = json.loads((tmp_path / "moved" / "index_config.json").read_text())
     assert config["kind"] == kind and config["size"] == N
     assert (tmp_path / "moved" / "scann" / "scann_assets.pbtxt").exists() == (kind == "scann")
+    # ScaNN's reorder data is the vectors themselves: kept once, not twice.
+    assert config["vectors_file"] == ("scann/dataset.npy" if kind == "scann" else "vectors.npy")
+    assert (tmp_path / "moved" / "vectors.npy").exists() == (kind == "exact")
+
+
+def test_scann_index_writes_vectors_npy_when_scann_keeps_no_matching_dataset(monkeypatch, tmp_path,
+                                                                             prepared, scann_indexes):
+    from transforms import index as index_mod
+
+    db, q = prepared["cosine"]
+    index = scann_indexes["cosine"]
+    monkeypatch.setattr(index_mod, "_SCANN_DATASET_FILE", "no-such-file.npy")
+    index.save(str(tmp_path / "a"))
+    monkeypatch.setattr(index_mod, "_SCANN_DATASET_FILE", "dataset.npy")
+    # A dataset that differs from the vectors (here: another array of the same shape) is not used.
+    monkeypatch.setattr(index, "vectors", index.vectors[::-1].copy())
+    index.save(str(tmp_path / "b"))
+    for name in ("a", "b"):
+        config = json.loads((tmp_path / name / "index_config.json").read_text())
+        assert config["vectors_file"] == "vectors.npy" and (tmp_path / name / "vectors.npy").exists()
+    np.testing.assert_array_equal(NeighborIndex.load(str(tmp_path / "a")).vectors, db)
+    np.testing.assert_array_equal(NeighborIndex.load(str(tmp_path / "b")).vectors, db[::-1])
+
+
+def test_an_index_saved_without_vectors_file_reads_vectors_npy(tmp_path, prepared):
+    db, q = prepared["dot"]
+    build_index(db, distance="dot", kind="exact", params={}).save(str(tmp_path / "old"))
+    config_path = tmp_path / "old" / "index_config.json"
+    config = json.loads(config_path.read_text())
+    del config["vectors_file"]  # as indexes were saved before the key existed
+    config_path.write_text(json.dumps(config))
+    np.testing.assert_array_equal(NeighborIndex.load(str(tmp_path / "old")).vectors, db)
+    config["vectors_file"] = "../elsewhere.npy"
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="unsafe vectors_file"):
+        NeighborIndex.load(str(tmp_path / "old"))
 
 
 # --- small shards, padding, argument checks ---------------------------------------------------------
