@@ -517,7 +517,8 @@ class _TuneShardFn(beam.DoFn):
         from transforms.search import load_shard
 
         if info.kind != "scann":
-            return  # brute force has no knobs
+            # Brute force has no knobs.
+            return
         if not np.array_equal(np.asarray(truth.query_ids, dtype=object), sample.ids):
             raise ValueError("TuneSearch needs the exact top-K of the same sample (ExactSampleTopK)")
         ladder = tuning_ladder(info.params, info.size)

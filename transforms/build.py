@@ -54,7 +54,9 @@ class _BuildShardIndexFn(beam.DoFn):
 
         shard, batch = element
         if gate is not None and not gate["ok"]:
-            return  # the run is failing (see WriteManifest); do not spend hours building
+            # The run is failing (see WriteManifest); do not spend hours building. (A bare return:
+            # Beam warns about "yield and return" in process() when a comment follows it.)
+            return
         drop_built_shard()  # this worker's previous index: never two in memory for the hand-off
         metrics.heap_watch_start()
         start = time.perf_counter()
