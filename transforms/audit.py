@@ -380,7 +380,7 @@ class _ExactShardTopKFn(beam.DoFn):
 
     def process(self, info: ShardIndexInfo, sample: VectorBatch) -> Iterator[SampleTruth]:
         from transforms.index import ExactIndex
-        from transforms.search import load_shard
+        from transforms.shard_cache import load_shard
 
         if len(sample) == 0:
             yield _empty_truth(sample.ids, self._top_k)
@@ -514,7 +514,7 @@ class _TuneShardFn(beam.DoFn):
 
     def process(self, info: ShardIndexInfo, sample: VectorBatch,
                 truth: SampleTruth) -> Iterator[tuple[int, dict[str, Any]]]:
-        from transforms.search import load_shard
+        from transforms.shard_cache import load_shard
 
         if info.kind != "scann":
             # Brute force has no knobs.

@@ -2,8 +2,10 @@
 
 Each shard's rows arrive whole and sorted by id (``ShardRecords``). The index is built on local disk
 (ScaNN serializes only to local directories), its id map written beside it, and the directory is
-published through Beam FileSystems so ``gs://`` outputs work. Only the directory path travels on as a
-``ShardIndexInfo``: ScaNN searchers do not pickle, so search workers load them from there.
+published through Beam FileSystems so ``gs://`` outputs work. Only the directory path (and a fresh
+build token) travels on as a ``ShardIndexInfo``: ScaNN searchers do not pickle, so search workers load
+them from there, except a search in the process that built the shard, which takes the index from
+``transforms.shard_cache`` as it is.
 """
 
 from __future__ import annotations
@@ -50,33 +52,36 @@ class _BuildShardIndexFn(beam.DoFn):
                 gate: Any = None) -> Iterator[ShardIndexInfo]:
         from transforms.artifacts import publish_dir, staging_dir_for
         from transforms.index import build_index
-        from transforms.search import drop_built_shard, offer_built_shard
+        from transforms.shard_cache import LoadedShard, build_finished, build_started
 
         shard, batch = element
         if gate is not None and not gate["ok"]:
             # The run is failing (see WriteManifest); do not spend hours building. (A bare return:
             # Beam warns about "yield and return" in process() when a comment follows it.)
             return
-        drop_built_shard()  # this worker's previous index: never two in memory for the hand-off
         metrics.heap_watch_start()
         start = time.perf_counter()
-        params = self._params_for(len(batch))
-        index = build_index(batch.vectors, distance=self._distance, kind=self._kind, params=params,
-                            seed=self._seed)
         dest = f"{self._output_dir}/indexes/{shard_dir_name(shard, num_shards)}"
-        # Fixed-width unicode, so np.load needs no pickle.
-        ids = batch.ids.astype(str)
-        # Built beside dest when the output is local: publishing renames instead of copying.
-        local = tempfile.mkdtemp(prefix=f".tmp-shard-{shard:05d}-", dir=staging_dir_for(dest))
+        build, built = uuid.uuid4().hex, None
+        build_started()
         try:
-            index.save(local)
-            np.save(os.path.join(local, IDS_FILE), ids, allow_pickle=False)
-            publish_dir(local, dest, move=True)
+            params = self._params_for(len(batch))
+            index = build_index(batch.vectors, distance=self._distance, kind=self._kind, params=params,
+                                seed=self._seed)
+            # Fixed-width unicode, so np.load needs no pickle.
+            ids = batch.ids.astype(str)
+            # Built beside dest when the output is local: publishing renames instead of copying.
+            local = tempfile.mkdtemp(prefix=f".tmp-shard-{shard:05d}-", dir=staging_dir_for(dest))
+            try:
+                index.save(local)
+                np.save(os.path.join(local, IDS_FILE), ids, allow_pickle=False)
+                publish_dir(local, dest, move=True)
+            finally:
+                shutil.rmtree(local, ignore_errors=True)
+            # The ids as load_shard reads them back, so a search here sees what a reload would give.
+            built = LoadedShard(index, ids.astype(object))
         finally:
-            shutil.rmtree(local, ignore_errors=True)
-        build = uuid.uuid4().hex
-        # The ids as load_shard reads them back, so a search here sees what a reload would give.
-        offer_built_shard(dest, build, index, ids.astype(object))
+            build_finished(dest, build, built)
         elapsed = time.perf_counter() - start
         self._built.inc()
         self._seconds.update(int(elapsed * 1000))
@@ -231,7 +236,7 @@ class _MergeWithKeptFn(beam.DoFn):
 
     def process(self, element: tuple[int, VectorBatch]):
         from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
-        from transforms.search import load_shard
+        from transforms.shard_cache import load_shard
         from transforms.shard_records import concat_batches
 
         shard, new = element

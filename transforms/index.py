@@ -13,8 +13,10 @@ Saved layout (a local directory; copying it to and from remote storage is the ca
 
     index_config.json   kind, distance, dims, size, params, format_version, vectors_file (written last)
     vectors.npy         the prepared float32 vectors, used for exact rescoring; not written when
-                        ScaNN's own scann/dataset.npy holds the same array (its reorder data):
-                        ``vectors_file`` names the file (absent: vectors.npy)
+                        ScaNN's own scann/dataset.npy (its float dataset, kept for reordering or
+                        brute-force scoring) holds the same array byte for byte: ``vectors_file``
+                        names the file (absent: vectors.npy), and such an index is format_version 2
+                        so that code reading only version 1 refuses it clearly
     scann/              ScaNN's own assets, serialised with relative paths so the directory can move
 
 Pure numpy + scann: no Beam, no TensorFlow. ScaNN is imported lazily (through
@@ -58,17 +60,20 @@ _MIN_VECTORS_PER_LEAF = 2
 
 _CONFIG_FILE = "index_config.json"
 _VECTORS_FILE = "vectors.npy"
-# The float32 dataset ScaNN serialises for exact reordering: the same array as our vectors.
+# The float32 dataset ScaNN serialises (for reordering or brute-force scoring): our vectors again.
 _SCANN_DATASET_FILE = "dataset.npy"
 _SCANN_DIR = "scann"
+# 1: vectors in vectors.npy; 2: in the file index_config.json's vectors_file names.
 _FORMAT_VERSION = 1
+_FORMAT_VERSION_VECTORS_FILE = 2
+# Rows compared per step when checking that ScaNN's dataset is our vectors byte for byte.
+_COMPARE_BLOCK = 65_536
 
 _SCANN_MEASURE = {"cosine": "dot_product", "dot": "dot_product", "squared_l2": "squared_l2"}
 # Exact search scores blocks of at most _QUERY_BLOCK queries against tiles of the shard, one tile
 # at a time, so one block of float32 scores holds at most _SCORE_BLOCK_ELEMENTS floats (128 MiB)
-# however large the shard. 256 queries x 128k-vector tiles scored 1000 queries against a 1M x 128
-# shard in 5.9 s here; blocks of 33 queries against the whole shard took 8.3 s (each pass re-read
-# the 512 MB of vectors for few queries).
+# however large the shard, and each tile is read once per block of queries (a few queries against
+# a whole large shard would re-read all its vectors for each few).
 _QUERY_BLOCK = 256
 _SCORE_BLOCK_ELEMENTS = 1 << 25
 # Gathered float64 candidate vectors per rescoring block (64 MiB).
@@ -321,7 +326,8 @@ class NeighborIndex(abc.ABC):
         if vectors_file is None:
             vectors_file = _VECTORS_FILE
             np.save(os.path.join(local_dir, vectors_file), self.vectors)
-        config = {"format_version": _FORMAT_VERSION, "kind": self.kind, "distance": self.distance,
+        version = _FORMAT_VERSION if vectors_file == _VECTORS_FILE else _FORMAT_VERSION_VECTORS_FILE
+        config = {"format_version": version, "kind": self.kind, "distance": self.distance,
                   "dims": self.dims, "size": self.size, "params": self.params,
                   "vectors_file": vectors_file}
         # Written last: a directory with index_config.json holds a complete index.
@@ -330,7 +336,8 @@ class NeighborIndex(abc.ABC):
 
     @abc.abstractmethod
     def _save_searcher(self, local_dir: str) -> None:
-        """Writes kind-specific files beside vectors.npy."""
+        """Writes kind-specific files into ``local_dir`` (before the vectors, which may be among
+        them: see ``_saved_vectors_file``)."""
 
     def _saved_vectors_file(self, local_dir: str) -> str | None:
         """A file ``_save_searcher`` wrote that holds exactly ``self.vectors``, relative to
@@ -342,15 +349,16 @@ class NeighborIndex(abc.ABC):
         """Loads an index written by :meth:`save`, of whichever kind it is."""
         with open(os.path.join(local_dir, _CONFIG_FILE)) as f:
             config = json.load(f)
-        if config.get("format_version") != _FORMAT_VERSION:
+        if config.get("format_version") not in (_FORMAT_VERSION, _FORMAT_VERSION_VECTORS_FILE):
             raise ValueError(f"{local_dir}: unsupported index format_version "
-                             f"{config.get('format_version')!r} (expected {_FORMAT_VERSION})")
+                             f"{config.get('format_version')!r} (expected {_FORMAT_VERSION} or "
+                             f"{_FORMAT_VERSION_VECTORS_FILE})")
         kinds = {"scann": ScannIndex, "exact": ExactIndex}
         if config["kind"] not in kinds:
             raise ValueError(f"{local_dir}: unknown index kind {config['kind']!r}")
         vectors_file = config.get("vectors_file", _VECTORS_FILE)
-        parts = vectors_file.split("/")
-        if vectors_file.startswith("/") or ".." in parts or "" in parts:
+        parts = vectors_file.split("/") if isinstance(vectors_file, str) else [""]
+        if not isinstance(vectors_file, str) or vectors_file.startswith("/") or ".." in parts or "" in parts:
             raise ValueError(f"{local_dir}: unsafe vectors_file {vectors_file!r} in {_CONFIG_FILE}")
         vectors = np.load(os.path.join(local_dir, *parts), allow_pickle=False)
         if vectors.shape != (config["size"], config["dims"]) or vectors.dtype != np.float32:
@@ -464,8 +472,9 @@ class ScannIndex(NeighborIndex):
         self._searcher.serialize(scann_dir, relative_path=True)
 
     def _saved_vectors_file(self, local_dir: str) -> str | None:
-        # With a reorder stage ScaNN keeps the float32 dataset; reuse it when it is our array
-        # byte for byte (checked, so a ScaNN that stores something else only costs vectors.npy).
+        # ScaNN keeps its float32 dataset when it reorders or scores by brute force; reuse it when
+        # it is our array byte for byte (checked, so a ScaNN storing something else costs only
+        # the vectors.npy written instead).
         path = os.path.join(local_dir, _SCANN_DIR, _SCANN_DATASET_FILE)
         if not os.path.exists(path):
             return None
@@ -475,8 +484,10 @@ class ScannIndex(NeighborIndex):
             return None
         if stored.dtype != np.float32 or stored.shape != self.vectors.shape:
             return None
-        if not np.array_equal(stored, self.vectors):
-            return None
+        for start in range(0, len(stored), _COMPARE_BLOCK):  # as bits: -0.0 is not 0.0 here
+            block = slice(start, start + _COMPARE_BLOCK)
+            if not np.array_equal(stored[block].view(np.uint32), self.vectors[block].view(np.uint32)):
+                return None
         return f"{_SCANN_DIR}/{_SCANN_DATASET_FILE}"
 
     @classmethod
@@ -487,7 +498,7 @@ class ScannIndex(NeighborIndex):
         searcher = load_scann_pybind().load_searcher(os.path.join(local_dir, _SCANN_DIR))
         if searcher.size() != len(vectors):
             raise ValueError(f"{local_dir}: ScaNN searcher holds {searcher.size()} vectors, "
-                             f"vectors.npy {len(vectors)}")
+                             f"its vectors {len(vectors)}")
         return cls(vectors, distance=distance, params=params, searcher=searcher)
 
 

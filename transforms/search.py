@@ -1,21 +1,19 @@
 """Searches query batches against shard indices and merges each query's top-K across shards.
 
 Flow: every query batch fans out to the shards that can hold its neighbours (all shards, unless a
-router narrows them), grouped so each group loads one shard index once and searches all its batches
-with one ``search`` call per batch; each shard returns its top-K with exact distances; per query batch
-the partial results of all shards are merged as arrays (ties broken by candidate id) and, with
-``rescore='wasserstein'``, the kept pairs are rescored and re-ranked.
+router narrows them), grouped so each group gets its shard's index once (from the worker's
+``transforms.shard_cache``, which loads it only when this process does not hold it already) and
+searches all its batches with one ``search`` call per batch; each shard returns its top-K with
+exact distances; per query batch the partial results of all shards are merged as arrays (ties
+broken by candidate id) and, with ``rescore='wasserstein'``, the kept pairs are rescored and
+re-ranked.
 
 Everything moves as numpy batches; nothing here is per vector or per neighbour.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import os
-import shutil
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
@@ -26,9 +24,10 @@ from apache_beam.metrics import Metrics
 
 from transforms import metrics
 from transforms.schema import NeighborBatch, PairBatch, ShardIndexInfo, VectorBatch
+from transforms.shard_cache import LoadedShard, load_shard
 
 __all__ = ["SearchShards", "MergeTopK", "merge_partials", "neighbors_to_pairs",
-           "wasserstein_1d", "load_shard", "PartialResult"]
+           "wasserstein_1d", "PartialResult"]
 
 _LOGGER = logging.getLogger(__name__)
 # Query batches of one shard are split over this many groups per million queries, so one shard's
@@ -53,84 +52,6 @@ class PartialResult(NamedTuple):
     distances: np.ndarray  # float64 [n, k] (inf = empty slot)
     query_vectors: np.ndarray | None  # float32 [n, d], only for wasserstein rescoring
     candidate_vectors: np.ndarray | None  # float32 [n, k, d], only for wasserstein rescoring
-
-
-class _LoadedShard(NamedTuple):
-    index: Any
-    ids: np.ndarray
-
-
-_CACHE: collections.OrderedDict[tuple[str, str], _LoadedShard] = collections.OrderedDict()
-_CACHE_LOCK = threading.Lock()
-# Shards kept loaded per worker process: enough for two harness threads on different shards, small
-# enough that memory stays bounded by a couple of shards.
-_CACHE_SIZE = 2
-# The index this process built last, keyed (path, build token), until a search takes it over or a
-# load or the next build drops it: a search in the process that built the shard (always, on the
-# local runners) skips reloading what it already holds; memory never holds more shards than before.
-_BUILT: dict[tuple[str, str], _LoadedShard] = {}
-
-
-def offer_built_shard(path: str, build: str, index: Any, ids: np.ndarray) -> None:
-    """Hands a just-published index (and its ids, as ``load_shard`` would read them) to this
-    process's next ``load_shard(path, build)``."""
-    with _CACHE_LOCK:
-        _BUILT.clear()
-        _BUILT[(path, build)] = _LoadedShard(index=index, ids=ids)
-
-
-def drop_built_shard() -> None:
-    """Releases the index ``offer_built_shard`` holds, if any."""
-    with _CACHE_LOCK:
-        _BUILT.clear()
-
-
-def load_shard(path: str, build: str = "") -> _LoadedShard:
-    """Loads a published shard index (copying it down from remote storage), cached per process.
-
-    ``build`` is the token of ``ShardIndexInfo.build``: an index is reused only for the same path
-    and build, so a shard rebuilt at the same path (a later run in this process) is never stale.
-    """
-    from apache_beam.io.filesystems import FileSystems
-
-    from transforms.artifacts import SUCCESS_MARKER, fetch_dir
-    from transforms.build import IDS_FILE
-    from transforms.index import NeighborIndex
-
-    key = (path, build)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-        built = _BUILT.pop(key, None)
-        _BUILT.clear()  # not wanted here: free it before loading another shard
-        if built is not None:
-            _LOGGER.info("shard index %s: searching the index this worker built (not reloaded)", path)
-            _remember(key, built)
-            return built
-    start = time.perf_counter()
-    if FileSystems.get_scheme(path) is None and os.path.exists(os.path.join(path, SUCCESS_MARKER)):
-        local, copied = path, False  # a complete local directory: read it where it is
-    else:
-        local, copied = fetch_dir(path), True
-    try:
-        loaded = _LoadedShard(index=NeighborIndex.load(local),
-                              ids=np.load(os.path.join(local, IDS_FILE), allow_pickle=False).astype(object))
-    finally:
-        if copied:  # everything is in memory now; do not leave a copy per shard on the worker's disk
-            shutil.rmtree(local, ignore_errors=True)
-    _LOGGER.info("loaded shard index %s (%d vectors) in %.1f s", path, len(loaded.ids),
-                 time.perf_counter() - start)
-    with _CACHE_LOCK:
-        _remember(key, loaded)
-    return loaded
-
-
-def _remember(key: tuple[str, str], loaded: _LoadedShard) -> None:
-    """Adds to the LRU cache; the caller holds _CACHE_LOCK."""
-    _CACHE[key] = loaded
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
 
 
 class _FanOutFn(beam.DoFn):
@@ -211,7 +132,7 @@ class _SearchShardFn(beam.DoFn):
         _LOGGER.info("searched %d queries in shard %d (group %s) in %.1f s (%.0f queries/s)",
                      searched, shard, group, elapsed, searched / max(elapsed, 1e-9))
 
-    def _search(self, shard: int, loaded: _LoadedShard, items: list, k_fetch: int,
+    def _search(self, shard: int, loaded: LoadedShard, items: list, k_fetch: int,
                 effort: dict) -> Iterator[tuple[str, PartialResult]]:
         """One index call for several (routed) sub-batches, results split back per batch."""
         vectors = items[0][3].vectors if len(items) == 1 else np.concatenate(

@@ -215,8 +215,9 @@ class _DuplicatesInBucketFn(beam.DoFn):
             if not parts:
                 return
             ids = np.concatenate([p[0] for p in parts])
-            if len(set(map(str, ids))) == len(ids):
-                # The usual bucket: no id repeats, so no sort (a set is ~10x cheaper).
+            # The usual bucket: no id repeats (compared as first_occurrences compares them), so no
+            # sort; a set is far cheaper.
+            if len(set(ids.astype(str).tolist())) == len(ids):
                 return
             origins = np.concatenate([p[1] for p in parts])
             order, keep, kept_row = first_occurrences(ids, origins)

@@ -34,7 +34,7 @@ from transforms.audit import (
 from transforms.build import IDS_FILE
 from transforms.index import build_index, prepare_vectors
 from transforms.schema import PairBatch, ShardIndexInfo, VectorBatch
-from transforms.search import load_shard
+from transforms.shard_cache import load_shard
 from transforms.sharding import assign_shards, stable_hash64
 from transforms.testing.clustered import make_link_vectors
 

@@ -197,6 +197,30 @@ def test_exact_index_equals_oracle_with_block_selection(monkeypatch, distance, p
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
+def test_exact_candidates_across_tiles_equal_a_full_partition(monkeypatch, distance):
+    from transforms import index as index_mod
+
+    rng = np.random.default_rng(4)
+    fetch, tile = 12, 100
+    # Small integers: many ties. The last tile (of 7 vectors, fewer than fetch) holds the best rows.
+    vectors = rng.integers(-4, 5, size=(10 * tile + 7, 6)).astype(np.float32)
+    vectors[-7:] = 9.0 if distance != "squared_l2" else 2.0
+    queries = np.full((23, 6), 2.0, dtype=np.float32) if distance == "squared_l2" else None
+    if queries is None:
+        queries = rng.integers(1, 4, size=(23, 6)).astype(np.float32)
+    sq_norms = np.einsum("nd,nd->n", vectors, vectors)
+    monkeypatch.setattr(index_mod, "_QUERY_BLOCK", 5)
+    monkeypatch.setattr(index_mod, "_SCORE_BLOCK_ELEMENTS", 5 * tile)
+    got = index_mod._exact_candidates(distance, vectors, sq_norms, queries, fetch)
+    scores = -(queries @ vectors.T) if distance != "squared_l2" else sq_norms - 2 * (queries @ vectors.T)
+    assert got.shape == (len(queries), fetch) and got.dtype == np.int64
+    for row, cols in zip(scores, got, strict=True):
+        assert len(set(cols.tolist())) == fetch
+        np.testing.assert_array_equal(np.sort(row[cols]), np.sort(row)[:fetch])
+    assert np.isin(got, np.arange(len(vectors) - 7, len(vectors))).sum(axis=1).min() == 7
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
 def test_exact_index_equals_oracle_across_query_blocks_and_shard_tiles(monkeypatch, distance, prepared,
                                                                         oracle):
     from transforms import index as index_mod
@@ -296,8 +320,9 @@ def test_save_load_round_trip(kind, tmp_path, prepared, scann_indexes):
     config = json.loads((tmp_path / "moved" / "index_config.json").read_text())
     assert config["kind"] == kind and config["size"] == N
     assert (tmp_path / "moved" / "scann" / "scann_assets.pbtxt").exists() == (kind == "scann")
-    # ScaNN's reorder data is the vectors themselves: kept once, not twice.
+    # ScaNN's float dataset is the vectors themselves: kept once, not twice (format 2 says so).
     assert config["vectors_file"] == ("scann/dataset.npy" if kind == "scann" else "vectors.npy")
+    assert config["format_version"] == (2 if kind == "scann" else 1)
     assert (tmp_path / "moved" / "vectors.npy").exists() == (kind == "exact")
 
 
@@ -305,7 +330,7 @@ def test_scann_index_writes_vectors_npy_when_scann_keeps_no_matching_dataset(mon
                                                                              prepared, scann_indexes):
     from transforms import index as index_mod
 
-    db, q = prepared["cosine"]
+    db = prepared["cosine"][0]
     index = scann_indexes["cosine"]
     monkeypatch.setattr(index_mod, "_SCANN_DATASET_FILE", "no-such-file.npy")
     index.save(str(tmp_path / "a"))
@@ -316,22 +341,25 @@ def test_scann_index_writes_vectors_npy_when_scann_keeps_no_matching_dataset(mon
     for name in ("a", "b"):
         config = json.loads((tmp_path / name / "index_config.json").read_text())
         assert config["vectors_file"] == "vectors.npy" and (tmp_path / name / "vectors.npy").exists()
+        assert config["format_version"] == 1  # readable by code that knows only vectors.npy
     np.testing.assert_array_equal(NeighborIndex.load(str(tmp_path / "a")).vectors, db)
     np.testing.assert_array_equal(NeighborIndex.load(str(tmp_path / "b")).vectors, db[::-1])
 
 
-def test_an_index_saved_without_vectors_file_reads_vectors_npy(tmp_path, prepared):
-    db, q = prepared["dot"]
+def test_an_index_saved_without_vectors_file_reads_vectors_npy_and_unsafe_ones_are_refused(tmp_path,
+                                                                                          prepared):
+    db = prepared["dot"][0]
     build_index(db, distance="dot", kind="exact", params={}).save(str(tmp_path / "old"))
     config_path = tmp_path / "old" / "index_config.json"
     config = json.loads(config_path.read_text())
     del config["vectors_file"]  # as indexes were saved before the key existed
     config_path.write_text(json.dumps(config))
     np.testing.assert_array_equal(NeighborIndex.load(str(tmp_path / "old")).vectors, db)
-    config["vectors_file"] = "../elsewhere.npy"
-    config_path.write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="unsafe vectors_file"):
-        NeighborIndex.load(str(tmp_path / "old"))
+    for unsafe in ("../elsewhere.npy", str(tmp_path / "old" / "vectors.npy"), "scann//x.npy", None):
+        config["vectors_file"] = unsafe
+        config_path.write_text(json.dumps(config))
+        with pytest.raises(ValueError, match="unsafe vectors_file"):
+            NeighborIndex.load(str(tmp_path / "old"))
 
 
 # --- small shards, padding, argument checks ---------------------------------------------------------

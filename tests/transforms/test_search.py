@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import scipy.stats
 
 from transforms.search import PartialResult, merge_partials, neighbors_to_pairs, wasserstein_1d
@@ -67,82 +66,3 @@ def test_merge_of_routed_partials_covering_different_rows():
     assert nb.query_ids.tolist() == ["q1", "q2", "q3"]
     assert nb.candidate_ids.tolist() == [["c1", "c0"], ["c3", "c4"], ["c5", "c6"]]
 
-
-# --- the built index handed to searches in the same process --------------------------------------
-
-def _build(output_dir, vectors: np.ndarray):
-    from transforms.build import _BuildShardIndexFn
-    from transforms.schema import VectorBatch
-
-    fn = _BuildShardIndexFn(output_dir=str(output_dir), distance="cosine", kind="exact",
-                            params_for=lambda size: {}, seed=0)
-    ids = np.array([f"c{i:03d}" for i in range(len(vectors))], dtype=object)
-    [info] = fn.process((0, VectorBatch(ids, vectors, ids.copy())), num_shards=1)
-    return info
-
-
-def _unit_rows(rng, n: int) -> np.ndarray:
-    v = rng.standard_normal((n, 8)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def test_a_search_in_the_building_process_takes_the_built_index_as_a_reload_would_give_it(tmp_path):
-    import shutil
-
-    from transforms.search import load_shard
-
-    rng = np.random.default_rng(5)
-    queries = _unit_rows(rng, 20)
-    info = _build(tmp_path / "out", _unit_rows(rng, 300))
-    saved = tmp_path / "saved"
-    shutil.copytree(info.path, saved)
-    shutil.rmtree(info.path)  # gone from disk: only the hand-off can serve it now
-    handed = load_shard(info.path, info.build)
-    assert load_shard(info.path, info.build) is handed  # then cached like a loaded shard
-    reloaded = load_shard(str(saved))
-    assert handed.ids.dtype == reloaded.ids.dtype == object
-    np.testing.assert_array_equal(handed.ids, reloaded.ids)
-    for got, want in zip(handed.index.search(queries, 5), reloaded.index.search(queries, 5), strict=True):
-        np.testing.assert_array_equal(got, want)
-
-
-def test_a_shard_rebuilt_at_the_same_path_is_never_served_stale(tmp_path):
-    from transforms.search import load_shard
-
-    rng = np.random.default_rng(6)
-    first = _build(tmp_path / "out", _unit_rows(rng, 300))
-    load_shard(first.path, first.build)
-    second_vectors = _unit_rows(rng, 300)
-    second = _build(tmp_path / "out", second_vectors)  # same path, new contents, same process
-    assert second.path == first.path and second.build != first.build
-    np.testing.assert_array_equal(load_shard(second.path, second.build).index.vectors, second_vectors)
-    # Read from disk (no token), the path holds the second build too.
-    np.testing.assert_array_equal(load_shard(first.path).index.vectors, second_vectors)
-
-
-def test_the_built_index_is_released_when_another_shard_is_loaded(tmp_path):
-    import shutil
-
-    from transforms.artifacts import IncompleteArtifactError
-    from transforms.search import load_shard
-
-    rng = np.random.default_rng(7)
-    other = _build(tmp_path / "other", _unit_rows(rng, 300))
-    info = _build(tmp_path / "out", _unit_rows(rng, 300))
-    load_shard(other.path)  # a miss: the held index is freed before another shard is loaded
-    shutil.rmtree(info.path)
-    with pytest.raises(IncompleteArtifactError):
-        load_shard(info.path, info.build)
-
-
-def test_the_index_manifest_leaves_out_the_build_token(tmp_path):
-    import json
-
-    from transforms.build import _WriteIndexManifestFn, index_manifest_path, read_index_manifest
-
-    info = _build(tmp_path / "out", _unit_rows(np.random.default_rng(8), 300))
-    root = str(tmp_path / "out" / "indexes")
-    list(_WriteIndexManifestFn(root, {}).process(None, shards=[info], dims=8))
-    written = json.loads(open(index_manifest_path(root)).read())
-    assert "build" not in written["shards"][0]
-    assert read_index_manifest(str(tmp_path / "out"))["shards"][0] == info._replace(build="")
