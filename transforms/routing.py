@@ -159,8 +159,8 @@ def shards_of_candidates(ids: np.ndarray, vectors: np.ndarray, plan: RoutingPlan
 
     if not len(ids):
         return np.zeros(0, dtype=np.int64)
-    if plan.kind == "hash" and plan.num_shards == 1:
-        return np.zeros(len(ids), dtype=np.int64)  # nothing to choose: no hashing
+    if plan.num_shards == 1:  # every candidate is in the one shard: no hashing, no routing
+        return np.zeros(len(ids), dtype=np.int64)
     hashes = stable_hash64(ids) if by == "id" else content_hash64(vectors)
     if plan.kind == "hash":
         return (hashes % np.uint64(plan.num_shards)).astype(np.int64)

@@ -126,6 +126,8 @@ def assign_shards(ids: np.ndarray, num_shards: int) -> np.ndarray:
     """
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    if num_shards == 1:  # nothing to choose: no hashing
+        return np.zeros(len(ids), dtype=np.int64)
     return (stable_hash64(ids) % np.uint64(num_shards)).astype(np.int64)
 
 

@@ -57,7 +57,7 @@ def test_routes_cover_each_rows_probed_partitions():
     assert {s: len(r) for s, r in route_rows(vecs, hash_plan, 2).items()} == {0: 500, 1: 500, 2: 500}
 
 
-def test_hash_plans_place_by_id_hash_and_one_shard_takes_everything():
+def test_hash_plans_place_by_id_hash_and_one_shard_takes_everything_in_any_plan():
     from transforms.sharding import assign_shards
 
     vecs, _ = make_clustered(300, 8, clusters=3, seed=5)
@@ -65,6 +65,10 @@ def test_hash_plans_place_by_id_hash_and_one_shard_takes_everything():
     empty = np.zeros((0, 8), dtype=np.float32)
     four = RoutingPlan(empty, "cosine", (), 4, "hash")
     np.testing.assert_array_equal(shards_of_candidates(ids, vecs, four), assign_shards(ids, 4))
-    for by in ("id", "content"):
-        shard = shards_of_candidates(ids, vecs, RoutingPlan(empty, "cosine", (), 1, "hash"), by=by)
-        assert shard.dtype == np.int64 and shard.tolist() == [0] * len(ids)
+    cents = train_centroids(vecs, 3, distance="cosine", seed=0)
+    one_shard = (RoutingPlan(empty, "cosine", (), 1, "hash"),
+                 RoutingPlan(cents, "cosine", ((0,), (0,), (0,)), 1))
+    for plan in one_shard:
+        for by in ("id", "content"):
+            shard = shards_of_candidates(ids, vecs, plan, by=by)
+            assert shard.dtype == np.int64 and shard.tolist() == [0] * len(ids)
