@@ -28,6 +28,6 @@ setup(
     packages=find_packages(include=["beam_jobs", "beam_jobs.*", "transforms", "transforms.*"]),
     package_data={"transforms": ["*.json"]},
     install_requires=STACK,
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={"test": ["pytest>=8", "ruff>=0.6"], "bench": ["scikit-learn", "faiss-cpu"]},
     entry_points={"console_scripts": ["corpus-match=beam_jobs.cli:main"]},
 )
