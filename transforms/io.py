@@ -62,7 +62,16 @@ from google.protobuf.message import DecodeError
 from transforms import metrics
 from transforms.artifacts import join_path, read_bytes, write_bytes
 from transforms.dead_letters import DEAD_LETTER_TAG, DeadLetter, make_dead_letter
-from transforms.schema import INPUT_FORMATS, MATCH_COLUMNS, OUTPUT_FORMATS, PairBatch, RawBatch, Role
+from transforms.schema import (
+    INPUT_FORMATS,
+    MATCH_COLUMNS,
+    OUTPUT_FORMATS,
+    SCORE_COLUMNS,
+    PairBatch,
+    RawBatch,
+    Role,
+    ScoredPairBatch,
+)
 from transforms.sharding import assign_shards, split_by_shard, stable_hash64
 
 __all__ = [
@@ -74,6 +83,7 @@ __all__ = [
     "format_for_path",
     "write_match_shard",
     "drop_duplicate_pairs",
+    "rank_by_weight",
     "match_shard_path",
     "dead_letter_shard_path",
     "read_matches",
@@ -111,6 +121,10 @@ _MATCH_SCHEMA = pa.schema([
     pa.field("candidate_id", pa.string(), nullable=False),
     pa.field("rank", pa.int64(), nullable=False),
     pa.field("distance", pa.float64(), nullable=False),
+])
+_SCORED_SCHEMA = pa.schema(list(_MATCH_SCHEMA) + [
+    pa.field("match_weight", pa.float64(), nullable=False),
+    pa.field("match_probability", pa.float64(), nullable=False),
 ])
 # Every writer option is pinned: the same rows must give the same bytes (with the same pyarrow, whose
 # version is recorded in the file's created_by field).
@@ -647,18 +661,26 @@ def _empty_pairs() -> PairBatch:
                      ranks=np.empty(0, dtype=np.int64), distances=np.empty(0, dtype=np.float64))
 
 
-def _as_columns(pairs: PairBatch) -> PairBatch:
-    return PairBatch(query_ids=np.asarray(pairs.query_ids, dtype=object).reshape(-1),
-                     candidate_ids=np.asarray(pairs.candidate_ids, dtype=object).reshape(-1),
-                     ranks=np.asarray(pairs.ranks, dtype=np.int64).reshape(-1),
-                     distances=np.asarray(pairs.distances, dtype=np.float64).reshape(-1))
+def _as_columns(pairs: PairBatch | ScoredPairBatch) -> PairBatch | ScoredPairBatch:
+    """Flat columns of the right dtypes; a ScoredPairBatch keeps its score columns."""
+    head = (np.asarray(pairs.query_ids, dtype=object).reshape(-1),
+            np.asarray(pairs.candidate_ids, dtype=object).reshape(-1),
+            np.asarray(pairs.ranks, dtype=np.int64).reshape(-1),
+            np.asarray(pairs.distances, dtype=np.float64).reshape(-1))
+    tail = tuple(np.asarray(c, dtype=np.float64).reshape(-1) for c in pairs[len(PairBatch._fields):])
+    return type(pairs)(*head, *tail)
 
 
-def _concat_pairs(batches: list[PairBatch]) -> PairBatch:
+def _concat_pairs(batches: list[PairBatch | ScoredPairBatch]) -> PairBatch | ScoredPairBatch:
     if not batches:
         return _empty_pairs()
+    kinds = {type(b) for b in batches}
+    if len(kinds) > 1:
+        names = sorted(k.__name__ for k in kinds)
+        raise ValueError(f"cannot write scored and unscored pairs together: {names}")
     columns = [_as_columns(b) for b in batches]
-    return PairBatch(*(np.concatenate([c[i] for c in columns]) for i in range(len(PairBatch._fields))))
+    cls = type(columns[0])
+    return cls(*(np.concatenate([c[i] for c in columns]) for i in range(len(cls._fields))))
 
 
 def _sorted_pairs(pairs: PairBatch) -> PairBatch:
@@ -672,9 +694,26 @@ def _sorted_pairs(pairs: PairBatch) -> PairBatch:
     q, r = query_text[order], pairs.ranks[order]
     if ((q[1:] == q[:-1]) & (r[1:] == r[:-1])).any():  # (query, rank) repeats: the full order
         order = np.lexsort((pairs.distances, candidate_text, pairs.ranks, query_text))
-    return PairBatch(query_ids=query_text[order].astype(object),
-                     candidate_ids=candidate_text[order].astype(object),
-                     ranks=pairs.ranks[order], distances=pairs.distances[order])
+    return type(pairs)(query_text[order].astype(object), candidate_text[order].astype(object),
+                       *(column[order] for column in pairs[2:]))
+
+
+def rank_by_weight(pairs: ScoredPairBatch) -> ScoredPairBatch:
+    """Re-ranks each query's rows by match weight (highest first), ties by distance, then candidate id.
+
+    All rows of a query must be in ``pairs`` (the match writer holds every row of its queries).
+    """
+    pairs = _as_columns(pairs)
+    if len(pairs) == 0:
+        return pairs
+    query_text = pairs.query_ids.astype(str)
+    order = np.lexsort((pairs.candidate_ids.astype(str), pairs.distances, -pairs.match_weights, query_text))
+    q = query_text[order]
+    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
+    first_of_row = np.repeat(starts, np.diff(np.r_[starts, len(q)]))
+    ranks = np.empty(len(q), dtype=np.int64)
+    ranks[order] = np.arange(len(q)) - first_of_row + 1
+    return ScoredPairBatch(pairs.query_ids, pairs.candidate_ids, ranks, *pairs[3:])
 
 
 def drop_duplicate_pairs(pairs: PairBatch) -> PairBatch:
@@ -693,14 +732,27 @@ def drop_duplicate_pairs(pairs: PairBatch) -> PairBatch:
     q, c = query_text[order], candidate_text[order]
     first = np.r_[True, (q[1:] != q[:-1]) | (c[1:] != c[:-1])]
     keep = order[first]
-    return PairBatch(*(column[keep] for column in pairs))
+    return type(pairs)(*(column[keep] for column in pairs))
+
+
+def _columns_of(pairs: PairBatch | ScoredPairBatch) -> tuple[str, ...]:
+    return MATCH_COLUMNS + (SCORE_COLUMNS if isinstance(pairs, ScoredPairBatch) else ())
+
+
+def _rows(pairs: PairBatch | ScoredPairBatch):
+    """Rows as Python values (str, str, int, float[, float, float])."""
+    tail = [c.tolist() for c in pairs[2:]]
+    return zip(pairs.query_ids, pairs.candidate_ids, *tail, strict=True)
 
 
 def _encode_parquet(pairs: PairBatch) -> bytes:
-    table = pa.Table.from_arrays(
-        [pa.array(pairs.query_ids, pa.string()), pa.array(pairs.candidate_ids, pa.string()),
-         pa.array(pairs.ranks, pa.int64()), pa.array(pairs.distances, pa.float64())],
-        schema=_MATCH_SCHEMA)
+    scored = isinstance(pairs, ScoredPairBatch)
+    arrays = [pa.array(pairs.query_ids, pa.string()), pa.array(pairs.candidate_ids, pa.string()),
+              pa.array(pairs.ranks, pa.int64()), pa.array(pairs.distances, pa.float64())]
+    if scored:
+        arrays += [pa.array(pairs.match_weights, pa.float64()),
+                   pa.array(pairs.match_probabilities, pa.float64())]
+    table = pa.Table.from_arrays(arrays, schema=_SCORED_SCHEMA if scored else _MATCH_SCHEMA)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **_PARQUET_OPTIONS)
     return sink.getvalue().to_pybytes()
@@ -708,32 +760,35 @@ def _encode_parquet(pairs: PairBatch) -> bytes:
 
 def _encode_jsonl(pairs: PairBatch) -> bytes:
     # json.dumps writes floats with repr(): the shortest text that round-trips the float64.
-    lines = [json.dumps({"query_id": q, "candidate_id": c, "rank": int(r), "distance": float(d)},
-                        ensure_ascii=False) + "\n"
-             for q, c, r, d in zip(*pairs, strict=True)]
+    names = _columns_of(pairs)
+    lines = [json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n"
+             for row in _rows(pairs)]
     return "".join(lines).encode("utf-8")
 
 
 def _encode_csv(pairs: PairBatch) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(MATCH_COLUMNS)
-    writer.writerows([q, c, int(r), repr(float(d))] for q, c, r, d in zip(*pairs, strict=True))
+    writer.writerow(_columns_of(pairs))
+    writer.writerows([q, c, r, *(repr(v) for v in rest)] for q, c, r, *rest in _rows(pairs))
     return out.getvalue().encode("utf-8")
 
 
 def _encode_tfrecord(pairs: PairBatch) -> bytes:
+    names = _columns_of(pairs)[4:]
     return b"".join(
-        frame_tfrecord(encode_example({"query_id": q, "candidate_id": c, "rank": int(r),
-                                       "distance": float(d), "distance_exact": repr(float(d))}))
-        for q, c, r, d in zip(*pairs, strict=True))
+        frame_tfrecord(encode_example({"query_id": q, "candidate_id": c, "rank": r, "distance": d,
+                                       "distance_exact": repr(d),
+                                       **{n: v for n, v in zip(names, rest, strict=True)},
+                                       **{f"{n}_exact": repr(v) for n, v in zip(names, rest, strict=True)}}))
+        for q, c, r, d, *rest in _rows(pairs))
 
 
 _MATCH_ENCODERS = {"parquet": _encode_parquet, "jsonl": _encode_jsonl, "csv": _encode_csv,
                    "tfrecord": _encode_tfrecord}
 
 
-def write_match_shard(path: str, pairs: PairBatch, output_format: str) -> int:
+def write_match_shard(path: str, pairs: PairBatch | ScoredPairBatch, output_format: str) -> int:
     """Writes one match file, sorted and byte-for-byte reproducible, through a temp name and rename.
 
     Args:
@@ -759,8 +814,9 @@ def _decode_matches(data: bytes, fmt: str) -> pd.DataFrame:
     if fmt == "parquet":
         return pq.read_table(pa.BufferReader(data)).to_pandas()
     if fmt == "jsonl":
-        return pd.DataFrame([json.loads(line) for line in data.decode("utf-8").splitlines() if line],
-                            columns=list(MATCH_COLUMNS))
+        rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line]
+        scored = bool(rows) and SCORE_COLUMNS[0] in rows[0]
+        return pd.DataFrame(rows, columns=list(MATCH_COLUMNS + (SCORE_COLUMNS if scored else ())))
     if fmt == "csv":
         rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
         return pd.DataFrame(rows[1:], columns=rows[0] if rows else list(MATCH_COLUMNS))
@@ -770,17 +826,23 @@ def _decode_matches(data: bytes, fmt: str) -> pd.DataFrame:
             raise ValueError(error)
         example = decode_example(record)
         rows.append((example["query_id"][0], example["candidate_id"][0], example["rank"][0],
-                     example["distance_exact"][0]))
-    return pd.DataFrame(rows, columns=list(MATCH_COLUMNS))
+                     example["distance_exact"][0],
+                     *(example[f"{n}_exact"][0] for n in SCORE_COLUMNS if f"{n}_exact" in example)))
+    scored = bool(rows) and len(rows[0]) > len(MATCH_COLUMNS)
+    return pd.DataFrame(rows, columns=list(MATCH_COLUMNS + (SCORE_COLUMNS if scored else ())))
 
 
 def _typed_matches(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
+    columns = {
         "query_id": frame["query_id"].astype(str).astype(object),
         "candidate_id": frame["candidate_id"].astype(str).astype(object),
         "rank": frame["rank"].astype(np.int64),
         "distance": frame["distance"].astype(np.float64),
-    }, columns=list(MATCH_COLUMNS))
+    }
+    for name in SCORE_COLUMNS:
+        if name in frame.columns:
+            columns[name] = frame[name].astype(np.float64)
+    return pd.DataFrame(columns, columns=list(columns))
 
 
 def _finished_files(pattern: str) -> list[str]:
@@ -792,7 +854,8 @@ def read_matches(output_dir: str) -> pd.DataFrame:
     """Reads every match file (any format) under ``DIR/matches/`` into one DataFrame.
 
     Returns:
-        Columns ``MATCH_COLUMNS`` with dtypes object (str), object (str), int64, float64, sorted by
+        Columns ``MATCH_COLUMNS`` with dtypes object (str), object (str), int64, float64 (and the
+        float64 ``SCORE_COLUMNS`` when the run scored its pairs), sorted by
         (query_id, rank, candidate_id) with a fresh index.
 
     Raises:
@@ -832,17 +895,19 @@ class _SplitPairsByShardFn(beam.DoFn):
         pairs = _as_columns(pairs)
         shards = assign_shards(pairs.query_ids, self._num_shards)
         for shard, rows in split_by_shard(shards, self._num_shards):
-            yield shard, PairBatch(*(column[rows] for column in pairs))
+            yield shard, type(pairs)(*(column[rows] for column in pairs))
 
 
 class _WriteMatchShardFn(beam.DoFn):
     """``(shard, [PairBatch or None, ...])`` -> one match file -> ``(shard, rows_written)``."""
 
-    def __init__(self, output_dir: str, output_format: str, num_shards: int, unique_pairs: bool):
+    def __init__(self, output_dir: str, output_format: str, num_shards: int, unique_pairs: bool,
+                 rank_by_weight: bool = False):
         self._output_dir = output_dir
         self._output_format = output_format
         self._num_shards = num_shards
         self._unique_pairs = unique_pairs
+        self._rank_by_weight = rank_by_weight
         self._timer = metrics.StageTimer("write")
 
     def process(self, element):
@@ -851,6 +916,8 @@ class _WriteMatchShardFn(beam.DoFn):
             pairs = _concat_pairs([b for b in batches if b is not None])
             if self._unique_pairs:
                 pairs = drop_duplicate_pairs(pairs)
+            if self._rank_by_weight and isinstance(pairs, ScoredPairBatch):
+                pairs = rank_by_weight(pairs)
             path = match_shard_path(self._output_dir, self._output_format, shard, self._num_shards)
             written = write_match_shard(path, pairs, self._output_format)
         yield shard, written
@@ -875,7 +942,7 @@ class WriteMatches(beam.PTransform):
     """
 
     def __init__(self, *, output_dir: str, output_format: str, num_shards: int,
-                 unique_pairs: bool = False):
+                 unique_pairs: bool = False, rank_by_weight: bool = False):
         """Validates the arguments.
 
         Args:
@@ -884,6 +951,8 @@ class WriteMatches(beam.PTransform):
             num_shards: number of match files, >= 1.
             unique_pairs: dedup mode: keep one row per (query_id, candidate_id), see
                 :func:`drop_duplicate_pairs` (pairs must already be canonical, smaller id first).
+            rank_by_weight: scored pairs (ScoredPairBatch) get their ranks re-assigned per query by
+                match weight (:func:`rank_by_weight`); every row of a query meets in one file.
 
         Raises:
             ValueError: an argument is out of range.
@@ -896,6 +965,7 @@ class WriteMatches(beam.PTransform):
         self._output_format = output_format
         self._num_shards = num_shards
         self._unique_pairs = bool(unique_pairs)
+        self._rank_by_weight = bool(rank_by_weight)
 
     def expand(self, pairs):
         keyed = pairs | "SplitByShard" >> beam.ParDo(_SplitPairsByShardFn(self._num_shards))
@@ -907,7 +977,7 @@ class WriteMatches(beam.PTransform):
                 | "GroupByShard" >> beam.GroupByKey()
                 | "WriteShards" >> beam.ParDo(
                     _WriteMatchShardFn(self._output_dir, self._output_format, self._num_shards,
-                                       self._unique_pairs)))
+                                       self._unique_pairs, self._rank_by_weight)))
 
 
 # --------------------------------------------------------------------------------------------------

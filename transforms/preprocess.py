@@ -78,6 +78,7 @@ __all__ = [
     "feature_key",
     "output_feature_keys",
     "normalize_text",
+    "abbreviate_words",
     "make_preprocessing_fn",
     "feature_batch_to_arrow",
     "TransformedBatch",
@@ -269,6 +270,13 @@ def normalize_text(texts: tf.Tensor, tables: tuple | None = None) -> tf.Tensor:
     texts = tf.strings.regex_replace(texts, r"\b(\d\d)(\d\d)((?:19|20)\d\d)\b", r"\1 \2 \3")
     texts = tf.strings.regex_replace(texts, r"\b0+(\d)", r"\1")
     return tf.strings.strip(texts)
+
+
+def abbreviate_words(text: str) -> str:
+    """Normalised text with each word replaced by its canonical short form (as the tokens are)."""
+    if not text:
+        return text
+    return " ".join(_ABBREVIATIONS.get(w, w) for w in text.split(" "))
 
 
 def _salt(field: str, kind: str) -> tuple[int, int]:

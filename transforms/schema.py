@@ -24,6 +24,8 @@ __all__ = [
     "ShardIndexInfo",
     "NeighborBatch",
     "PairBatch",
+    "ScoredPairBatch",
+    "SCORE_COLUMNS",
     "Role",
 ]
 
@@ -32,6 +34,8 @@ INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet", "tfrecord")
 OUTPUT_FORMATS = ("parquet", "jsonl", "csv", "tfrecord")
 # Columns of every match file, in order.
 MATCH_COLUMNS = ("query_id", "candidate_id", "rank", "distance")
+# Columns the pairwise scorer (--scorer fields) adds after those.
+SCORE_COLUMNS = ("match_weight", "match_probability")
 
 
 class Role:
@@ -172,6 +176,25 @@ class PairBatch(NamedTuple):
     candidate_ids: np.ndarray  # object [m]
     ranks: np.ndarray  # int64 [m], 1 = nearest
     distances: np.ndarray  # float64 [m]
+
+    def __len__(self) -> int:
+        return len(self.query_ids)
+
+    def __reduce__(self):  # string columns as Arrow buffers (see transforms.batch_pickle)
+        from transforms.batch_pickle import reduce_columns
+
+        return reduce_columns(self)
+
+
+class ScoredPairBatch(NamedTuple):
+    """Scored match rows (``--scorer``): PairBatch's columns, then the Fellegi-Sunter score."""
+
+    query_ids: np.ndarray  # object [m]
+    candidate_ids: np.ndarray  # object [m]
+    ranks: np.ndarray  # int64 [m]
+    distances: np.ndarray  # float64 [m]
+    match_weights: np.ndarray  # float64 [m]: log2 odds of a match
+    match_probabilities: np.ndarray  # float64 [m]
 
     def __len__(self) -> int:
         return len(self.query_ids)

@@ -1,0 +1,88 @@
+"""Field comparisons: normalisation, date codes and comparison levels on small hand-made values."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import numpy as np
+import pyarrow as pa
+
+from transforms.scoring.comparisons import (
+    MISSING,
+    compare_fields,
+    compare_numbers,
+    compare_text,
+    date_codes,
+    normalize_values,
+    record_fields,
+    take_rows,
+    value_hashes,
+)
+
+
+def _obj(values):
+    return np.array(values, dtype=object)
+
+
+def test_normalisation_matches_the_embedding_preprocessing():
+    got = normalize_values(["  O'Brien-Smith ", "Łódź", "12 Main Street", "", None, "ACME Limited"])
+    assert got.tolist() == ["obrien smith", "lodz", "12 main st", None, None, "acme ltd"]
+
+
+def test_lone_surrogates_and_huge_values_do_not_crash():
+    got = normalize_values(["ab\ud800cd", "x" * 10_000])
+    assert got[0] is not None and got[1] == "x" * 10_000
+
+
+def test_every_writing_of_a_date_gets_one_code():
+    values = normalize_values(["1985-03-07", "07/03/1985", "19850307", "7 Mar 1985", "smith", None])
+    codes = date_codes(values)
+    assert codes[:4].tolist() == [19850307] * 4
+    assert codes[4:].tolist() == [-1, -1]
+
+
+def test_text_levels_order_by_similarity():
+    a = _obj(["smith", "smith", "john smith", "kowalczyk", None, "smith"])
+    b = _obj(["smith", "smyth", "smith john", "brown", "smith", None])
+    levels = compare_text(a, b)
+    assert levels[0] == 0
+    assert 1 <= levels[1] <= 2  # one-letter typo
+    assert levels[2] == 1  # reordered words
+    assert levels[3] == 4
+    assert levels[4] == MISSING and levels[5] == MISSING
+
+
+def test_date_levels_know_swaps_and_single_component_changes():
+    a_text = _obj(["1985 3 7", "1985 3 7", "1985 3 7", "1985 3 7", "1985 3 7"])
+    b_text = _obj(["7 3 1985", "1985 7 3", "1986 3 7", "1986 11 20", "2001 9 9"])
+    da, db = date_codes(a_text), date_codes(b_text)
+    levels = compare_text(a_text, b_text, da, db)
+    assert levels.tolist() == [0, 1, 1, 3, 4]
+
+
+def test_number_levels_by_relative_difference():
+    a = np.array([100.0, 100.0, 100.0, 100.0, 100.0, np.nan])
+    b = np.array([100.0, 100.5, 103.0, 120.0, 200.0, 1.0])
+    assert compare_numbers(a, b).tolist() == [0, 1, 2, 3, 4, MISSING]
+
+
+def test_value_hashes_are_stable_salted_and_zero_for_missing():
+    h1 = value_hashes(_obj(["smith", None]), "surname")
+    h2 = value_hashes(_obj(["smith", None]), "surname")
+    h3 = value_hashes(_obj(["smith", None]), "given_name")
+    assert h1.tolist() == h2.tolist() and h1[1] == 0 and h1[0] != 0 and h1[0] != h3[0]
+
+
+def test_record_fields_and_compare_fields_align_pairs():
+    table = pa.record_batch({"name": pa.array(["Ann Lee", "Lee, Ann", None]),
+                             "dob": pa.array(["1990-01-02", "02/01/1990", "1990-01-02"]),
+                             "amount": pa.array([10.0, 10.0, None], pa.float64())})
+    fields = record_fields(_obj(["a", "b", "c"]), _obj(["f#0", "f#1", "f#2"]), table, ("name", "dob"),
+                           ("amount",))
+    left, right = take_rows(fields, np.array([0, 0])), take_rows(fields, np.array([1, 2]))
+    levels = compare_fields(left, right)
+    assert levels.shape == (2, 3)
+    assert levels[0].tolist() == [1, 0, 0]
+    assert levels[1].tolist() == [MISSING, 0, MISSING]

@@ -1,0 +1,331 @@
+"""The unsupervised Fellegi-Sunter model: m/u probabilities per field level, fitted by EM, and scoring.
+
+For a candidate pair with comparison levels ``l_f`` (``transforms.scoring.comparisons``), the match
+weight is ``log2(prior / (1 - prior)) + sum_f log2(m_f[l_f] / u_f[l_f])``, where ``m_f[l]`` is the
+probability of level ``l`` among true matches, ``u_f[l]`` among non-matches and ``prior`` the share of
+matches among the candidate pairs; the match probability is ``1 / (1 + 2**-weight)``. A missing level
+adds nothing.
+
+* **u** starts from random record pairs (almost all non-matches): :func:`estimate_u`, with
+  add-half smoothing so a level never seen among random pairs is rare, not impossible.
+* **m, u and the prior** come from EM over the candidate pairs (:func:`fit_em`; u can be held
+  fixed, Splink's recipe, but candidate non-matches are near neighbours that agree far more often
+  than random pairs). EM runs on the *sufficient statistics* only, the histogram of level patterns
+  (:func:`pattern_histogram`), which the pipeline sums across workers in a CombineFn: a batch of
+  pairs becomes a few hundred distinct patterns whatever the corpus size.
+* **Term-frequency adjustment.** Exact agreement on a common value (``smith``) is weaker evidence
+  than on a rare one (``kowalczyk``): for text fields the exact level's ``u`` is replaced by the
+  value's frequency among the field's values, ``tf(v)``, i.e. the weight gains
+  ``log2(tf_base_f / tf(v))``, where ``tf_base_f = sum_v tf(v)**2`` is the exact-agreement rate of
+  random pairs. Both come from a count-min sketch of the normalised values' hashes
+  (:func:`term_sketch`, fixed size, summed across workers), whose overestimate is at most about
+  ``e * records / width`` per value.
+
+Everything here is pure numpy: the Beam wiring is ``transforms.scoring.score_pairs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from transforms.scoring.comparisons import LEVEL_NAMES, MISSING, NUM_LEVELS
+
+__all__ = [
+    "FellegiSunterModel",
+    "SKETCH_DEPTH",
+    "SKETCH_WIDTH",
+    "term_sketch",
+    "term_frequencies",
+    "agreement_rates",
+    "pattern_histogram",
+    "merge_histograms",
+    "estimate_u",
+    "fit_em",
+    "fit_prior",
+    "probability",
+]
+
+SKETCH_DEPTH = 3
+SKETCH_WIDTH = 1 << 17
+_SKETCH_BITS = 17
+_M_INIT = np.array([0.85, 0.07, 0.04, 0.02, 0.02])
+_PRIOR_INIT = 0.3
+_FLOOR = 1e-6
+# One pseudo-pair per level: a level no fitted match shows is rare among matches, not impossible.
+_M_PSEUDO = 1.0
+_EM_MAX_ITERATIONS = 200
+_EM_TOLERANCE = 1e-7
+
+
+# ------------------------------------------------------------------------------------------------
+# Term frequencies: a count-min sketch per text field
+
+
+def _sketch_slots(hashes: np.ndarray) -> np.ndarray:
+    """[..., SKETCH_DEPTH] int64 slots of uint64 hashes: one 17-bit window of the hash per row."""
+    shifts = np.array([_SKETCH_BITS * d for d in range(SKETCH_DEPTH)], dtype=np.uint64)
+    return ((hashes[..., None] >> shifts) & np.uint64(SKETCH_WIDTH - 1)).astype(np.int64)
+
+
+def term_sketch(hashes: np.ndarray) -> np.ndarray:
+    """Count-min sketch of value hashes [n, T] (0 = missing, not counted): int64 [T, DEPTH, WIDTH]."""
+    n, t = hashes.shape
+    sketch = np.zeros((t, SKETCH_DEPTH, SKETCH_WIDTH), dtype=np.int64)
+    for j in range(t):
+        h = hashes[:, j]
+        h = h[h != 0]
+        if len(h):
+            slots = _sketch_slots(h)
+            for d in range(SKETCH_DEPTH):
+                sketch[j, d] += np.bincount(slots[:, d], minlength=SKETCH_WIDTH)
+    return sketch
+
+
+def term_frequencies(sketch: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Estimated frequency of each value hash [m, T] among the field's present values; NaN where
+    the hash is 0 (missing)."""
+    slots = _sketch_slots(hashes)  # [m, T, DEPTH]
+    t = hashes.shape[1]
+    counts = np.empty(hashes.shape, dtype=np.int64)
+    for j in range(t):
+        counts[:, j] = np.min(np.stack([sketch[j, d][slots[:, j, d]] for d in range(SKETCH_DEPTH)],
+                                       axis=1), axis=1)
+    present = np.maximum(sketch[:, 0].sum(axis=1), 1)  # values counted per field
+    freq = np.maximum(counts, 1) / present[None, :t]
+    return np.where(hashes == 0, np.nan, freq)
+
+
+def agreement_rates(sketch: np.ndarray) -> np.ndarray:
+    """Per field, the chance that two random present values are equal, ``sum_v tf(v)**2``.
+
+    From the sketch's second moment: a row's sum of squared counts overestimates ``sum_v c_v**2`` by
+    the colliding pairs, about ``(n**2 - F2) / width`` (n values counted), which is subtracted.
+    """
+    n = sketch[:, 0].sum(axis=1).astype(np.float64)  # [T]
+    squares = (sketch.astype(np.float64) ** 2).sum(axis=2)  # [T, DEPTH]
+    f2 = ((SKETCH_WIDTH * squares - n[:, None] ** 2) / (SKETCH_WIDTH - 1)).min(axis=1)
+    f2 = np.maximum(f2, n)  # every value at least equals itself
+    return np.where(n > 0, f2 / np.maximum(n, 1) ** 2, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sufficient statistics and fitting
+
+
+def pattern_histogram(levels: np.ndarray) -> dict[bytes, int]:
+    """Distinct level patterns of int8 [m, F] rows and how often each occurs."""
+    if not len(levels):
+        return {}
+    patterns, counts = np.unique(np.ascontiguousarray(levels, dtype=np.int8), axis=0, return_counts=True)
+    return {p.tobytes(): int(c) for p, c in zip(patterns, counts, strict=True)}
+
+
+def merge_histograms(histograms: list[dict[bytes, int]]) -> dict[bytes, int]:
+    out: dict[bytes, int] = {}
+    for h in histograms:
+        for k, v in h.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def _unpack(histogram: dict[bytes, int], num_fields: int) -> tuple[np.ndarray, np.ndarray]:
+    keys = sorted(histogram)  # a fixed order: the fit does not depend on how workers merged
+    patterns = np.frombuffer(b"".join(keys), dtype=np.int8).reshape(len(keys), num_fields)
+    counts = np.array([histogram[k] for k in keys], dtype=np.float64)
+    return patterns, counts
+
+
+def estimate_u(levels: np.ndarray) -> np.ndarray:
+    """u [F, NUM_LEVELS] from the levels of random pairs, add-half smoothed; missing levels ignored."""
+    num_fields = levels.shape[1]
+    u = np.empty((num_fields, NUM_LEVELS))
+    for f in range(num_fields):
+        col = levels[:, f]
+        counts = np.bincount(col[col != MISSING].astype(np.int64), minlength=NUM_LEVELS)[:NUM_LEVELS]
+        u[f] = (counts + 0.5) / (counts.sum() + 0.5 * NUM_LEVELS)
+    return u
+
+
+def _log_likelihoods(patterns: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """sum_f log table[f, pattern_f] per pattern, missing levels contributing 0."""
+    present = patterns != MISSING
+    safe = np.where(present, patterns, 0).astype(np.int64)
+    values = np.log(table[np.arange(patterns.shape[1])[None, :], safe])
+    return np.where(present, values, 0.0).sum(axis=1)
+
+
+def _posterior(patterns: np.ndarray, m: np.ndarray, u: np.ndarray, prior: float) -> np.ndarray:
+    """P(match | pattern) for every pattern."""
+    a = math.log(prior) + _log_likelihoods(patterns, m)
+    b = math.log1p(-prior) + _log_likelihoods(patterns, u)
+    return 1.0 / (1.0 + np.exp(np.clip(b - a, -700, 700)))
+
+
+def _level_shares(patterns: np.ndarray, present: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per field, the weighted share of each level (one pseudo-pair per level), [F, NUM_LEVELS]."""
+    out = np.empty((patterns.shape[1], NUM_LEVELS))
+    for f in range(patterns.shape[1]):
+        rows = present[:, f]
+        totals = np.bincount(patterns[rows, f].astype(np.int64), weights=weight[rows],
+                             minlength=NUM_LEVELS)[:NUM_LEVELS]
+        out[f] = (totals + _M_PSEUDO) / (totals.sum() + _M_PSEUDO * NUM_LEVELS)
+    return out
+
+
+def fit_em(histogram: dict[bytes, int], u: np.ndarray, *, fit_u: bool = True,
+           max_iterations: int = _EM_MAX_ITERATIONS,
+           tolerance: float = _EM_TOLERANCE) -> tuple[np.ndarray, np.ndarray, float, int, bool]:
+    """EM for m, u (unless ``fit_u`` is False) and the prior over level patterns.
+
+    Args:
+        histogram: pattern bytes -> count (:func:`pattern_histogram`, merged).
+        u: [F, NUM_LEVELS] start (or fixed) u, e.g. :func:`estimate_u` of random pairs.
+
+    Returns:
+        (m [F, NUM_LEVELS], u [F, NUM_LEVELS], prior, iterations, converged). m starts at mostly
+        exact agreement, so the class EM calls "match" is the one that agrees.
+    """
+    num_fields = u.shape[0]
+    m = np.tile(_M_INIT, (num_fields, 1))
+    u = np.array(u, dtype=np.float64)
+    prior = _PRIOR_INIT
+    if not histogram:
+        return m, u, prior, 0, True
+    patterns, counts = _unpack(histogram, num_fields)
+    present = patterns != MISSING
+    converged = False
+    iteration = 0
+    for iteration in range(1, max_iterations + 1):  # noqa: B007 (reported)
+        g = _posterior(patterns, m, u, prior)
+        new_prior = float(np.clip((counts * g).sum() / counts.sum(), _FLOOR, 1 - _FLOOR))
+        new_m = _level_shares(patterns, present, counts * g)
+        new_u = _level_shares(patterns, present, counts * (1 - g)) if fit_u else u
+        change = max(abs(new_prior - prior), float(np.abs(new_m - m).max()), float(np.abs(new_u - u).max()))
+        m, u, prior = new_m, new_u, new_prior
+        if change < tolerance:
+            converged = True
+            break
+    return m, u, prior, iteration, converged
+
+
+def fit_prior(histogram: dict[bytes, int], m: np.ndarray, u: np.ndarray, *, start: float = _PRIOR_INIT,
+              max_iterations: int = _EM_MAX_ITERATIONS, tolerance: float = _EM_TOLERANCE) -> float:
+    """EM for the prior alone over another set of pairs, m and u fixed."""
+    if not histogram:
+        return start
+    patterns, counts = _unpack(histogram, m.shape[0])
+    prior = start
+    for _ in range(max_iterations):
+        new = float(np.clip((counts * _posterior(patterns, m, u, prior)).sum() / counts.sum(), _FLOOR,
+                            1 - _FLOOR))
+        if abs(new - prior) < tolerance:
+            return new
+        prior = new
+    return prior
+
+
+def probability(weights: np.ndarray) -> np.ndarray:
+    """Match probability of match weights (log2 odds)."""
+    return 1.0 / (1.0 + np.exp2(-np.clip(weights, -1000, 1000)))
+
+
+# ------------------------------------------------------------------------------------------------
+# The fitted model
+
+
+@dataclasses.dataclass(frozen=True)
+class FellegiSunterModel:
+    """A fitted model: per field, m and u over the comparison levels, and the candidate-pair prior.
+
+    Attributes:
+        fields: compared field names (text fields first, then numeric).
+        kinds: 'text' or 'numeric' per field.
+        m, u: [F, NUM_LEVELS] probabilities.
+        prior: share of matches among candidate pairs.
+        records: records counted in the term-frequency sketch (0: no term-frequency adjustment).
+        fit: how the fit went (EM iterations, convergence, pair counts), for the manifest.
+        tf_base: per text field, the exact-agreement rate of random pairs, ``sum_v tf(v)**2``
+            (:func:`agreement_rates`): exact agreement on value ``v`` gains ``log2(tf_base / tf(v))``,
+            so a value as common as the field's average value gains nothing. None: ``u[:, 0]``.
+            (Candidate non-matches agree far more often than random pairs do, so ``u[:, 0]``
+            fitted on them would inflate every rare value's gain.)
+    """
+
+    fields: tuple[str, ...]
+    kinds: tuple[str, ...]
+    m: np.ndarray
+    u: np.ndarray
+    prior: float
+    records: int = 0
+    fit: dict = dataclasses.field(default_factory=dict)
+    tf_base: np.ndarray | None = None
+
+    @property
+    def level_weights(self) -> np.ndarray:
+        """log2(m / u) [F, NUM_LEVELS]."""
+        return np.log2(self.m / self.u)
+
+    @property
+    def prior_weight(self) -> float:
+        return math.log2(self.prior / (1.0 - self.prior))
+
+    def field_weights(self, levels: np.ndarray, frequencies: np.ndarray | None = None) -> np.ndarray:
+        """Per-field weights [m, F] of pairs' levels; ``frequencies`` [m, T] (term_frequencies of the
+        exactly agreeing value, NaN elsewhere) adjusts the exact level of text fields."""
+        f = len(self.fields)
+        present = levels != MISSING
+        safe = np.where(present, levels, 0).astype(np.int64)
+        w = np.where(present, self.level_weights[np.arange(f)[None, :], safe], 0.0)
+        if frequencies is not None and self.records:
+            t = frequencies.shape[1]
+            exact = (levels[:, :t] == 0) & np.isfinite(frequencies)
+            floor = 1.0 / self.records
+            tf = np.maximum(np.nan_to_num(frequencies, nan=1.0), floor)
+            base = self.u[:t, 0] if self.tf_base is None else self.tf_base[:t]
+            adjust = np.log2(base[None, :] / tf)
+            w[:, :t] += np.where(exact, adjust, 0.0)
+        return w
+
+    def weights(self, levels: np.ndarray, frequencies: np.ndarray | None = None) -> np.ndarray:
+        """Match weights [m] (log2 odds) of pairs' levels."""
+        return self.prior_weight + self.field_weights(levels, frequencies).sum(axis=1)
+
+    def explain(self, levels: np.ndarray, frequencies: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """One pair's waterfall: the prior, then per field its level, weight and tf adjustment."""
+        levels = np.asarray(levels, dtype=np.int8).reshape(1, -1)
+        freq = None if frequencies is None else np.asarray(frequencies, dtype=np.float64).reshape(1, -1)
+        base = self.field_weights(levels)[0]
+        full = self.field_weights(levels, freq)[0]
+        rows = [{"term": "prior", "level": None, "weight": self.prior_weight, "tf_adjustment": 0.0}]
+        for i, name in enumerate(self.fields):
+            lv = int(levels[0, i])
+            rows.append({"term": name, "level": "missing" if lv == MISSING else LEVEL_NAMES[lv],
+                         "weight": float(full[i]), "tf_adjustment": float(full[i] - base[i])})
+        total = self.prior_weight + float(full.sum())
+        rows.append({"term": "total", "level": None, "weight": total,
+                     "match_probability": float(probability(np.array([total]))[0])})
+        return rows
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format_version": 1, "fields": list(self.fields), "kinds": list(self.kinds),
+            "levels": list(LEVEL_NAMES), "m": self.m.round(12).tolist(), "u": self.u.round(12).tolist(),
+            "prior": round(self.prior, 12), "records": self.records,
+            "level_weights": self.level_weights.round(6).tolist(), "fit": self.fit,
+            "tf_base": None if self.tf_base is None else self.tf_base.round(12).tolist()}, indent=1,
+            sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FellegiSunterModel:
+        d = json.loads(text)
+        if d.get("format_version") != 1:
+            raise ValueError(f"unsupported scoring model format_version {d.get('format_version')!r}")
+        return cls(tuple(d["fields"]), tuple(d["kinds"]), np.array(d["m"], dtype=np.float64),
+                   np.array(d["u"], dtype=np.float64), float(d["prior"]), int(d.get("records", 0)),
+                   dict(d.get("fit") or {}),
+                   None if d.get("tf_base") is None else np.array(d["tf_base"], dtype=np.float64))
