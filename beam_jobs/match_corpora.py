@@ -358,11 +358,11 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
             sample=tune_sample, top_k=cfg.top_k, exclude_self=exclude_self)
         overrides = infos | "TuneSearch" >> TuneSearch(
             sample=tune_sample, truth=tune_truth, target_recall=cfg.target_recall,
-            top_k=cfg.top_k, exclude_self=exclude_self)
+            top_k=cfg.top_k, exclude_self=exclude_self, max_distance=cfg.max_distance)
         if plan is not None:  # centroid routing: tune --probe_shards on the same sample
             probe_choice = plan | "TuneProbe" >> TuneProbe(
                 sample=tune_sample, truth=tune_truth, target_recall=cfg.target_recall,
-                top_k=cfg.top_k)
+                top_k=cfg.top_k, max_distance=cfg.max_distance)
     partials = query_batches | "SearchShards" >> SearchShards(
         shards=infos, num_queries=num_queries, top_k=cfg.top_k, exclude_self=exclude_self,
         keep_vectors=cfg.rescore == "wasserstein", plan=plan, probe=cfg.probe_shards,

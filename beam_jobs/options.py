@@ -70,13 +70,14 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
      "Builds are reproducible either way (k-means++ initialisation with pinned seeds). Default 0.",
      None),
     ("audit_sample", "Queries searched exactly (brute force over all candidates) to measure the "
-     "run's recall@K, written to the manifest and metrics. Deterministic sample. Default 1000; 0 "
-     "disables.", None),
-    ("min_recall", "Fail the run (after writing the manifest) when the audited recall@K is below "
-     "this. Default: no minimum.", None),
+     "run's recall, written to the manifest and metrics: of the relevant neighbours (within "
+     "--max_distance, else rank 1 and those within a distance derived from the sample) and recall@K "
+     "of every exact top-K neighbour. Deterministic sample. Default 1000; 0 disables.", None),
+    ("min_recall", "Fail the run (after writing the manifest) when the audited recall of the "
+     "relevant neighbours is below this. Default: no minimum.", None),
     ("target_recall", "Tune the search effort (the routing probe, and per ScaNN shard the leaves to "
-     "search and reorder depth) on a "
-     "separate query sample before the main search, to reach this recall, or none. Default: 0.95 when "
+     "search and reorder depth) on a separate query sample before the main search, to reach this "
+     "recall of the relevant neighbours (as --audit_sample counts them), or none. Default: 0.95 when "
      "the job embeds records (hashed text embeddings have little cluster structure), none for "
      "precomputed vectors.", None),
     ("collapse_duplicates", "Index records with identical prepared content once: the smallest id "

@@ -32,7 +32,7 @@ class BadRecordRatioError(RuntimeError):
 
 
 class RecallBelowMinimumError(RuntimeError):
-    """The audited recall@K is below --min_recall."""
+    """The audited recall of the relevant neighbours is below --min_recall."""
 
 
 def stack_versions() -> dict[str, str]:
@@ -115,11 +115,15 @@ class _WriteManifestFn(beam.DoFn):
         if clusters is not None:
             manifest["clusters"] = clusters
         recall_error = None
-        recall = (audit or {}).get("recall_at_k")
+        # --min_recall applies to the neighbours that matter (audit "target"), not to every slot of
+        # the exact top-K; an audit of an older version has only recall_at_k.
+        recall = (audit or {}).get("recall_relevant", (audit or {}).get("recall_at_k"))
         if ok and self._min_recall is not None and recall is not None and recall < self._min_recall:
             ok = False
-            message = recall_error = (f"audited recall@K {recall:.4f} is below --min_recall "
-                                      f"{self._min_recall}")
+            target = (audit or {}).get("target") or "every exact top-K neighbour"
+            message = recall_error = (f"audited recall {recall:.4f} of the relevant neighbours "
+                                      f"({target}) is below --min_recall {self._min_recall} "
+                                      f"(recall@K {audit.get('recall_at_k')})")
         manifest["exit_state"] = "pipeline_completed" if ok else "failed"
         if not ok:
             manifest["error"] = message
@@ -146,7 +150,8 @@ class WriteManifest(beam.PTransform):
         gate: optional singleton verdict {ok, message} of the early bad-record check.
         audit, tuning, plan, probe_tuning: optional singletons (recall audit, per-shard search
             tuning, routing plan, the probe TuneProbe chose) recorded in the manifest.
-        min_recall: fail the run when the audited recall@K is below this.
+        min_recall: fail the run when the audited recall of the relevant neighbours (the audit's
+            ``recall_relevant``, see ``transforms.audit.recall_report``) is below this.
     """
 
     def __init__(self, *, output_dir: str, static: dict[str, Any], counts: dict[str, Any],

@@ -428,7 +428,9 @@ def _shards_section(shards: list[dict[str, Any]]) -> str:
 def _audit_section(audit: dict[str, Any] | None) -> str:
     if not audit:
         return ""
-    rows = [(k, audit[k]) for k in ("recall_at_k", "sample_size", "true_pairs", "found_pairs") if k in audit]
+    rows = [(k, audit[k]) for k in ("recall_relevant", "target", "relevance_cutoff", "relevant_pairs",
+                                    "found_relevant_pairs", "recall_at_k", "sample_size", "true_pairs",
+                                    "found_pairs") if k in audit]
     return _table(["audit", "value"], rows, "audit")
 
 
@@ -538,6 +540,18 @@ def summary_text(manifest: dict[str, Any]) -> str:
         top_k = (manifest.get("flags") or {}).get("top_k", "k")
         lines.append(f"  recall@{top_k}:  {text} on {audit.get('sample_size', '?')} sampled queries"
                      + (f" (worst shard {worst[1]}: {worst[0]:.4f})" if worst else ""))
+    if audit and "recall_relevant" in audit:
+        relevant = audit["recall_relevant"]
+        lines.append(f"  relevant:   {'n/a' if relevant is None else f'{float(relevant):.4f}'} of "
+                     f"{_count(audit.get('relevant_pairs'))} pairs: {audit.get('target', '?')}")
+    tuning = [v for v in (manifest.get("search_tuning") or {}).values() if isinstance(v, dict)]
+    if tuning:
+        leaves = sorted({v["leaves_to_search"] for v in tuning if v.get("leaves_to_search") is not None})
+        span = "" if not leaves else (f", leaves_to_search {leaves[0]}" if len(leaves) == 1
+                                      else f", leaves_to_search {leaves[0]}-{leaves[-1]}")
+        targets = sorted({str(v["target"]) for v in tuning if v.get("target")})
+        lines.append(f"  tuned:      {len(tuning)} shard(s){span}"
+                     + (f", aimed at {targets[0]}" if len(targets) == 1 else ""))
     clusters = manifest.get("clusters")
     if clusters:
         largest = (clusters.get("largest_clusters") or [{}])[0]
