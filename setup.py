@@ -18,6 +18,7 @@ STACK = [
     "pyarrow>=14",
     "scipy>=1.11",
     "matplotlib>=3.8",
+    "rapidfuzz>=3.6,<4",  # pairwise scoring: Jaro-Winkler and token-sort ratios over aligned lists
 ]
 
 setup(

@@ -2,6 +2,8 @@
 
 ``corpus-match [job flags]`` runs the match job (see beam_jobs/options.py);
 ``corpus-match evaluate ...`` scores a run's matches against truth pairs;
+``corpus-match explain --run DIR --query_id A --candidate_id B`` prints one pair's match weight, field
+by field (transforms/scoring/explain.py);
 ``corpus-match template ...`` prints (or runs) the Dataflow Flex Template commands;
 ``corpus-match report DIR`` (re)writes DIR/report.html, e.g. after a Dataflow run has finished;
 ``corpus-match train ...`` learns a model from labelled pairs (transforms/train.py);
@@ -14,7 +16,7 @@ import sys
 
 __all__ = ["main"]
 
-_SUBCOMMANDS = ("evaluate", "template", "report", "train", "calibrate")
+_SUBCOMMANDS = ("evaluate", "explain", "template", "report", "train", "calibrate")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
             from transforms.calibrate import calibrate_main
 
             return calibrate_main(rest)
+        if command == "explain":
+            from transforms.scoring.explain import explain_main
+
+            return explain_main(rest)
         if command == "evaluate":
             from transforms.evaluate import evaluate_main
 

@@ -133,7 +133,11 @@ class _IndexStage(NamedTuple):
 
 
 def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list):
-    """read -> validate -> (preprocess -> embed) for each role; returns (vectors, rows_read)."""
+    """read -> validate -> (preprocess -> embed) for each role.
+
+    Returns (vectors, rows_read, records): ``records`` are the validated FeatureBatches per role when
+    the job embeds (the pairwise scorer compares their fields), else {}.
+    """
     globs = {Role.QUERIES: cfg.queries, Role.CANDIDATES: cfg.candidates, Role.INPUT: cfg.input}
     rows_read: dict[str, beam.PCollection] = {}
     vectors: dict[str, beam.PCollection] = {}
@@ -147,9 +151,10 @@ def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list):
         rows_read[role] = read.rows_read
         vectors[role] = valid.batches
         dead += [read.dead_letters, valid.dead_letters]
+    records = dict(vectors) if cfg.embeds else {}
     if cfg.embeds:
         vectors = _preprocess_and_embed(cfg, vectors, dead)
-    return vectors, rows_read
+    return vectors, rows_read, records
 
 
 def _preprocess_and_embed(cfg: MatchConfig, features: dict[str, beam.PCollection],
@@ -272,13 +277,14 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
 def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int = 1,
                    static_manifest: dict[str, Any] | None = None,
                    kept_index: dict[str, Any] | None = None,
-                   spill_dir: str | None = None) -> PipelineOutputs:
+                   spill_dir: str | None = None, scoring_buckets: int = 1) -> PipelineOutputs:
     """Builds the job's graph on ``p`` and returns the PCollections tests need.
 
     ``kept_index`` is the earlier run's index manifest (``read_index_manifest``) for --index_dir.
     With ``spill_dir`` (``run_job`` makes one per run), large pieces of the candidate vectors reach
     their shards through files there (see transforms.spill), deleted once every shard is built;
-    without it they travel in the shuffle.
+    without it they travel in the shuffle. ``scoring_buckets`` is the pairwise scorer's join width
+    (``transforms.scoring.score_pairs.scoring_buckets`` of the input size).
     """
     reuse = kept_index is not None and not cfg.append
     if cfg.mode == "dedup":
@@ -286,7 +292,7 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     else:
         roles = [Role.QUERIES] if reuse else [Role.QUERIES, Role.CANDIDATES]
     dead: list[beam.PCollection] = []
-    vectors, rows_read = _read_corpora(p, cfg, roles, dead)
+    vectors, rows_read, records = _read_corpora(p, cfg, roles, dead)
     unchecked = vectors
     checked = tuple(vectors[r] for r in roles) | "CheckDims" >> CheckDims(
         expected=kept_index["dims"] if kept_index else None)
@@ -381,9 +387,17 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
             sample=audit_sample, top_k=cfg.top_k, exclude_self=exclude_self)
         audit = pairs | "AuditRecall" >> AuditRecall(
             truth=truth, top_k=cfg.top_k, mode=cfg.mode, max_distance=cfg.max_distance)
+    scoring = None
+    if cfg.scorer == "fields":
+        from transforms.scoring.score_pairs import ScorePairs
+
+        scoring = pairs | "ScorePairs" >> ScorePairs(
+            records=records, text_fields=cfg.text_fields, numeric_fields=cfg.numeric_fields,
+            min_probability=cfg.min_probability, num_buckets=scoring_buckets, output_dir=cfg.output)
+        pairs = scoring.pairs
     written = pairs | "WriteMatches" >> WriteMatches(
         output_dir=cfg.output, output_format=cfg.output_format, num_shards=num_output_shards,
-        unique_pairs=exclude_self)
+        unique_pairs=exclude_self, rank_by_weight=scoring is not None and cfg.mode == "link")
 
     clusters = None
     if cfg.mode == "dedup":
@@ -404,7 +418,8 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         output_dir=cfg.output, static=static_manifest or {}, counts=counts,
         dead_letter_counts=dead_counts, shards=infos, gate=gate,
         max_bad_record_ratio=cfg.max_bad_record_ratio, audit=audit, tuning=overrides, plan=plan,
-        clusters=clusters, min_recall=cfg.min_recall, probe_tuning=probe_choice)
+        clusters=clusters, min_recall=cfg.min_recall, probe_tuning=probe_choice,
+        scoring=None if scoring is None else scoring.model)
     return PipelineOutputs(pairs=pairs, shards=infos, dead_letters=all_dead, manifest=manifest,
                            audit=audit)
 
@@ -466,7 +481,8 @@ def check_kept_index(cfg: MatchConfig, kept: dict[str, Any], model_fp: str | Non
 def prepare(argv: list[str] | None):
     """Parses flags and checks everything that can be checked before a pipeline exists.
 
-    Returns (options, config, static manifest facts, number of match files, kept index or None).
+    Returns (options, config, static manifest facts, number of match files, kept index or None,
+    the pairwise scorer's join buckets).
     """
     from beam_jobs.template_cli import expand_date_flags
     from transforms.io import check_glob_matches
@@ -505,6 +521,11 @@ def prepare(argv: list[str] | None):
                         "with its %d nearest records, so the clusters connect nearly everything; "
                         "choose a threshold with `corpus-match calibrate`", cfg.top_k)
     num_output_shards = default_output_shards(cfg)
+    buckets = 1
+    if cfg.scorer != "none":
+        from transforms.scoring.score_pairs import scoring_buckets
+
+        buckets = scoring_buckets(_input_bytes(cfg))
     static = {
         "mode": cfg.mode,
         "flags": cfg.to_dict(),
@@ -514,7 +535,14 @@ def prepare(argv: list[str] | None):
     }
     if model_fp is not None:
         static["model_fingerprint"] = model_fp
-    return options, cfg, static, num_output_shards, kept
+    return options, cfg, static, num_output_shards, kept, buckets
+
+
+def _input_bytes(cfg: MatchConfig) -> int:
+    from apache_beam.io.filesystems import FileSystems
+
+    patterns = [g for g in (cfg.queries, cfg.candidates, cfg.input) if g]
+    return sum(m.size_in_bytes for r in FileSystems.match(patterns) for m in r.metadata_list)
 
 
 def run(argv: list[str] | None = None, *, wait: bool | None = None):
@@ -527,7 +555,7 @@ def run(argv: list[str] | None = None, *, wait: bool | None = None):
 
 def run_job(argv: list[str] | None = None, *, wait: bool | None = None):
     """Like :func:`run`, returning (PipelineResult, MatchConfig, waited)."""
-    options, cfg, static, num_output_shards, kept = prepare(argv)
+    options, cfg, static, num_output_shards, kept, buckets = prepare(argv)
     runner = options.view_as(StandardOptions).runner
     local = runner in LOCAL_RUNNERS
     if wait is None:
@@ -537,7 +565,7 @@ def run_job(argv: list[str] | None = None, *, wait: bool | None = None):
     if cfg.spill_min_mb > 0 and (kept is None or cfg.append):
         spill_dir = new_spill_dir(options.view_as(GoogleCloudOptions).temp_location, cfg.output)
     build_pipeline(p, cfg, num_output_shards=num_output_shards, static_manifest=static,
-                   kept_index=kept, spill_dir=spill_dir)
+                   kept_index=kept, spill_dir=spill_dir, scoring_buckets=buckets)
     from beam_jobs.summary import finish_local_run
 
     start = time.time()

@@ -77,7 +77,7 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
      "relevant neighbours is below this. Default: no minimum.", None),
     ("target_recall", "Tune the search effort (the routing probe, and per ScaNN shard the leaves to "
      "search and reorder depth) on a separate query sample before the main search, to reach this "
-     "recall of the relevant neighbours (as --audit_sample counts them), or none. Default: 0.95 when "
+     "recall of the relevant neighbours (as --audit_sample counts them), or none. Default: 0.98 when "
      "the job embeds records (hashed text embeddings have little cluster structure), none for "
      "precomputed vectors.", None),
     ("collapse_duplicates", "Index records with identical prepared content once: the smallest id "
@@ -90,6 +90,14 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("rescore", "Final distance of emitted pairs: exact (the chosen distance on the float vectors) or "
      "wasserstein (1-D Wasserstein distance of the vectors' values). Default exact.",
      ("exact", "wasserstein")),
+    ("scorer", "Pairwise scoring of the candidate pairs after the merge: fields (compare the "
+     "records' --text_fields/--numeric_fields: exact, Jaro-Winkler/token-sort, date-aware and "
+     "relative-difference levels, combined by a Fellegi-Sunter model fitted by EM on the run's own "
+     "candidate pairs, u from random pairs, term-frequency adjusted) adds match_weight and "
+     "match_probability columns and ranks each query's pairs by them; none keeps the distance only. "
+     "Default fields when the job embeds records, none for precomputed vectors.", ("none", "fields")),
+    ("min_probability", "With a scorer: drop pairs whose match_probability is below this (0 keeps "
+     "every candidate pair). Default 0.5.", None),
     ("index_dir", "Reuse the shard indices (and routing centroids) of an earlier run's output "
      "directory: --queries are matched against them without rebuilding; --candidates then only "
      "with --append.", None),

@@ -21,10 +21,16 @@ def _run(args):
     return run_job(args + ["--runner", "FnApiRunner", "--id_field", "rec_id", "--text_fields", FIELDS])
 
 
+def _run_unscored(args):
+    # The embedder's own candidates (every top-K pair, ranked by distance): the pairwise scorer,
+    # tested in tests/transforms/scoring, would keep only likely matches.
+    return _run(args + ["--scorer", "none"])
+
+
 @pytest.fixture(scope="module")
 def link_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("people") / "out"
-    _run(["--queries", f"{PEOPLE}/link/a.csv", "--candidates", f"{PEOPLE}/link/b.csv",
+    _run_unscored(["--queries", f"{PEOPLE}/link/a.csv", "--candidates", f"{PEOPLE}/link/b.csv",
           "--output", str(out), "--top_k", "10"])
     return out
 
@@ -51,7 +57,7 @@ def test_default_embedder_links_every_record_febrl4_style(tmp_path):
     write_records(b, str(tmp_path / "b.csv"), "csv")
     write_truth(links, str(tmp_path / "true_pairs.csv"))
     out = tmp_path / "out"
-    _run(["--queries", str(tmp_path / "a.csv"), "--candidates", str(tmp_path / "b.csv"),
+    _run_unscored(["--queries", str(tmp_path / "a.csv"), "--candidates", str(tmp_path / "b.csv"),
           "--output", str(out), "--top_k", "10"])
     report = evaluate(read_matches(str(out)), load_truth(str(tmp_path / "true_pairs.csv")), mode="link")
     manifest = read_manifest(str(out))
@@ -68,7 +74,7 @@ def test_a_user_saved_model_works_and_the_transform_fn_is_reused(link_run, tmp_p
 
     model = export_default_model(str(tmp_path / "model"), tuple(FIELDS.split(",")), ())
     out = tmp_path / "out"
-    _run(["--queries", f"{PEOPLE}/link/a.csv", "--candidates", f"{PEOPLE}/link/b.csv",
+    _run_unscored(["--queries", f"{PEOPLE}/link/a.csv", "--candidates", f"{PEOPLE}/link/b.csv",
           "--output", str(out), "--top_k", "10", "--model_dir", str(model),
           "--transform_fn_dir", str(link_run / "transform_fn")])
     # Same model, same transform_fn: the same matches as the run that analysed the data itself.
@@ -104,7 +110,7 @@ def test_kept_index_refuses_vectors_of_another_model(link_run, tmp_path):
 
 def test_dedup_people_pairwise(tmp_path):
     out = tmp_path / "dedup"
-    _run(["--input", f"{PEOPLE}/dedup/people.csv", "--output", str(out), "--top_k", "5"])
+    _run_unscored(["--input", f"{PEOPLE}/dedup/people.csv", "--output", str(out), "--top_k", "5"])
     report = evaluate(read_matches(str(out)), load_truth(f"{PEOPLE}/dedup/true_pairs.csv"),
                       mode="dedup")
     best = report["threshold_sweep"]["best"]

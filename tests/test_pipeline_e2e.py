@@ -139,7 +139,7 @@ def test_the_graph_deletes_its_spill_dir_once_the_shards_are_built(link_data, tm
 
     spilled = _spy_on_spill(monkeypatch)
     root, _, cand_ids, _, _ = link_data
-    options, cfg, static, num_output_shards, _ = prepare(
+    options, cfg, static, num_output_shards, _, _ = prepare(
         _link_args(root, tmp_path / "out", "--index", "exact", "--num_shards", "2",
                    "--runner", "FnApiRunner", *_SPILL_ALL))
     spill_dir = str(tmp_path / "spill")

@@ -90,7 +90,8 @@ class _WriteManifestFn(beam.DoFn):
                 shards: list, gate: dict | None = None, audit: dict | None = None,
                 tuning: dict | None = None, plan: Any = None,
                 clusters: dict | None = None,
-                probe_tuning: dict | None = None) -> Iterator[dict[str, Any]]:
+                probe_tuning: dict | None = None,
+                scoring: dict | None = None) -> Iterator[dict[str, Any]]:
         from transforms.artifacts import write_text
 
         rows_read = sum(v for k, v in counts.items() if k.endswith("_read"))
@@ -114,6 +115,8 @@ class _WriteManifestFn(beam.DoFn):
                 manifest["routing"]["probe_tuning"] = probe_tuning
         if clusters is not None:
             manifest["clusters"] = clusters
+        if scoring is not None:
+            manifest["scoring"] = scoring
         recall_error = None
         # --min_recall applies to the neighbours that matter (audit "target"), not to every slot of
         # the exact top-K; an audit of an older version has only recall_at_k.
@@ -148,8 +151,9 @@ class WriteManifest(beam.PTransform):
         shards: PCollection of ShardIndexInfo.
         max_bad_record_ratio: the run fails above this share of rejected records.
         gate: optional singleton verdict {ok, message} of the early bad-record check.
-        audit, tuning, plan, probe_tuning: optional singletons (recall audit, per-shard search
-            tuning, routing plan, the probe TuneProbe chose) recorded in the manifest.
+        audit, tuning, plan, probe_tuning, scoring: optional singletons (recall audit, per-shard
+            search tuning, routing plan, the probe TuneProbe chose, the pairwise scorer's fitted
+            model) recorded in the manifest.
         min_recall: fail the run when the audited recall of the relevant neighbours (the audit's
             ``recall_relevant``, see ``transforms.audit.recall_report``) is below this.
     """
@@ -157,7 +161,7 @@ class WriteManifest(beam.PTransform):
     def __init__(self, *, output_dir: str, static: dict[str, Any], counts: dict[str, Any],
                  dead_letter_counts, shards, max_bad_record_ratio: float, gate=None, audit=None,
                  tuning=None, plan=None, clusters=None, min_recall: float | None = None,
-                 probe_tuning=None):
+                 probe_tuning=None, scoring=None):
         super().__init__()
         self._output_dir = output_dir
         self._static = static
@@ -166,7 +170,7 @@ class WriteManifest(beam.PTransform):
         self._shards = shards
         self._max_ratio = max_bad_record_ratio
         self._optional = {"gate": gate, "audit": audit, "tuning": tuning, "plan": plan,
-                          "clusters": clusters, "probe_tuning": probe_tuning}
+                          "clusters": clusters, "probe_tuning": probe_tuning, "scoring": scoring}
         self._min_recall = min_recall
 
     def expand(self, pbegin):

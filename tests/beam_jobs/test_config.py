@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from beam_jobs.config import ConfigError, config_from_flags, scann_params_for
+from beam_jobs.config import EMBEDDED_TARGET_RECALL, ConfigError, config_from_flags, scann_params_for
 
 
 def _flags(**kw):
@@ -77,7 +77,7 @@ def test_calibration_file_sets_max_distance(tmp_path):
 def test_target_recall_defaults_to_tuning_only_when_records_are_embedded():
     assert config_from_flags(_flags()).target_recall is None  # precomputed vectors
     embedded = _flags(text_fields="name,city")
-    assert config_from_flags(embedded).target_recall == 0.95
+    assert config_from_flags(embedded).target_recall == EMBEDDED_TARGET_RECALL
     assert config_from_flags({**embedded, "target_recall": "none"}).target_recall is None
     assert config_from_flags({**embedded, "target_recall": "0.9"}).target_recall == 0.9
     # nothing to tune: no error, no tuning
@@ -85,3 +85,30 @@ def test_target_recall_defaults_to_tuning_only_when_records_are_embedded():
     assert config_from_flags({**embedded, "audit_sample": "0"}).target_recall is None
     with pytest.raises(ConfigError, match="--target_recall"):
         config_from_flags({**embedded, "target_recall": "high"})
+
+
+def test_scorer_defaults_follow_what_the_job_compares():
+    plain = config_from_flags(_flags())
+    assert plain.scorer == "none" and plain.min_probability is None
+    embedded = _flags(text_fields="name,city")
+    cfg = config_from_flags(embedded)
+    assert cfg.scorer == "fields" and cfg.min_probability == 0.5
+    assert config_from_flags({**embedded, "min_probability": "0.9"}).min_probability == 0.9
+    assert config_from_flags({**embedded, "min_probability": "0"}).min_probability is None  # keep all
+    assert config_from_flags({**embedded, "scorer": "none"}).scorer == "none"
+    # A kept index has no candidate records to compare: scoring is off unless asked for.
+    reuse = {"queries": "q", "index_dir": "idx", "output": "o", "text_fields": "name"}
+    assert config_from_flags(reuse).scorer == "none"
+
+
+@pytest.mark.parametrize("flags, named", [
+    (_flags(scorer="fields"), "--scorer"),
+    (_flags(scorer="model"), "--scorer"),
+    (_flags(text_fields="a", min_probability="1.5"), "--min_probability"),
+    (_flags(min_probability="0.5"), "--min_probability"),
+    ({"queries": "q", "index_dir": "idx", "output": "o", "text_fields": "name", "scorer": "fields"},
+     "--scorer"),
+])
+def test_scorer_configuration_errors_name_the_flag(flags, named):
+    with pytest.raises(ConfigError, match=named):
+        config_from_flags(flags)

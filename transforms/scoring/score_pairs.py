@@ -49,7 +49,7 @@ from transforms.scoring.fellegi_sunter import (
     FellegiSunterModel,
     agreement_rates,
     estimate_u,
-    fit_em,
+    fit_em_classes,
     fit_prior,
     merge_histograms,
     pattern_histogram,
@@ -364,7 +364,8 @@ def _distance_shares(histogram: dict[bytes, int], width: int) -> np.ndarray:
 
 def _fit_model(histograms, left_sample, right_sample, sketch, cuts, *, fields: tuple[str, ...],
                kinds: tuple[str, ...]) -> FellegiSunterModel:
-    """EM (m, u and the prior) over every candidate pair's level pattern; u starts from random pairs.
+    """EM (m, u and the prior; ``fit_em_classes``) over every candidate pair's level pattern; u starts
+    from random pairs.
 
     u is refitted because candidate non-matches (near neighbours) agree on far more than random
     pairs do. The embedding distance's u starts from its level shares over all candidate pairs.
@@ -382,13 +383,13 @@ def _fit_model(histograms, left_sample, right_sample, sketch, cuts, *, fields: t
     if sketch is not None and sketch[0] is not None and len(sketch[0]):
         tf_base = agreement_rates(sketch[0])
     u = np.vstack([u, _distance_shares(everything, num_fields + 1)])
-    m, u, prior, iterations, converged = fit_em(everything, u)
+    m, u, prior, iterations, converged = fit_em_classes(everything, u)
     pairs = int(sum(everything.values()))
     records = int(sketch[1]) if sketch is not None else 0
     rank1_prior = fit_prior(rank1, m, u, start=prior) if rank1 else None
     model = FellegiSunterModel(fields, kinds, m, u, prior, records, {
-        "method": "EM (m, u, prior) over the candidate pairs' level patterns, u started from random "
-                  "pairs",
+        "method": "EM with three latent classes (matches, near and far non-matches) over the candidate "
+                  "pairs' level patterns, folded into m/u; u started from random pairs",
         "candidate_pairs": pairs, "rank1_pairs": int(sum(rank1.values())), "patterns": len(everything),
         "random_pairs": int(len(random_levels)), "em_iterations": iterations, "converged": converged,
         "rank1_match_share": None if rank1_prior is None else round(rank1_prior, 6),

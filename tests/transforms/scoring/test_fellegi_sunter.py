@@ -8,8 +8,10 @@ import pytest
 from transforms.scoring.comparisons import MISSING, NUM_LEVELS
 from transforms.scoring.fellegi_sunter import (
     FellegiSunterModel,
+    agreement_rates,
     estimate_u,
     fit_em,
+    fit_em_classes,
     fit_prior,
     merge_histograms,
     pattern_histogram,
@@ -84,10 +86,15 @@ def test_term_frequencies_count_values_and_skip_missing():
     hashes[:100, 0] = 12345  # a common value: half the records
     hashes[150:, 1] = 0  # missing
     sketch = term_sketch(hashes)
-    freq = term_frequencies(sketch, hashes, 200)
+    freq = term_frequencies(sketch, hashes)
     np.testing.assert_allclose(freq[:100, 0], 0.5)
     assert np.all(freq[100:, 0] >= 1 / 200) and np.all(freq[100:, 0] <= 3 / 200)
+    np.testing.assert_allclose(freq[:150, 1], 1 / 150)  # among the field's 150 present values
     assert np.isnan(freq[150:, 1]).all()
+    # Random-pair agreement: half the values are one value, the rest distinct.
+    rates = agreement_rates(sketch)
+    assert rates[0] == pytest.approx(0.25 + 100 / 200**2, rel=0.02)
+    assert rates[1] == pytest.approx(1 / 150, rel=0.05)
     np.testing.assert_array_equal(term_sketch(hashes[:120]) + term_sketch(hashes[120:]), sketch)
 
 
@@ -118,3 +125,27 @@ def test_json_round_trip():
     levels, _ = _planted(n=100)
     np.testing.assert_allclose(back.weights(levels), model.weights(levels), rtol=1e-9)
     assert back.fields == model.fields and back.fit == {"em_iterations": 3}
+
+
+def test_three_classes_keep_households_out_of_the_match_class():
+    # Fields: given name, surname, address, birth date. Households agree on surname and address
+    # only; two-class EM takes matches + households for "matches", three classes do not.
+    rng = np.random.default_rng(7)
+    m = np.array([[0.85, 0.05, 0.04, 0.03, 0.03]] * 4)
+    household = np.array([[0.02, 0.02, 0.02, 0.04, 0.90], [0.9, 0.04, 0.02, 0.02, 0.02],
+                          [0.9, 0.04, 0.02, 0.02, 0.02], [0.01, 0.01, 0.01, 0.07, 0.90]])
+    far = np.array([[0.02, 0.01, 0.02, 0.05, 0.90]] * 4)
+    n_match, n_house, n_far = 3000, 6000, 21000
+    levels = np.concatenate([_draw(rng, m, n_match), _draw(rng, household, n_house), _draw(rng, far, n_far)])
+    is_match = np.r_[np.ones(n_match, bool), np.zeros(n_house + n_far, bool)]
+    hist = pattern_histogram(levels)
+    m3, u3, prior3, _, converged = fit_em_classes(hist, far, max_iterations=2000)
+    assert converged
+    assert prior3 == pytest.approx(0.1, abs=0.01)
+    np.testing.assert_allclose(m3, m, atol=0.03)
+    three = FellegiSunterModel(tuple("abcd"), ("text",) * 4, m3, u3, prior3)
+    m2, u2, prior2, _, _ = fit_em(hist, far)
+    two = FellegiSunterModel(tuple("abcd"), ("text",) * 4, m2, u2, prior2)
+    acc3 = ((probability(three.weights(levels)) >= 0.5) == is_match).mean()
+    acc2 = ((probability(two.weights(levels)) >= 0.5) == is_match).mean()
+    assert acc3 > 0.99 and acc3 > acc2 + 0.05, (acc3, acc2)

@@ -101,7 +101,7 @@ def test_scores_equal_the_fitted_model_on_directly_compared_records(tmp_path, li
                             axis=1)
     agreed = np.where(levels[:, :len(FIELDS)] == 0, left.hashes, np.uint64(0))
     sketch = term_sketch(np.concatenate([A.hashes, B.hashes]))
-    freq = term_frequencies(sketch, agreed, len(A) + len(B))
+    freq = term_frequencies(sketch, agreed)
     np.testing.assert_allclose(scored.match_weights, model.weights(levels, freq), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(scored.match_probabilities, 1 / (1 + 2.0 ** -scored.match_weights))
 
