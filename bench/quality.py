@@ -10,13 +10,19 @@ matrix products in blocks (its wall time covers vectorising and searching).
 
 Datasets (``--datasets``, comma-separated):
 
-* ``febrl4``: FEBRL4-like link data, ``--entities`` people in A and their corrupted duplicates in B
-  (``transforms.testing.people``, overlap 1.0: every record has exactly one partner);
-* ``febrl3``: FEBRL3-like dedup data, 0.4 x ``--entities`` people (2,000 at the default) in clusters
-  of 1-6 records (``cluster_decay=0.7``: ~5,050 records, ~6,200 true pairs);
+* ``febrl4``: FEBRL4-like link data (``transforms.testing.people`` with the FEBRL preset
+  ``Corruption.febrl(4)``: FEBRL's generator's modifications, 1-6 per duplicate, at most 2 per field;
+  clean originals, no households, ``soc_sec_id`` on and matched): ``--entities`` people in A and
+  one corrupted duplicate each in B (overlap 1.0);
+* ``febrl3``: FEBRL3-like dedup data (``Corruption.febrl(3)``, lighter per duplicate, at most 4 per
+  field; no households, ``soc_sec_id`` on): 0.4 x ``--entities`` people (2,000 at the default) in
+  clusters of 1-6 records sized as FEBRL3's (``FEBRL3_CLUSTER_SIZES``: ~5,000 records, ~6,700 true
+  pairs);
 * ``orgs``: free-text organisation records (companies and research affiliations, fields name, city,
   country; ``transforms.testing.organisations``), ~``--entities`` records in clusters of 1-6;
-* ``people_link``: people link data with overlap 0.8 (a fifth of A has no partner in B).
+* ``people_link``: people link data with this generator's own, much heavier corruption (moves,
+  nicknames, name swaps, reformatted dates, households sharing surname and address; no
+  ``soc_sec_id``) and overlap 0.8 (a fifth of A has no partner in B).
 
 Reported: link data: top-1 F1 (rank-1 pairs, no threshold), top-1 F1 at the best distance threshold,
 recall of the true partner at rank 1 and in the top 10; dedup data: pairwise F1 at the best distance
@@ -60,7 +66,9 @@ _SWEEP_POINTS = 500
 _PROBABILITY = 0.5
 _BLOCK = 1024  # query rows per sparse product in the baseline
 # Records per entity of the dedup generators at their settings here (to aim at --entities records).
-_FEBRL3_ENTITY_SHARE = 0.4  # 2,000 people -> ~5,050 records with cluster_decay 0.7
+_FEBRL3_ENTITY_SHARE = 0.4  # 2,000 people -> ~5,000 records with FEBRL3's cluster sizes
+# The FEBRL lookalikes carry FEBRL's identifier column, and it is matched like the other fields.
+_FEBRL_FIELDS = (*people.MATCH_FIELDS, "soc_sec_id")
 _ORGS_RECORDS_PER_ENTITY = 1.9
 
 
@@ -77,17 +85,25 @@ def _write(records: list[dict], path: str) -> str:
 def _generate(name: str, entities: int, seed: int, data_dir: str) -> dict:
     """Generates one dataset under ``data_dir``; returns what the job and the scorer need."""
     if name in ("febrl4", "people_link"):
-        overlap = 1.0 if name == "febrl4" else 0.8
-        a, b, truth = people.make_link_corpora(entities, overlap=overlap, seed=seed)
+        if name == "febrl4":
+            a, b, truth = people.make_link_corpora(entities, overlap=1.0, seed=seed,
+                                                   corruption=people.Corruption.febrl(4),
+                                                   household_rate=0.0, soc_sec_id=True)
+            fields = _FEBRL_FIELDS
+        else:
+            a, b, truth = people.make_link_corpora(entities, overlap=0.8, seed=seed)
+            fields = people.MATCH_FIELDS
         return {"mode": "link", "queries": a, "candidates": b, "truth": truth, "id_field": "rec_id",
-                "fields": people.MATCH_FIELDS,
+                "fields": fields,
                 "paths": {"queries": _write(a, os.path.join(data_dir, "a.parquet")),
                           "candidates": _write(b, os.path.join(data_dir, "b.parquet"))},
                 "shape": f"{len(a)} x {len(b)} records, {len(truth)} links"}
     if name == "febrl3":
         records, truth = people.make_dedup_corpus(max(1, round(entities * _FEBRL3_ENTITY_SHARE)),
-                                                  seed=seed, cluster_decay=0.7)
-        fields, id_field = people.MATCH_FIELDS, "rec_id"
+                                                  seed=seed, corruption=people.Corruption.febrl(3),
+                                                  cluster_weights=people.FEBRL3_CLUSTER_SIZES,
+                                                  household_rate=0.0, soc_sec_id=True)
+        fields, id_field = _FEBRL_FIELDS, "rec_id"
     elif name == "orgs":
         records, truth = organisations.make_dedup_corpus(
             max(1, round(entities / _ORGS_RECORDS_PER_ENTITY)), seed=seed)
