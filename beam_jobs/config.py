@@ -111,7 +111,7 @@ class MatchConfig:
     distance: str = "cosine"
     max_distance: float | None = None
     calibration: str | None = None
-    index: str = "scann"
+    index: str = "auto"
     num_shards: int | None = None
     max_shard_vectors: int = 1_000_000
     worker_memory_gb: float = 4.0
@@ -234,7 +234,7 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         distance=_choice(flags, "distance", DISTANCES, "cosine"),
         max_distance=_max_distance(flags),
         calibration=_str(flags, "calibration"),
-        index=_choice(flags, "index", ("scann", "exact"), "scann"),
+        index=_choice(flags, "index", INDEX_CHOICES, "auto"),
         num_shards=_int(flags, "num_shards", None, 1),
         max_shard_vectors=_int(flags, "max_shard_vectors", 1_000_000, 1),
         worker_memory_gb=_float(flags, "worker_memory_gb", 4.0, 0.01),
@@ -293,6 +293,9 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
     return cfg
 
 
+INDEX_CHOICES = ("auto", "scann", "exact")
+
+
 def _min_probability(flags: dict, embeds: bool) -> float | None:
     """--min_probability in [0, 1]; default 0.5 when a scorer runs (0 keeps every pair)."""
     scorer = _choice(flags, "scorer", ("none", "fields"), "fields" if embeds else "none")
@@ -321,7 +324,7 @@ def _target_recall(flags: dict, embeds: bool) -> float | None:
     if raw is not None and str(raw).strip().lower() == "none":
         return None
     if raw is None or raw == "":
-        tunable = (_choice(flags, "index", ("scann", "exact"), "scann") == "scann"
+        tunable = (_choice(flags, "index", INDEX_CHOICES, "auto") != "exact"
                    and _int(flags, "audit_sample", 1000, 0) > 0)
         return EMBEDDED_TARGET_RECALL if embeds and tunable else None
     return _float(flags, "target_recall", None, 0.0, 1.0)

@@ -319,11 +319,13 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     if reuse:
         infos = stage.infos
     else:
-        params_for = (functools.partial(scann_params_for, cfg) if cfg.index == "scann"
+        params_for = (functools.partial(scann_params_for, cfg) if cfg.index != "exact"
                       else _exact_params)
         infos = stage.cand_shards | "BuildShardIndexes" >> BuildShardIndexes(
             output_dir=cfg.output, distance=cfg.distance, kind=cfg.index, params_for=params_for,
-            num_shards=stage.num_shards, gate=gate)
+            num_shards=stage.num_shards, gate=gate,
+            num_queries=(passing[Role.QUERIES] if cfg.mode == "link" else stage.num_candidates)
+            if cfg.index == "auto" else None)
         if spill_dir is not None:
             (p | "SpillDir" >> beam.Create([spill_dir])
              | "DeleteSpillDir" >> beam.Map(_delete_spill_dir, built=beam.pvalue.AsList(infos)))

@@ -41,8 +41,9 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("max_distance", "Drop pairs farther than this distance. Default: no limit.", None),
     ("calibration", "A calibration.json from `corpus-match calibrate`: its max_distance is used as "
      "--max_distance (give one or the other).", None),
-    ("index", "Index per shard: scann (approximate) or exact (brute force). Default scann.",
-     ("scann", "exact")),
+    ("index", "Index per shard: scann (approximate), exact (brute force), or auto (exact while "
+     "queries x shard vectors x dims is at most 3e10, about 2-3 s of brute force on a 2-core worker "
+     "and the measured crossover with ScaNN; else scann). Default auto.", ("auto", "scann", "exact")),
     ("num_shards", "Candidate shards (one index each). Default: ceil(candidates / max_shard_vectors).",
      None),
     ("max_shard_vectors", "Most vectors in one shard. Default 1000000 (and no more than fits "

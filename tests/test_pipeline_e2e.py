@@ -156,7 +156,7 @@ def test_scann_recall_and_identical_output_twice(link_data, tmp_path, monkeypatc
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        _run(_link_args(root, out, "--num_shards", "2", "--num_output_shards", "3"))
+        _run(_link_args(root, out, "--num_shards", "2", "--num_output_shards", "3", "--index", "scann"))
         runs.append(out)
     want_ids, _ = oracle_topk(queries, cands, cand_ids, 10)
     got = read_matches(str(runs[0]))
@@ -174,7 +174,8 @@ def test_scann_recall_and_identical_output_twice(link_data, tmp_path, monkeypatc
     spilled = _spy_on_spill(monkeypatch)
     for name, spill in (("spill-all", _SPILL_ALL), ("spill-none", ("--spill_min_mb", "0"))):
         spilled.clear()
-        _run(_link_args(root, tmp_path / name, "--num_shards", "2", "--num_output_shards", "3", *spill))
+        _run(_link_args(root, tmp_path / name, "--num_shards", "2", "--num_output_shards", "3",
+                        "--index", "scann", *spill))
         assert bool(spilled) == (name == "spill-all")
         for f in os.listdir(runs[0] / "matches"):
             assert (tmp_path / name / "matches" / f).read_bytes() == (runs[0] / "matches" / f).read_bytes()
@@ -331,7 +332,8 @@ def test_centroid_routing_searches_fewer_shards_at_equal_recall(tmp_path):
 
 def test_low_recall_fails_min_recall_and_tuning_restores_it(link_data, tmp_path):
     root, cands, cand_ids, queries, query_ids = link_data
-    weak = ["--num_shards", "1", "--scann_num_leaves", "100", "--scann_leaves_to_search", "1",
+    weak = ["--index", "scann", "--num_shards", "1", "--scann_num_leaves", "100",
+            "--scann_leaves_to_search", "1",
             "--scann_reorder", "10"]
     out = tmp_path / "weak"
     with pytest.raises(Exception, match="min_recall"):

@@ -14,7 +14,9 @@ from transforms.io import read_matches
 from transforms.manifest import read_manifest
 from transforms.scoring.explain import explain_pair, format_explanation
 from transforms.testing.people import (
+    FEBRL3_CLUSTER_SIZES,
     MATCH_FIELDS,
+    Corruption,
     make_dedup_corpus,
     make_link_corpora,
     write_records,
@@ -107,3 +109,25 @@ def test_scored_dedup_clusters_use_the_kept_pairs(tmp_path):
     kept = set(matches.query_id) | set(matches.candidate_id)
     multi = clusters[clusters.cluster_size > 1]
     assert set(multi.record_id) == kept
+
+
+def test_febrl_like_link_and_dedup_reach_the_issue_targets(tmp_path):
+    # FEBRL's own corruption (transforms.testing.people.Corruption.febrl), no households, default
+    # flags: the scorer's threshold, not a tuned one.
+    a, b, links = make_link_corpora(1000, overlap=1.0, seed=3, corruption=Corruption.febrl(4),
+                                    household_rate=0.0, soc_sec_id=True)
+    write_records(a, str(tmp_path / "a.csv"), "csv")
+    write_records(b, str(tmp_path / "b.csv"), "csv")
+    _run(["--queries", str(tmp_path / "a.csv"), "--candidates", str(tmp_path / "b.csv"),
+          "--output", str(tmp_path / "link")])
+    link = evaluate(read_matches(str(tmp_path / "link")), set(links), mode="link")
+    records, pairs = make_dedup_corpus(400, seed=4, corruption=Corruption.febrl(3),
+                                       cluster_weights=FEBRL3_CLUSTER_SIZES, household_rate=0.0,
+                                       soc_sec_id=True)
+    write_records(records, str(tmp_path / "d.csv"), "csv")
+    _run(["--input", str(tmp_path / "d.csv"), "--output", str(tmp_path / "dedup")])
+    dedup = evaluate(read_matches(str(tmp_path / "dedup")), set(pairs), mode="dedup")
+    print(f"FEBRL-like: link top-1 F1 {link['top1']['f1']:.4f} (P {link['top1']['precision']:.4f}); "
+          f"dedup pairwise F1 at p >= 0.5 {dedup['pairs']['f1']:.4f}")
+    assert link["top1"]["f1"] >= 0.995
+    assert dedup["pairs"]["f1"] >= 0.99

@@ -38,6 +38,19 @@ def shard_dir_name(shard: int, num_shards: int) -> str:
     return f"shard-{shard:05d}-of-{num_shards:05d}"
 
 
+# --index auto: a shard is searched by brute force while (queries x shard vectors x dims) is at most
+# this. bench/exact_crossover.py on this 2-core machine: the exact index (build + search) beat ScaNN
+# (build + search, default or tuned) up to q*n of 1.2-1.6e8 at 192 dims (1e8-2.8e8 at 128), about
+# 2-3 s of exact search; past that ScaNN wins more the larger the shard.
+EXACT_MAX_WORK = 3e10
+
+
+def auto_index_kind(shard_size: int, num_queries: int, dims: int,
+                    max_work: float = EXACT_MAX_WORK) -> str:
+    """'exact' when brute force over the shard costs at most ``max_work`` (q x n x d), else 'scann'."""
+    return "exact" if float(shard_size) * max(num_queries, 1) * max(dims, 1) <= max_work else "scann"
+
+
 class _BuildShardIndexFn(beam.DoFn):
     def __init__(self, *, output_dir: str, distance: str, kind: str, params_for, seed: int):
         self._output_dir = output_dir
@@ -49,7 +62,7 @@ class _BuildShardIndexFn(beam.DoFn):
         self._seconds = Metrics.distribution(metrics.NAMESPACE, "build_ms")
 
     def process(self, element: tuple[int, VectorBatch], num_shards: int,
-                gate: Any = None) -> Iterator[ShardIndexInfo]:
+                gate: Any = None, num_queries: int | None = None) -> Iterator[ShardIndexInfo]:
         from transforms.artifacts import publish_dir, staging_dir_for
         from transforms.index import build_index
         from transforms.shard_cache import LoadedShard, build_finished, build_started
@@ -65,8 +78,11 @@ class _BuildShardIndexFn(beam.DoFn):
         build, built = uuid.uuid4().hex, None
         build_started()
         try:
-            params = self._params_for(len(batch))
-            index = build_index(batch.vectors, distance=self._distance, kind=self._kind, params=params,
+            kind = self._kind
+            if kind == "auto":
+                kind = auto_index_kind(len(batch), num_queries or len(batch), batch.vectors.shape[1])
+            params = self._params_for(len(batch)) if kind == "scann" else {}
+            index = build_index(batch.vectors, distance=self._distance, kind=kind, params=params,
                                 seed=self._seed)
             # Fixed-width unicode, so np.load needs no pickle.
             ids = batch.ids.astype(str)
@@ -99,18 +115,23 @@ class BuildShardIndexes(beam.PTransform):
     Args:
         output_dir: the run's output directory; indices go to ``output_dir/indexes/shard-*``.
         distance: cosine, dot or squared_l2 (vectors are already prepared for it).
-        kind: 'scann' or 'exact'.
-        params_for: picklable callable shard_size -> index params (see config.scann_params_for).
+        kind: 'scann', 'exact', or 'auto' (per shard: exact while queries x vectors x dims is at
+            most ``EXACT_MAX_WORK``, see :func:`auto_index_kind`; needs ``num_queries``).
+        params_for: picklable callable shard_size -> ScaNN params (see config.scann_params_for).
         num_shards: singleton PCollection with the shard count (names the directories).
         gate: optional singleton PCollection that must be computed (e.g. the bad-record check)
             before any index is built.
+        num_queries: singleton PCollection with the number of queries (kind 'auto').
     """
 
     def __init__(self, *, output_dir: str, distance: str, kind: str, params_for, num_shards,
-                 gate=None, seed: int = 0):
+                 gate=None, seed: int = 0, num_queries=None):
         super().__init__()
-        if kind not in ("scann", "exact"):
-            raise ValueError(f"kind must be 'scann' or 'exact', got {kind!r}")
+        if kind not in ("scann", "exact", "auto"):
+            raise ValueError(f"kind must be 'scann', 'exact' or 'auto', got {kind!r}")
+        if kind == "auto" and num_queries is None:
+            raise ValueError("kind 'auto' needs num_queries")
+        self._num_queries = num_queries
         self._fn = _BuildShardIndexFn(output_dir=output_dir, distance=distance, kind=kind,
                                       params_for=params_for, seed=seed)
         self._num_shards = num_shards
@@ -120,6 +141,8 @@ class BuildShardIndexes(beam.PTransform):
         side = {"num_shards": beam.pvalue.AsSingleton(self._num_shards)}
         if self._gate is not None:
             side["gate"] = beam.pvalue.AsSingleton(self._gate)
+        if self._num_queries is not None:
+            side["num_queries"] = beam.pvalue.AsSingleton(self._num_queries)
         # Reshuffle so shards build in parallel on different workers.
         # No Reshuffle: the shards come out of a GroupByKey, which already spreads them over
         # workers; a Reshuffle would move every shard's vectors through the shuffle once more.
