@@ -96,7 +96,8 @@ def main() -> None:
     t_job = time.perf_counter() - t0
     manifest = read_manifest(out)
     t0 = time.perf_counter()
-    report = evaluate(read_matches(out), load_truth(truth_path), mode="link")
+    # k=10: with the pairwise scorer's --min_probability a query may keep fewer than 10 pairs.
+    report = evaluate(read_matches(out), load_truth(truth_path), mode="link", k=10)
     t_evaluate = time.perf_counter() - t0
 
     busy = manifest.get("stage_busy_seconds") or {}
@@ -111,6 +112,8 @@ def main() -> None:
         "generate_seconds": round(t_generate, 2), "write_seconds": round(t_write, 2),
         "job_wall_seconds": round(t_job, 2), "manifest_wall_seconds": manifest.get("wall_seconds"),
         "stages": stages, "audit_recall_at_10": (manifest.get("audit") or {}).get("recall_at_k"),
+        "audit_recall_relevant": (manifest.get("audit") or {}).get("recall_relevant"),
+        "scorer": (manifest.get("flags") or {}).get("scorer"),
         "scann_params": [s.get("params") for s in manifest.get("shards", [])],
         "search_tuning": manifest.get("search_tuning"),
         "recall_at_1": report["recall_at"]["1"], "recall_at_10": report["recall_at"]["10"],
@@ -124,7 +127,10 @@ def main() -> None:
         print(f"  {name:20s} {s['busy_s']:8.1f} s busy{rate}")
     timed = sum(busy.values())
     print(f"  {'(other stages)':20s} {t_job - timed:8.1f} s: job wall time minus the busy seconds above")
-    print(f"audited ANN recall@10 (vs exact search): {figures['audit_recall_at_10']}")
+    print(f"audited ANN recall@10 (vs exact search): {figures['audit_recall_at_10']}, of the relevant "
+          f"neighbours: {figures['audit_recall_relevant']}")
+    print(f"scorer {figures['scorer']}: top-1 F1 is at its --min_probability when it ran, the best "
+          "threshold is over the distances of the pairs it kept")
     print(f"recall@1 {figures['recall_at_1']:.4f}  recall@10 {figures['recall_at_10']:.4f}  top-1 F1 "
           f"{figures['top1_f1']:.4f}  top-1 F1 at the best threshold ({best['threshold']:.3f}) "
           f"{best['f1']:.4f}  (evaluated in {t_evaluate:.1f} s)")

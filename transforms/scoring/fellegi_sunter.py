@@ -77,10 +77,14 @@ def _sketch_slots(hashes: np.ndarray) -> np.ndarray:
     return ((hashes[..., None] >> shifts) & np.uint64(SKETCH_WIDTH - 1)).astype(np.int64)
 
 
-def term_sketch(hashes: np.ndarray) -> np.ndarray:
-    """Count-min sketch of value hashes [n, T] (0 = missing, not counted): int64 [T, DEPTH, WIDTH]."""
+def term_sketch(hashes: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
+    """Count-min sketch of value hashes [n, T] (0 = missing, not counted): int64 [T, DEPTH, WIDTH].
+
+    With ``into`` (a sketch of the same fields) the counts are added to it in place and it is
+    returned: a CombineFn accumulates batch after batch without a new array each time.
+    """
     n, t = hashes.shape
-    sketch = np.zeros((t, SKETCH_DEPTH, SKETCH_WIDTH), dtype=np.int64)
+    sketch = np.zeros((t, SKETCH_DEPTH, SKETCH_WIDTH), dtype=np.int64) if into is None else into
     for j in range(t):
         h = hashes[:, j]
         h = h[h != 0]

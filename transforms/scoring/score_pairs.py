@@ -69,7 +69,9 @@ _U_SAMPLE = 300  # records per side: 90,000 random pairs start u (EM refits it)
 _UNJOINED_METRIC = "scoring_unjoined_pairs"
 _SCORED_METRIC = "scoring_pairs_scored"
 _KEPT_METRIC = "scoring_pairs_kept"
-_BUCKET_BYTES = 128 << 20  # input bytes per join bucket
+# Input bytes per join bucket: a bucket's records are held by one worker while its pairs are joined,
+# and several buckets let the joins run in parallel.
+_BUCKET_BYTES = 16 << 20
 # The embedding distance is one more compared "field": its levels cut the rank-1 distances of a
 # deterministic sample of queries at these quantiles.
 DISTANCE_FIELD = "embedding_distance"
@@ -82,7 +84,7 @@ def model_path(output_dir: str) -> str:
 
 
 def scoring_buckets(input_bytes: int) -> int:
-    """Join buckets for this many bytes of input records: one per 128 MB, 1 to 10,000."""
+    """Join buckets for this many bytes of input records: one per 16 MB, 1 to 10,000."""
     return int(min(10_000, max(1, -(-input_bytes // _BUCKET_BYTES))))
 
 
@@ -163,9 +165,10 @@ def _bucket_records(parts: Iterable[RecordFields]) -> RecordFields | None:
     return take_rows(fields, order[keep])
 
 
-def _lookup(records: RecordFields | None, ids: np.ndarray, width: tuple[int, int]) -> tuple[RecordFields,
-                                                                                          np.ndarray]:
-    """The records of ``ids`` (missing fields where an id is absent) and a mask of the found ones."""
+def _lookup(records: RecordFields | None, sorted_ids: np.ndarray | None, ids: np.ndarray,
+            width: tuple[int, int]) -> tuple[RecordFields, np.ndarray]:
+    """The records of ``ids`` (missing fields where an id is absent) and a mask of the found ones;
+    ``sorted_ids`` are the records' ids as str (computed once per bucket)."""
     n = len(ids)
     if records is None:
         t, k = width
@@ -173,7 +176,6 @@ def _lookup(records: RecordFields | None, ids: np.ndarray, width: tuple[int, int
                              np.full((n, t), None, dtype=object), np.full((n, t), -1, dtype=np.int32),
                              np.zeros((n, t), dtype=np.uint64), np.full((n, k), np.nan))
         return empty, np.zeros(n, dtype=bool)
-    sorted_ids = records.ids.astype(str)
     wanted = np.asarray(ids, dtype=object).astype(str)
     pos = np.clip(np.searchsorted(sorted_ids, wanted), 0, max(len(sorted_ids) - 1, 0))
     found = sorted_ids[pos] == wanted
@@ -216,13 +218,14 @@ class _JoinFn(beam.DoFn):
             return
         with self._timer:
             records = _bucket_records(grouped["records"])
+            sorted_ids = None if records is None else records.ids.astype(str)
             out = []
             for piece in pieces:
                 if self._side == "query":
-                    fields, found = _lookup(records, piece.pairs.query_ids, self._width)
+                    fields, found = _lookup(records, sorted_ids, piece.pairs.query_ids, self._width)
                     out.append(_PairPiece(piece.pairs, fields))
                 else:
-                    fields, found = _lookup(records, piece.pairs.candidate_ids, self._width)
+                    fields, found = _lookup(records, sorted_ids, piece.pairs.candidate_ids, self._width)
                     levels = np.concatenate(
                         [compare_fields(piece.left, fields),
                          distance_levels(piece.pairs.distances, cuts)[:, None]], axis=1)
@@ -296,8 +299,7 @@ class _SketchFn(beam.CombineFn):
 
     def add_input(self, acc, fields: RecordFields):
         sketch, n = acc
-        part = term_sketch(fields.hashes)
-        return (part if sketch is None else sketch + part), n + len(fields)
+        return term_sketch(fields.hashes, into=sketch), n + len(fields)
 
     def merge_accumulators(self, accs):
         sketch, n = None, 0

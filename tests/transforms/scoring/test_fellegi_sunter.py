@@ -149,3 +149,12 @@ def test_three_classes_keep_households_out_of_the_match_class():
     acc3 = ((probability(three.weights(levels)) >= 0.5) == is_match).mean()
     acc2 = ((probability(two.weights(levels)) >= 0.5) == is_match).mean()
     assert acc3 > 0.99 and acc3 > acc2 + 0.05, (acc3, acc2)
+
+
+def test_sketch_accumulates_in_place():
+    rng = np.random.default_rng(9)
+    a, b = (rng.integers(1, 2**63, size=(50, 3), dtype=np.uint64) for _ in range(2))
+    acc = term_sketch(a)
+    same = term_sketch(b, into=acc)
+    assert same is acc
+    np.testing.assert_array_equal(acc, term_sketch(np.concatenate([a, b])))
