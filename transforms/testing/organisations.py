@@ -41,9 +41,11 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 
+from transforms.testing.corruption import CorruptionRates
 from transforms.testing.people import write_records, write_truth
 
 __all__ = [
@@ -548,7 +550,7 @@ KINDS = ("reorder", "drop_part", "extra_part", "abbreviation", "ampersand", "leg
 
 
 @dataclasses.dataclass(frozen=True)
-class Corruption:
+class Corruption(CorruptionRates):
     """How duplicates are corrupted: per-kind probabilities and bounds on modifications per record.
 
     Kinds are drawn independently per record among those that can apply to it (``legal_suffix`` needs
@@ -593,34 +595,7 @@ class Corruption:
     min_per_record: int = 1
     max_per_record: int = 5
 
-    def __post_init__(self) -> None:
-        for kind in KINDS:
-            p = getattr(self, kind)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"Corruption.{kind} must be a probability in [0, 1], got {p!r}")
-        if not 0 <= self.min_per_record <= self.max_per_record:
-            raise ValueError(f"need 0 <= min_per_record <= max_per_record, got {self.min_per_record}, "
-                             f"{self.max_per_record}")
-
-    def probabilities(self) -> np.ndarray:
-        """The per-kind probabilities in ``KINDS`` order."""
-        return np.array([getattr(self, k) for k in KINDS], dtype=np.float64)
-
-    def scaled(self, factor: float, *, min_per_record: int | None = None) -> Corruption:
-        """A copy with every probability multiplied by ``factor`` (clipped to 1)."""
-        values = {k: min(1.0, getattr(self, k) * factor) for k in KINDS}
-        if min_per_record is not None:
-            values["min_per_record"] = min_per_record
-        return dataclasses.replace(self, **values)
-
-    @classmethod
-    def only(cls, kind: str, probability: float = 1.0) -> Corruption:
-        """A corruption that applies one kind (with ``probability``) and nothing else."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown corruption kind {kind!r}; kinds: {', '.join(KINDS)}")
-        values = {k: 0.0 for k in KINDS}
-        values[kind] = probability
-        return cls(**values, min_per_record=0, max_per_record=len(KINDS))
+    KINDS: ClassVar[tuple[str, ...]] = KINDS
 
 
 @dataclasses.dataclass
