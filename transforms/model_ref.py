@@ -21,7 +21,7 @@ import json
 
 __all__ = ["model_fingerprint", "DEFAULT_EMBEDDER_VERSION", "ModelNotFoundError"]
 
-DEFAULT_EMBEDDER_VERSION = 1
+DEFAULT_EMBEDDER_VERSION = 2  # 2: field dims from the text field count (default_dims)
 _FILES = ("saved_model.pb", "variables/variables.index")
 _CHUNK = 1 << 20
 
