@@ -130,6 +130,7 @@ class MatchConfig:
     rescore: str = "exact"
     scorer: str = "none"
     min_probability: float | None = None
+    scoring_model: str | None = None
     collapse_duplicates: bool = True
     max_cluster_size: int = 1000
     cluster_max_rounds: int = 40
@@ -256,8 +257,9 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         index_dir=index_dir.rstrip("/") if index_dir else None,
         append=append,
         rescore=_choice(flags, "rescore", ("exact", "wasserstein"), "exact"),
-        scorer=_choice(flags, "scorer", ("none", "fields"), "fields" if embeds else "none"),
+        scorer=_scorer(flags, embeds),
         min_probability=_min_probability(flags, embeds),
+        scoring_model=_str(flags, "scoring_model"),
         output_format=_choice(flags, "output_format", OUTPUT_FORMATS, "parquet"),
         num_output_shards=_int(flags, "num_output_shards", None, 1),
         max_bad_record_ratio=_float(flags, "max_bad_record_ratio", 0.01, 0.0, 1.0),
@@ -270,16 +272,20 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
     if cfg.target_recall is not None and cfg.index == "exact" and cfg.routing == "all":
         raise ConfigError("--target_recall tunes ScaNN search effort and the routing probe; with "
                           "--index exact and --routing all there is nothing to tune")
-    if cfg.scorer == "fields" and not embeds:
-        raise ConfigError("--scorer fields compares the records' --text_fields/--numeric_fields: "
+    if cfg.scorer != "none" and not embeds:
+        raise ConfigError(f"--scorer {cfg.scorer} compares the records' --text_fields/--numeric_fields: "
                           "give them, or --scorer none for precomputed vectors")
-    if cfg.scorer == "fields" and cfg.index_dir:
-        if _str(flags, "scorer"):
-            raise ConfigError("--scorer fields compares both records of a pair, and a kept index "
+    if cfg.scorer == "model" and not cfg.scoring_model:
+        raise ConfigError("--scorer model needs --scoring_model (a fitted DIR/scoring/model.json)")
+    if cfg.scoring_model and cfg.scorer != "model":
+        raise ConfigError("--scoring_model is used by --scorer model only")
+    if cfg.scorer != "none" and cfg.index_dir:
+        if _str(flags, "scorer") or cfg.scoring_model:
+            raise ConfigError(f"--scorer {cfg.scorer} compares both records of a pair, and a kept index "
                               "(--index_dir) does not keep the candidates' records: use --scorer none")
         cfg = dataclasses.replace(cfg, scorer="none", min_probability=None)
     if cfg.scorer == "none" and _str(flags, "min_probability") is not None:
-        raise ConfigError("--min_probability needs a scorer (--scorer fields)")
+        raise ConfigError("--min_probability needs a scorer (--scorer fields or model)")
     if cfg.target_recall == 0:
         raise ConfigError("--target_recall must be > 0")
     if cfg.embed_min_batch_size > cfg.embed_max_batch_size:
@@ -296,9 +302,15 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
 INDEX_CHOICES = ("auto", "scann", "exact")
 
 
+def _scorer(flags: dict, embeds: bool) -> str:
+    """--scorer; default fields when the job embeds (model with --scoring_model), else none."""
+    default = ("model" if _str(flags, "scoring_model") else "fields") if embeds else "none"
+    return _choice(flags, "scorer", ("none", "fields", "model"), default)
+
+
 def _min_probability(flags: dict, embeds: bool) -> float | None:
     """--min_probability in [0, 1]; default 0.5 when a scorer runs (0 keeps every pair)."""
-    scorer = _choice(flags, "scorer", ("none", "fields"), "fields" if embeds else "none")
+    scorer = _scorer(flags, embeds)
     value = _float(flags, "min_probability", None, 0.0, 1.0)
     if scorer == "none":
         return None

@@ -390,12 +390,13 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         audit = pairs | "AuditRecall" >> AuditRecall(
             truth=truth, top_k=cfg.top_k, mode=cfg.mode, max_distance=cfg.max_distance)
     scoring = None
-    if cfg.scorer == "fields":
+    if cfg.scorer != "none":
         from transforms.scoring.score_pairs import ScorePairs
 
         scoring = pairs | "ScorePairs" >> ScorePairs(
             records=records, text_fields=cfg.text_fields, numeric_fields=cfg.numeric_fields,
-            min_probability=cfg.min_probability, num_buckets=scoring_buckets, output_dir=cfg.output)
+            min_probability=cfg.min_probability, num_buckets=scoring_buckets, output_dir=cfg.output,
+            model_json=_read_scoring_model(cfg) if cfg.scoring_model else None)
         pairs = scoring.pairs
     written = pairs | "WriteMatches" >> WriteMatches(
         output_dir=cfg.output, output_format=cfg.output_format, num_shards=num_output_shards,
@@ -528,6 +529,8 @@ def prepare(argv: list[str] | None):
         from transforms.scoring.score_pairs import scoring_buckets
 
         buckets = scoring_buckets(_input_bytes(cfg))
+    if cfg.scoring_model:
+        _read_scoring_model(cfg)  # a bad file fails here, before any pipeline exists
     static = {
         "mode": cfg.mode,
         "flags": cfg.to_dict(),
@@ -538,6 +541,25 @@ def prepare(argv: list[str] | None):
     if model_fp is not None:
         static["model_fingerprint"] = model_fp
     return options, cfg, static, num_output_shards, kept, buckets
+
+
+def _read_scoring_model(cfg: MatchConfig) -> str:
+    """The --scoring_model file's text, checked against this job's fields (else ConfigError)."""
+    from beam_jobs.config import ConfigError
+    from transforms.artifacts import read_text
+    from transforms.scoring.fellegi_sunter import FellegiSunterModel
+    from transforms.scoring.score_pairs import DISTANCE_FIELD
+
+    try:
+        text = read_text(cfg.scoring_model)
+        model = FellegiSunterModel.from_json(text)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--scoring_model {cfg.scoring_model}: not a scoring model ({e})") from None
+    want = tuple(cfg.text_fields) + tuple(cfg.numeric_fields) + (DISTANCE_FIELD,)
+    if model.fields != want or not model.fit.get("distance_cuts"):
+        raise ConfigError(f"--scoring_model {cfg.scoring_model} compares {list(model.fields)}; this job "
+                          f"compares {list(want)} (--text_fields, --numeric_fields)")
+    return text
 
 
 def _input_bytes(cfg: MatchConfig) -> int:

@@ -96,7 +96,12 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
      "relative-difference levels, combined by a Fellegi-Sunter model fitted by EM on the run's own "
      "candidate pairs, u from random pairs, term-frequency adjusted) adds match_weight and "
      "match_probability columns and ranks each query's pairs by them; none keeps the distance only. "
-     "Default fields when the job embeds records, none for precomputed vectors.", ("none", "fields")),
+     "model scores with a fitted model given by --scoring_model instead of fitting one. Default fields "
+     "when the job embeds records (model when --scoring_model is given), none for precomputed "
+     "vectors.", ("none", "fields", "model")),
+    ("scoring_model", "A fitted scoring model (an earlier run's DIR/scoring/model.json, same fields) "
+     "for --scorer model: scheduled runs score alike, with no EM; the distance levels are the "
+     "model's, term frequencies this run's.", None),
     ("min_probability", "With a scorer: drop pairs whose match_probability is below this (0 keeps "
      "every candidate pair). Default 0.5.", None),
     ("index_dir", "Reuse the shard indices (and routing centroids) of an earlier run's output "

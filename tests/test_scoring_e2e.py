@@ -82,6 +82,26 @@ def test_rerun_gives_identical_files_and_min_probability_zero_keeps_all(link_run
     assert len(read_matches(str(everything))) == 600 * 10
 
 
+def test_a_fitted_model_scores_another_run_alike(link_run, link_data, tmp_path):
+    from beam_jobs.config import ConfigError
+
+    model = link_run / "scoring" / "model.json"
+    out = tmp_path / "given"
+    _run(["--queries", str(link_data / "a.csv"), "--candidates", str(link_data / "b.csv"),
+          "--output", str(out), "--scoring_model", str(model)])
+    fresh, given = read_matches(str(link_run)), read_matches(str(out))
+    # Same data, same model (no EM): the same pairs and weights.
+    assert (fresh[["query_id", "candidate_id", "rank"]].to_numpy() ==
+            given[["query_id", "candidate_id", "rank"]].to_numpy()).all()
+    # (model.json keeps m and u to 12 decimals)
+    np.testing.assert_allclose(given.match_weight, fresh.match_weight, rtol=1e-9)
+    assert read_manifest(str(out))["scoring"]["fit"]["reused"] is True
+    with pytest.raises(ConfigError, match="--scoring_model"):
+        run_job(["--queries", str(link_data / "a.csv"), "--candidates", str(link_data / "b.csv"),
+                 "--output", str(tmp_path / "x"), "--id_field", "rec_id", "--text_fields", "surname",
+                 "--scoring_model", str(model), "--runner", "FnApiRunner"])
+
+
 def test_explain_adds_up_to_the_written_weight(link_run, link_data):
     matches = read_matches(str(link_run))
     row = matches.iloc[len(matches) // 2]

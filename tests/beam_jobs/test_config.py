@@ -96,6 +96,7 @@ def test_scorer_defaults_follow_what_the_job_compares():
     assert config_from_flags({**embedded, "min_probability": "0.9"}).min_probability == 0.9
     assert config_from_flags({**embedded, "min_probability": "0"}).min_probability is None  # keep all
     assert config_from_flags({**embedded, "scorer": "none"}).scorer == "none"
+    assert config_from_flags({**embedded, "scoring_model": "m.json"}).scorer == "model"
     # A kept index has no candidate records to compare: scoring is off unless asked for.
     reuse = {"queries": "q", "index_dir": "idx", "output": "o", "text_fields": "name"}
     assert config_from_flags(reuse).scorer == "none"
@@ -104,6 +105,8 @@ def test_scorer_defaults_follow_what_the_job_compares():
 @pytest.mark.parametrize("flags, named", [
     (_flags(scorer="fields"), "--scorer"),
     (_flags(scorer="model"), "--scorer"),
+    (_flags(text_fields="a", scorer="model"), "--scoring_model"),
+    (_flags(text_fields="a", scorer="fields", scoring_model="m.json"), "--scoring_model"),
     (_flags(text_fields="a", min_probability="1.5"), "--min_probability"),
     (_flags(min_probability="0.5"), "--min_probability"),
     ({"queries": "q", "index_dir": "idx", "output": "o", "text_fields": "name", "scorer": "fields"},

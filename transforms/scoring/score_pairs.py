@@ -63,7 +63,7 @@ from transforms.sharding import assign_shards, split_by_shard, stable_hash64
 __all__ = ["ScorePairs", "ScoreResult", "SCORERS", "model_path", "scoring_buckets"]
 
 _LOGGER = logging.getLogger(__name__)
-SCORERS = ("none", "fields")
+SCORERS = ("none", "fields", "model")
 STAGE = "score"
 _U_SAMPLE = 300  # records per side: 90,000 random pairs start u (EM refits it)
 _UNJOINED_METRIC = "scoring_unjoined_pairs"
@@ -410,6 +410,20 @@ def _fit_model(histograms, left_sample, right_sample, sketch, cuts, *, fields: t
     return model
 
 
+def _given_model(_: Any, given: FellegiSunterModel, sketch) -> FellegiSunterModel:
+    """A fitted model with this run's term frequencies (the values' rates are this data's)."""
+    import dataclasses
+
+    tf_base = given.tf_base
+    records = given.records
+    if sketch is not None and sketch[0] is not None and len(sketch[0]):
+        tf_base, records = agreement_rates(sketch[0]), int(sketch[1])
+    fit = dict(given.fit, reused=True)
+    _LOGGER.info("scoring with a given model (prior %.4f, fields %s); term frequencies of this run",
+                 given.prior, list(given.fields))
+    return dataclasses.replace(given, tf_base=tf_base, records=records, fit=fit)
+
+
 class _ScoreFn(beam.DoFn):
     """ComparedPairs -> ScoredPairBatch of the pairs at or above min_probability."""
 
@@ -465,12 +479,22 @@ class ScorePairs(beam.PTransform):
         min_probability: drop pairs below this match probability, or None to keep all.
         num_buckets: join buckets (:func:`scoring_buckets`).
         output_dir: the run's output directory (the model goes to ``DIR/scoring/model.json``).
+        model_json: a fitted model (``model.json`` text of an earlier run) to score with instead
+            of fitting one by EM: its m, u, prior and distance cut points are kept, so scheduled
+            runs score alike; the term frequencies are this run's.
     """
 
     def __init__(self, *, records: dict[str, beam.PCollection], text_fields: tuple[str, ...],
                  numeric_fields: tuple[str, ...] = (), min_probability: float | None = None,
-                 num_buckets: int = 1, output_dir: str):
+                 num_buckets: int = 1, output_dir: str, model_json: str | None = None):
         super().__init__()
+        self._given = None
+        if model_json is not None:
+            self._given = FellegiSunterModel.from_json(model_json)
+            want = tuple(text_fields) + tuple(numeric_fields) + (DISTANCE_FIELD,)
+            if self._given.fields != want:
+                raise ValueError(f"the scoring model compares {list(self._given.fields)}, this job "
+                                 f"{list(want)}")
         if set(records) not in ({"queries", "candidates"}, {"input"}):
             raise ValueError(f"records must have queries and candidates, or input; got {sorted(records)}")
         if not text_fields and not numeric_fields:
@@ -501,7 +525,11 @@ class ScorePairs(beam.PTransform):
              "records": query_fields}
             | "JoinQueryFields" >> beam.CoGroupByKey()
             | "AttachQueryFields" >> beam.ParDo(_JoinFn("query", width)))
-        cuts = pairs | "DistanceLevels" >> beam.CombineGlobally(_DistanceCutsFn())
+        if self._given is not None:  # the fitted model's cut points: its levels mean the same here
+            cuts = pairs.pipeline | "GivenDistanceLevels" >> beam.Create(
+                [np.asarray(self._given.fit["distance_cuts"], dtype=np.float64)])
+        else:
+            cuts = pairs | "DistanceLevels" >> beam.CombineGlobally(_DistanceCutsFn())
         compared = (
             {"pairs": with_query | "SplitByCandidate" >> beam.ParDo(_SplitPairsFn("candidate",
                                                                                  self._buckets)),
@@ -520,13 +548,19 @@ class ScorePairs(beam.PTransform):
         right_sample = (cand_fields | "CandidateValues" >> beam.Values()
                         | "SampleCandidateRecords" >> beam.CombineGlobally(
                             _SampleFieldsFn(_U_SAMPLE, "u-right")))
-        histogram = compared | "LevelPatterns" >> beam.CombineGlobally(_HistogramFn())
-        names = self._text + self._numeric + (DISTANCE_FIELD,)
-        kinds = ("text",) * len(self._text) + ("numeric",) * len(self._numeric) + ("distance",)
-        model = histogram | "FitModel" >> beam.Map(
-            _fit_model, left_sample=beam.pvalue.AsSingleton(left_sample),
-            right_sample=beam.pvalue.AsSingleton(right_sample), sketch=beam.pvalue.AsSingleton(sketch),
-            cuts=beam.pvalue.AsSingleton(cuts), fields=names, kinds=kinds)
+        if self._given is not None:
+            model = (pairs.pipeline | "GivenModel" >> beam.Create([None])
+                     | "WithTermFrequencies" >> beam.Map(_given_model, self._given,
+                                                         sketch=beam.pvalue.AsSingleton(sketch)))
+        else:
+            histogram = compared | "LevelPatterns" >> beam.CombineGlobally(_HistogramFn())
+            names = self._text + self._numeric + (DISTANCE_FIELD,)
+            kinds = ("text",) * len(self._text) + ("numeric",) * len(self._numeric) + ("distance",)
+            model = histogram | "FitModel" >> beam.Map(
+                _fit_model, left_sample=beam.pvalue.AsSingleton(left_sample),
+                right_sample=beam.pvalue.AsSingleton(right_sample),
+                sketch=beam.pvalue.AsSingleton(sketch), cuts=beam.pvalue.AsSingleton(cuts),
+                fields=names, kinds=kinds)
         written = model | "WriteModel" >> beam.Map(_write_model, self._output_dir,
                                                    sketch=beam.pvalue.AsSingleton(sketch))
         scored = compared | "ScorePairs" >> beam.ParDo(
