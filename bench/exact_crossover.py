@@ -272,6 +272,10 @@ def main() -> None:
                     help="ScaNN searches of more queries are measured on a prefix and scaled")
     ap.add_argument("--target_recall", type=float, default=0.95, help="for scann+tune (default 0.95)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--blas_threads", type=int, default=0,
+                    help="limit BLAS threads (exact search's matmul; ScaNN searches on one thread): "
+                         "1 compares cost per core and is steadier on a shared machine (default 0: "
+                         "as the job runs)")
     ap.add_argument("--json", default=None, help="also write all rows here")
     ap.add_argument("--rows_from", default=None,
                     help="summarise the rows of an earlier --json instead of measuring")
@@ -280,11 +284,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+    if args.blas_threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=args.blas_threads, user_api="blas")
     cfg = config_from_flags({"queries": "q", "candidates": "c", "output": "out"})
     sizes = [int(s) for s in args.sizes.split(",")]
     factors = [int(f) for f in args.query_factors.split(",")]
     print(f"exact vs ScaNN per shard, top-{_TOP_K}, cosine, query batches of {cfg.batch_size}, "
-          f"{os.cpu_count()} cores; seconds (min of {args.repeats}); * = scaled from a prefix")
+          f"{os.cpu_count()} cores, BLAS threads {args.blas_threads or 'default'}; seconds (min of "
+          f"{args.repeats}); * = scaled from a prefix")
     print(_HEADER)
     rows: list[dict] = []
     if args.rows_from:
