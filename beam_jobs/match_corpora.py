@@ -10,6 +10,7 @@ dead letters and the manifest.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import math
 import sys
@@ -623,7 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a failed pipeline: the manifest already records it
         print(f"corpus-match: pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    return print_summary(result, cfg, waited)
+    code = print_summary(result, cfg, waited)
+    # Nothing is freed after this: without the freeze, the interpreter's last collections walk
+    # every TensorFlow and Beam object at exit (about 0.9 s of a 5,000 x 5,000 job's 18 s).
+    gc.freeze()
+    return code
 
 
 if __name__ == "__main__":
