@@ -401,7 +401,8 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         pairs = scoring.pairs
     written = pairs | "WriteMatches" >> WriteMatches(
         output_dir=cfg.output, output_format=cfg.output_format, num_shards=num_output_shards,
-        unique_pairs=exclude_self, rank_by_weight=scoring is not None and cfg.mode == "link")
+        unique_pairs=exclude_self, rank_by_weight=scoring is not None and cfg.mode == "link",
+        scored=scoring is not None)
 
     clusters = None
     if cfg.mode == "dedup":

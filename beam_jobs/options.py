@@ -95,7 +95,8 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
      "records' --text_fields/--numeric_fields: exact, Jaro-Winkler/token-sort, date-aware and "
      "relative-difference levels, combined by a Fellegi-Sunter model fitted by EM on the run's own "
      "candidate pairs, u from random pairs, term-frequency adjusted) adds match_weight and "
-     "match_probability columns and ranks each query's pairs by them; none keeps the distance only. "
+     "match_probability columns and (link mode) ranks each query's pairs by them; none keeps the "
+     "distance only. "
      "model scores with a fitted model given by --scoring_model instead of fitting one. Default fields "
      "when the job embeds records (model when --scoring_model is given), none for precomputed "
      "vectors.", ("none", "fields", "model")),

@@ -902,18 +902,21 @@ class _WriteMatchShardFn(beam.DoFn):
     """``(shard, [PairBatch or None, ...])`` -> one match file -> ``(shard, rows_written)``."""
 
     def __init__(self, output_dir: str, output_format: str, num_shards: int, unique_pairs: bool,
-                 rank_by_weight: bool = False):
+                 rank_by_weight: bool = False, scored: bool = False):
         self._output_dir = output_dir
         self._output_format = output_format
         self._num_shards = num_shards
         self._unique_pairs = unique_pairs
         self._rank_by_weight = rank_by_weight
+        self._scored = scored
         self._timer = metrics.StageTimer("write")
 
     def process(self, element):
         shard, batches = element
         with self._timer:
             pairs = _concat_pairs([b for b in batches if b is not None])
+            if self._scored and not isinstance(pairs, ScoredPairBatch):  # an empty shard
+                pairs = ScoredPairBatch(*pairs, np.empty(0, np.float64), np.empty(0, np.float64))
             if self._unique_pairs:
                 pairs = drop_duplicate_pairs(pairs)
             if self._rank_by_weight and isinstance(pairs, ScoredPairBatch):
@@ -942,7 +945,7 @@ class WriteMatches(beam.PTransform):
     """
 
     def __init__(self, *, output_dir: str, output_format: str, num_shards: int,
-                 unique_pairs: bool = False, rank_by_weight: bool = False):
+                 unique_pairs: bool = False, rank_by_weight: bool = False, scored: bool = False):
         """Validates the arguments.
 
         Args:
@@ -953,6 +956,7 @@ class WriteMatches(beam.PTransform):
                 :func:`drop_duplicate_pairs` (pairs must already be canonical, smaller id first).
             rank_by_weight: scored pairs (ScoredPairBatch) get their ranks re-assigned per query by
                 match weight (:func:`rank_by_weight`); every row of a query meets in one file.
+            scored: the pairs are ScoredPairBatches: an empty file gets the score columns too.
 
         Raises:
             ValueError: an argument is out of range.
@@ -966,6 +970,7 @@ class WriteMatches(beam.PTransform):
         self._num_shards = num_shards
         self._unique_pairs = bool(unique_pairs)
         self._rank_by_weight = bool(rank_by_weight)
+        self._scored = bool(scored)
 
     def expand(self, pairs):
         keyed = pairs | "SplitByShard" >> beam.ParDo(_SplitPairsByShardFn(self._num_shards))
@@ -977,7 +982,7 @@ class WriteMatches(beam.PTransform):
                 | "GroupByShard" >> beam.GroupByKey()
                 | "WriteShards" >> beam.ParDo(
                     _WriteMatchShardFn(self._output_dir, self._output_format, self._num_shards,
-                                       self._unique_pairs, self._rank_by_weight)))
+                                       self._unique_pairs, self._rank_by_weight, self._scored)))
 
 
 # --------------------------------------------------------------------------------------------------

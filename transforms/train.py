@@ -86,7 +86,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.artifacts import join_path, write_bytes, write_text
 from transforms.dead_letters import DeadLetter
-from transforms.default_embedder import build_default_model, embedding_dim
+from transforms.default_embedder import build_default_model, default_dims, embedding_dim
 from transforms.evaluate import evaluate, load_truth
 from transforms.index import build_index
 from transforms.io import ReadCorpus
@@ -116,7 +116,7 @@ REPORT_JSON = "training_report.json"
 REPORT_PNG = "training_report.png"
 _NEGATIVES = ("all", "labelled")
 # Block sizes of the default embedder's vector: its defaults, which the match job exports.
-_FIELD_DIM, _POOLED_DIM, _NUMERIC_DIM = 16, 64, 16
+_NUMERIC_DIM = 16
 # Multi-similarity loss: alpha (positives) and beta (negatives) set how sharply hard pairs are weighted,
 # epsilon the pair-mining margin. alpha=2 and epsilon=0.1 are the paper's; beta=10 rather than 50
 # because cosine similarities of records spread over a narrower range than image embeddings'.
@@ -488,11 +488,12 @@ def split_by_entity(entity: np.ndarray, labelled: np.ndarray, validation_fractio
 
 def _block_sizes(text_fields: tuple[str, ...], numeric_fields: tuple[str, ...]) -> list[tuple[str, int]]:
     """(name, size) of each block of the default embedder's vector, in order."""
-    blocks = [(f, _FIELD_DIM) for f in text_fields]
+    field_dim, pooled_dim = default_dims(len(text_fields))
+    blocks = [(f, field_dim) for f in text_fields]
     if len(text_fields) > 1:
-        blocks.append(("<pooled>", _POOLED_DIM))
+        blocks.append(("<pooled>", pooled_dim))
     blocks += [(f, _NUMERIC_DIM) for f in numeric_fields]
-    total = embedding_dim(text_fields, numeric_fields, field_dim=_FIELD_DIM, pooled_dim=_POOLED_DIM,
+    total = embedding_dim(text_fields, numeric_fields, field_dim=field_dim, pooled_dim=pooled_dim,
                           numeric_dim=_NUMERIC_DIM)
     if sum(size for _, size in blocks) != total:
         raise AssertionError("block layout out of step with transforms.default_embedder")

@@ -25,3 +25,11 @@ def test_person_records_keep_their_192_dims_and_free_text_gets_wider_blocks():
     assert build_default_model(orgs, ("amount",)).dim == embedding_dim(orgs, ("amount",)) == 320 + 16
     # Explicit dims still win.
     assert build_default_model(orgs, field_dim=16, pooled_dim=64).dim == 3 * 16 + 64
+
+
+def test_the_trainable_tower_reads_the_default_layout_for_any_field_count():
+    from transforms.train import _block_sizes
+
+    for n in (1, 3, 5, 8):
+        fields = tuple(f"f{i}" for i in range(n))
+        assert sum(size for _, size in _block_sizes(fields, ("x",))) == embedding_dim(fields, ("x",))

@@ -468,3 +468,13 @@ def test_sorted_pairs_is_the_total_order(repeat_query_ranks):
     got = _sorted_pairs(PairBatch(*(c[perm] for c in pairs)))
     want = sorted(zip(*pairs, strict=True), key=lambda r: (r[0], r[2], r[1], r[3]))
     assert list(zip(*got, strict=True)) == want
+
+
+def test_an_empty_scored_match_file_has_the_score_columns(tmp_path):
+    from transforms.io import _WriteMatchShardFn
+    from transforms.schema import SCORE_COLUMNS
+
+    fn = _WriteMatchShardFn(str(tmp_path), "parquet", 1, False, scored=True)
+    assert list(fn.process((0, [None]))) == [(0, 0)]
+    frame = read_matches(str(tmp_path))
+    assert len(frame) == 0 and list(frame.columns)[-2:] == list(SCORE_COLUMNS)

@@ -2,8 +2,9 @@
 
 The pairwise scoring stage (``transforms.scoring.score_pairs``) compares the two records of every
 candidate pair field by field and turns each comparison into a small integer *level*, the input of
-the Fellegi-Sunter model (``transforms.scoring.fellegi_sunter``). This module is pure numpy and
-rapidfuzz (C++, vectorised over aligned lists): no Beam, no TensorFlow.
+the Fellegi-Sunter model (``transforms.scoring.fellegi_sunter``). The comparisons are numpy and
+rapidfuzz (C++, vectorised over aligned lists); the normalisation of values reuses the embedding's
+TensorFlow ``normalize_text`` so both see the same text. No Beam.
 
 Records first become :class:`RecordFields` (:func:`record_fields`): text values normalised as the
 embedding's preprocessing does (accents, case, punctuation, dates into numbers, street-type and
@@ -138,7 +139,7 @@ def value_hashes(normalised: np.ndarray, field: str) -> np.ndarray:
     for i, text in enumerate(normalised):
         if text is not None:
             digest = hashlib.blake2b(salt + text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-            out[i] = int.from_bytes(digest, "little") | 1
+            out[i] = int.from_bytes(digest, "little") or 1  # 0 means missing
     return out
 
 

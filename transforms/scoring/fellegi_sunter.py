@@ -239,6 +239,8 @@ def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: fl
     Returns:
         (m [F, NUM_LEVELS], u [F, NUM_LEVELS], prior, iterations, converged).
     """
+    if not 0.0 < seed_share < 0.5:
+        raise ValueError(f"seed_share must be in (0, 0.5), got {seed_share!r}")
     num_fields = u.shape[0]
     if not histogram:
         return np.tile(_M_INIT, (num_fields, 1)), np.array(u, dtype=np.float64), _PRIOR_INIT, 0, True
@@ -247,7 +249,8 @@ def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: fl
     m_init = np.tile(_M_INIT, (num_fields, 1))
     evidence = _log_likelihoods(patterns, m_init) - _log_likelihoods(patterns, u)
     order = np.argsort(-evidence, kind="stable")
-    top = order[np.cumsum(counts[order]) <= seed_share * counts.sum()]
+    # The patterns before the share is reached (at least the one with the most evidence).
+    top = order[np.cumsum(counts[order]) - counts[order] < seed_share * counts.sum()]
     seed_weight = np.zeros(len(counts))
     seed_weight[top] = counts[top]
     tables = [_level_shares(patterns, present, seed_weight), _level_shares(patterns, present, counts),

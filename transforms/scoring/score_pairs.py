@@ -14,8 +14,9 @@ Flow, all on batches (never one pair or one record per element):
 3. **Fit.** The level-pattern histogram of all candidate pairs is summed in a CombineFn (the
    sufficient statistics of EM); u comes from random pairs of two deterministic record samples
    (the ``_U_SAMPLE`` records with the smallest salted id hash on each side), term frequencies from
-   a count-min sketch of every record's values, summed in a CombineFn. One small step fits m and the
-   prior by EM (``fellegi_sunter.fit_em``) and writes ``DIR/scoring/model.json``.
+   a count-min sketch of every record's values, summed in a CombineFn. One small step fits m, u
+   and the prior by three-class EM (``fellegi_sunter.fit_em_classes``) and writes
+   ``DIR/scoring/model.json`` (or takes a given model: ``model_json``).
 4. **Score.** Every pair gets ``match_weight`` and ``match_probability``; pairs below
    ``min_probability`` are dropped. Ranks are re-assigned by the match files' writer
    (``WriteMatches(rank_by_weight=True)``), where all rows of a query meet anyway.
@@ -60,7 +61,8 @@ from transforms.scoring.fellegi_sunter import (
 from transforms.shard_records import first_occurrences
 from transforms.sharding import assign_shards, split_by_shard, stable_hash64
 
-__all__ = ["ScorePairs", "ScoreResult", "SCORERS", "model_path", "scoring_buckets"]
+__all__ = ["ScorePairs", "ScoreResult", "ComparedPairs", "SCORERS", "DISTANCE_FIELD", "model_path",
+           "scoring_buckets", "distance_levels", "random_pair_levels"]
 
 _LOGGER = logging.getLogger(__name__)
 SCORERS = ("none", "fields", "model")
@@ -200,6 +202,23 @@ def distance_levels(distances: np.ndarray, cuts: np.ndarray) -> np.ndarray:
                            side="left").astype(np.int8)
 
 
+def _first_of_each_pair(piece: _PairPiece) -> _PairPiece:
+    """One row per (query, candidate): the lowest rank, then the smallest distance (in dedup mode a
+    canonical pair found from both of its records comes twice; both copies share a candidate id,
+    so they meet here, and EM must count the pair once). The writer drops the same copies."""
+    pairs = piece.pairs
+    if len(pairs) < 2:
+        return piece
+    q = np.asarray(pairs.query_ids, dtype=object).astype(str)
+    c = np.asarray(pairs.candidate_ids, dtype=object).astype(str)
+    order = np.lexsort((pairs.distances, pairs.ranks, c, q))
+    first = np.r_[True, (q[order][1:] != q[order][:-1]) | (c[order][1:] != c[order][:-1])]
+    if first.all():
+        return piece
+    keep = np.sort(order[first])
+    return _PairPiece(_take_pairs(pairs, keep), take_rows(piece.left, keep))
+
+
 class _JoinFn(beam.DoFn):
     """(bucket, {"pairs": [...], "records": [...]}) -> pieces with query fields (side 'query'), or
     ComparedPairs (side 'candidate': the second join compares at once, the embedding distance's
@@ -216,6 +235,10 @@ class _JoinFn(beam.DoFn):
         pieces = list(grouped["pairs"])
         if not pieces:
             return
+        if self._side == "candidate" and len(pieces) > 1:  # copies of one pair may sit in two pieces
+            pieces = [_PairPiece(PairBatch(*(np.concatenate([np.asarray(p.pairs[i]) for p in pieces])
+                                             for i in range(len(PairBatch._fields)))),
+                                 concat_fields([p.left for p in pieces]))]
         with self._timer:
             records = _bucket_records(grouped["records"])
             sorted_ids = None if records is None else records.ids.astype(str)
@@ -225,6 +248,7 @@ class _JoinFn(beam.DoFn):
                     fields, found = _lookup(records, sorted_ids, piece.pairs.query_ids, self._width)
                     out.append(_PairPiece(piece.pairs, fields))
                 else:
+                    piece = _first_of_each_pair(piece)
                     fields, found = _lookup(records, sorted_ids, piece.pairs.candidate_ids, self._width)
                     levels = np.concatenate(
                         [compare_fields(piece.left, fields),
@@ -263,15 +287,15 @@ class _HistogramFn(beam.CombineFn):
 
 
 class _DistanceCutsFn(beam.CombineFn):
-    """PairBatch -> the distance level cut points: quantiles of the rank-1 distances of the
-    ``_DISTANCE_SAMPLE`` queries with the smallest id hashes (ties by id)."""
+    """PairBatch -> the distance level cut points: quantiles of the distances of the
+    ``_DISTANCE_SAMPLE`` rank-1 rows with the smallest query-id hashes (ties by id, then distance)."""
 
     def create_accumulator(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return np.zeros(0, np.uint64), np.zeros(0, object), np.zeros(0, np.float64)
 
     def _smallest(self, hashes, ids, distances):
         if len(hashes) > _DISTANCE_SAMPLE:
-            order = np.lexsort((ids.astype(str), hashes))[:_DISTANCE_SAMPLE]
+            order = np.lexsort((distances, ids.astype(str), hashes))[:_DISTANCE_SAMPLE]
             hashes, ids, distances = hashes[order], ids[order], distances[order]
         return hashes, ids, distances
 
@@ -321,7 +345,12 @@ class _SampleFieldsFn(beam.CombineFn):
         self._salt = salt
 
     def _smallest(self, fields: RecordFields | None) -> RecordFields | None:
-        if fields is None or len(fields) <= self._size:
+        if fields is None:
+            return fields
+        order, keep, _ = first_occurrences(fields.ids, fields.origins)  # a repeated id counts once
+        if not keep.all():
+            fields = take_rows(fields, np.sort(order[keep]))
+        if len(fields) <= self._size:
             return fields
         keys = stable_hash64(np.array([self._salt + str(i) for i in fields.ids], dtype=object))
         order = np.lexsort((fields.ids.astype(str), keys))[: self._size]
@@ -489,12 +518,16 @@ class ScorePairs(beam.PTransform):
                  num_buckets: int = 1, output_dir: str, model_json: str | None = None):
         super().__init__()
         self._given = None
+        if not isinstance(output_dir, str) or not output_dir:
+            raise ValueError(f"output_dir must be a non-empty string, got {output_dir!r}")
         if model_json is not None:
             self._given = FellegiSunterModel.from_json(model_json)
             want = tuple(text_fields) + tuple(numeric_fields) + (DISTANCE_FIELD,)
             if self._given.fields != want:
                 raise ValueError(f"the scoring model compares {list(self._given.fields)}, this job "
                                  f"{list(want)}")
+            if len(self._given.fit.get("distance_cuts") or ()) != len(_DISTANCE_QUANTILES):
+                raise ValueError("the scoring model has no distance_cuts in its fit")
         if set(records) not in ({"queries", "candidates"}, {"input"}):
             raise ValueError(f"records must have queries and candidates, or input; got {sorted(records)}")
         if not text_fields and not numeric_fields:

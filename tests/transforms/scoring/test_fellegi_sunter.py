@@ -158,3 +158,14 @@ def test_sketch_accumulates_in_place():
     same = term_sketch(b, into=acc)
     assert same is acc
     np.testing.assert_array_equal(acc, term_sketch(np.concatenate([a, b])))
+
+
+def test_the_match_class_starts_from_at_least_one_pattern():
+    # One all-exact pattern holds 30 % of the pairs: more than the seed share on its own.
+    rng = np.random.default_rng(8)
+    exact = np.zeros((3000, 4), dtype=np.int8)
+    levels = np.concatenate([exact, _draw(rng, U, 7000)])
+    m, _, prior, _, _ = fit_em_classes(pattern_histogram(levels), U)
+    assert m[:, 0].min() > 0.9 and prior == pytest.approx(0.3, abs=0.02)
+    with pytest.raises(ValueError, match="seed_share"):
+        fit_em_classes(pattern_histogram(levels), U, seed_share=0.6)

@@ -152,3 +152,25 @@ def test_composite_checks_its_arguments():
         ScorePairs(records={"input": None}, text_fields=("a",), min_probability=2.0, output_dir="x")
     with pytest.raises(ValueError, match="field"):
         ScorePairs(records={"input": None}, text_fields=(), output_dir="x")
+
+
+def test_a_dedup_pair_found_from_both_records_is_scored_once(tmp_path):
+    records = make_link_corpora(60, overlap=1.0, seed=5)[0]
+    feats = _features(records, "d")
+    ids = [r["rec_id"] for r in records]
+    # Canonical pairs (smaller id first), every pair twice as if found from both of its records,
+    # the copies in different batches.
+    q = np.array(ids[:-1], dtype=object)
+    c = np.array(ids[1:], dtype=object)
+    one = PairBatch(q, c, np.ones(len(q), np.int64), np.full(len(q), 0.2))
+    two = PairBatch(q.copy(), c.copy(), np.full(len(q), 2, np.int64), np.full(len(q), 0.2))
+    dump = str(tmp_path / "scored.pkl")
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        result = (p | "Pairs" >> beam.Create([one, two])
+                  | ScorePairs(records={"input": p | "D" >> beam.Create([feats])}, text_fields=FIELDS,
+                               num_buckets=2, output_dir=str(tmp_path)))
+        _ = result.pairs | beam.combiners.ToList() | beam.Map(_dump, dump)
+    scored = _concat(pickle.load(open(dump, "rb")))
+    assert len(scored) == len(q) and (scored.ranks == 1).all()  # the better copy
+    fit = json.loads(open(model_path(str(tmp_path))).read())["fit"]
+    assert fit["candidate_pairs"] == len(q)
