@@ -545,8 +545,10 @@ def prepare(argv: list[str] | None):
     return options, cfg, static, num_output_shards, kept, buckets
 
 
+@functools.lru_cache(maxsize=4)
 def _read_scoring_model(cfg: MatchConfig) -> str:
-    """The --scoring_model file's text, checked against this job's fields (else ConfigError)."""
+    """The --scoring_model file's text, checked against this job's fields (else ConfigError); read
+    once per config (prepare checks it, build_pipeline passes it on)."""
     from beam_jobs.config import ConfigError
     from transforms.artifacts import read_text
     from transforms.scoring.fellegi_sunter import FellegiSunterModel

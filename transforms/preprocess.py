@@ -79,6 +79,7 @@ __all__ = [
     "output_feature_keys",
     "normalize_text",
     "abbreviate_words",
+    "eager_tables",
     "make_preprocessing_fn",
     "feature_batch_to_arrow",
     "TransformedBatch",
@@ -213,6 +214,14 @@ def _tables() -> tuple[tf.lookup.StaticHashTable, tf.lookup.StaticHashTable]:
             _LOGGER.debug("lookup tables built outside tf.Transform")
     with tf.init_scope():
         return _fold_table(), _abbreviation_table()
+
+
+@lru_cache(maxsize=1)
+def eager_tables() -> tuple:
+    """The lookup tables of :func:`normalize_text`, built once per process for eager callers (the
+    pairwise scorer normalises every batch; building the tables each time costs more than the
+    normalisation). Not for use inside tf.Transform's tracing, which tracks its own."""
+    return _tables()
 
 
 def _fold_accents(texts: tf.Tensor, fold: tf.lookup.StaticHashTable) -> tf.Tensor:

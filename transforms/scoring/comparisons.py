@@ -99,13 +99,13 @@ def normalize_values(values: list[Any]) -> np.ndarray:
     Returns:
         object [n]: normalised strings or None.
     """
-    from transforms.preprocess import abbreviate_words, normalize_text
+    from transforms.preprocess import abbreviate_words, eager_tables, normalize_text
 
     # Lone surrogates cannot be UTF-8 encoded: they compare as U+FFFD, like invalid bytes.
     texts = ["" if v is None else str(v).encode("utf-8", "replace").decode("utf-8") for v in values]
     if not texts:
         return np.empty(0, dtype=object)
-    normalised = normalize_text(np.array(texts, dtype=object)).numpy()
+    normalised = normalize_text(np.array(texts, dtype=object), eager_tables()).numpy()
     out = np.empty(len(texts), dtype=object)
     for i, raw in enumerate(normalised):
         text = abbreviate_words(raw.decode("utf-8", errors="replace"))

@@ -275,8 +275,11 @@ class _HistogramFn(beam.CombineFn):
 
     def add_input(self, acc, compared: ComparedPairs):
         first = np.asarray(compared.pairs.ranks) == 1
-        return (merge_histograms([acc[0], pattern_histogram(compared.levels[first])]),
-                merge_histograms([acc[1], pattern_histogram(compared.levels)]))
+        for hist, part in ((acc[0], pattern_histogram(compared.levels[first])),
+                           (acc[1], pattern_histogram(compared.levels))):
+            for key, n in part.items():  # in place: the accumulator is ours
+                hist[key] = hist.get(key, 0) + n
+        return acc
 
     def merge_accumulators(self, accs):
         accs = list(accs)
@@ -576,16 +579,17 @@ class ScorePairs(beam.PTransform):
             else all_fields[0]
         values = record_values | "DropBucket" >> beam.Values()
         sketch = values | "TermFrequencies" >> beam.CombineGlobally(_SketchFn())
-        left_sample = (query_fields | "QueryValues" >> beam.Values()
-                       | "SampleQueryRecords" >> beam.CombineGlobally(_SampleFieldsFn(_U_SAMPLE, "u-left")))
-        right_sample = (cand_fields | "CandidateValues" >> beam.Values()
-                        | "SampleCandidateRecords" >> beam.CombineGlobally(
-                            _SampleFieldsFn(_U_SAMPLE, "u-right")))
         if self._given is not None:
             model = (pairs.pipeline | "GivenModel" >> beam.Create([None])
                      | "WithTermFrequencies" >> beam.Map(_given_model, self._given,
                                                          sketch=beam.pvalue.AsSingleton(sketch)))
-        else:
+        else:  # fit: u starts from random pairs of two record samples
+            left_sample = (query_fields | "QueryValues" >> beam.Values()
+                           | "SampleQueryRecords" >> beam.CombineGlobally(
+                               _SampleFieldsFn(_U_SAMPLE, "u-left")))
+            right_sample = (cand_fields | "CandidateValues" >> beam.Values()
+                            | "SampleCandidateRecords" >> beam.CombineGlobally(
+                                _SampleFieldsFn(_U_SAMPLE, "u-right")))
             histogram = compared | "LevelPatterns" >> beam.CombineGlobally(_HistogramFn())
             names = self._text + self._numeric + (DISTANCE_FIELD,)
             kinds = ("text",) * len(self._text) + ("numeric",) * len(self._numeric) + ("distance",)
