@@ -151,27 +151,39 @@ class MatchConfig:
         return dataclasses.asdict(self)
 
 
-def _max_distance(flags: dict) -> float | None:
-    """--max_distance, or the threshold of a --calibration file (not both)."""
-    explicit = _float(flags, "max_distance", None)
+_CALIBRATED = ("max_distance", "min_probability", "scoring_model")
+
+
+def _apply_calibration(flags: dict) -> dict:
+    """The flags with a --calibration file's choices filled in: its max_distance (a distance
+    calibration) or min_probability and, when `calibrate --fit_scorer` refitted the scorer, its
+    scoring_model. Giving one of those flags as well is an error (the file is the decision)."""
     path = _str(flags, "calibration")
     if path is None:
-        return explicit
-    if explicit is not None:
-        raise ConfigError("give --max_distance or --calibration, not both")
+        return flags
     import json
 
     from transforms.artifacts import read_text
 
     try:
-        value = json.loads(read_text(path))["max_distance"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"--calibration {path}: not a calibration file with max_distance ({e})") from None
-    return _float({"calibration": value}, "calibration", None)
+        data = json.loads(read_text(path))
+        found = {k: data[k] for k in _CALIBRATED if data.get(k) is not None}
+        if "max_distance" not in found and "min_probability" not in found:
+            raise KeyError("max_distance")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"--calibration {path}: not a calibration file with max_distance or "
+                          f"min_probability ({e})") from None
+    for name in found:
+        if _str(flags, name) is not None:
+            raise ConfigError(f"give --{name} or --calibration, not both")
+    _float({"calibration": found.get("max_distance")}, "calibration", None)
+    _float({"calibration": found.get("min_probability")}, "calibration", None, 0.0, 1.0)
+    return {**flags, **{k: str(v) for k, v in found.items()}}
 
 
 def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
     """Builds a MatchConfig from a dict of raw flag values (strings, numbers or None)."""
+    flags = _apply_calibration(flags)
     queries, candidates, input_glob = (_str(flags, n) for n in ("queries", "candidates", "input"))
     index_dir, append = _str(flags, "index_dir"), _bool(flags, "append", False)
     if input_glob and (queries or candidates):
@@ -233,7 +245,7 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         embed_max_batch_size=_int(flags, "embed_max_batch_size", 4096, 1),
         top_k=_int(flags, "top_k", 10, 1),
         distance=_choice(flags, "distance", DISTANCES, "cosine"),
-        max_distance=_max_distance(flags),
+        max_distance=_float(flags, "max_distance", None),
         calibration=_str(flags, "calibration"),
         index=_choice(flags, "index", INDEX_CHOICES, "auto"),
         num_shards=_int(flags, "num_shards", None, 1),

@@ -40,7 +40,8 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("distance", "Distance: cosine (1 - cos), dot (-dot) or squared_l2. Default cosine.", DISTANCES),
     ("max_distance", "Drop pairs farther than this distance. Default: no limit.", None),
     ("calibration", "A calibration.json from `corpus-match calibrate`: its max_distance is used as "
-     "--max_distance (give one or the other).", None),
+     "--max_distance, or its min_probability as --min_probability and its scoring_model (from "
+     "--fit_scorer) as --scoring_model (give the file or those flags, not both).", None),
     ("index", "Index per shard: scann (approximate), exact (brute force), or auto (exact while "
      "queries x shard vectors x dims is at most 3e10, about 2-3 s of brute force on a 2-core worker "
      "and the measured crossover with ScaNN; else scann). Default auto.", ("auto", "scann", "exact")),

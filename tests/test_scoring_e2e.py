@@ -152,3 +152,63 @@ def test_febrl_like_link_and_dedup_reach_the_issue_targets(tmp_path):
           f"dedup pairwise F1 at p >= 0.5 {dedup['pairs']['f1']:.4f}")
     assert link["top1"]["f1"] >= 0.995
     assert dedup["pairs"]["f1"] >= 0.99
+
+
+def _best_top1_f1(matches: pd.DataFrame, truth: set, queries: set) -> float:
+    matches = matches[matches.query_id.isin(queries)]
+    cuts = np.unique(np.quantile(matches[matches["rank"] == 1].match_probability, np.linspace(0, 1, 101)))
+    return max(evaluate(matches[matches.match_probability >= t], truth, mode="link")["top1"]["f1"]
+               for t in cuts)
+
+
+def test_calibrate_fits_the_scorer_to_labels_and_the_job_applies_it(tmp_path):
+    """Labels of half the queries: calibrate compares their pairs as the job does, counts m/u from
+    them, picks --min_probability for precision 0.98; a rerun with --calibration scores with that
+    model (same weights as calibrate computed) and holds the precision on the other half, and the
+    supervised model ranks the held-out queries at least as well as the unsupervised fit."""
+    from transforms.calibrate import calibrate_main, read_calibration_labels, refit_scorer
+
+    a, b, links = make_link_corpora(1000, overlap=0.8, seed=5)
+    write_records(a, str(tmp_path / "a.csv"), "csv")
+    write_records(b, str(tmp_path / "b.csv"), "csv")
+    queries = sorted({q for q, _ in links})
+    half = set(np.random.default_rng(0).permutation(queries)[: len(queries) // 2].tolist())
+    write_truth([p for p in links if p[0] in half], str(tmp_path / "cal.csv"))
+    write_truth([p for p in links if p[0] not in half], str(tmp_path / "held.csv"))
+    inputs = ["--queries", str(tmp_path / "a.csv"), "--candidates", str(tmp_path / "b.csv")]
+    first, second, third = (str(tmp_path / n) for n in ("r1", "r2", "r3"))
+    fields = ["--text_fields", ",".join(MATCH_FIELDS)]
+    base = ["--runner", "FnApiRunner", "--id_field", "rec_id"] + fields + inputs
+    run_job(base + ["--output", first, "--min_probability", "0"])
+
+    assert calibrate_main(["--matches", first, "--truth", str(tmp_path / "cal.csv"),
+                           "--target_precision", "0.98", "--fit_scorer"]) == 0
+    result = pd.read_json(os.path.join(first, "calibration.json"), typ="series")
+    assert result["threshold"] == "probability" and os.path.exists(result["scoring_model"])
+    assert result["scorer_fit"]["true_pairs_fitted"] > 0.9 * len(half)
+    run_job(base + ["--output", second, "--calibration", os.path.join(first, "calibration.json")])
+    manifest = read_manifest(second)
+    assert manifest["flags"]["scorer"] == "model"
+    assert manifest["scoring"]["fit"]["method"] == "supervised"
+    applied = read_matches(second)
+    assert len(applied) and (applied.match_probability >= result["min_probability"]).all()
+
+    # The job's weights are calibrate's: one set of comparisons.
+    labels = read_calibration_labels(str(tmp_path / "cal.csv"), mode="link")
+    _, rescored, _ = refit_scorer(first, read_matches(first), labels, mode="link")
+    joined = rescored.merge(applied, on=["query_id", "candidate_id"], suffixes=("_cal", "_job"))
+    assert len(joined) > 0.5 * len(half)
+    np.testing.assert_allclose(joined.match_weight_job, joined.match_weight_cal, atol=1e-6)
+
+    held = load_truth(str(tmp_path / "held.csv"))
+    held_queries = {q for q, _ in held}
+    report = evaluate(applied[applied.query_id.isin(held_queries)], held, mode="link")["top1"]
+    print(f"\nsupervised scorer at min_probability {result['min_probability']:.6g}: held-out top-1 "
+          f"P {report['precision']:.4f} R {report['recall']:.4f}")
+    assert report["precision"] >= 0.98 - 0.015
+
+    run_job(base + ["--output", third, "--scoring_model", result["scoring_model"], "--min_probability", "0"])
+    unsupervised = _best_top1_f1(read_matches(first), held, held_queries)
+    supervised = _best_top1_f1(read_matches(third), held, held_queries)
+    print(f"held-out best top-1 F1: unsupervised {unsupervised:.4f}, supervised {supervised:.4f}")
+    assert supervised >= unsupervised

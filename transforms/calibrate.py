@@ -1,4 +1,5 @@
-"""Chooses a ``--max_distance`` for a wanted precision (or recall) from a run's matches and labelled pairs.
+"""Chooses a ``--max_distance`` (or, on a scored run, a ``--min_probability``) for a wanted precision (or
+recall) from a run's matches and labelled pairs, and can refit the scorer to the labels.
 
 ``corpus-match calibrate --matches OUT_DIR --truth holdout.csv --target_precision 0.99`` reads the pairs a
 run emitted (:func:`transforms.io.read_matches`), labels each one from the truth file, sweeps the distance
@@ -17,6 +18,18 @@ next one). It writes ``OUT_DIR/calibration.json`` (or ``--output``)::
 
 and the precision/recall curve as a PNG beside it (``calibration.png``). The match job reads the
 ``max_distance`` key (``--calibration FILE``).
+
+On a scored run (match files with ``match_probability``) the sweep is over the probability instead
+(``--threshold auto``, the default; ``--threshold distance`` keeps the distance sweep): the pick is the
+**smallest** ``t`` with precision ``>= P`` among pairs with ``match_probability >= t``, written as
+``min_probability`` (and ``"threshold": "probability"``), which ``--calibration`` applies as
+``--min_probability``. With ``--fit_scorer`` the labelled pairs are first compared from the run's own
+inputs exactly as the job compares them, the Fellegi-Sunter m/u and prior are counted from them
+(:mod:`transforms.scoring.labelled`), the pairs are rescored with that model and the sweep runs on
+the new probabilities; the model goes to ``calibration.scoring_model.json`` beside the JSON, whose
+``scoring_model`` key names it, so ``--calibration FILE`` then scores with it (``--scorer model``).
+The threshold is chosen on the same pairs the model was counted from (a few dozen parameters, so the
+optimism is small; hold out labels to check it).
 
 Which pairs are labelled (``--unlabelled``):
 
@@ -72,6 +85,9 @@ _LOGGER = logging.getLogger(__name__)
 
 # The key of calibration.json that holds the threshold for the match job's --max_distance.
 CALIBRATION_KEY = "max_distance"
+# ... and the key for --min_probability (a calibration on a scored run's match_probability).
+PROBABILITY_KEY = "min_probability"
+THRESHOLDS = ("auto", "distance", "probability")
 _MODES = ("link", "dedup")
 _UNLABELLED = ("ignore", "negative")
 _ID_COLUMNS = ("id", "rec_id", "record_id")
@@ -204,7 +220,8 @@ def precision_recall_curve(pairs: pd.DataFrame, n_true: int) -> pd.DataFrame:
                          "precision": precision, "recall": recall, "f1": f1})
 
 
-def _curve_points(curve: pd.DataFrame, chosen: int | None) -> list[dict[str, Any]]:
+def _curve_points(curve: pd.DataFrame, chosen: int | None,
+                  key: str = CALIBRATION_KEY) -> list[dict[str, Any]]:
     """At most ``_CURVE_POINTS`` rows spread over the curve, the chosen one and the best-F1 one kept."""
     if curve.empty:
         return []
@@ -215,7 +232,7 @@ def _curve_points(curve: pd.DataFrame, chosen: int | None) -> list[dict[str, Any
     out = []
     for i in sorted(rows):
         r = curve.iloc[i]
-        out.append({"max_distance": float(r["max_distance"]), "precision": float(r["precision"]),
+        out.append({key: float(r[key]), "precision": float(r["precision"]),
                     "recall": float(r["recall"]), "f1": float(r["f1"]), "pairs": int(r["pairs"]),
                     "true_positives": int(r["true_positives"])})
     return out
@@ -223,7 +240,7 @@ def _curve_points(curve: pd.DataFrame, chosen: int | None) -> list[dict[str, Any
 
 def calibrate(matches: pd.DataFrame, labels: CalibrationLabels, *, mode: str,
               target_precision: float | None = None, target_recall: float | None = None,
-              unlabelled: str = "ignore") -> dict[str, Any]:
+              unlabelled: str = "ignore", threshold: str = "distance") -> dict[str, Any]:
     """Picks the threshold (see the module docstring) and returns the calibration dict.
 
     Args:
@@ -233,9 +250,13 @@ def calibrate(matches: pd.DataFrame, labels: CalibrationLabels, *, mode: str,
         target_precision: wanted precision in (0, 1]; exactly one of the two targets.
         target_recall: wanted recall in (0, 1].
         unlabelled: 'ignore' or 'negative'.
+        threshold: 'distance' (pairs with ``distance <= t``; the result's ``max_distance``) or
+            'probability' (pairs with ``match_probability >= t``, a scored run's column; the
+            result's ``min_probability``, the lowest one reaching the target precision).
 
     Returns:
-        The JSON-serialisable calibration (``CALIBRATION_KEY`` holds the threshold).
+        The JSON-serialisable calibration (``CALIBRATION_KEY`` or ``PROBABILITY_KEY`` holds the
+        threshold, ``threshold`` says which).
 
     Raises:
         TargetNotReachedError: no threshold reaches the target (the message gives the best there is).
@@ -246,6 +267,16 @@ def calibrate(matches: pd.DataFrame, labels: CalibrationLabels, *, mode: str,
     target = target_precision if target_precision is not None else target_recall
     if not 0.0 < target <= 1.0:
         raise ValueError(f"the target must be in (0, 1], got {target}")
+    if threshold not in ("distance", "probability"):
+        raise ValueError(f"threshold must be distance or probability, got {threshold!r}")
+    key = CALIBRATION_KEY
+    if threshold == "probability":
+        if "match_probability" not in matches.columns:
+            raise ValueError("the matches carry no match_probability (the run was not scored): "
+                             "calibrate --threshold distance")
+        # "distance <= t" on -probability is "probability >= -t": one sweep serves both.
+        matches = matches.assign(distance=-pd.to_numeric(matches["match_probability"]))
+        key = PROBABILITY_KEY
     pairs, counts = label_pairs(matches, labels, mode=mode, unlabelled=unlabelled)
     n_true = len(labels.pairs)
     emitted_true = int(pairs["true"].sum())
@@ -255,6 +286,8 @@ def calibrate(matches: pd.DataFrame, labels: CalibrationLabels, *, mode: str,
         raise ValueError("no emitted pair is labelled: do the truth ids belong to this run's records? "
                          f"(counts: {counts})")
     curve = precision_recall_curve(pairs, n_true)
+    if threshold == "probability":
+        curve = curve.assign(max_distance=-curve["max_distance"]).rename(columns={"max_distance": key})
     if target_precision is not None:
         ok = np.flatnonzero(curve["precision"].to_numpy() >= target_precision)
         chosen = int(ok[-1]) if len(ok) else None
@@ -269,12 +302,13 @@ def calibrate(matches: pd.DataFrame, labels: CalibrationLabels, *, mode: str,
             "recall", curve["recall"].max())
         raise TargetNotReachedError(
             f"no threshold reaches {what} on the {counts['labelled_pairs']} labelled pairs; the highest "
-            f"{top[0]} is {top[1]:.4f} (best F1 {best['f1']:.4f} at max_distance "
-            f"{best['max_distance']:.6g}); "
+            f"{top[0]} is {top[1]:.4f} (best F1 {best['f1']:.4f} at {key} "
+            f"{best[key]:.6g}); "
             f"{counts['true_pairs_not_emitted']} true pairs were never emitted")
     row = curve.iloc[chosen]
     result = {
-        CALIBRATION_KEY: float(row["max_distance"]),
+        key: float(row[key]),
+        "threshold": threshold,
         "target_precision": target_precision,
         "target_recall": target_recall,
         "achieved_precision": float(row["precision"]),
@@ -286,7 +320,7 @@ def calibrate(matches: pd.DataFrame, labels: CalibrationLabels, *, mode: str,
         "mode": mode,
         "unlabelled": unlabelled,
         "counts": counts,
-        "curve": _curve_points(curve, chosen),
+        "curve": _curve_points(curve, chosen, key),
     }
     if result["pairs_at_threshold"] < 100:
         _LOGGER.warning("the threshold rests on %d labelled pairs: its precision is a rough estimate "
@@ -304,14 +338,15 @@ def _plot(result: dict[str, Any]) -> bytes | None:
         _LOGGER.warning("matplotlib is not installed: no calibration plot written")
         return None
     curve = result["curve"]
-    xs = [p["max_distance"] for p in curve]
+    key = PROBABILITY_KEY if result.get("threshold") == "probability" else CALIBRATION_KEY
+    rule = "match_probability >= min_probability" if key == PROBABILITY_KEY else "distance <= max_distance"
+    xs = [p[key] for p in curve]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(xs, [p["precision"] for p in curve], label="precision")
     left.plot(xs, [p["recall"] for p in curve], label="recall")
-    left.axvline(result[CALIBRATION_KEY], color="grey", linestyle="--",
-                 label=f"max_distance {result[CALIBRATION_KEY]:.4g}")
-    left.set_xlabel("max_distance")
-    left.set_title("precision / recall of pairs with distance <= max_distance")
+    left.axvline(result[key], color="grey", linestyle="--", label=f"{key} {result[key]:.4g}")
+    left.set_xlabel(key)
+    left.set_title(f"precision / recall of pairs with {rule}")
     left.legend(loc="lower right", fontsize=8)
     right.plot([p["recall"] for p in curve], [p["precision"] for p in curve])
     right.scatter([result["recall"]], [result["achieved_precision"]], color="red", zorder=3,
@@ -336,6 +371,36 @@ def _run_mode(out_dir: str) -> str | None:
         _LOGGER.info("no mode from %s's manifest (%s)", out_dir, err)
         return None
     return mode if mode in _MODES else None
+
+
+def refit_scorer(run_dir: str, matches: pd.DataFrame, labels: CalibrationLabels, *, mode: str,
+                 unlabelled: str = "ignore") -> tuple[Any, pd.DataFrame, dict[str, Any]]:
+    """Fits the run's scorer to the labelled emitted pairs (:mod:`transforms.scoring.labelled`).
+
+    Returns:
+        (the supervised FellegiSunterModel, the labelled pairs as match rows rescored by it, fit
+        facts for the calibration JSON).
+    """
+    from transforms.manifest import read_manifest
+    from transforms.scoring.labelled import fit_supervised, labelled_levels, level_weights, rescore
+
+    pairs, _ = label_pairs(matches, labels, mode=mode, unlabelled=unlabelled)
+    lab = pairs[pairs["labelled"]].reset_index(drop=True)
+    compared = labelled_levels(run_dir, lab["a"].to_numpy(), lab["b"].to_numpy(), lab["distance"].to_numpy())
+    truth = lab["true"].to_numpy()
+    model = fit_supervised(compared.levels[compared.found], truth[compared.found], compared.model)
+    weights, probs = rescore(model, compared)
+    frame = pd.DataFrame({"query_id": lab["a"], "candidate_id": lab["b"], "distance": lab["distance"],
+                          "match_weight": weights, "match_probability": probs})
+    run_min = read_manifest(run_dir).get("flags", {}).get("min_probability")
+    if run_min:
+        _LOGGER.warning("%s dropped pairs below match_probability %s: the false pairs the fit counts u "
+                        "from are the near misses above it only; fit on a run with --min_probability 0",
+                        run_dir, run_min)
+    facts = {"pairs_fitted": int(compared.found.sum()), "pairs_not_found": int((~compared.found).sum()),
+             "true_pairs_fitted": int(truth[compared.found].sum()), "run_min_probability": run_min,
+             "level_weights": level_weights(model)}
+    return model, frame, facts
 
 
 def _png_path(json_path: str) -> str:
@@ -365,6 +430,15 @@ def calibrate_main(argv: Iterable[str]) -> int:
     parser.add_argument("--unlabelled", choices=_UNLABELLED, default="ignore",
                         help="ignore: only pairs whose query (link) or either record (dedup) is named in "
                              "--truth count; negative: every pair not in --truth is false. Default ignore.")
+    parser.add_argument("--threshold", choices=THRESHOLDS, default="auto",
+                        help="distance: choose --max_distance; probability: choose --min_probability "
+                             "(a scored run); auto: probability when the matches carry "
+                             "match_probability. Default auto.")
+    parser.add_argument("--fit_scorer", action="store_true",
+                        help="Refit the scorer's m/u and prior to the labelled pairs (same comparisons "
+                             "as the job), rescore them, then choose --min_probability; writes "
+                             "scoring_model.json beside the calibration, which --calibration applies. "
+                             "Best on a run with --min_probability 0.")
     parser.add_argument("--output", default=None, help="Calibration JSON to write. Default "
                         "OUT_DIR/calibration.json; the PNG goes beside it.")
     args = parser.parse_args(list(argv))
@@ -372,11 +446,28 @@ def calibrate_main(argv: Iterable[str]) -> int:
     from transforms.io import read_matches
 
     mode = args.mode or _run_mode(args.matches) or "link"
+    out = args.output or join_path(args.matches, "calibration.json")
+    model = facts = None
     try:
         matches = read_matches(args.matches)
         labels = read_calibration_labels(args.truth, mode=mode)
+        threshold = args.threshold
+        if threshold == "auto":
+            scored = "match_probability" in matches.columns or args.fit_scorer
+            threshold = "probability" if scored else "distance"
+        if args.fit_scorer:
+            if threshold != "probability":
+                raise ValueError("--fit_scorer chooses --min_probability: drop --threshold distance")
+            _, emitted = label_pairs(matches, labels, mode=mode, unlabelled=args.unlabelled)
+            model, matches, facts = refit_scorer(args.matches, matches, labels, mode=mode,
+                                                 unlabelled=args.unlabelled)
         result = calibrate(matches, labels, mode=mode, target_precision=args.target_precision,
-                           target_recall=args.target_recall, unlabelled=args.unlabelled)
+                           target_recall=args.target_recall, unlabelled=args.unlabelled,
+                           threshold=threshold)
+        if facts is not None:
+            for name in ("emitted_rows", "empty_slots_dropped", "self_pairs_dropped", "distinct_pairs",
+                         "unlabelled_pairs_ignored"):
+                result["counts"][name] = emitted[name]
     except TargetNotReachedError as err:
         print(f"corpus-match calibrate: {err}", file=sys.stderr)
         return 1
@@ -385,7 +476,11 @@ def calibrate_main(argv: Iterable[str]) -> int:
         return 2
     result["matches"] = args.matches
     result["truth"] = args.truth
-    out = args.output or join_path(args.matches, "calibration.json")
+    if model is not None:
+        model_out = os.path.splitext(out)[0] + ".scoring_model.json"
+        write_text(model_out, model.to_json() + "\n")
+        result["scoring_model"] = model_out
+        result["scorer_fit"] = facts
     write_text(out, json.dumps(result, indent=2))
     png = _plot(result)
     if png is not None:
@@ -394,7 +489,11 @@ def calibrate_main(argv: Iterable[str]) -> int:
     print(f"mode {mode}: {c['labelled_pairs']} labelled pairs of {c['distinct_pairs']} emitted "
           f"({c['unlabelled_pairs_ignored']} unlabelled ignored), {c['true_pairs']} true pairs "
           f"({c['true_pairs_not_emitted']} never emitted)")
-    print(f"max_distance {result[CALIBRATION_KEY]:.6g}: precision {result['achieved_precision']:.4f} "
+    key = PROBABILITY_KEY if threshold == "probability" else CALIBRATION_KEY
+    if model is not None:
+        print(f"scorer refitted to {facts['pairs_fitted']} labelled pairs "
+              f"({facts['true_pairs_fitted']} true): {result['scoring_model']}")
+    print(f"{key} {result[key]:.6g}: precision {result['achieved_precision']:.4f} "
           f"(95% lower bound {result['precision_lower_95']:.4f}), recall {result['recall']:.4f}, "
           f"F1 {result['f1']:.4f} over {result['pairs_at_threshold']} labelled pairs")
     print(f"calibration written to {out} (match job: --calibration {out})")

@@ -74,6 +74,22 @@ def test_calibration_file_sets_max_distance(tmp_path):
         config_from_flags(_flags(calibration=str(tmp_path / "bad.json")))
 
 
+def test_probability_calibration_sets_min_probability_and_the_refitted_model(tmp_path):
+    path = tmp_path / "calibration.json"
+    path.write_text('{"min_probability": 0.93, "threshold": "probability"}')
+    embedded = _flags(text_fields="name,city")
+    cfg = config_from_flags({**embedded, "calibration": str(path)})
+    assert (cfg.min_probability, cfg.scorer, cfg.max_distance) == (0.93, "fields", None)
+    with pytest.raises(ConfigError, match="--min_probability or --calibration"):
+        config_from_flags({**embedded, "calibration": str(path), "min_probability": "0.5"})
+    path.write_text('{"min_probability": 0.93, "scoring_model": "m.json"}')
+    cfg = config_from_flags({**embedded, "calibration": str(path)})
+    assert (cfg.scorer, cfg.scoring_model) == ("model", "m.json")
+    path.write_text('{"min_probability": 1.5}')
+    with pytest.raises(ConfigError, match="--calibration"):
+        config_from_flags({**embedded, "calibration": str(path)})
+
+
 def test_target_recall_defaults_to_tuning_only_when_records_are_embedded():
     assert config_from_flags(_flags()).target_recall is None  # precomputed vectors
     embedded = _flags(text_fields="name,city")

@@ -104,6 +104,18 @@ def _write_run(out_dir: str, frame: pd.DataFrame) -> None:
         ranks=frame["rank"].to_numpy(np.int64), distances=frame["distance"].to_numpy(np.float64)), "parquet")
 
 
+def test_probability_threshold_is_the_smallest_reaching_the_target():
+    # The same pairs scored: probability falls as distance grows, so the sweep mirrors the distance one.
+    matches = _matches(LINK_ROWS).assign(match_probability=lambda f: 1.0 - f["distance"])
+    result = calibrate(matches, LINK_TRUTH, mode="link", target_precision=0.75, threshold="probability")
+    assert result["threshold"] == "probability" and CALIBRATION_KEY not in result
+    assert result["min_probability"] == pytest.approx(0.6)  # q4's pair: precision 3/4
+    assert result["pairs_at_threshold"] == 4 and result["true_positives_at_threshold"] == 3
+    with pytest.raises(ValueError, match="match_probability"):
+        calibrate(_matches(LINK_ROWS), LINK_TRUTH, mode="link", target_precision=0.75,
+                  threshold="probability")
+
+
 def test_cli_exit_codes_and_output(tmp_path):
     out = str(tmp_path / "run")
     _write_run(out, _matches(LINK_ROWS))

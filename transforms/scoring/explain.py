@@ -24,7 +24,7 @@ import numpy as np
 from transforms.scoring.comparisons import compare_fields, concat_fields, record_fields, take_rows
 from transforms.scoring.fellegi_sunter import FellegiSunterModel, term_frequencies
 
-__all__ = ["explain_pair", "format_explanation", "explain_main", "sketch_path"]
+__all__ = ["explain_pair", "format_explanation", "explain_main", "find_records", "sketch_path"]
 
 
 def sketch_path(output_dir: str) -> str:
@@ -54,7 +54,7 @@ def _raw_batches(pattern: str, input_format: str):
                 yield item
 
 
-def _find_records(pattern: str, flags: dict[str, Any], ids: set[str]):
+def find_records(pattern: str, flags: dict[str, Any], ids: set[str]):
     """RecordFields of the first occurrence of each wanted id in the files (or None if absent)."""
     from transforms.validate import validate_features
 
@@ -98,10 +98,10 @@ def explain_pair(run_dir: str, query_id: str, candidate_id: str) -> dict[str, An
         raise ValueError(f"{run_dir} was run with --scorer none: there is no scoring model to explain")
     model = FellegiSunterModel.from_json(read_text(model_path(run_dir)))
     if flags["mode"] == "link":
-        left = _find_records(flags["queries"], flags, {query_id}).get(query_id)
-        right = _find_records(flags["candidates"], flags, {candidate_id}).get(candidate_id)
+        left = find_records(flags["queries"], flags, {query_id}).get(query_id)
+        right = find_records(flags["candidates"], flags, {candidate_id}).get(candidate_id)
     else:
-        both = _find_records(flags["input"], flags, {query_id, candidate_id})
+        both = find_records(flags["input"], flags, {query_id, candidate_id})
         left, right = both.get(query_id), both.get(candidate_id)
     for rid, rec, role in ((query_id, left, "query"), (candidate_id, right, "candidate")):
         if rec is None:

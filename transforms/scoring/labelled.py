@@ -1,0 +1,158 @@
+"""Supervised Fellegi-Sunter: m, u and the prior counted from labelled candidate pairs.
+
+The unsupervised fit (:mod:`transforms.scoring.fellegi_sunter`) guesses which candidate pairs are
+matches. With labels there is nothing to guess: compare each labelled pair exactly as the job does
+(:func:`transforms.scoring.comparisons.compare_fields`, the embedding distance's level last), and
+
+* ``m_f[l]`` is the share of level ``l`` of field ``f`` among the true pairs,
+* ``u_f[l]`` its share among the false candidate pairs (near neighbours that are not matches,
+  which is what the job's candidate pairs hold besides the matches),
+* the prior is the share of true pairs among the labelled candidate pairs,
+
+each with add-half smoothing, so a level no labelled pair shows is rare, not impossible. The
+term-frequency adjustment (``tf_base`` and the run's value sketch) is kept from the run's model: it
+describes the corpus, not the labels. The result is a :class:`FellegiSunterModel` that the match job
+takes as ``--scoring_model`` (``corpus-match calibrate --fit_scorer`` writes it).
+
+The pairs must be candidate pairs, i.e. what the job emits: fit on a run with ``--min_probability 0``
+(a run that dropped low-probability pairs hides the false pairs u is counted from).
+
+Pure numpy, plus the run's inputs read through :mod:`transforms.io` (local or any Beam filesystem).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from transforms.scoring.comparisons import MISSING, NUM_LEVELS, compare_fields, concat_fields
+from transforms.scoring.fellegi_sunter import FellegiSunterModel, probability, term_frequencies
+
+__all__ = ["LabelledLevels", "fit_supervised", "labelled_levels", "rescore", "level_weights"]
+
+_SMOOTHING = 0.5
+
+
+class LabelledLevels(NamedTuple):
+    """Comparison levels of pairs of a run, in the order asked for.
+
+    Attributes:
+        levels: int8 [m, F] (the run model's fields: text, numeric, then the embedding distance).
+        frequencies: float [m, T] term frequencies of exactly agreeing text values (NaN elsewhere),
+            or None when the run kept no sketch.
+        found: bool [m]: both records were found among the run's valid inputs (other rows are all
+            MISSING and are left out of a fit).
+        model: the run's fitted model (fields, cut points, tf_base).
+    """
+
+    levels: np.ndarray
+    frequencies: np.ndarray | None
+    found: np.ndarray
+    model: FellegiSunterModel
+
+
+def _shares(levels: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per field, the smoothed share of each level among ``rows`` [F, NUM_LEVELS], and the counts."""
+    f = levels.shape[1]
+    out = np.empty((f, NUM_LEVELS))
+    counts = np.zeros((f, NUM_LEVELS), dtype=np.int64)
+    for j in range(f):
+        col = levels[rows, j]
+        counts[j] = np.bincount(col[col != MISSING].astype(np.int64), minlength=NUM_LEVELS)[:NUM_LEVELS]
+        out[j] = (counts[j] + _SMOOTHING) / (counts[j].sum() + _SMOOTHING * NUM_LEVELS)
+    return out, counts
+
+
+def fit_supervised(levels: np.ndarray, is_true: np.ndarray, base: FellegiSunterModel) -> FellegiSunterModel:
+    """The model counted from labelled candidate pairs (see the module docstring).
+
+    Args:
+        levels: int8 [m, F] comparison levels of the labelled pairs (fields as ``base.fields``).
+        is_true: bool [m]: the pair is a true match.
+        base: the run's model: fields, kinds, term-frequency base and distance cut points are kept.
+
+    Raises:
+        ValueError: the levels do not fit the model, or the labels hold no true or no false pair.
+    """
+    levels = np.asarray(levels, dtype=np.int8)
+    is_true = np.asarray(is_true, dtype=bool)
+    if levels.ndim != 2 or levels.shape[1] != len(base.fields) or len(levels) != len(is_true):
+        raise ValueError(f"levels {levels.shape} do not fit {len(base.fields)} fields and "
+                         f"{len(is_true)} labels")
+    n_true, n_false = int(is_true.sum()), int((~is_true).sum())
+    if not n_true or not n_false:
+        raise ValueError(f"a supervised fit needs true and false labelled pairs (got {n_true} true, "
+                         f"{n_false} false)")
+    m, m_counts = _shares(levels, is_true)
+    u, u_counts = _shares(levels, ~is_true)
+    prior = (n_true + _SMOOTHING) / (n_true + n_false + 2 * _SMOOTHING)
+    fit = {"method": "supervised", "true_pairs": n_true, "false_pairs": n_false,
+           "m_counts": m_counts.tolist(), "u_counts": u_counts.tolist()}
+    for key in ("distance_cuts",):
+        if key in base.fit:
+            fit[key] = base.fit[key]
+    return dataclasses.replace(base, m=m, u=u, prior=float(prior), fit=fit)
+
+
+def rescore(model: FellegiSunterModel, labelled: LabelledLevels) -> tuple[np.ndarray, np.ndarray]:
+    """(match weights, match probabilities) of the pairs under ``model``."""
+    weights = model.weights(labelled.levels, labelled.frequencies)
+    return weights, probability(weights)
+
+
+def labelled_levels(run_dir: str, left_ids: np.ndarray, right_ids: np.ndarray,
+                    distances: np.ndarray) -> LabelledLevels:
+    """Compares pairs of a finished scored run from its own inputs, as the job does.
+
+    Args:
+        run_dir: the run's output directory (its manifest, ``scoring/model.json`` and sketch).
+        left_ids, right_ids: the pairs (link: query id, candidate id; dedup: either order).
+        distances: the pairs' embedding distances as the run emitted them.
+
+    Raises:
+        ValueError: the run was not scored.
+    """
+    from transforms.artifacts import read_bytes, read_text
+    from transforms.manifest import read_manifest
+    from transforms.scoring.explain import find_records, sketch_path
+    from transforms.scoring.score_pairs import distance_levels, model_path
+
+    manifest = read_manifest(run_dir)
+    flags = manifest["flags"]
+    if flags.get("scorer", "none") == "none":
+        raise ValueError(f"{run_dir} was run with --scorer none: there are no comparisons to fit")
+    model = FellegiSunterModel.from_json(read_text(model_path(run_dir)))
+    left_ids = np.asarray(left_ids, dtype=object).astype(str)
+    right_ids = np.asarray(right_ids, dtype=object).astype(str)
+    if flags["mode"] == "link":
+        left = find_records(flags["queries"], flags, set(left_ids.tolist()))
+        right = find_records(flags["candidates"], flags, set(right_ids.tolist()))
+    else:
+        left = right = find_records(flags["input"], flags, set(left_ids.tolist()) | set(right_ids.tolist()))
+    found = np.array([a in left and b in right for a, b in zip(left_ids, right_ids, strict=True)], dtype=bool)
+    f = len(model.fields)
+    levels = np.full((len(left_ids), f), MISSING, dtype=np.int8)
+    frequencies = None
+    rows = np.flatnonzero(found)
+    if len(rows):
+        a = concat_fields([left[i] for i in left_ids[rows]])
+        b = concat_fields([right[i] for i in right_ids[rows]])
+        cuts = np.array(model.fit.get("distance_cuts") or [np.inf] * 4)
+        levels[rows] = np.concatenate(
+            [compare_fields(a, b), distance_levels(np.asarray(distances)[rows], cuts)[:, None]], axis=1)
+        t = a.text.shape[1]
+        sketch = np.load(io.BytesIO(read_bytes(sketch_path(run_dir))))["sketch"]
+        if t and len(sketch):
+            frequencies = np.full((len(left_ids), t), np.nan)
+            agreed = np.where(levels[rows, :t] == 0, a.hashes, np.uint64(0))
+            frequencies[rows] = term_frequencies(sketch, agreed)
+    return LabelledLevels(levels, frequencies, found, model)
+
+
+def level_weights(model: FellegiSunterModel) -> dict[str, Any]:
+    """Per field, the level weights of the fitted model (for the calibration report)."""
+    return {name: [round(float(w), 3) for w in row] for name, row in zip(model.fields, model.level_weights,
+                                                                          strict=True)}
