@@ -382,12 +382,22 @@ def refit_scorer(run_dir: str, matches: pd.DataFrame, labels: CalibrationLabels,
         facts for the calibration JSON).
     """
     from transforms.manifest import read_manifest
-    from transforms.scoring.labelled import fit_supervised, labelled_levels, level_weights, rescore
+    from transforms.scoring.labelled import (
+        fit_supervised,
+        label_cuts,
+        labelled_levels,
+        level_weights,
+        rescore,
+        with_cuts,
+    )
 
     pairs, _ = label_pairs(matches, labels, mode=mode, unlabelled=unlabelled)
     lab = pairs[pairs["labelled"]].reset_index(drop=True)
     compared = labelled_levels(run_dir, lab["a"].to_numpy(), lab["b"].to_numpy(), lab["distance"].to_numpy())
     truth = lab["true"].to_numpy()
+    found = compared.found
+    compared = with_cuts(compared, lab["distance"].to_numpy(), label_cuts(lab["distance"].to_numpy()[found],
+                                                                          truth[found]))
     model = fit_supervised(compared.levels[compared.found], truth[compared.found], compared.model)
     weights, probs = rescore(model, compared)
     frame = pd.DataFrame({"query_id": lab["a"], "candidate_id": lab["b"], "distance": lab["distance"],

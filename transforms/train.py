@@ -47,6 +47,15 @@ What it does, in order:
    ``MODEL_DIR/training_report.json`` (labels, split, loss and validation recall@1/@10, top-1 F1 and
    pairwise F1 per epoch, epoch 0 being the default embedder) and ``MODEL_DIR/training_report.png``.
 
+6. **Count the pairwise scorer** from the labels (:func:`fit_scorer`): the training records' top-k
+   pairs under the trained model are compared from the raw inputs exactly as the job compares them
+   (:mod:`transforms.scoring.comparisons`), true where both records are one entity, and the
+   Fellegi-Sunter m/u and prior are counted from them
+   (:func:`transforms.scoring.labelled.fit_supervised`), the embedding distance cut where the true
+   and false pairs' distances overlap. Written as ``MODEL_DIR/scoring_model.json`` for the job's
+   ``--scoring_model``; the report's ``scorer`` gives its validation figures beside the trained
+   distance's.
+
 Validation metrics are those of :func:`transforms.evaluate.evaluate` on the held-out entities matched
 among themselves (dedup) or held-out queries against held-out candidates (link), top ``--top_k``
 neighbours by cosine: ``recall_at_1``/``recall_at_10``, ``top1_f1`` (rank-1 pairs) and
@@ -114,6 +123,7 @@ _LOGGER = logging.getLogger(__name__)
 TRANSFORM_FN_DIRNAME = "transform_fn"
 REPORT_JSON = "training_report.json"
 REPORT_PNG = "training_report.png"
+SCORING_MODEL_JSON = "scoring_model.json"  # the pairwise scorer counted from the labels (--scoring_model)
 _NEGATIVES = ("all", "labelled")
 # Block sizes of the default embedder's vector: its defaults, which the match job exports.
 _NUMERIC_DIM = 16
@@ -856,6 +866,126 @@ def _plot(report: dict[str, Any]) -> bytes | None:
     return buffer.getvalue()
 
 
+def _raw_fields(config: TrainConfig, roles: dict[str, str], space: _Space) -> Any:
+    """RecordFields of every record of the space, in its order, read from the raw inputs (the
+    scorer compares raw values, normalised as the job does, not the transformed features)."""
+    from transforms.scoring.comparisons import concat_fields
+    from transforms.scoring.explain import find_records
+
+    flags = {"text_fields": list(config.text_fields), "numeric_fields": list(config.numeric_fields),
+             "input_format": config.input_format, "id_field": config.id_field}
+    ids = space.ids.astype(str)
+    if config.mode == "dedup":
+        parts = [(find_records(roles[Role.INPUT], flags, set(ids.tolist())), ids)]
+    else:
+        q, c = ids[space.queries], ids[space.candidates]
+        parts = [(find_records(roles[Role.QUERIES], flags, set(q.tolist())), q),
+                 (find_records(roles[Role.CANDIDATES], flags, set(c.tolist())), c)]
+    for found, wanted in parts:
+        missing = [i for i in wanted.tolist() if i not in found]
+        if missing:
+            raise ValueError(f"{len(missing)} trained records not found again in the inputs, "
+                             f"e.g. {missing[0]!r}")
+    return concat_fields([found[i] for found, wanted in parts for i in wanted.tolist()])
+
+
+def _candidate_pairs(space: _Space, vectors: np.ndarray, mask: np.ndarray,
+                     top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The top-k pairs of the records under ``mask`` as the job finds them: (query positions,
+    candidate positions, distances, ranks); in dedup mode each unordered pair once, at its
+    lower rank."""
+    queries = space.queries[mask[space.queries]]
+    candidates = space.candidates[mask[space.candidates]]
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(queries) or len(candidates) < 1 + (space.mode == "dedup"):
+        return empty, empty, np.zeros(0), empty
+    found, distances = _neighbours(vectors, queries, candidates, top_k, space.mode == "dedup")
+    ok = found >= 0
+    ranks = np.cumsum(ok, axis=1)[ok]
+    a, b, d = np.broadcast_to(queries[:, None], found.shape)[ok], found[ok], distances[ok]
+    if space.mode == "dedup":
+        a, b = np.minimum(a, b), np.maximum(a, b)
+        order = np.lexsort((d, ranks, b, a))
+        first = np.r_[True, (a[order][1:] != a[order][:-1]) | (b[order][1:] != b[order][:-1])]
+        keep = np.sort(order[first])
+        a, b, d, ranks = a[keep], b[keep], d[keep], ranks[keep]
+    return a, b, d.astype(np.float64), ranks
+
+
+def _best_f1(score: np.ndarray, is_true: np.ndarray, n_true: int) -> float:
+    """Best F1 over thresholds on ``score`` (higher = more alike), every true pair counted."""
+    if not len(score) or not n_true:
+        return 0.0
+    order = np.argsort(-score, kind="stable")
+    tp = np.cumsum(is_true[order])
+    precision, recall = tp / np.arange(1, len(tp) + 1), tp / n_true
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return float(f1.max())
+
+
+def fit_scorer(config: TrainConfig, roles: dict[str, str], space: _Space, vectors: np.ndarray,
+               entity: np.ndarray, labelled: np.ndarray, val: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """The pairwise scorer counted from the labels (:func:`transforms.scoring.labelled.fit_supervised`):
+    the training records' top-k pairs under the trained model, compared as the job compares them,
+    true where both records are one entity. Returns the model and its validation figures (best
+    pairwise F1 by match probability and by distance on the held-out records' pairs, and the
+    pairwise F1 at the job's default ``--min_probability``)."""
+    from beam_jobs.config import DEFAULT_MIN_PROBABILITY
+    from transforms.scoring.comparisons import take_rows
+    from transforms.scoring.fellegi_sunter import term_sketch
+    from transforms.scoring.labelled import (
+        LabelledLevels,
+        compare_pairs,
+        fit_supervised,
+        label_cuts,
+        model_template,
+        rescore,
+    )
+
+    fields = _raw_fields(config, roles, space)
+    sketch = term_sketch(fields.hashes) if fields.text.shape[1] else None
+    n_true = {}
+    picked = {}
+    for name, mask in (("training", ~val), ("validation", val)):
+        a, b, d, ranks = _candidate_pairs(space, vectors, mask, config.top_k)
+        is_true = entity[a] == entity[b]
+        if config.negatives == "labelled":
+            keep = is_true | (labelled[a] & labelled[b])
+            a, b, d, ranks, is_true = a[keep], b[keep], d[keep], ranks[keep], is_true[keep]
+        picked[name] = (a, b, d, ranks, is_true)
+        inside = mask & labelled
+        sizes = np.bincount(entity[inside], minlength=entity.max() + 1)
+        if space.mode == "dedup":
+            n_true[name] = int((sizes * (sizes - 1) // 2).sum())
+        else:
+            is_q = np.zeros(len(entity), bool)
+            is_q[space.queries] = True
+            qs = np.bincount(entity[inside & is_q], minlength=len(sizes))
+            n_true[name] = int((qs * (sizes - qs)).sum())
+    a, b, d, ranks, is_true = picked["training"]
+    cuts = label_cuts(d, is_true)
+    template = model_template(tuple(config.text_fields), tuple(config.numeric_fields), cuts, sketch,
+                              len(fields))
+    levels, _ = compare_pairs(take_rows(fields, a), take_rows(fields, b), d, cuts, sketch)
+    model = fit_supervised(levels, is_true, template)
+    facts: dict[str, Any] = {"training_pairs": int(len(a)), "training_true_pairs": int(is_true.sum())}
+    a, b, d, ranks, is_true = picked["validation"]
+    if len(a) and n_true["validation"]:
+        levels, freq = compare_pairs(take_rows(fields, a), take_rows(fields, b), d, cuts, sketch)
+        _, prob = rescore(model, LabelledLevels(levels, freq, np.ones(len(a), bool), model))
+        kept = prob >= DEFAULT_MIN_PROBABILITY
+        tp = int(is_true[kept].sum())
+        precision, recall = tp / max(int(kept.sum()), 1), tp / n_true["validation"]
+        facts["validation"] = {
+            "pairs": int(len(a)), "true_pairs": n_true["validation"],
+            "best_pairwise_f1_by_probability": _best_f1(prob, is_true, n_true["validation"]),
+            "best_pairwise_f1_by_distance": _best_f1(-d, is_true, n_true["validation"]),
+            "pairwise_f1_at_default_min_probability": (
+                2 * precision * recall / (precision + recall) if precision + recall else 0.0)}
+    return model, facts
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Runs a training (see the module docstring) and returns the report it writes.
 
@@ -908,6 +1038,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     export = _TrainedEmbedder(default, model)
     tf.saved_model.save(export, config.model_dir,
                         signatures={"serving_default": export.serve.get_concrete_function()})
+
+    scorer_started = time.perf_counter()
+    trained = model.predict(x, batch_size=_EMBED_ROWS, verbose=0).astype(np.float32)
+    scorer, scorer_facts = fit_scorer(config, roles, space, trained, entity, labelled, val)
+    write_text(join_path(config.model_dir, SCORING_MODEL_JSON), scorer.to_json() + "\n")
+    timings["scorer_seconds"] = time.perf_counter() - scorer_started
     timings["total_seconds"] = time.perf_counter() - started
     weights = np.exp(layer.log_weights.numpy())
     report = {
@@ -931,6 +1067,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "config": {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in dataclasses.asdict(config).items()},
         "gpus": gpus,
+        "scorer": {"scoring_model": join_path(config.model_dir, SCORING_MODEL_JSON), **scorer_facts},
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     write_text(join_path(config.model_dir, REPORT_JSON), json.dumps(report, indent=2))

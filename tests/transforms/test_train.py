@@ -252,3 +252,34 @@ def test_trained_model_round_trips_through_the_match_job(trained, tmp_path):
     report = evaluate(read_matches(str(out)), set(trained["held_truth"]), mode="dedup")
     assert report["pairs"]["recall"] >= 0.95
     assert report["threshold_sweep"]["best"]["f1"] >= 0.9
+
+
+def test_train_counts_the_pairwise_scorer_from_the_labels_and_the_job_scores_with_it(trained, tmp_path):
+    """train writes scoring_model.json (m/u counted from the training pairs, compared as the job
+    compares them, distance cut where true and false pairs overlap); the job takes it as
+    --scoring_model on the held-out corpus, and its pairs there beat the unsupervised fit's."""
+    from beam_jobs.match_corpora import run_job
+    from transforms.evaluate import evaluate
+    from transforms.io import read_matches
+    from transforms.manifest import read_manifest
+    from transforms.train import SCORING_MODEL_JSON
+
+    scorer = trained["report"]["scorer"]
+    print(f"\ntrain scorer: {scorer}")
+    assert scorer["training_true_pairs"] > 0 and scorer["training_pairs"] > scorer["training_true_pairs"]
+    assert scorer["validation"]["best_pairwise_f1_by_probability"] >= 0.95
+    job = ["--input", str(trained["root"] / "heldout.csv"), "--id_field", "rec_id",
+           "--text_fields", ",".join(MATCH_FIELDS), "--model_dir", trained["model_dir"],
+           "--transform_fn_dir", os.path.join(trained["model_dir"], TRANSFORM_FN_DIRNAME),
+           "--top_k", "5", "--runner", "FnApiRunner"]
+    f1 = {}
+    for name, extra in (("supervised", ["--scoring_model", os.path.join(trained["model_dir"],
+                                                                        SCORING_MODEL_JSON)]),
+                        ("unsupervised", [])):
+        out = str(tmp_path / name)
+        run_job(job + extra + ["--output", out])
+        method = read_manifest(out)["scoring"]["fit"].get("method", "EM")
+        assert (method == "supervised") == (name == "supervised")
+        f1[name] = evaluate(read_matches(out), set(trained["held_truth"]), mode="dedup")["pairs"]["f1"]
+    print(f"held-out pairwise F1 at match_probability >= 0.5: {f1}")
+    assert f1["supervised"] >= f1["unsupervised"]

@@ -77,7 +77,7 @@ _BUCKET_BYTES = 16 << 20
 # The embedding distance is one more compared "field": its levels cut the rank-1 distances of a
 # deterministic sample of queries at these quantiles.
 DISTANCE_FIELD = "embedding_distance"
-_DISTANCE_QUANTILES = (0.2, 0.5, 0.8, 0.95)
+DISTANCE_QUANTILES = (0.2, 0.5, 0.8, 0.95)
 _DISTANCE_SAMPLE = 20_000
 
 
@@ -314,8 +314,8 @@ class _DistanceCutsFn(beam.CombineFn):
 
     def extract_output(self, acc) -> np.ndarray:
         if not len(acc[2]):
-            return np.full(len(_DISTANCE_QUANTILES), np.inf)
-        return np.quantile(np.sort(acc[2]), _DISTANCE_QUANTILES)
+            return np.full(len(DISTANCE_QUANTILES), np.inf)
+        return np.quantile(np.sort(acc[2]), DISTANCE_QUANTILES)
 
 
 class _SketchFn(beam.CombineFn):
@@ -529,7 +529,7 @@ class ScorePairs(beam.PTransform):
             if self._given.fields != want:
                 raise ValueError(f"the scoring model compares {list(self._given.fields)}, this job "
                                  f"{list(want)}")
-            if len(self._given.fit.get("distance_cuts") or ()) != len(_DISTANCE_QUANTILES):
+            if len(self._given.fit.get("distance_cuts") or ()) != len(DISTANCE_QUANTILES):
                 raise ValueError("the scoring model has no distance_cuts in its fit")
         if set(records) not in ({"queries", "candidates"}, {"input"}):
             raise ValueError(f"records must have queries and candidates, or input; got {sorted(records)}")
