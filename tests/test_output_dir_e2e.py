@@ -151,7 +151,8 @@ def test_rerun_after_a_killed_overwrite_equals_a_clean_run(corpus, tmp_path):
     # An unfinished run is a run: replacing it needs --overwrite too (it may still be running).
     refused = _cli(_args(corpus, rerun))
     assert refused.returncode == 2
-    assert "an unfinished run (exit_state running: still running, or killed)" in _job_errors(refused.stderr)[0]
+    unfinished = "an unfinished run (exit_state running: still running, or killed)"
+    assert unfinished in _job_errors(refused.stderr)[0]
     again = _cli(_args(corpus, rerun, "--overwrite"))
     assert again.returncode == 0, again.stderr[-3000:]
 
