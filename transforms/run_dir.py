@@ -144,7 +144,8 @@ def list_files(path: str) -> list[str]:
             name = name[len(prefix):]
         else:
             continue
-        out.append(name)
+        if name and not name.endswith("/"):  # an object store's directory placeholder is no file
+            out.append(name)
     return sorted(out)
 
 
@@ -261,7 +262,7 @@ def mark_finished(output: str) -> str:
         rel = (os.path.relpath(m.path, prefix).replace(os.sep, "/") if is_local_path(prefix)
                else m.path[len(prefix):])
         base = posixpath.basename(rel)
-        if (rel in (MANIFEST, SUCCESS_MARKER) or ".tmp-" in base
+        if (not base or rel in (MANIFEST, SUCCESS_MARKER) or ".tmp-" in base
                 or rel.split("/", 1)[0] in _SCRATCH_DIRS):
             continue
         sizes[rel] = int(m.size_in_bytes)
