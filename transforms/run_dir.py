@@ -61,7 +61,7 @@ MANIFEST = "manifest.json"
 RUN_DIRS = ("matches", "dead_letters", "indexes", "clusters", "transform_fn", "default_model",
             "scoring", "tmp", ".spill")
 RUN_FILES = (MANIFEST, SUCCESS_MARKER, "report.html", "evaluation.json", "calibration.json",
-             "calibration.png")
+             "calibration.png", "calibration.scoring_model.json")
 RUN_ENTRIES = RUN_DIRS + RUN_FILES
 # Scratch space under the output (tf.Transform's temp files, named at random; spill files), left
 # out of the _SUCCESS listing.
