@@ -23,14 +23,14 @@ PEOPLE_FIELDS := given_name,surname,street_number,address_1,suburb,postcode,stat
 demo: $(STAMP)
 	$(PY) -m transforms.testing.people --mode link --entities 5000 --out demo_data/people --format csv --seed 0
 	$(VENV)/bin/corpus-match --queries demo_data/people/a.csv --candidates demo_data/people/b.csv \
-	    --id_field rec_id --text_fields $(PEOPLE_FIELDS) --output out/demo --top_k 10 --runner FnApiRunner
+	    --id_field rec_id --text_fields $(PEOPLE_FIELDS) --output out/demo --overwrite --top_k 10 --runner FnApiRunner
 	$(VENV)/bin/corpus-match evaluate --matches out/demo --truth demo_data/people/true_pairs.csv
 
 # Precomputed vectors in parquet, 4 ScaNN shards.
 demo-vectors: $(STAMP)
 	$(PY) -m bench.make_demo_data --out demo_data/vectors
 	$(VENV)/bin/corpus-match --queries 'demo_data/vectors/queries/*.parquet' \
-	    --candidates 'demo_data/vectors/candidates/*.parquet' --output out/demo-vectors --top_k 10 \
+	    --candidates 'demo_data/vectors/candidates/*.parquet' --output out/demo-vectors --overwrite --top_k 10 \
 	    --num_shards 4 --runner FnApiRunner
 
 test: $(STAMP)

@@ -58,7 +58,11 @@ def _report_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="corpus-match report", description="Write DIR/report.html.")
     ap.add_argument("output_dir", help="a finished run's --output directory")
     args = ap.parse_args(argv)
-    path = write_report(args.output_dir)
+    try:
+        path = write_report(args.output_dir)
+    except FileNotFoundError as e:  # transforms.run_dir.IncompleteRunError: the run has not finished
+        print(f"corpus-match report: {e}", file=sys.stderr)
+        return 2
     print(summary_text(read_manifest(args.output_dir)) + f"\n  report:      {path}")
     return 0
 

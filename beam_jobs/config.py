@@ -97,6 +97,7 @@ class MatchConfig:
     candidates: str | None
     input: str | None
     output: str
+    overwrite: bool = False
     input_format: str = "auto"
     id_field: str = "id"
     vector_field: str = "embedding"
@@ -233,6 +234,7 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         candidates=candidates,
         input=input_glob,
         output=output.rstrip("/"),
+        overwrite=_bool(flags, "overwrite", False),
         input_format=_choice(flags, "input_format", INPUT_FORMATS, "auto"),
         id_field=id_field,
         vector_field=_str(flags, "vector_field", "embedding"),

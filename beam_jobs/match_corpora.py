@@ -133,7 +133,7 @@ class _IndexStage(NamedTuple):
     record_ids: beam.PCollection | None = None  # arrays of every valid candidate id (dedup clusters)
 
 
-def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list):
+def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list, writes: list | None = None):
     """read -> validate -> (preprocess -> embed) for each role.
 
     Returns (vectors, rows_read, records): ``records`` are the validated FeatureBatches per role when
@@ -154,12 +154,12 @@ def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list):
         dead += [read.dead_letters, valid.dead_letters]
     records = dict(vectors) if cfg.embeds else {}
     if cfg.embeds:
-        vectors = _preprocess_and_embed(cfg, vectors, dead)
+        vectors = _preprocess_and_embed(cfg, vectors, dead, writes)
     return vectors, rows_read, records
 
 
 def _preprocess_and_embed(cfg: MatchConfig, features: dict[str, beam.PCollection],
-                          dead: list) -> dict[str, beam.PCollection]:
+                          dead: list, writes: list | None = None) -> dict[str, beam.PCollection]:
     """FeatureBatch per role -> tf.Transform (analysed once over all corpora, or a saved
     transform_fn) -> the model (RunInference, batched) -> prepared VectorBatch per role."""
     from transforms.embed import EmbedRecords
@@ -170,6 +170,8 @@ def _preprocess_and_embed(cfg: MatchConfig, features: dict[str, beam.PCollection
         transform_fn_dir_out=f"{cfg.output}/transform_fn", transform_fn_dir_in=cfg.transform_fn_dir,
         temp_dir=f"{cfg.output}/tmp/tft")
     dead.append(pre.dead_letters)
+    if writes is not None and pre.written is not None:
+        writes.append(pre.written)
     vectors = {}
     for role in features:
         label = _role_label(role)
@@ -278,14 +280,18 @@ def _build_index(p, cfg: MatchConfig, candidates, dims, cand_role: str, dead: li
 def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int = 1,
                    static_manifest: dict[str, Any] | None = None,
                    kept_index: dict[str, Any] | None = None,
-                   spill_dir: str | None = None, scoring_buckets: int = 1) -> PipelineOutputs:
+                   spill_dir: str | None = None, scoring_buckets: int = 1,
+                   mark_finished: bool = False) -> PipelineOutputs:
     """Builds the job's graph on ``p`` and returns the PCollections tests need.
 
     ``kept_index`` is the earlier run's index manifest (``read_index_manifest``) for --index_dir.
     With ``spill_dir`` (``run_job`` makes one per run), large pieces of the candidate vectors reach
     their shards through files there (see transforms.spill), deleted once every shard is built;
     without it they travel in the shuffle. ``scoring_buckets`` is the pairwise scorer's join width
-    (``transforms.scoring.score_pairs.scoring_buckets`` of the input size).
+    (``transforms.scoring.score_pairs.scoring_buckets`` of the input size). With ``mark_finished``
+    (a launch the launcher does not wait for) the graph's last step writes ``DIR/_SUCCESS`` once
+    every output is written; a waiting launcher writes it itself after the run (see
+    transforms.run_dir).
     """
     reuse = kept_index is not None and not cfg.append
     if cfg.mode == "dedup":
@@ -293,7 +299,8 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     else:
         roles = [Role.QUERIES] if reuse else [Role.QUERIES, Role.CANDIDATES]
     dead: list[beam.PCollection] = []
-    vectors, rows_read, records = _read_corpora(p, cfg, roles, dead)
+    writes: list[beam.PCollection] = []  # steps that write outputs; _SUCCESS waits for all of them
+    vectors, rows_read, records = _read_corpora(p, cfg, roles, dead, writes)
     unchecked = vectors
     checked = tuple(vectors[r] for r in roles) | "CheckDims" >> CheckDims(
         expected=kept_index["dims"] if kept_index else None)
@@ -328,8 +335,9 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
             num_queries=(passing[Role.QUERIES] if cfg.mode == "link" else stage.num_candidates)
             if cfg.index == "auto" else None)
         if spill_dir is not None:
-            (p | "SpillDir" >> beam.Create([spill_dir])
-             | "DeleteSpillDir" >> beam.Map(_delete_spill_dir, built=beam.pvalue.AsList(infos)))
+            writes.append(p | "SpillDir" >> beam.Create([spill_dir])
+                          | "DeleteSpillDir" >> beam.Map(_delete_spill_dir,
+                                                         built=beam.pvalue.AsList(infos)))
         if kept_index is not None:  # --append: rebuilt shards replace their kept versions
             infos = infos | "WithUntouchedKeptShards" >> CombineWithKeptShards(
                 kept_shards=kept_index["shards"])
@@ -339,10 +347,10 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         elif stage.aliases is not None:
             from transforms.exact_duplicates import WriteAliases, aliases_glob
 
-            stage.aliases | "KeepAliases" >> WriteAliases(f"{cfg.output}/indexes")
+            writes.append(stage.aliases | "KeepAliases" >> WriteAliases(f"{cfg.output}/indexes"))
             index_static["aliases_glob"] = aliases_glob(f"{cfg.output}/indexes")
-        infos | "IndexManifest" >> WriteIndexManifest(
-            index_root=f"{cfg.output}/indexes", static=index_static, dims=dims, plan=plan)
+        writes.append(infos | "IndexManifest" >> WriteIndexManifest(
+            index_root=f"{cfg.output}/indexes", static=index_static, dims=dims, plan=plan))
 
     if cfg.mode == "link":
         num_queries = passing[Role.QUERIES]
@@ -408,8 +416,8 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     if cfg.mode == "dedup":
         clustered = (pairs, stage.record_ids) | "ClusterPairs" >> ClusterPairs(
             max_cluster_size=cfg.max_cluster_size, max_rounds=cfg.cluster_max_rounds)
-        _ = clustered.assignments | "WriteClusters" >> WriteClusters(
-            output_dir=cfg.output, num_shards=num_output_shards)
+        writes.append(clustered.assignments | "WriteClusters" >> WriteClusters(
+            output_dir=cfg.output, num_shards=num_output_shards))
         clusters = clustered.stats
 
     all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
@@ -425,8 +433,22 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         max_bad_record_ratio=cfg.max_bad_record_ratio, audit=audit, tuning=overrides, plan=plan,
         clusters=clusters, min_recall=cfg.min_recall, probe_tuning=probe_choice,
         scoring=None if scoring is None else scoring.model)
+    if mark_finished:
+        # The manifest (written only when the run passed its checks) already waits for the matches,
+        # dead letters, shards, audit and scoring model; the other writes are waited for here.
+        (p | "FinishOnce" >> beam.Create([None])
+         | "MarkFinished" >> beam.Map(_mark_finished, cfg.output, manifest=beam.pvalue.AsList(manifest),
+                                      **{f"written_{i}": beam.pvalue.AsList(pc)
+                                         for i, pc in enumerate(writes)}))
     return PipelineOutputs(pairs=pairs, shards=infos, dead_letters=all_dead, manifest=manifest,
                            audit=audit)
+
+
+def _mark_finished(_: Any, output_dir: str, **written: Any) -> None:
+    """The graph's last step on a runner the launcher does not wait for: DIR/_SUCCESS."""
+    from transforms.run_dir import mark_finished
+
+    mark_finished(output_dir)
 
 
 def _spill_bytes(cfg: MatchConfig) -> int:
@@ -521,6 +543,7 @@ def prepare(argv: list[str] | None):
             import dataclasses
 
             cfg = dataclasses.replace(cfg, transform_fn_dir=kept["transform_fn_used"])
+    _check_output_dir(cfg)
     if cfg.mode == "dedup" and cfg.max_distance is None:
         _LOGGER.warning("dedup without --max_distance (or --calibration): every record is paired "
                         "with its %d nearest records, so the clusters connect nearly everything; "
@@ -543,6 +566,23 @@ def prepare(argv: list[str] | None):
     if model_fp is not None:
         static["model_fingerprint"] = model_fp
     return options, cfg, static, num_output_shards, kept, buckets
+
+
+def _check_output_dir(cfg: MatchConfig) -> None:
+    """--output must be empty or new, or hold a run that --overwrite replaces; a kept index must come
+    from a run that is not still running (else ConfigError; see transforms.run_dir)."""
+    from beam_jobs.config import ConfigError
+    from transforms.run_dir import check_output_dir, inspect_output_dir, kept_index_run_dir
+
+    check_output_dir(cfg.output, overwrite=cfg.overwrite, inputs={
+        flag: getattr(cfg, flag) for flag in ("queries", "candidates", "input", "index_dir",
+                                              "transform_fn_dir", "model_dir", "scoring_model",
+                                              "calibration")})
+    if cfg.index_dir:
+        kept_run = inspect_output_dir(kept_index_run_dir(cfg.index_dir))
+        if kept_run.exit_state == "running" and not kept_run.finished:
+            raise ConfigError(f"--index_dir {cfg.index_dir}: the run that wrote it has not finished "
+                              "(exit_state running: still running, or killed)")
 
 
 @functools.lru_cache(maxsize=4)
@@ -593,9 +633,14 @@ def run_job(argv: list[str] | None = None, *, wait: bool | None = None):
     if cfg.spill_min_mb > 0 and (kept is None or cfg.append):
         spill_dir = new_spill_dir(options.view_as(GoogleCloudOptions).temp_location, cfg.output)
     build_pipeline(p, cfg, num_output_shards=num_output_shards, static_manifest=static,
-                   kept_index=kept, spill_dir=spill_dir, scoring_buckets=buckets)
+                   kept_index=kept, spill_dir=spill_dir, scoring_buckets=buckets,
+                   mark_finished=not wait)
     from beam_jobs.summary import finish_local_run
+    from transforms.run_dir import claim_output_dir
 
+    # The old run's outputs go (with --overwrite) and a "running" manifest is written before the
+    # pipeline runs: a run that dies leaves nothing that looks finished.
+    claim_output_dir(cfg.output, static)
     start = time.time()
     if wait:
         # Local runners may run the whole pipeline inside run(); both calls are watched.
@@ -605,7 +650,13 @@ def run_job(argv: list[str] | None = None, *, wait: bool | None = None):
             if spill_dir is not None:
                 delete_spill_dir(spill_dir)
     else:
-        result = p.run()
+        try:
+            result = p.run()
+        except Exception as e:  # the submission failed: say so instead of "running"
+            from transforms.manifest import update_manifest
+
+            update_manifest(cfg.output, exit_state="failed", error=f"{type(e).__name__}: {e}"[:2000])
+            raise
     return result, cfg, wait
 
 

@@ -112,7 +112,11 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("append", "With --index_dir: add --candidates to the kept index; only the shards they land in "
      "are rebuilt (under --output), the others are used in place. Default false.", ("true", "false")),
     # --- outputs
-    ("output", "Output directory (local path or gs://).", None),
+    ("output", "Output directory (local path or gs://). It must be empty or new unless --overwrite.",
+     None),
+    ("overwrite", "Replace the run already in --output (finished, failed or killed): its outputs "
+     "are deleted before this run starts. A directory holding other files, or an input of this "
+     "run, is refused even so. Default false.", ("true", "false")),
     ("output_format", "Match file format. Default parquet.", OUTPUT_FORMATS),
     ("num_output_shards", "Number of match files. Default: sized from the query count.", None),
     ("max_bad_record_ratio", "Fail the run when dead letters / records read exceeds this. "
@@ -124,13 +128,20 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
 ]
 
 
+_BOOLEAN = ("true", "false")
+
+
 class MatchOptions(PipelineOptions):
     """Flags of the match job (see ``JOB_FLAGS``; the README lists them too)."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
         for name, help_text, choices in JOB_FLAGS:
-            parser.add_argument(f"--{name}", default=None, choices=choices, help=help_text)
+            if choices == _BOOLEAN:  # a bare --overwrite means --overwrite true
+                parser.add_argument(f"--{name}", default=None, choices=choices, help=help_text,
+                                    nargs="?", const="true")
+            else:
+                parser.add_argument(f"--{name}", default=None, choices=choices, help=help_text)
 
 
 def flags_markdown() -> str:

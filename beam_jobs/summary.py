@@ -15,6 +15,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from beam_jobs.config import MatchConfig
 from transforms import metrics
 from transforms.manifest import read_manifest, update_manifest
+from transforms.run_dir import mark_finished
 
 __all__ = ["finish_local_run", "print_summary", "collect_metrics"]
 
@@ -46,7 +47,8 @@ def collect_metrics(result) -> dict[str, Any]:
 
 def finish_local_run(run, cfg: MatchConfig, start: float):
     """Runs the pipeline (``run`` is ``Pipeline.run``) and waits; records wall time, busy time per
-    stage and the exit state in the manifest. Returns the PipelineResult; re-raises a failure."""
+    stage and the exit state in the manifest, then writes ``DIR/_SUCCESS``. Returns the
+    PipelineResult; re-raises a failure (no ``_SUCCESS`` then)."""
     try:
         result = run()
         result.wait_until_finish()
@@ -64,6 +66,7 @@ def finish_local_run(run, cfg: MatchConfig, start: float):
         extra["python_heap_peak_mib"] = heap
     update_manifest(cfg.output, exit_state="succeeded", wall_seconds=round(time.time() - start, 3),
                     stage_busy_seconds=busy, metrics=found["counters"], **extra)
+    mark_finished(cfg.output)  # last: every output is complete
     return result
 
 

@@ -90,9 +90,9 @@ def main() -> None:
 
     out = os.path.join(args.work_dir, "out")
     t0 = time.perf_counter()
-    run_job(["--queries", queries, "--candidates", candidates, "--output", out, "--top_k", "10",
-             "--id_field", "rec_id", "--text_fields", ",".join(MATCH_FIELDS), "--runner", "FnApiRunner",
-             *job_flags])
+    run_job(["--queries", queries, "--candidates", candidates, "--output", out, "--overwrite",
+             "--top_k", "10", "--id_field", "rec_id", "--text_fields", ",".join(MATCH_FIELDS),
+             "--runner", "FnApiRunner", *job_flags])
     t_job = time.perf_counter() - t0
     manifest = read_manifest(out)
     t0 = time.perf_counter()

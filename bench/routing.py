@@ -46,7 +46,7 @@ def _write(work: str, n_cands: int, n_queries: int, dims: int, clusters: int) ->
 
 
 def _job_args(cands: str, queries: str, out: str, *extra: str) -> list[str]:
-    return ["--queries", queries, "--candidates", cands, "--output", out, "--top_k", "10",
+    return ["--queries", queries, "--candidates", cands, "--output", out, "--overwrite", "--top_k", "10",
             "--runner", "FnApiRunner", *extra]
 
 

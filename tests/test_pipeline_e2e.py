@@ -99,7 +99,7 @@ def test_exact_index_equals_oracle_and_bad_rows_are_dead_letters(link_data, tmp_
     assert sum(len(s) for s in spilled) == len(cand_ids)
     assert all(s.path.startswith(str(tmp_path / "temp")) for s in spilled)
     assert not any(os.path.exists(s.path) for s in spilled)  # deleted once the shards were built
-    assert sorted(os.listdir(out)) == ["dead_letters", "indexes", "manifest.json", "matches"]
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "dead_letters", "indexes", "manifest.json", "matches"]
     got = read_matches(str(out))
     want_ids, want_d = oracle_topk(queries, cands, cand_ids, 10)
     got = got.sort_values(["query_id", "rank"])

@@ -6,6 +6,10 @@ published through Beam FileSystems so ``gs://`` outputs work. Only the directory
 build token) travels on as a ``ShardIndexInfo``: ScaNN searchers do not pickle, so search workers load
 them from there, except a search in the process that built the shard, which takes the index from
 ``transforms.shard_cache`` as it is.
+
+Test hook (off by default): with ``CORPUS_MATCHER_TEST_PAUSE_BUILD_SECONDS`` set in a worker's
+environment, each shard's build first sleeps that long, so a test can kill a run during the build
+(tests/test_output_dir_e2e.py). Nothing else reads it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ __all__ = ["BuildShardIndexes", "WriteIndexManifest", "MergeWithKeptShards", "Co
 
 _LOGGER = logging.getLogger(__name__)
 IDS_FILE = "ids.npy"
+# The test hook of the module docstring.
+PAUSE_BUILD_ENV = "CORPUS_MATCHER_TEST_PAUSE_BUILD_SECONDS"
 
 
 def shard_dir_name(shard: int, num_shards: int) -> str:
@@ -72,6 +78,11 @@ class _BuildShardIndexFn(beam.DoFn):
             # The run is failing (see WriteManifest); do not spend hours building. (A bare return:
             # Beam warns about "yield and return" in process() when a comment follows it.)
             return
+        pause = float(os.environ.get(PAUSE_BUILD_ENV) or 0)
+        if pause > 0:
+            _LOGGER.warning("test hook %s: pausing %.1f s before building shard %d", PAUSE_BUILD_ENV,
+                            pause, shard)
+            time.sleep(pause)
         metrics.heap_watch_start()
         start = time.perf_counter()
         dest = f"{self._output_dir}/indexes/{shard_dir_name(shard, num_shards)}"

@@ -451,6 +451,9 @@ def calibrate_main(argv: Iterable[str]) -> int:
                              "Best on a run with --min_probability 0.")
     parser.add_argument("--output", default=None, help="Calibration JSON to write. Default "
                         "OUT_DIR/calibration.json; the PNG goes beside it.")
+    parser.add_argument("--allow_incomplete", action="store_true",
+                        help="Read the matches of a run that did not finish (no DIR/_SUCCESS) as "
+                             "they are. Default: such a run is refused.")
     args = parser.parse_args(list(argv))
     from transforms.artifacts import join_path, write_bytes, write_text
     from transforms.io import read_matches
@@ -459,7 +462,7 @@ def calibrate_main(argv: Iterable[str]) -> int:
     out = args.output or join_path(args.matches, "calibration.json")
     model = facts = None
     try:
-        matches = read_matches(args.matches)
+        matches = read_matches(args.matches, allow_incomplete=args.allow_incomplete)
         labels = read_calibration_labels(args.truth, mode=mode)
         threshold = args.threshold
         if threshold == "auto":

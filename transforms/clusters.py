@@ -820,17 +820,25 @@ class WriteClusters(beam.PTransform):
                 | "WriteShards" >> beam.ParDo(_WriteClusterShardFn(self._output_dir, self._num_shards)))
 
 
-def read_clusters(output_dir: str) -> pd.DataFrame:
+def read_clusters(output_dir: str, *, allow_incomplete: bool = False) -> pd.DataFrame:
     """Reads every ``DIR/clusters/clusters-*-of-*.parquet`` (reports and tests).
+
+    The run must have finished and the files be the whole shard set, as for
+    :func:`transforms.io.read_matches`; ``allow_incomplete=True`` reads whatever is there.
 
     Returns:
         Columns ``CLUSTER_COLUMNS`` sorted by record_id with a fresh index.
 
     Raises:
+        IncompleteRunError (a FileNotFoundError): the run did not finish, or a shard is missing.
         FileNotFoundError: there is no cluster file.
     """
     pattern = join_path(output_dir, "clusters", "clusters-*-of-*.parquet")
     paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list if ".tmp-" not in m.path)
+    if not allow_incomplete:
+        from transforms.run_dir import check_run_shards
+
+        check_run_shards(output_dir, "clusters", paths, what="its clusters")
     if not paths:
         raise FileNotFoundError(f"no cluster files under {join_path(output_dir, 'clusters')}")
     frames = [pq.read_table(pa.BufferReader(read_bytes(path))).to_pandas() for path in paths]

@@ -325,13 +325,13 @@ def read_match_files(path: str) -> pd.DataFrame:
     return out
 
 
-def _read_matches(out_dir: str) -> pd.DataFrame:
+def _read_matches(out_dir: str, allow_incomplete: bool = False) -> pd.DataFrame:
     try:
         from transforms.io import read_matches  # the pipeline's own reader, when it exists
     except ImportError:
         read_matches = None
     if read_matches is not None:
-        return read_matches(out_dir)
+        return read_matches(out_dir, allow_incomplete=allow_incomplete)
     matches_dir = os.path.join(out_dir, "matches")
     return read_match_files(matches_dir if os.path.isdir(matches_dir) else out_dir)
 
@@ -368,12 +368,15 @@ def evaluate_main(argv: list[str]) -> int:
                         help="K of recall@K. Default: the largest rank in the matches.")
     parser.add_argument("--json", default=None,
                         help="Where to write the JSON report. Default OUT_DIR/evaluation.json.")
+    parser.add_argument("--allow_incomplete", action="store_true",
+                        help="Read the matches of a run that did not finish (no OUT_DIR/_SUCCESS) as "
+                             "they are. Default: such a run is refused.")
     args = parser.parse_args(argv)
     if args.k is not None and args.k < 1:
         parser.error("--k must be >= 1")
     mode = args.mode or _mode_from_manifest(args.matches) or "link"
     try:
-        matches = _read_matches(args.matches)
+        matches = _read_matches(args.matches, args.allow_incomplete)
         truth = load_truth(args.truth, mode=mode)
         report = evaluate(matches, truth, mode=mode, k=args.k)
     except (OSError, ValueError) as err:  # missing files, bad columns or values: say so, exit 2

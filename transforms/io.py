@@ -850,8 +850,13 @@ def _finished_files(pattern: str) -> list[str]:
     return sorted(m.path for m in found if ".tmp-" not in posixpath.basename(m.path))
 
 
-def read_matches(output_dir: str) -> pd.DataFrame:
+def read_matches(output_dir: str, *, allow_incomplete: bool = False) -> pd.DataFrame:
     """Reads every match file (any format) under ``DIR/matches/`` into one DataFrame.
+
+    The run must have finished (``DIR/_SUCCESS``, see :mod:`transforms.run_dir`) and the files must
+    be the whole ``matches-SSSSS-of-NNNNN`` set its manifest and ``_SUCCESS`` name; a directory with
+    neither manifest nor ``_SUCCESS`` (``WriteMatches`` alone) needs only the whole set.
+    ``allow_incomplete=True`` reads whatever match files are there.
 
     Returns:
         Columns ``MATCH_COLUMNS`` with dtypes object (str), object (str), int64, float64 (and the
@@ -859,9 +864,14 @@ def read_matches(output_dir: str) -> pd.DataFrame:
         (query_id, rank, candidate_id) with a fresh index.
 
     Raises:
+        IncompleteRunError (a FileNotFoundError): the run did not finish, or a shard is missing.
         FileNotFoundError: there is no match file (a finished run always writes at least one).
     """
     paths = _finished_files(join_path(output_dir, "matches", "matches-*-of-*.*"))
+    if not allow_incomplete:
+        from transforms.run_dir import check_run_shards
+
+        check_run_shards(output_dir, "matches", paths, what="its matches")
     frames = []
     for path in paths:
         fmt = posixpath.splitext(path)[1].lstrip(".")

@@ -1,9 +1,11 @@
 """The run manifest: what ran, on what, with which settings, and what came out.
 
-``WriteManifest`` writes ``DIR/manifest.json`` from inside the pipeline (so a Dataflow run, whose
-launcher returns at once, still gets one) with the flags, stack versions, counts, index params per
-shard and ``exit_state``. A local run's launcher then adds wall times per stage from Beam metrics and
-the final exit state with :func:`update_manifest`.
+The launcher first writes a manifest of the static facts with ``exit_state`` ``running``
+(:func:`transforms.run_dir.claim_output_dir`). ``WriteManifest`` then writes ``DIR/manifest.json``
+from inside the pipeline (so a Dataflow run, whose launcher returns at once, still gets one) with the
+flags, stack versions, counts, index params per shard and ``exit_state`` ``pipeline_completed`` or
+``failed``. A local run's launcher then adds wall times per stage from Beam metrics and the final
+exit state with :func:`update_manifest`; ``DIR/_SUCCESS`` comes after that (see transforms.run_dir).
 
 It also enforces ``--max_bad_record_ratio`` over all dead letters of the run, after writing the
 manifest, so a failed run still explains itself.

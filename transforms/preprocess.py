@@ -588,6 +588,7 @@ class PreprocessResult(NamedTuple):
     candidates: beam.PCollection | None
     input: beam.PCollection | None
     dead_letters: beam.PCollection
+    written: beam.PCollection | None = None  # one element once the transform_fn is written
 
 
 class _ToArrowFn(beam.DoFn):
@@ -682,8 +683,9 @@ class AnalyzeAndTransformFeatures(beam.PTransform):
                 union = tuple(arrow.values()) | "UnionForAnalysis" >> beam.Flatten()
                 transform_fn = (union, config) | "Analyze" >> tft_beam.AnalyzeDataset(
                     make_preprocessing_fn(self._text_fields, self._numeric_fields))
+            written = None
             if self._dir_out:
-                _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(self._dir_out)
+                written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(self._dir_out)
             transformed = {}
             for role, batches in arrow.items():
                 name = role.capitalize()
@@ -694,4 +696,5 @@ class AnalyzeAndTransformFeatures(beam.PTransform):
         dead_letters = tuple(dead) | "FlattenDeadLetters" >> beam.Flatten(pipeline=pipeline)
         return PreprocessResult(queries=transformed.get(Role.QUERIES),
                                 candidates=transformed.get(Role.CANDIDATES),
-                                input=transformed.get(Role.INPUT), dead_letters=dead_letters)
+                                input=transformed.get(Role.INPUT), dead_letters=dead_letters,
+                                written=written)

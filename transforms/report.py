@@ -20,8 +20,9 @@ rows the histogram shows.
 
 :func:`summary_text` renders the manifest as the short text block printed at the end of a CLI run.
 
-This module only reads a finished (or failed) run's output; it computes no metric the pipeline did
-not record, except the distance histogram.
+This module only reads a finished (or failed) run's output (a run still ``running`` is refused, see
+:func:`write_report`); it computes no metric the pipeline did not record, except the distance
+histogram.
 """
 
 from __future__ import annotations
@@ -66,26 +67,41 @@ def report_path(output_dir: str) -> str:
     return join_path(output_dir, "report.html")
 
 
-def write_report(output_dir: str, *, max_sample_rows: int = DEFAULT_MAX_SAMPLE_ROWS) -> str:
+def write_report(output_dir: str, *, max_sample_rows: int = DEFAULT_MAX_SAMPLE_ROWS,
+                 allow_incomplete: bool = False) -> str:
     """Builds ``DIR/report.html`` from the run's manifest and match files.
+
+    A run whose manifest still says ``running`` without ``_SUCCESS`` (in progress, or killed) is
+    refused unless ``allow_incomplete``; a failed run gets its page, with the histogram only when
+    its match files are the whole shard set.
 
     Args:
         output_dir: the run's output directory (any Beam filesystem).
         max_sample_rows: most pair distances read for the histogram (see the module docstring).
+        allow_incomplete: write a page for a run that has not finished too.
 
     Returns:
         The path of the written report.
 
     Raises:
+        IncompleteRunError: the run has not finished (see transforms.run_dir).
         BeamIOError, OSError: the report could not be written.
     """
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.artifacts import SUCCESS_MARKER
     from transforms.manifest import read_manifest
+    from transforms.run_dir import IncompleteRunError
 
     try:
         manifest = read_manifest(output_dir)
     except (OSError, ValueError) as e:  # a run that died before writing it still gets a page
         _LOGGER.warning("no readable manifest.json under %s: %s", output_dir, e)
         manifest = {"_missing": f"no readable manifest.json: {e}"}
+    if (not allow_incomplete and manifest.get("exit_state") == "running"
+            and not FileSystems.exists(join_path(output_dir, SUCCESS_MARKER))):
+        raise IncompleteRunError(f"{output_dir}: the run has not finished (exit_state running: still "
+                                 "running, or killed); no report written")
     distances, note = _sample_distances(output_dir, manifest, max_sample_rows)
     path = report_path(output_dir)
     write_text(path, render_report(manifest, distances, distance_note=note, output_dir=output_dir))
@@ -105,7 +121,9 @@ def _sample_distances(output_dir: str, manifest: dict[str, Any], max_rows: int
     written = manifest.get("counts", {}).get("pairs_written")
     try:
         if isinstance(written, int) and written <= max_rows:
-            distances = read_matches(output_dir)["distance"].to_numpy(dtype=np.float64)
+            _check_match_set(output_dir, manifest)
+            distances = read_matches(output_dir, allow_incomplete=True)["distance"].to_numpy(
+                dtype=np.float64)
             return distances, f"all {len(distances):,} emitted pairs"
         distances, whole, rest, total_files = _stream_distances(output_dir, max_rows)
     except FileNotFoundError as e:
@@ -118,6 +136,22 @@ def _sample_distances(output_dir: str, manifest: dict[str, Any], max_rows: int
         which += f" and a uniform sample of file {whole + 1}"
     return distances, (f"a sample of {len(distances):,}{of_total} pairs: {which} (a file holds whole "
                        f"queries, routed by a hash of query_id)")
+
+
+def _check_match_set(output_dir: str, manifest: dict[str, Any] | None,
+                     paths: list[str] | None = None) -> None:
+    """The match files must be one whole ``-of-N`` set (of the manifest's count when it has one):
+    else IncompleteRunError (a FileNotFoundError), which leaves the histogram out with its reason."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.run_dir import check_complete_shards
+
+    where = join_path(output_dir, "matches")
+    if paths is None:
+        paths = [m.path for m in FileSystems.match([join_path(where, "matches-*-of-*.*")])[0].metadata_list
+                 if ".tmp-" not in posixpath.basename(m.path)]
+    expected = (manifest or {}).get("num_output_shards")
+    check_complete_shards(paths, where=where, expected=expected if isinstance(expected, int) else None)
 
 
 def _stream_distances(output_dir: str, max_rows: int) -> tuple[np.ndarray, int, str, int]:
@@ -138,6 +172,7 @@ def _stream_distances(output_dir: str, max_rows: int) -> tuple[np.ndarray, int, 
                    if ".tmp-" not in posixpath.basename(m.path))
     if not paths:
         raise FileNotFoundError(f"no match files under {join_path(output_dir, 'matches')}")
+    _check_match_set(output_dir, None, paths)
     parts: list[np.ndarray] = []
     kept = 0
     for whole, path in enumerate(paths):

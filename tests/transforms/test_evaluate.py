@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from transforms import evaluate as ev
+from transforms.run_dir import mark_finished
 from transforms.testing import people
 
 
@@ -144,7 +145,8 @@ def test_evaluate_main_reads_match_files_and_manifest(tmp_path, capsys, fmt):
         else:
             part.to_csv(path, index=False)
     (out / "matches" / "_SUCCESS").write_text("")
-    (out / "manifest.json").write_text(json.dumps({"mode": "link"}))
+    (out / "manifest.json").write_text(json.dumps({"mode": "link", "exit_state": "succeeded"}))
+    mark_finished(str(out))
     truth = tmp_path / "true_pairs.csv"
     people.write_truth(sorted(LINK_TRUTH), str(truth))
     assert ev.evaluate_main(["--matches", str(out), "--truth", str(truth)]) == 0
@@ -159,11 +161,17 @@ def test_evaluate_main_mode_from_manifest_and_bad_input(tmp_path, capsys):
     (out / "matches").mkdir(parents=True)
     _matches([("a", "b", 1, 0.1), ("b", "a", 1, 0.1)]).to_parquet(
         out / "matches" / "matches-00000-of-00001.parquet")
-    (out / "manifest.json").write_text(json.dumps({"mode": "dedup"}))
+    (out / "manifest.json").write_text(json.dumps({"mode": "dedup", "exit_state": "running"}))
     truth = tmp_path / "t.csv"
     truth.write_text("id,cluster_id\na,1\nb,1\n")
     target = tmp_path / "eval.json"
-    assert ev.evaluate_main(["--matches", str(out), "--truth", str(truth), "--json", str(target)]) == 0
+    # A run that did not finish is refused, naming its directory, unless --allow_incomplete.
+    assert ev.evaluate_main(["--matches", str(out), "--truth", str(truth), "--json", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: the run did not finish (exit_state running" in err and "--allow_incomplete" in err
+    assert not target.exists()
+    assert ev.evaluate_main(["--matches", str(out), "--truth", str(truth), "--json", str(target),
+                             "--allow_incomplete"]) == 0
     report = json.loads(target.read_text())
     assert report["mode"] == "dedup" and report["pairs"]["f1"] == 1.0
     empty = tmp_path / "empty"

@@ -75,10 +75,11 @@ def find_records(pattern: str, flags: dict[str, Any], ids: set[str]):
     return found
 
 
-def _emitted_distance(run_dir: str, query_id: str, candidate_id: str, mode: str) -> float | None:
+def _emitted_distance(run_dir: str, query_id: str, candidate_id: str, mode: str,
+                      allow_incomplete: bool = False) -> float | None:
     from transforms.io import read_matches
 
-    matches = read_matches(run_dir)
+    matches = read_matches(run_dir, allow_incomplete=allow_incomplete)
     pairs = {(query_id, candidate_id)}
     if mode == "dedup":
         pairs.add((candidate_id, query_id))
@@ -86,12 +87,19 @@ def _emitted_distance(run_dir: str, query_id: str, candidate_id: str, mode: str)
     return float(hit.distance.iloc[0]) if len(hit) else None
 
 
-def explain_pair(run_dir: str, query_id: str, candidate_id: str) -> dict[str, Any]:
-    """The waterfall of one pair of a finished scored run (see the module docstring)."""
+def explain_pair(run_dir: str, query_id: str, candidate_id: str, *,
+                 allow_incomplete: bool = False) -> dict[str, Any]:
+    """The waterfall of one pair of a finished scored run (see the module docstring).
+
+    Raises IncompleteRunError (transforms.run_dir) for a run that did not finish, unless
+    ``allow_incomplete``."""
     from transforms.artifacts import read_bytes, read_text
     from transforms.manifest import read_manifest
+    from transforms.run_dir import require_finished
     from transforms.scoring.score_pairs import distance_levels, model_path
 
+    if not allow_incomplete:
+        require_finished(run_dir, what="its scoring model and matches")
     manifest = read_manifest(run_dir)
     flags = manifest["flags"]
     if flags.get("scorer", "none") == "none":
@@ -108,7 +116,7 @@ def explain_pair(run_dir: str, query_id: str, candidate_id: str) -> dict[str, An
             raise KeyError(f"{role} id {rid!r} is not among the run's valid input records")
     pair = concat_fields([left, right])
     levels = compare_fields(take_rows(pair, np.array([0])), take_rows(pair, np.array([1])))[0]
-    distance = _emitted_distance(run_dir, query_id, candidate_id, flags["mode"])
+    distance = _emitted_distance(run_dir, query_id, candidate_id, flags["mode"], allow_incomplete)
     cuts = np.array(model.fit.get("distance_cuts") or [np.inf] * 4)
     dist_level = -1 if distance is None else int(distance_levels(np.array([distance]), cuts)[0])
     levels = np.append(levels, np.int8(dist_level)).astype(np.int8)
@@ -153,9 +161,12 @@ def explain_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--query_id", required=True)
     ap.add_argument("--candidate_id", required=True)
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--allow_incomplete", action="store_true",
+                    help="explain a pair of a run that did not finish (no DIR/_SUCCESS) too")
     args = ap.parse_args(argv)
     try:
-        explained = explain_pair(args.run, args.query_id, args.candidate_id)
+        explained = explain_pair(args.run, args.query_id, args.candidate_id,
+                                 allow_incomplete=args.allow_incomplete)
     except (KeyError, ValueError, FileNotFoundError, OSError) as e:
         print(f"corpus-match explain: {e}", file=sys.stderr)
         return 2
