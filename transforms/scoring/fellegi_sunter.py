@@ -64,10 +64,11 @@ _SEED_SHARE = 0.05
 # with at least this share of pairs both agreeing exactly and agreeing weakly or not at all.
 _SPLIT_FIELDS = 3
 _SPLIT_MIN_SHARE = 0.05
-# ... and after a split, a class "different" in at least _OTHER_DIFFERENT of its pairs on a field
-# (but the split one) where the match class is in at most _KIN_DIFFERENT is not matches.
-_KIN_DIFFERENT = 0.2
-_OTHER_DIFFERENT = 0.5
+# ... and the other half stays matches unless it agrees on an identity field (one every non-match
+# class is "different" on in this share of its pairs) less than this fraction as often as the matches.
+_IDENTITY_DIFFERENT = 0.6
+_KIN_AGREEMENT = 0.5
+_CLOSE_LEVELS = 3
 _FLOOR = 1e-6
 # One pseudo-pair per level: a level no fitted match shows is rare among matches, not impossible.
 _M_PSEUDO = 1.0
@@ -274,6 +275,26 @@ def _split_candidates(table: np.ndarray, num_fields: int) -> list[int]:
     return [int(f) for f in order[:_SPLIT_FIELDS] if both[f] >= _SPLIT_MIN_SHARE]
 
 
+def _sibling_is_matches(tables: list[np.ndarray], match: int, split_field: int) -> bool:
+    """Whether the other half of a split match class is matches too.
+
+    Identity fields are those every non-match class (the classes besides the two halves) is
+    "different" on in at least ``_IDENTITY_DIFFERENT`` of its pairs: the given name, the birth date,
+    an id, not the suburb that place neighbours share. The other half is matches if on each identity
+    field (but the one split on) it agrees (any of the first ``_CLOSE_LEVELS`` levels, exact to
+    close) at least ``_KIN_AGREEMENT`` as often as the match class: moved people (the address
+    differs, identity agrees) and noisier duplicates are matches; people of one household (the
+    address agrees, given name and birth date do not) are not.
+    """
+    sibling = 1 - match
+    others = [k for k in range(len(tables)) if k not in (0, 1)]
+    fields = np.arange(tables[match].shape[0]) != split_field
+    for k in others:
+        fields &= tables[k][:, -1] >= _IDENTITY_DIFFERENT
+    close = [t[:, :_CLOSE_LEVELS].sum(axis=1) for t in (tables[match], tables[sibling])]
+    return bool(np.all(close[1][fields] >= _KIN_AGREEMENT * close[0][fields]))
+
+
 def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: float = _SEED_SHARE,
                    max_iterations: int = 500, tolerance: float = 1e-6,
                    split: bool = True) -> tuple[np.ndarray, np.ndarray, float, int, bool]:
@@ -293,14 +314,13 @@ def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: fl
     ``_SPLIT_FIELDS`` most bimodal fields (pairs agreeing exactly on the field against pairs
     agreeing weakly or not at all), each split refitted as a four-class EM; the split with the
     largest log-likelihood gain is kept if the gain beats the BIC penalty of the extra class
-    (``0.5 * parameters * log(pairs)``). Which classes are matches is then decided by what they
-    disagree on: the class that agrees exactly most often is, and so is any class that, on every
-    field but the one split on, is "different" in under ``_OTHER_DIFFERENT`` of its pairs wherever
-    the match class is in at most ``_KIN_DIFFERENT``. The households split off on the given name
-    and also differ in the birth date (86 % "different" against 0 %): non-matches. A split of the
-    matches into cleaner and more corrupted ones (FEBRL3's duplicates, split on the embedding
-    distance) disagrees outright nowhere (at most 28 %): folded back into m. The match classes,
-    weighted by their shares, are m (their total share the prior); the others are u.
+    (``0.5 * parameters * log(pairs)``), provided the new half is not matches by the identity test of
+    :func:`_sibling_is_matches`; else the three-class fit stands. Households split off on the
+    given name and agree on it and on the birth date a fraction as often as the matches: a split
+    kept, the households go to u. People who moved (split off on the address) and FEBRL3's noisier
+    duplicates (split off on the embedding distance) agree on the identity fields as matches do:
+    such a split is not kept. After EM the class that agrees exactly most often is the match class
+    (m, prior); the others, weighted by their shares, are u.
 
     Returns:
         (m [F, NUM_LEVELS], u [F, NUM_LEVELS], prior, iterations, converged).
@@ -324,14 +344,13 @@ def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: fl
     shares = np.array([seed_share, 0.5, 0.5 - seed_share])
     tables, shares, iterations, converged, loglik = _mixture_em(patterns, counts, present, tables, shares,
                                                                 max_iterations, tolerance)
-    split_field = None
     if split:
         penalty = 0.5 * (num_fields * (NUM_LEVELS - 1) + 1) * math.log(max(counts.sum(), 2.0))
         match = _match_class(tables)
         g, _ = _mixture_loglik(patterns, counts, tables, shares)
         weight = counts * g[:, match]
         others = [k for k in range(len(tables)) if k != match]
-        best = None
+        paying = []
         for f in _split_candidates(tables[match], num_fields):
             agree = weight * (patterns[:, f] == 0)
             differ = weight * (patterns[:, f] >= 3)
@@ -342,20 +361,18 @@ def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: fl
             fitted = _mixture_em(patterns, counts, present, start + [tables[k] for k in others],
                                  np.r_[part * agree.sum(), part * differ.sum(), shares[others]],
                                  max_iterations, tolerance)
-            if fitted[4] - loglik > penalty and (best is None or fitted[4] > best[4]):
-                best, split_field = fitted, f
-        if best is not None:
-            tables, shares, more, converged, loglik = best
-            iterations += more
-        else:
-            split_field = None
+            if fitted[4] - loglik > penalty:
+                paying.append((fitted, f))
+        # The best-paying split, if its other half is not matches (a split of the matches
+        # themselves, e.g. into people who moved and who did not, is no reason to leave three
+        # classes; nor is it a sign that a weaker split is the households).
+        if paying:
+            fitted, f = max(paying, key=lambda item: item[0][4])
+            match = _match_class(fitted[0])
+            if match in (0, 1) and not _sibling_is_matches(fitted[0], match, f):
+                tables, shares, more, converged, loglik = fitted
+                iterations += more
     matches = [_match_class(tables)]
-    if split_field is not None and matches[0] in (0, 1):  # the split's two halves are classes 0, 1
-        sibling = 1 - matches[0]
-        testify = (np.arange(num_fields) != split_field) & (tables[matches[0]][:, -1] <= _KIN_DIFFERENT)
-        # The other half is matches too if it never disagrees outright where the matches agree.
-        if testify.any() and not (testify & (tables[sibling][:, -1] >= _OTHER_DIFFERENT)).any():
-            matches.append(sibling)
     rest = [k for k in range(len(tables)) if k not in matches]
     m = sum(shares[k] * tables[k] for k in matches) / sum(shares[k] for k in matches)
     u_fold = sum(shares[k] * tables[k] for k in rest) / sum(shares[k] for k in rest)

@@ -439,7 +439,13 @@ def _fit_model(histograms, left_sample, right_sample, sketch, cuts, *, fields: t
                  {f: round(float(w), 2) for f, w in zip(fields, weights[:, 0], strict=True)})
     if not converged:
         _LOGGER.warning("scoring model: EM did not converge in %d iterations", iterations)
-    return model
+    return _as_written(model)
+
+
+def _as_written(model: FellegiSunterModel) -> FellegiSunterModel:
+    """The model as ``model.json`` holds it (rounded values): the pairs are scored with exactly
+    what is written, so ``explain`` and a later ``--scoring_model`` run reproduce each weight."""
+    return FellegiSunterModel.from_json(model.to_json())
 
 
 def _given_model(_: Any, given: FellegiSunterModel, sketch) -> FellegiSunterModel:
@@ -453,7 +459,7 @@ def _given_model(_: Any, given: FellegiSunterModel, sketch) -> FellegiSunterMode
     fit = dict(given.fit, reused=True)
     _LOGGER.info("scoring with a given model (prior %.4f, fields %s); term frequencies of this run",
                  given.prior, list(given.fields))
-    return dataclasses.replace(given, tf_base=tf_base, records=records, fit=fit)
+    return _as_written(dataclasses.replace(given, tf_base=tf_base, records=records, fit=fit))
 
 
 class _ScoreFn(beam.DoFn):
