@@ -275,7 +275,8 @@ def _split_candidates(table: np.ndarray, num_fields: int) -> list[int]:
     return [int(f) for f in order[:_SPLIT_FIELDS] if both[f] >= _SPLIT_MIN_SHARE]
 
 
-def _sibling_is_matches(tables: list[np.ndarray], match: int, split_field: int) -> bool:
+def _sibling_is_matches(tables: list[np.ndarray], match: int, split_field: int,
+                        derived: tuple[int, ...] = ()) -> bool:
     """Whether the other half of a split match class is matches too.
 
     Identity fields are those every non-match class (the classes besides the two halves) is
@@ -284,11 +285,13 @@ def _sibling_is_matches(tables: list[np.ndarray], match: int, split_field: int) 
     field (but the one split on) it agrees (any of the first ``_CLOSE_LEVELS`` levels, exact to
     close) at least ``_KIN_AGREEMENT`` as often as the match class: moved people (the address
     differs, identity agrees) and noisier duplicates are matches; people of one household (the
-    address agrees, given name and birth date do not) are not.
+    address agrees, given name and birth date do not) are not. ``derived`` fields (the embedding
+    distance, a function of every field, the split one included) are no witness.
     """
     sibling = 1 - match
     others = [k for k in range(len(tables)) if k not in (0, 1)]
     fields = np.arange(tables[match].shape[0]) != split_field
+    fields[list(derived)] = False
     for k in others:
         fields &= tables[k][:, -1] >= _IDENTITY_DIFFERENT
     close = [t[:, :_CLOSE_LEVELS].sum(axis=1) for t in (tables[match], tables[sibling])]
@@ -297,7 +300,8 @@ def _sibling_is_matches(tables: list[np.ndarray], match: int, split_field: int) 
 
 def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: float = _SEED_SHARE,
                    max_iterations: int = 500, tolerance: float = 1e-6,
-                   split: bool = True) -> tuple[np.ndarray, np.ndarray, float, int, bool]:
+                   split: bool = True,
+                   derived: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray, float, int, bool]:
     """EM with three latent classes (matches, near non-matches, far non-matches), then, where the
     data say so, a fourth split off the match class; folded into m/u.
 
@@ -369,7 +373,7 @@ def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: fl
         if paying:
             fitted, f = max(paying, key=lambda item: item[0][4])
             match = _match_class(fitted[0])
-            if match in (0, 1) and not _sibling_is_matches(fitted[0], match, f):
+            if match in (0, 1) and not _sibling_is_matches(fitted[0], match, f, derived):
                 tables, shares, more, converged, loglik = fitted
                 iterations += more
     matches = [_match_class(tables)]

@@ -417,7 +417,7 @@ def _fit_model(histograms, left_sample, right_sample, sketch, cuts, *, fields: t
     if sketch is not None and sketch[0] is not None and len(sketch[0]):
         tf_base = agreement_rates(sketch[0])
     u = np.vstack([u, _distance_shares(everything, num_fields + 1)])
-    m, u, prior, iterations, converged = fit_em_classes(everything, u)
+    m, u, prior, iterations, converged = fit_em_classes(everything, u, derived=(num_fields,))
     pairs = int(sum(everything.values()))
     records = int(sketch[1]) if sketch is not None else 0
     rank1_prior = fit_prior(rank1, m, u, start=prior) if rank1 else None
