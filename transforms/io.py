@@ -37,14 +37,18 @@ This module does not validate fields, ids or vectors (see validation) and does n
 from __future__ import annotations
 
 import base64
+import collections
+import contextlib
 import csv
 import functools
+import gzip
 import io
 import json
 import logging
 import posixpath
 import struct
 import time
+import zlib
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -61,7 +65,13 @@ from google.protobuf.message import DecodeError
 
 from transforms import metrics
 from transforms.artifacts import join_path, read_bytes, write_bytes
-from transforms.dead_letters import DEAD_LETTER_TAG, DeadLetter, make_dead_letter
+from transforms.dead_letters import (
+    DEAD_LETTER_TAG,
+    UNKNOWN_ROWS,
+    DeadLetter,
+    make_dead_letter,
+    rows_rejected,
+)
 from transforms.schema import (
     INPUT_FORMATS,
     MATCH_COLUMNS,
@@ -115,6 +125,8 @@ MATCH_EXTENSIONS = {"parquet": "parquet", "jsonl": "jsonl", "csv": "csv", "tfrec
 
 # Long vector columns (a 4096-d JSON array is ~100 kB of text) exceed csv's 128 kB default field limit.
 _CSV_FIELD_LIMIT = 64 << 20
+# Most physical lines one csv record (a quoted field with line breaks) may span.
+_CSV_MAX_RECORD_LINES = 1000
 
 _MATCH_SCHEMA = pa.schema([
     pa.field("query_id", pa.string(), nullable=False),
@@ -355,20 +367,23 @@ def _open_for(path: str, fmt: str):
     return FileSystems.open(path, compression_type=compression)
 
 
-def _read_dead_letter(error: str, payload: Any, source: str) -> DeadLetter:
-    return make_dead_letter(_STAGE, "", error, payload, source)
+def _read_dead_letter(error: str, payload: Any, source: str, rows: int = 1) -> DeadLetter:
+    return make_dead_letter(_STAGE, "", error, payload, source, rows=rows)
 
 
 class _PlanReadUnitsFn(beam.DoFn):
-    """FileMetadata -> ``(path, format, row_group, first_row)`` units (row_group -1: whole file)."""
+    """FileMetadata -> ``(path, format, row_group, first_row, rows)`` units (row_group -1: whole
+    file; ``rows``: the row group's rows from the parquet footer, -1 when not known)."""
 
     def __init__(self, input_format: str, role: str):
         self._input_format = input_format
         self._rows_read = Metrics.counter(metrics.NAMESPACE, metrics.records_read_counter(role))
 
     def _reject(self, error: str, source: str):
+        # A file nothing can be read from: how many rows it held is unknown (a bad file).
         self._rows_read.inc()
-        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, _read_dead_letter(error, "", source))
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG,
+                                       _read_dead_letter(error, "", source, rows=UNKNOWN_ROWS))
         yield beam.pvalue.TaggedOutput(_ROW_COUNT_TAG, 1)
 
     def process(self, metadata):
@@ -380,7 +395,7 @@ class _PlanReadUnitsFn(beam.DoFn):
                                     "set --input_format", path)
             return
         if fmt != "parquet":
-            yield (path, fmt, -1, 0)
+            yield (path, fmt, -1, 0, -1)
             return
         with _open_for(path, fmt) as fh:
             watched = _WatchedFile(fh)
@@ -389,15 +404,18 @@ class _PlanReadUnitsFn(beam.DoFn):
             except OSError as e:  # pyarrow reports corrupt data as OSError/ArrowInvalid(ValueError)
                 if watched.failed:
                     raise
-                yield from self._reject(f"not a valid parquet file: {e}", path)
+                yield from self._reject(f"not a valid parquet file (no readable footer, so its row "
+                                        f"count is unknown): {e}", path)
                 return
             except pa.ArrowInvalid as e:
-                yield from self._reject(f"not a valid parquet file: {e}", path)
+                yield from self._reject(f"not a valid parquet file (no readable footer, so its row "
+                                        f"count is unknown): {e}", path)
                 return
         first_row = 0
         for row_group in range(meta.num_row_groups):
-            yield (path, fmt, row_group, first_row)
-            first_row += meta.row_group(row_group).num_rows
+            rows = meta.row_group(row_group).num_rows
+            yield (path, fmt, row_group, first_row, rows)
+            first_row += rows
 
 
 class _WatchedFile:
@@ -433,7 +451,10 @@ class _WatchedFile:
         return self._fh.closed
 
 
-def _read_parquet(path: str, row_group: int, first_row: int, batch_size: int):
+def _read_parquet(path: str, row_group: int, first_row: int, batch_size: int, rows: int = -1):
+    """RawBatches of one row group; a corrupt row group is one dead letter for every row of it not
+    read (``rows``, the footer's count; at least 1)."""
+    start = first_row
     with _open_for(path, "parquet") as fh:
         watched = _WatchedFile(fh)
         error = None
@@ -449,8 +470,10 @@ def _read_parquet(path: str, row_group: int, first_row: int, batch_size: int):
         except pa.ArrowInvalid as e:
             error = e
         if error is not None:
-            yield _read_dead_letter(f"corrupt parquet row group {row_group} from row {first_row}: {error}",
-                                    f"row group {row_group}", path)
+            lost = max(1, rows - (first_row - start)) if rows >= 0 else 1
+            yield _read_dead_letter(f"corrupt parquet row group {row_group} from row {first_row} "
+                                    f"({lost} rows lost): {error}", f"row group {row_group}", path,
+                                    rows=lost)
 
 
 def _lines(fh):
@@ -507,19 +530,54 @@ def _has_undecodable(values: list[str]) -> bool:
 
 
 def _csv_rows(fh, path: str):
+    """Rows of a csv file keyed by its header, read record by record with line-aware quoting.
+
+    A quoted field may span lines (at most ``_CSV_MAX_RECORD_LINES``), but only when the record it
+    ends gets the header's field count: a quote left open on a line (to the end of the file, or
+    closing into a record of another width) is an error for that line alone, and reading resumes
+    on the next line, so one stray quote does not swallow the rows after it.
+    """
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     # Decode line by line with surrogateescape so one bad byte rejects its row, not the whole file.
-    lines = (raw.decode("utf-8", errors="surrogateescape") for raw in _lines(fh))
-    reader = csv.reader(lines)
+    source = enumerate((raw.decode("utf-8", errors="surrogateescape") for raw in _lines(fh)), 1)
+    pending: collections.deque = collections.deque()  # lines to read again after a bad record
+
+    def pull():
+        return pending.popleft() if pending else next(source, None)
+
     header = None
     while True:
-        try:
-            row = next(reader)
-        except StopIteration:
+        first = pull()
+        if first is None:
             return
+        taken = [first]
+        ran_out = []
+
+        def feed(first=first, taken=taken, ran_out=ran_out):
+            yield first[1]
+            while len(taken) < _CSV_MAX_RECORD_LINES:
+                line = pull()
+                if line is None:
+                    break
+                taken.append(line)
+                yield line[1]
+            ran_out.append(True)  # the reader wanted another line: a quoted field was still open
+
+        line_number = first[0]
+        try:
+            row = next(csv.reader(feed()))
+            error = ""
         except csv.Error as e:
-            yield _read_dead_letter(f"line {reader.line_num}: {e}", "", path)
+            row, error = None, str(e)
+        if row is not None and (ran_out or (len(taken) > 1 and header is not None
+                                            and len(row) != len(header))):
+            width = f" of {len(header)} fields" if header is not None else ""
+            error = f"a quoted field is not closed on this line (nor within a record{width})"
+        if error:
+            pending.extendleft(reversed(taken[1:]))  # only this line is lost
+            yield _read_dead_letter(f"line {line_number}: {error}",
+                                    _csv_text([first[1].rstrip("\r\n")]), path)
             continue
         if header is None:
             header = [h.lstrip("\ufeff") if i == 0 else h for i, h in enumerate(row)]
@@ -527,31 +585,68 @@ def _csv_rows(fh, path: str):
         if not row:
             continue
         if len(row) != len(header):
-            yield _read_dead_letter(f"line {reader.line_num}: expected {len(header)} fields, got {len(row)}",
+            yield _read_dead_letter(f"line {line_number}: expected {len(header)} fields, got {len(row)}",
                                     _csv_text(row), path)
         elif _has_undecodable(row):
-            yield _read_dead_letter(f"line {reader.line_num}: invalid UTF-8", _csv_text(row), path)
+            yield _read_dead_letter(f"line {line_number}: invalid UTF-8", _csv_text(row), path)
         else:
             yield dict(zip(header, row, strict=True))
 
 
 def _tfrecord_rows(fh, path: str):
     for index, data, error in iter_tfrecords(fh):
+        rows = 1
         if error is None:
             try:
                 yield decode_example(data)
                 continue
             except DecodeError as e:
                 error = f"record {index}: not a tf.Example: {e}"
-        yield _read_dead_letter(error, "base64:" + base64.b64encode(data[:1500]).decode("ascii"), path)
+        elif not error.endswith("data checksum mismatch"):
+            # The framing is lost: every record after this one is unreadable, how many is unknown.
+            rows = UNKNOWN_ROWS
+            error += "; the records after it cannot be framed, how many is unknown"
+        yield _read_dead_letter(error, "base64:" + base64.b64encode(data[:1500]).decode("ascii"), path,
+                                rows=rows)
 
 
 _ROW_READERS = {"jsonl": _jsonl_rows, "csv": _csv_rows, "tfrecord": _tfrecord_rows}
+# A gzip stream that is cut short or corrupt (a real I/O error is an OSError that is not a
+# BadGzipFile, and raises).
+_STREAM_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+@contextlib.contextmanager
+def _open_rows(path: str, fmt: str):
+    """A text-format file as a binary stream; ``.gz`` through :mod:`gzip`, which, unlike Beam's
+    decompressor, reports a stream cut short (EOFError) instead of ending quietly."""
+    if not path.lower().endswith(".gz"):
+        with _open_for(path, fmt) as fh:
+            yield fh
+        return
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+            yield fh
+
+
+def _until_stream_fault(items, path: str):
+    """Passes rows and dead letters through; a broken gzip stream ends them with one bad-file letter."""
+    line = 0
+    try:
+        for item in items:
+            line += 1
+            yield item
+    except _STREAM_ERRORS as e:
+        yield _read_dead_letter(
+            f"truncated or corrupt gzip stream after {line} rows and dead letters "
+            f"({type(e).__name__}: {e}); the rows after them are lost, how many is unknown",
+            "", path, rows=UNKNOWN_ROWS)
 
 
 def _read_rows(path: str, fmt: str, batch_size: int):
-    with _open_for(path, fmt) as fh:
-        yield from _rows_to_batches(_ROW_READERS[fmt](fh, path), path, batch_size)
+    with _open_rows(path, fmt) as fh:
+        yield from _rows_to_batches(_until_stream_fault(_ROW_READERS[fmt](fh, path), path), path,
+                                    batch_size)
 
 
 class _ReadUnitFn(beam.DoFn):
@@ -564,17 +659,17 @@ class _ReadUnitFn(beam.DoFn):
         self._timer = metrics.StageTimer("read")
 
     def process(self, unit):
-        path, fmt, row_group, first_row = unit
+        path, fmt, row_group, first_row, rows = unit
         start = time.perf_counter()
         with self._timer:
             if fmt == "parquet":
-                items = list(_read_parquet(path, row_group, first_row, self._batch_size))
+                items = list(_read_parquet(path, row_group, first_row, self._batch_size, rows))
             else:
                 items = list(_read_rows(path, fmt, self._batch_size))
         count = 0
         for item in items:
             if isinstance(item, DeadLetter):
-                count += 1
+                count += rows_rejected(item)
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, item)
             else:
                 count += len(item)
@@ -1020,14 +1115,16 @@ class _WriteDeadLetterShardFn(beam.DoFn):
         yield shard, len(letters)
 
 
-def _stage_of(letter):
-    return letter.stage
+def _stage_rows(letter):
+    letter = DeadLetter(*letter)
+    return letter.stage, rows_rejected(letter)
 
 
 class WriteDeadLetters(beam.PTransform):
     """Writes dead letters to ``DIR/dead_letters/dead_letters-SSSSS-of-NNNNN.jsonl``, sorted.
 
-    Input: PCollection of DeadLetter. Output: PCollection of one dict ``{stage: count}`` (``{}`` when
+    Input: PCollection of DeadLetter. Output: PCollection of one dict ``{stage: rows rejected}``
+    (:func:`~transforms.dead_letters.rows_rejected`: a file fault counts the rows it lost; ``{}`` when
     there are none). Every shard file is written, even empty, so the directory always exists.
     """
 
@@ -1057,6 +1154,6 @@ class WriteDeadLetters(beam.PTransform):
              | "GroupByShard" >> beam.GroupByKey()
              | "WriteShards" >> beam.ParDo(_WriteDeadLetterShardFn(self._output_dir, self._num_shards)))
         return (dead_letters
-                | "StageOf" >> beam.Map(_stage_of)
-                | "CountPerStage" >> combiners.Count.PerElement()
+                | "StageOf" >> beam.Map(_stage_rows)
+                | "CountPerStage" >> beam.CombinePerKey(sum)
                 | "ToDict" >> combiners.ToDict())

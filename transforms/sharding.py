@@ -25,7 +25,9 @@ _DIGEST_SIZE = 8
 def _id_bytes(value: object) -> bytes:
     if isinstance(value, bytes):
         return value
-    return str(value).encode("utf-8")
+    # surrogatepass: a lone surrogate (validation rejects such ids, but a hash must never crash)
+    # hashes as its own bytes; every other string hashes as its UTF-8, unchanged.
+    return str(value).encode("utf-8", errors="surrogatepass")
 
 
 def stable_hash64(ids: np.ndarray) -> np.ndarray:
