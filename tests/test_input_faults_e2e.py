@@ -207,3 +207,24 @@ def test_lone_surrogates_and_bad_ids_are_dead_letters_not_crashes(corpora, tmp_p
     surrogate = next(d for d in letters if "lone surrogate" in d["error"])
     assert "lone\\ud800" in surrogate["payload"]  # escaped: the letter itself is valid UTF-8
     assert read_manifest(str(out))["counts"]["dead_letters_total"] == 4
+
+
+def test_distances_stay_in_range_and_top_k_is_capped_by_the_candidates(corpora, tmp_path):
+    root, cands, cand_ids, queries, query_ids = corpora
+    few = tmp_path / "few"
+    write_vector_corpus(str(few), ["a", "b", "c", "d", "e"], queries[:5], fmt="parquet")  # copies
+    out = tmp_path / "out"
+    result, cfg, waited = run_job(["--queries", str(root / "queries" / "*"), "--candidates", str(few / "*"),
+                                   "--output", str(out), "--runner", "FnApiRunner", "--index", "exact",
+                                   "--top_k", "1000000"])
+    got = read_matches(str(out))
+    assert len(got) == len(query_ids) * 5  # every candidate, no empty slot written
+    assert (got.distance >= 0).all() and (got.distance <= 2).all()
+    same = got[got.query_id.isin(query_ids[:5]) & (got["rank"] == 1)]
+    assert sorted(same.candidate_id) == ["a", "b", "c", "d", "e"] and (same.distance < 1e-6).all()
+    want, want_d = oracle(queries, queries[:5], np.array(["a", "b", "c", "d", "e"]), 5)
+    order = np.argsort(np.asarray(query_ids, dtype=str))
+    got = got.sort_values(["query_id", "rank"])
+    np.testing.assert_array_equal(got.candidate_id.to_numpy().reshape(-1, 5), want[order])
+    np.testing.assert_allclose(got.distance.to_numpy().reshape(-1, 5), np.maximum(want_d[order], 0),
+                               atol=1e-6)

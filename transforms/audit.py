@@ -228,13 +228,10 @@ def merge_truth(parts: Iterable[SampleTruth], top_k: int) -> SampleTruth:
     cand, dist, shards, pos = (np.concatenate([getattr(p, f) for p in parts], axis=1)
                                for f in ("candidate_ids", "distances", "shards", "positions"))
     # Empty slots tie exactly (inf, '', -1, -1) whichever shard they came from.
-    order = np.lexsort((cand.astype(str), dist), axis=-1)[:, :top_k]
+    order = np.lexsort((cand, dist), axis=-1)[:, :top_k]
     cand, dist, shards, pos = (np.take_along_axis(a, order, axis=1) for a in (cand, dist, shards, pos))
-    if cand.shape[1] < top_k:
-        pad = _empty_truth(query_ids, top_k - cand.shape[1])
-        cand, dist, shards, pos = (np.concatenate([a, getattr(pad, f)], axis=1) for a, f in
-                                   ((cand, "candidate_ids"), (dist, "distances"), (shards, "shards"),
-                                    (pos, "positions")))
+    # Not padded out to top_k: with fewer candidates than K (--top_k is not capped by the flag
+    # parser), the truth is as wide as the shards' candidates, never top_k slots per query.
     return SampleTruth("audit", query_ids, cand.astype(object), dist.astype(np.float64),
                        shards.astype(np.int64), pos.astype(np.int64))
 
@@ -273,7 +270,9 @@ def relevance_cutoff(truth: SampleTruth, top_k: int, max_distance: float | None 
                          f"neighbours within --max_distance {max_distance:g}")
     if top_k == 1:
         return Relevance("all", None, "the nearest neighbour (top_k 1)")
-    dist = np.asarray(truth.distances, dtype=np.float64)[:, :top_k].reshape(-1, top_k)
+    dist = np.asarray(truth.distances, dtype=np.float64)[:, :top_k]
+    if dist.ndim != 2 or dist.shape[1] < top_k:  # fewer candidates than K: no K-th neighbour
+        dist = np.zeros((0, top_k))
     dist = dist[np.isfinite(dist[:, top_k - 1])]  # rows with K neighbours (their 2nd is finite too)
     if not len(dist):
         return Relevance("all", None, f"every exact top-{top_k} neighbour (no sample query has "
@@ -514,7 +513,7 @@ class _ExactShardTopKFn(beam.DoFn):
         self._ms = Metrics.distribution(metrics.NAMESPACE, "audit_exact_search_ms")
 
     def process(self, info: ShardIndexInfo, sample: VectorBatch) -> Iterator[SampleTruth]:
-        from transforms.index import ExactIndex
+        from transforms.index import ExactIndex, clamp_distances
         from transforms.shard_cache import load_shard
 
         if len(sample) == 0:
@@ -527,7 +526,10 @@ class _ExactShardTopKFn(beam.DoFn):
         if index.kind != "exact":
             # Shares the loaded float32 vectors (no copy): brute force, then exact rescoring.
             index = ExactIndex(index.vectors, distance=index.distance)
-        positions, distances = index.search(sample.vectors, self._top_k + int(self._exclude_self))
+        # No wider than the shard: --top_k past the candidate count allocates nothing more.
+        positions, distances = index.search(
+            sample.vectors, min(self._top_k + int(self._exclude_self), max(1, index.size)))
+        clamp_distances(index.distance, distances)  # as the search reports them
         positions, cand, distances = _drop_self(positions, distances, loaded.ids, sample.ids,
                                                 self._top_k, self._exclude_self)
         elapsed = time.perf_counter() - start

@@ -145,6 +145,8 @@ def exact_distances(distance: str, queries: np.ndarray, candidates: np.ndarray) 
 
     ``cosine`` is 1 - dot (inputs already normalised by :func:`prepare_vectors`), ``dot`` is -dot,
     ``squared_l2`` is the sum of squared differences (not the norm expansion, which cancels badly).
+    What the job reports goes through :func:`clamp_distances` (in ``transforms.search`` and the
+    audit's exact search).
     Smaller is closer.
     """
     _check_distance(distance)
@@ -158,6 +160,17 @@ def exact_distances(distance: str, queries: np.ndarray, candidates: np.ndarray) 
         return np.einsum("nkd,nkd->nk", diff, diff)
     dots = np.matmul(c, q[:, :, None])[:, :, 0]
     return 1.0 - dots if distance == "cosine" else -dots
+
+
+def clamp_distances(distance: str, dist: np.ndarray) -> np.ndarray:
+    """Clamps distances of prepared vectors to their valid range, in place: cosine to [0, 2] (unit
+    vectors' dot products round past +-1: identical vectors gave 1 - dot = -3.8e-08), squared_l2 to
+    >= 0; dot is unbounded. Deterministic, and a no-op on distances already in range."""
+    if distance == "cosine":
+        np.clip(dist, 0.0, 2.0, out=dist)
+    elif distance == "squared_l2":
+        np.maximum(dist, 0.0, out=dist)
+    return dist
 
 
 # Columns per block when picking the best few of a score row by block minima (see _smallest_columns).

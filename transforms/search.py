@@ -23,6 +23,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms import metrics
+from transforms.index import clamp_distances
 from transforms.schema import NeighborBatch, PairBatch, ShardIndexInfo, VectorBatch
 from transforms.shard_cache import LoadedShard, load_shard
 
@@ -110,7 +111,8 @@ class _SearchShardFn(beam.DoFn):
         info = shards[shard]
         metrics.heap_watch_start()
         loaded = load_shard(info.path, info.build)
-        k_fetch = self._top_k + (1 if self._exclude_self else 0)
+        # --top_k past the shard's size would only allocate empty slots: ask for no more than it holds.
+        k_fetch = min(self._top_k + (1 if self._exclude_self else 0), max(1, info.size))
         effort = search_kwargs(overrides, shard)
         start, searched = time.perf_counter(), 0
         pending: list[tuple[str, np.ndarray, int, VectorBatch]] = []
@@ -139,6 +141,9 @@ class _SearchShardFn(beam.DoFn):
             [b.vectors for _, _, _, b in items])
         query_ids = items[0][3].ids if len(items) == 1 else np.concatenate([b.ids for _, _, _, b in items])
         positions, distances = loaded.index.search(vectors, k_fetch, **effort)
+        # Reported distances stay in their range (cosine in [0, 2], squared_l2 >= 0): identical
+        # vectors are 0 apart, not -4e-08, and then tie by candidate id.
+        clamp_distances(loaded.index.distance, distances)
         found = positions >= 0
         cand_ids = np.where(found, loaded.ids[np.where(found, positions, 0)], "")
         if self._exclude_self:

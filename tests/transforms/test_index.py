@@ -428,3 +428,21 @@ def test_multithreaded_scann_builds_are_reproducible(tmp_path):
     first = digest(0)
     assert digest(0) == first
     assert digest(1) == first
+
+
+def test_cosine_distances_of_identical_vectors_are_clamped_to_zero():
+    from transforms.index import clamp_distances, exact_distances, prepare_vectors
+
+    rng = np.random.default_rng(11)
+    raw = rng.normal(size=(200, 37))
+    vecs, ok = prepare_vectors(raw, "cosine")
+    assert ok.all()
+    unclamped = exact_distances("cosine", vecs, vecs[:, None, :])
+    assert (unclamped < 0).any()  # the rounding the clamp repairs happens on this data
+    d = clamp_distances("cosine", unclamped.copy())
+    assert (d >= 0).all() and (d[unclamped <= 0] == 0).all() and (d[unclamped > 0] == unclamped[unclamped > 0]).all()
+    opposite = clamp_distances("cosine", exact_distances("cosine", vecs, -vecs[:, None, :]))
+    assert (opposite <= 2).all()
+    assert (clamp_distances("squared_l2", np.array([-1e-9, 0.5])) == [0.0, 0.5]).all()
+    dot = np.array([-3.0, 5.0])
+    assert (clamp_distances("dot", dot.copy()) == dot).all()  # unbounded
