@@ -39,7 +39,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import metrics
 from transforms.schema import PairBatch, ShardIndexInfo, VectorBatch
-from transforms.sharding import stable_hash64
+from transforms.sharding import id_sort_keys, stable_hash64
 
 __all__ = [
     "AUDIT_MODES",
@@ -161,8 +161,8 @@ def _smallest(sample: _Sample, size: int) -> _Sample:
     batch = sample.batch
     if len(batch) == 0:
         return sample
-    ids = batch.ids.astype(str)
-    order = np.lexsort((batch.origins.astype(str), ids, sample.hashes))
+    (ids,), (origins,) = id_sort_keys(batch.ids), id_sort_keys(batch.origins)
+    order = np.lexsort((origins, ids, sample.hashes))
     sorted_ids = ids[order]
     first = np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]  # equal ids have equal hashes: adjacent
     keep = order[first][:size]
@@ -499,7 +499,7 @@ class _SampleFn(beam.CombineFn):
         if acc is None:
             return _empty_vector_batch()
         batch = acc.batch
-        order = np.argsort(batch.ids.astype(str), kind="stable")
+        order = np.argsort(id_sort_keys(batch.ids)[0], kind="stable")
         return VectorBatch(batch.ids[order].astype(object), np.ascontiguousarray(batch.vectors[order]),
                            batch.origins[order].astype(object))
 

@@ -82,7 +82,7 @@ from transforms.schema import (
     Role,
     ScoredPairBatch,
 )
-from transforms.sharding import assign_shards, split_by_shard, stable_hash64
+from transforms.sharding import assign_shards, id_sort_keys, split_by_shard, stable_hash64
 
 __all__ = [
     "ReadCorpus",
@@ -783,14 +783,23 @@ def _sorted_pairs(pairs: PairBatch) -> PairBatch:
     pairs = _as_columns(pairs)
     if len(pairs) == 0:
         return pairs
-    query_text = pairs.query_ids.astype(str)
-    candidate_text = pairs.candidate_ids.astype(str)
-    order = np.lexsort((pairs.ranks, query_text))
-    q, r = query_text[order], pairs.ranks[order]
+    # Ids sort by int keys (id_sort_keys), never as fixed-width unicode copies whose width is the
+    # longest id's.
+    (query_key,) = id_sort_keys(pairs.query_ids)
+    order = np.lexsort((pairs.ranks, query_key))
+    q, r = query_key[order], pairs.ranks[order]
     if ((q[1:] == q[:-1]) & (r[1:] == r[:-1])).any():  # (query, rank) repeats: the full order
-        order = np.lexsort((pairs.distances, candidate_text, pairs.ranks, query_text))
-    return type(pairs)(query_text[order].astype(object), candidate_text[order].astype(object),
+        (candidate_key,) = id_sort_keys(pairs.candidate_ids)
+        order = np.lexsort((pairs.distances, candidate_key, pairs.ranks, query_key))
+    return type(pairs)(_plain_str(pairs.query_ids[order]), _plain_str(pairs.candidate_ids[order]),
                        *(column[order] for column in pairs[2:]))
+
+
+def _plain_str(ids: np.ndarray) -> np.ndarray:
+    """An object array of plain ``str`` (numpy.str_ and other values converted), as written."""
+    if all(type(v) is str for v in ids):
+        return ids
+    return np.array([str(v) for v in ids], dtype=object)
 
 
 def rank_by_weight(pairs: ScoredPairBatch) -> ScoredPairBatch:
@@ -801,9 +810,9 @@ def rank_by_weight(pairs: ScoredPairBatch) -> ScoredPairBatch:
     pairs = _as_columns(pairs)
     if len(pairs) == 0:
         return pairs
-    query_text = pairs.query_ids.astype(str)
-    order = np.lexsort((pairs.candidate_ids.astype(str), pairs.distances, -pairs.match_weights, query_text))
-    q = query_text[order]
+    query_key, candidate_key = id_sort_keys(pairs.query_ids, pairs.candidate_ids)
+    order = np.lexsort((candidate_key, pairs.distances, -pairs.match_weights, query_key))
+    q = query_key[order]
     starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
     first_of_row = np.repeat(starts, np.diff(np.r_[starts, len(q)]))
     ranks = np.empty(len(q), dtype=np.int64)
@@ -821,10 +830,9 @@ def drop_duplicate_pairs(pairs: PairBatch) -> PairBatch:
     pairs = _as_columns(pairs)
     if len(pairs) == 0:
         return pairs
-    query_text = pairs.query_ids.astype(str)
-    candidate_text = pairs.candidate_ids.astype(str)
-    order = np.lexsort((pairs.distances, pairs.ranks, candidate_text, query_text))
-    q, c = query_text[order], candidate_text[order]
+    query_key, candidate_key = id_sort_keys(pairs.query_ids, pairs.candidate_ids)
+    order = np.lexsort((pairs.distances, pairs.ranks, candidate_key, query_key))
+    q, c = query_key[order], candidate_key[order]
     first = np.r_[True, (q[1:] != q[:-1]) | (c[1:] != c[:-1])]
     keep = order[first]
     return type(pairs)(*(column[keep] for column in pairs))
