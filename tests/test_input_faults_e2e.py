@@ -187,9 +187,9 @@ def test_lone_surrogates_and_bad_ids_are_dead_letters_not_crashes(corpora, tmp_p
     write_vector_corpus(str(qdir), query_ids, queries, fmt="jsonl")
     vec = json.dumps([0.5] * DIMS)
     (qdir / "bad.jsonl").write_text("\n".join([
-        '{"id": "lone\\ud800", "embedding": %s}' % vec,  # a valid JSON escape Python holds as is
-        '{"id": NaN, "embedding": %s}' % vec,
-        '{"id": "%s", "embedding": %s}' % ("x" * 300, vec),
+        '{"id": "lone\\ud800", "embedding": ' + vec + "}",  # a valid JSON escape Python holds as is
+        '{"id": NaN, "embedding": ' + vec + "}",
+        '{"id": "' + "x" * 300 + '", "embedding": ' + vec + "}",
     ]) + "\n")
     # csv: the UTF-8 form of a surrogate is not valid UTF-8, so the row is rejected when read.
     (qdir / "bad.csv").write_bytes(b'id,embedding\nc\xed\xa0\x80,"' + vec.encode() + b'"\n')
@@ -228,3 +228,20 @@ def test_distances_stay_in_range_and_top_k_is_capped_by_the_candidates(corpora, 
     np.testing.assert_array_equal(got.candidate_id.to_numpy().reshape(-1, 5), want[order])
     np.testing.assert_allclose(got.distance.to_numpy().reshape(-1, 5), np.maximum(want_d[order], 0),
                                atol=1e-6)
+
+
+def test_a_long_id_within_max_id_length_is_carried_exactly(corpora, tmp_path):
+    root, cands, cand_ids, queries, query_ids = corpora
+    long_q, long_c = "q" + "é" * 50_000, "c" + "x" * 60_000
+    qids = list(query_ids)
+    qids[0] = long_q
+    cids = list(cand_ids)
+    cids[0] = long_c
+    write_vector_corpus(str(tmp_path / "q"), qids, queries, fmt="jsonl")
+    write_vector_corpus(str(tmp_path / "c"), cids, cands, fmt="csv")
+    out = tmp_path / "out"
+    _run(["--queries", str(tmp_path / "q" / "*"), "--candidates", str(tmp_path / "c" / "*"),
+          "--output", str(out), "--max_id_length", "100000"])
+    _check_against_oracle(out, queries, qids, cands, cids)
+    assert long_q in set(read_matches(str(out)).query_id)
+    assert _letters(out) == []

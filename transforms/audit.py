@@ -39,7 +39,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import metrics
 from transforms.schema import PairBatch, ShardIndexInfo, VectorBatch
-from transforms.sharding import id_sort_keys, stable_hash64
+from transforms.sharding import id_sort_keys, stable_hash64, str_array
 
 __all__ = [
     "AUDIT_MODES",
@@ -310,13 +310,16 @@ def relevant_slots(truth: SampleTruth, top_k: int, relevance: Relevance) -> np.n
     return within
 
 
+# Ids stay object arrays of str here (and sort, compare by Python's str order, which is numpy
+# unicode's): a fixed-width copy would be as wide as the longest id for every row.
 def _keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.char.add(np.char.add(np.asarray(a, dtype=str), _SEP), np.asarray(b, dtype=str))
+    return np.array([f"{x}{_SEP}{y}" for x, y in zip(str_array(a).reshape(-1), str_array(b).reshape(-1),
+                                                       strict=True)], dtype=object)
 
 
 def _canonical(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a, b = np.asarray(a, dtype=str), np.asarray(b, dtype=str)
-    swap = b < a
+    a, b = str_array(a), str_array(b)
+    swap = (b < a).astype(bool)
     return np.where(swap, b, a), np.where(swap, a, b)
 
 
@@ -561,13 +564,13 @@ class _MergeTruthFn(beam.CombineFn):
 
 
 def _sorted_ids(truth: SampleTruth) -> np.ndarray:
-    return np.sort(np.asarray(truth.query_ids, dtype=str))
+    return np.sort(str_array(truth.query_ids))
 
 
 def _is_member(values: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
     if len(sorted_ids) == 0 or len(values) == 0:
         return np.zeros(len(values), dtype=bool)
-    values = np.asarray(values, dtype=str)
+    values = str_array(values)
     at = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
     return sorted_ids[at] == values
 
@@ -583,8 +586,7 @@ class _KeepSamplePairsFn(beam.DoFn):
         if self._dedup:
             keep |= _is_member(pairs.candidate_ids, sample_ids)
         if keep.any():
-            yield (np.asarray(pairs.query_ids[keep], dtype=str),
-                   np.asarray(pairs.candidate_ids[keep], dtype=str))
+            yield str_array(pairs.query_ids[keep]), str_array(pairs.candidate_ids[keep])
 
 
 class _ConcatPairsFn(beam.CombineFn):
@@ -602,7 +604,7 @@ class _ConcatPairsFn(beam.CombineFn):
 
     def extract_output(self, acc) -> tuple[np.ndarray, np.ndarray]:
         if not acc:
-            return np.empty(0, dtype=str), np.empty(0, dtype=str)
+            return np.empty(0, dtype=object), np.empty(0, dtype=object)
         return (np.concatenate([q for q, _ in acc]), np.concatenate([c for _, c in acc]))
 
 

@@ -26,7 +26,7 @@ import apache_beam as beam
 import numpy as np
 
 from transforms.schema import PairBatch, VectorBatch
-from transforms.sharding import content_hash64, id_sort_keys
+from transforms.sharding import content_hash64, id_sort_keys, str_array
 
 __all__ = ["ExpandAliases", "collapse_identical", "expand_link_pairs", "expand_dedup_pairs", "WriteAliases",
            "ReadAliases", "aliases_glob"]
@@ -92,9 +92,7 @@ def expand_link_pairs(pairs: PairBatch, aliases: dict[str, np.ndarray], top_k: i
     start = np.maximum.accumulate(np.where(first, np.arange(len(q)), 0))
     rank = np.arange(len(q)) - start + 1
     keep = rank <= top_k
-    return PairBatch(np.array([str(v) for v in q[keep]], dtype=object),
-                     np.array([str(v) for v in c[keep]], dtype=object), rank[keep].astype(np.int64),
-                     d[keep])
+    return PairBatch(str_array(q[keep]), str_array(c[keep]), rank[keep].astype(np.int64), d[keep])
 
 
 class _ExpandFn(beam.DoFn):

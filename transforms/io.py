@@ -82,7 +82,7 @@ from transforms.schema import (
     Role,
     ScoredPairBatch,
 )
-from transforms.sharding import assign_shards, id_sort_keys, split_by_shard, stable_hash64
+from transforms.sharding import assign_shards, id_sort_keys, split_by_shard, stable_hash64, str_array
 
 __all__ = [
     "ReadCorpus",
@@ -791,15 +791,8 @@ def _sorted_pairs(pairs: PairBatch) -> PairBatch:
     if ((q[1:] == q[:-1]) & (r[1:] == r[:-1])).any():  # (query, rank) repeats: the full order
         (candidate_key,) = id_sort_keys(pairs.candidate_ids)
         order = np.lexsort((pairs.distances, candidate_key, pairs.ranks, query_key))
-    return type(pairs)(_plain_str(pairs.query_ids[order]), _plain_str(pairs.candidate_ids[order]),
+    return type(pairs)(str_array(pairs.query_ids[order]), str_array(pairs.candidate_ids[order]),
                        *(column[order] for column in pairs[2:]))
-
-
-def _plain_str(ids: np.ndarray) -> np.ndarray:
-    """An object array of plain ``str`` (numpy.str_ and other values converted), as written."""
-    if all(type(v) is str for v in ids):
-        return ids
-    return np.array([str(v) for v in ids], dtype=object)
 
 
 def rank_by_weight(pairs: ScoredPairBatch) -> ScoredPairBatch:

@@ -24,9 +24,9 @@ from apache_beam.metrics import Metrics
 
 from transforms import metrics
 from transforms.index import clamp_distances
-from transforms.sharding import id_sort_keys
 from transforms.schema import NeighborBatch, PairBatch, ShardIndexInfo, VectorBatch
 from transforms.shard_cache import LoadedShard, load_shard
+from transforms.sharding import id_sort_keys
 
 __all__ = ["SearchShards", "MergeTopK", "merge_partials", "neighbors_to_pairs",
            "wasserstein_1d", "PartialResult"]

@@ -15,7 +15,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["stable_hash64", "content_hash64", "assign_shards", "split_by_shard", "id_sort_keys"]
+__all__ = ["stable_hash64", "content_hash64", "assign_shards", "split_by_shard", "id_sort_keys", "str_array"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -88,6 +88,15 @@ def id_sort_keys(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         out.append(ranks[start:start + len(f)].reshape(np.shape(a)))
         start += len(f)
     return tuple(out)
+
+
+def str_array(ids: np.ndarray) -> np.ndarray:
+    """An object array of plain ``str`` (numpy.str_ and other values converted, each as it is, not
+    padded to a common width): the form ids are written in."""
+    ids = np.asarray(ids, dtype=object)
+    if all(type(v) is str for v in ids.reshape(-1)):
+        return ids
+    return np.array([str(v) for v in ids.reshape(-1)], dtype=object).reshape(ids.shape)
 
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)

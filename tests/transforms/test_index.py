@@ -440,7 +440,8 @@ def test_cosine_distances_of_identical_vectors_are_clamped_to_zero():
     unclamped = exact_distances("cosine", vecs, vecs[:, None, :])
     assert (unclamped < 0).any()  # the rounding the clamp repairs happens on this data
     d = clamp_distances("cosine", unclamped.copy())
-    assert (d >= 0).all() and (d[unclamped <= 0] == 0).all() and (d[unclamped > 0] == unclamped[unclamped > 0]).all()
+    assert (d >= 0).all() and (d[unclamped <= 0] == 0).all()
+    assert (d[unclamped > 0] == unclamped[unclamped > 0]).all()
     opposite = clamp_distances("cosine", exact_distances("cosine", vecs, -vecs[:, None, :]))
     assert (opposite <= 2).all()
     assert (clamp_distances("squared_l2", np.array([-1e-9, 0.5])) == [0.0, 0.5]).all()
