@@ -20,7 +20,14 @@ the rows successfully parsed from a file, so ``source#row`` is a stable origin; 
 line (or record) number in their error text instead. Rows that cannot be parsed, undecodable records,
 files that are not valid parquet and files whose extension gives no format (``auto``) become
 ``DeadLetter(stage='read')`` on the ``DEAD_LETTER_TAG`` output; nothing is dropped silently.
-Filesystem errors raise, so the runner retries the bundle.
+A file-level fault is one letter whose ``rows`` is the rows it lost: a corrupt parquet row group
+counts its footer's rows; a file nothing says the size of (no readable parquet footer, a truncated
+or corrupt gzip stream, lost TFRecord framing, an unknown extension) has ``rows`` 0, a bad file that
+``--max_bad_files`` decides on. ``.gz`` files are read through :mod:`gzip`, which reports a cut
+stream (Beam's decompressor ends quietly). csv is read record by record with line-aware quoting (see
+``_csv_rows``): an unclosed quote costs its own line. jsonl and csv lines with invalid UTF-8 are dead
+letters; tf.Example bytes values are decoded with replacement and counted
+(``utf8_replaced_values``). Filesystem errors raise, so the runner retries the bundle.
 
 Writing (:class:`WriteMatches`, :class:`WriteDeadLetters`, :func:`write_match_shard`): rows are
 routed to a fixed number of shards by a stable hash, sorted, encoded with fixed settings and written
@@ -229,8 +236,22 @@ def encode_example(features: dict[str, Any]) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
-def decode_example(data: bytes) -> dict[str, list]:
+def _utf8_text(value: bytes, replaced: list[int] | None) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        if replaced is not None:
+            replaced[0] += 1
+        return value.decode("utf-8", errors="replace")
+
+
+def decode_example(data: bytes, *, replaced: list[int] | None = None) -> dict[str, list]:
     """Parses a serialized ``tf.Example`` into ``{feature: list of values}`` (see module docstring).
+
+    Args:
+        data: the serialized Example.
+        replaced: optional one-element counter, increased by the bytes values that were not valid
+            UTF-8 (decoded with U+FFFD replacing the invalid bytes).
 
     Raises:
         google.protobuf.message.DecodeError: ``data`` is not a valid Example.
@@ -241,7 +262,7 @@ def decode_example(data: bytes) -> dict[str, list]:
         feature = example.features.feature[name]
         kind = feature.WhichOneof("kind")
         if kind == "bytes_list":
-            row[name] = [v.decode("utf-8", errors="replace") for v in feature.bytes_list.value]
+            row[name] = [_utf8_text(v, replaced) for v in feature.bytes_list.value]
         elif kind == "float_list":
             row[name] = list(feature.float_list.value)
         elif kind == "int64_list":
@@ -594,11 +615,16 @@ def _csv_rows(fh, path: str):
 
 
 def _tfrecord_rows(fh, path: str):
+    replaced_values = Metrics.counter(metrics.NAMESPACE, "utf8_replaced_values")
     for index, data, error in iter_tfrecords(fh):
         rows = 1
         if error is None:
             try:
-                yield decode_example(data)
+                replaced = [0]
+                row = decode_example(data, replaced=replaced)
+                if replaced[0]:  # documented: kept with U+FFFD, and counted
+                    replaced_values.inc(replaced[0])
+                yield row
                 continue
             except DecodeError as e:
                 error = f"record {index}: not a tf.Example: {e}"

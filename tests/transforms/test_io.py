@@ -563,3 +563,20 @@ def test_dead_letter_counts_are_rows_and_letters_stay_valid_utf8(tmp_path):
                   | WriteDeadLetters(output_dir=str(tmp_path)))
         assert_that(counts, equal_to([{"read": 301, "validate": 1}]))
     assert sorted(read_dead_letters(str(tmp_path))) == sorted(letters)
+
+
+def test_tf_example_bytes_that_are_not_utf8_are_replaced_and_counted(tmp_path):
+    data = frame_tfrecord(encode_example({"id": b"ok", "name": [b"caf\xe9", b"fine"]}))
+    (tmp_path / "t.tfrecord").write_bytes(data)
+    replaced = [0]
+    assert decode_example(encode_example({"name": [b"caf\xe9", b"x"]}), replaced=replaced) == {
+        "name": ["caf\ufffd", "x"]}
+    assert replaced == [1]
+    p = _pipeline()
+    result = p | ReadCorpus(file_pattern=str(tmp_path / "*"), input_format="auto", role="input")
+    assert_that(result.batches | beam.FlatMap(lambda b: b.rows),
+                equal_to([{"id": ["ok"], "name": ["caf\ufffd", "fine"]}]))
+    outcome = p.run()
+    outcome.wait_until_finish()
+    counters = outcome.metrics().query(MetricsFilter().with_name("utf8_replaced_values"))["counters"]
+    assert sum(c.committed for c in counters) == 1
