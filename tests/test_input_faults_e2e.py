@@ -245,3 +245,30 @@ def test_a_long_id_within_max_id_length_is_carried_exactly(corpora, tmp_path):
     _check_against_oracle(out, queries, qids, cands, cids)
     assert long_q in set(read_matches(str(out)).query_id)
     assert _letters(out) == []
+
+
+def test_lone_surrogates_in_text_fields_are_dead_letters_when_embedding(tmp_path):
+    # Records embedded in the job (tf.Transform + the default embedder, exact search): a lone
+    # surrogate in an embedded text field or in an id is a dead letter; the others match.
+    names = ["alice smith", "bob jones", "carol white", "dave brown", "erin green", "frank black"]
+    queries = [{"id": f"q{i}", "name": n} for i, n in enumerate(names[:4])]
+    queries += [{"id": "q-bad-text", "name": "bad \ud800 text"}, {"id": "q\udfff", "name": "carol"}]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))  # \\u escapes
+    rows = [f"c{i},{n}".encode() for i, n in enumerate(names)]
+    rows.append(b"c-bad,caf\xed\xa0\x80")  # a surrogate's UTF-8 form: invalid UTF-8, rejected as read
+    (tmp_path / "c.csv").write_bytes(b"id,name\n" + b"\n".join(rows) + b"\n")
+    out = tmp_path / "out"
+    run_job(["--queries", str(tmp_path / "q.jsonl"), "--candidates", str(tmp_path / "c.csv"),
+             "--output", str(out), "--runner", "FnApiRunner", "--index", "exact", "--top_k", "2",
+             "--text_fields", "name", "--scorer", "none", "--max_bad_record_ratio", "0.5"])
+    got = read_matches(str(out))
+    first = got[got["rank"] == 1].set_index("query_id").candidate_id.to_dict()
+    assert first == {f"q{i}": f"c{i}" for i in range(4)}  # identical text: nearest
+    assert (got.distance >= 0).all()
+    letters = {(d["stage"], d["record_id"]): d["error"] for d in _letters(out)}
+    assert set(letters) == {("preprocess", "q-bad-text"), ("validate", ""), ("read", "")}
+    assert "field 'name': not valid Unicode" in letters[("preprocess", "q-bad-text")]
+    assert "is not valid Unicode" in letters[("validate", "")]
+    assert letters[("read", "")] == "line 8: invalid UTF-8"
+    manifest = read_manifest(str(out))
+    assert manifest["counts"]["dead_letters_total"] == 3 and manifest["exit_state"] == "succeeded"

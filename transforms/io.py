@@ -550,6 +550,40 @@ def _has_undecodable(values: list[str]) -> bool:
     return any(any("\udc80" <= ch <= "\udcff" for ch in v) for v in values)
 
 
+class _CsvLineFeed:
+    """The lines a ``csv.reader`` reads, numbered, with the lines of the current record kept.
+
+    ``taken`` holds the (line number, text) lines of the record being read; lines pushed back onto
+    ``pending`` are read again first. ``ran_out`` says the reader wanted another line for a record
+    it had started (a quoted field still open at the end of the file, or past
+    ``_CSV_MAX_RECORD_LINES``).
+    """
+
+    def __init__(self, source):
+        self._source = source
+        self.pending: collections.deque = collections.deque()
+        self.taken: list[tuple[int, str]] = []
+        self.ran_out = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if len(self.taken) >= _CSV_MAX_RECORD_LINES:
+            self.ran_out = True
+            raise StopIteration
+        line = self.pending.popleft() if self.pending else next(self._source, None)
+        if line is None:
+            self.ran_out = bool(self.taken)
+            raise StopIteration
+        self.taken.append(line)
+        return line[1]
+
+    def start_record(self) -> None:
+        self.taken = []
+        self.ran_out = False
+
+
 def _csv_rows(fh, path: str):
     """Rows of a csv file keyed by its header, read record by record with line-aware quoting.
 
@@ -561,44 +595,30 @@ def _csv_rows(fh, path: str):
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     # Decode line by line with surrogateescape so one bad byte rejects its row, not the whole file.
-    source = enumerate((raw.decode("utf-8", errors="surrogateescape") for raw in _lines(fh)), 1)
-    pending: collections.deque = collections.deque()  # lines to read again after a bad record
-
-    def pull():
-        return pending.popleft() if pending else next(source, None)
-
+    feed = _CsvLineFeed(enumerate((raw.decode("utf-8", errors="surrogateescape") for raw in _lines(fh)), 1))
+    reader = csv.reader(feed)
     header = None
     while True:
-        first = pull()
-        if first is None:
-            return
-        taken = [first]
-        ran_out = []
-
-        def feed(first=first, taken=taken, ran_out=ran_out):
-            yield first[1]
-            while len(taken) < _CSV_MAX_RECORD_LINES:
-                line = pull()
-                if line is None:
-                    break
-                taken.append(line)
-                yield line[1]
-            ran_out.append(True)  # the reader wanted another line: a quoted field was still open
-
-        line_number = first[0]
+        feed.start_record()
+        error = ""
         try:
-            row = next(csv.reader(feed()))
-            error = ""
+            row = next(reader)
+        except StopIteration:
+            if not feed.taken:
+                return
+            row, error = None, "unexpected end of data"
         except csv.Error as e:
             row, error = None, str(e)
-        if row is not None and (ran_out or (len(taken) > 1 and header is not None
-                                            and len(row) != len(header))):
+        if not error and (feed.ran_out or (len(feed.taken) > 1 and header is not None
+                                           and len(row) != len(header))):
             width = f" of {len(header)} fields" if header is not None else ""
             error = f"a quoted field is not closed on this line (nor within a record{width})"
+        line_number, first_line = feed.taken[0]
         if error:
-            pending.extendleft(reversed(taken[1:]))  # only this line is lost
+            feed.pending.extendleft(reversed(feed.taken[1:]))  # only this line is lost
+            reader = csv.reader(feed)  # the old reader may be mid-record or past the end
             yield _read_dead_letter(f"line {line_number}: {error}",
-                                    _csv_text([first[1].rstrip("\r\n")]), path)
+                                    _csv_text([first_line.rstrip("\r\n")]), path)
             continue
         if header is None:
             header = [h.lstrip("\ufeff") if i == 0 else h for i, h in enumerate(row)]
