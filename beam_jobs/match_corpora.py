@@ -98,7 +98,7 @@ class _GateFn(beam.DoFn):
     def process(self, _: Any, rows_read: list[int], dead: int, candidates: int,
                 sizing: dict, bad_files: list[str] = (), queries: int | None = None) -> Any:
         read = sum(rows_read)
-        ok, message = bad_files_verdict(sorted(bad_files), self._max_bad_files)
+        ok, message = bad_files_verdict(sorted(set(bad_files)), self._max_bad_files)
         if ok:
             ok, message = bad_record_verdict(read, dead, self._max_ratio)
         if ok and candidates == 0:
@@ -432,6 +432,8 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     counts = {f"{role}_read": rows_read[role] for role in roles}
     counts["pairs_written"] = (written | "RowsWritten" >> beam.Map(lambda kv: kv[1])
                                | "SumPairs" >> beam.CombineGlobally(sum))
+    counts["bad_files"] = (bad_files | "UniqueBadFiles" >> beam.Distinct()
+                           | "CountBadFiles" >> beam.combiners.Count.Globally())
     counts["candidates_indexed"] = (infos | "ShardSizes" >> beam.Map(lambda s: s.size)
                                     | "SumIndexed" >> beam.CombineGlobally(sum))
     manifest = p | "Manifest" >> WriteManifest(

@@ -108,7 +108,8 @@ def test_a_truncated_file_fails_the_run_naming_it_unless_max_bad_files_allows_it
     allowed = tmp_path / "allowed"
     _run(args[:-1] + [str(allowed), "--max_bad_files", "1", "--max_bad_record_ratio", "0.1"])
     _check_against_oracle(allowed, queries, query_ids, cands, cand_ids)
-    assert read_manifest(str(allowed))["counts"]["dead_letters_total"] == 1
+    counts = read_manifest(str(allowed))["counts"]
+    assert counts["dead_letters_total"] == 1 and counts["bad_files"] == 1
 
 
 def test_a_truncated_gzip_stream_is_a_bad_file(corpora, tmp_path):

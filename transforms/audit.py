@@ -651,8 +651,9 @@ class _TuneShardFn(beam.DoFn):
                 relevant: np.ndarray, rung: tuple[int | None, int | None]) -> tuple[float, float]:
         """(recall of the relevant neighbours, recall of all true neighbours) at one rung."""
         leaves, reorder = rung
-        positions, distances = index.search(queries.vectors, self._top_k + int(self._exclude_self),
-                                            leaves_to_search=leaves, reorder=reorder)
+        positions, distances = index.search(
+            queries.vectors, min(self._top_k + int(self._exclude_self), max(1, index.size)),
+            leaves_to_search=leaves, reorder=reorder)
         positions, _, _ = _drop_self(positions, distances, shard_ids, queries.ids, self._top_k,
                                      self._exclude_self)
         found = (want[:, :, None] == positions[:, None, :]).any(axis=2)
