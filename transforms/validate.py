@@ -99,8 +99,11 @@ def _id_text(v: Any) -> tuple[str | None, str]:
     """One raw id value as text, or (None, why it is not an id)."""
     if v is None or isinstance(v, (list, tuple, dict)):
         return None, ""
-    if isinstance(v, bytes):
-        v = v.decode("utf-8", errors="replace")
+    if isinstance(v, bytes):  # a binary id column: replacing bytes could merge two ids
+        try:
+            v = v.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "id is not valid UTF-8"
     if isinstance(v, float):
         if not math.isfinite(v):  # JSON NaN/Infinity (and csv/parquet floats): no id
             return None, f"invalid id {v!r}: not a finite number"
@@ -284,8 +287,12 @@ def _text_value(value: Any) -> tuple[str | None, str]:
         return None, ""
     if isinstance(value, float) and math.isnan(value):
         return None, ""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")  # documented: invalid bytes become U+FFFD
+    if isinstance(value, bytes):  # a binary column: documented, invalid bytes become U+FFFD, counted
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            Metrics.counter(metrics.NAMESPACE, "utf8_replaced_values").inc()
+            value = value.decode("utf-8", errors="replace")
     elif isinstance(value, (list, tuple, dict)):
         return None, f"expected a text value, got {type(value).__name__}"
     text = str(value)

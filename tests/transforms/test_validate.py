@@ -201,3 +201,13 @@ def test_a_lone_surrogate_in_a_text_field_is_a_dead_letter_not_a_crash():
     assert "id field 'id' is not valid Unicode" in errors[1]
     for d in dead:
         d.to_json().encode("utf-8")
+
+
+def test_binary_ids_must_be_utf8_and_binary_text_is_replaced():
+    table = pa.table({"id": pa.array([b"ok", b"b\xff"], pa.binary()),
+                      "name": pa.array([b"caf\xe9", b"x"], pa.binary())}).to_batches()[0]
+    batches, dead = validate_features(RawBatch("f.parquet", 0, table=table), role="q", id_field="id",
+                                      text_fields=("name",), numeric_fields=())
+    assert [b.ids.tolist() for b in batches] == [["ok"]]
+    assert batches[0].table.column("name").to_pylist() == ["caf\ufffd"]
+    assert [d.error for d in dead] == ["id is not valid UTF-8"]
