@@ -140,6 +140,8 @@ class MatchConfig:
     output_format: str = "parquet"
     num_output_shards: int | None = None
     max_bad_record_ratio: float = 0.01
+    max_bad_files: int = 0
+    max_id_length: int = 1024
     batch_size: int = 4096
     spill_min_mb: float = 1.0
 
@@ -277,6 +279,8 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         output_format=_choice(flags, "output_format", OUTPUT_FORMATS, "parquet"),
         num_output_shards=_int(flags, "num_output_shards", None, 1),
         max_bad_record_ratio=_float(flags, "max_bad_record_ratio", 0.01, 0.0, 1.0),
+        max_bad_files=_int(flags, "max_bad_files", 0, 0),
+        max_id_length=_int(flags, "max_id_length", 1024, 1),
         batch_size=_int(flags, "batch_size", 4096, 1),
         spill_min_mb=_float(flags, "spill_min_mb", 1.0, lo=0.0),
     )

@@ -31,12 +31,14 @@ from transforms.build import (
     WriteIndexManifest,
 )
 from transforms.clusters import ClusterPairs, WriteClusters
+from transforms.dead_letters import is_bad_file, rows_rejected
 from transforms.exact_duplicates import ExpandAliases
 from transforms.io import ReadCorpus, WriteDeadLetters, WriteMatches
 from transforms.manifest import (
     BadRecordRatioError,
     RecallBelowMinimumError,
     WriteManifest,
+    bad_files_verdict,
     bad_record_verdict,
     stack_versions,
 )
@@ -89,15 +91,20 @@ class _GateFn(beam.DoFn):
     written, and WriteManifest fails the run after writing the manifest that explains why.
     """
 
-    def __init__(self, max_ratio: float):
+    def __init__(self, max_ratio: float, max_bad_files: int = 0):
         self._max_ratio = max_ratio
+        self._max_bad_files = max_bad_files
 
     def process(self, _: Any, rows_read: list[int], dead: int, candidates: int,
-                sizing: dict) -> Any:
+                sizing: dict, bad_files: list[str] = (), queries: int | None = None) -> Any:
         read = sum(rows_read)
-        ok, message = bad_record_verdict(read, dead, self._max_ratio)
+        ok, message = bad_files_verdict(sorted(set(bad_files)), self._max_bad_files)
+        if ok:
+            ok, message = bad_record_verdict(read, dead, self._max_ratio)
         if ok and candidates == 0:
             ok, message = False, "no valid candidate records: nothing to match against"
+        if ok and queries == 0:
+            ok, message = False, "no valid query records: nothing to match"
         if ok and not sizing["ok"]:
             ok, message = False, sizing["message"]
         if ok:
@@ -148,7 +155,8 @@ def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list, writes: lis
                                                 role=role, batch_size=cfg.batch_size)
         valid = read.batches | f"Validate{label}" >> ValidateRecords(
             role=role, id_field=cfg.id_field, vector_field=cfg.vector_field,
-            text_fields=cfg.text_fields, numeric_fields=cfg.numeric_fields, distance=cfg.distance)
+            text_fields=cfg.text_fields, numeric_fields=cfg.numeric_fields, distance=cfg.distance,
+            max_id_length=cfg.max_id_length)
         rows_read[role] = read.rows_read
         vectors[role] = valid.batches
         dead += [read.dead_letters, valid.dead_letters]
@@ -313,11 +321,18 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     stage = _build_index(p, cfg, vectors.get(cand_role), dims, cand_role, dead, kept_index,
                          unchecked=unchecked.get(cand_role), num_candidates=passing.get(cand_role),
                          spill_dir=spill_dir)
-    early_dead = (dead | "FlattenEarlyDeadLetters" >> beam.Flatten()
-                  | "CountEarlyDeadLetters" >> beam.combiners.Count.Globally())
+    early = dead | "FlattenEarlyDeadLetters" >> beam.Flatten()
+    # A file fault weighs the rows it lost; one whose row count is unknown is a bad file.
+    early_dead = (early | "EarlyRowsRejected" >> beam.Map(rows_rejected)
+                  | "CountEarlyDeadLetters" >> beam.CombineGlobally(sum))
+    bad_files = (early | "BadFiles" >> beam.Filter(is_bad_file)
+                 | "BadFilePaths" >> beam.Map(lambda letter: letter.source))
+    query_side = ({"queries": beam.pvalue.AsSingleton(passing[Role.QUERIES])}
+                  if cfg.mode == "link" else {})
     gate = (p | "GateOnce" >> beam.Create([None])
             | "CheckBadRecords" >> beam.ParDo(
-                _GateFn(cfg.max_bad_record_ratio),
+                _GateFn(cfg.max_bad_record_ratio, cfg.max_bad_files),
+                bad_files=beam.pvalue.AsList(bad_files), **query_side,
                 rows_read=beam.pvalue.AsList(
                     tuple(rows_read.values()) | "FlattenRowsRead" >> beam.Flatten()),
                 dead=beam.pvalue.AsSingleton(early_dead),
@@ -425,6 +440,8 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     counts = {f"{role}_read": rows_read[role] for role in roles}
     counts["pairs_written"] = (written | "RowsWritten" >> beam.Map(lambda kv: kv[1])
                                | "SumPairs" >> beam.CombineGlobally(sum))
+    counts["bad_files"] = (bad_files | "UniqueBadFiles" >> beam.Distinct()
+                           | "CountBadFiles" >> beam.combiners.Count.Globally())
     counts["candidates_indexed"] = (infos | "ShardSizes" >> beam.Map(lambda s: s.size)
                                     | "SumIndexed" >> beam.CombineGlobally(sum))
     manifest = p | "Manifest" >> WriteManifest(

@@ -23,6 +23,8 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("input_format", "File format of the corpora; 'auto' picks by file extension. Default auto.",
      INPUT_FORMATS),
     ("id_field", "Field holding each record's unique id (read as a string). Default 'id'.", None),
+    ("max_id_length", "Ids longer than this many characters go to dead letters (stage validate). "
+     "Default 1024.", None),
     ("vector_field", "Field holding a precomputed float vector (list column; JSON array string in csv; "
      "float_list feature in tf.Example). Default 'embedding'.", None),
     ("text_fields", "Comma list of text fields to embed with the model (instead of --vector_field).",
@@ -121,6 +123,10 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("num_output_shards", "Number of match files. Default: sized from the query count.", None),
     ("max_bad_record_ratio", "Fail the run when dead letters / records read exceeds this. "
      "Default 0.01.", None),
+    ("max_bad_files", "Input files that cannot be read to their end and whose row count is unknown "
+     "(not parquet, parquet without a readable footer, a truncated or corrupt gzip stream, lost "
+     "TFRecord framing, an unknown extension) the run tolerates; more fail it, naming the files. "
+     "Each counts as one rejected row. Default 0.", None),
     ("batch_size", "Rows per batch moved between stages. Default 4096.", None),
     ("spill_min_mb", "A batch's candidate rows of one shard holding at least this many MB of vectors "
      "reach the shard through a spill file (under --temp_location, else the output) instead of "

@@ -39,7 +39,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import metrics
 from transforms.schema import PairBatch, ShardIndexInfo, VectorBatch
-from transforms.sharding import stable_hash64
+from transforms.sharding import id_sort_keys, stable_hash64, str_array
 
 __all__ = [
     "AUDIT_MODES",
@@ -161,8 +161,8 @@ def _smallest(sample: _Sample, size: int) -> _Sample:
     batch = sample.batch
     if len(batch) == 0:
         return sample
-    ids = batch.ids.astype(str)
-    order = np.lexsort((batch.origins.astype(str), ids, sample.hashes))
+    (ids,), (origins,) = id_sort_keys(batch.ids), id_sort_keys(batch.origins)
+    order = np.lexsort((origins, ids, sample.hashes))
     sorted_ids = ids[order]
     first = np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]  # equal ids have equal hashes: adjacent
     keep = order[first][:size]
@@ -228,13 +228,10 @@ def merge_truth(parts: Iterable[SampleTruth], top_k: int) -> SampleTruth:
     cand, dist, shards, pos = (np.concatenate([getattr(p, f) for p in parts], axis=1)
                                for f in ("candidate_ids", "distances", "shards", "positions"))
     # Empty slots tie exactly (inf, '', -1, -1) whichever shard they came from.
-    order = np.lexsort((cand.astype(str), dist), axis=-1)[:, :top_k]
+    order = np.lexsort((cand, dist), axis=-1)[:, :top_k]
     cand, dist, shards, pos = (np.take_along_axis(a, order, axis=1) for a in (cand, dist, shards, pos))
-    if cand.shape[1] < top_k:
-        pad = _empty_truth(query_ids, top_k - cand.shape[1])
-        cand, dist, shards, pos = (np.concatenate([a, getattr(pad, f)], axis=1) for a, f in
-                                   ((cand, "candidate_ids"), (dist, "distances"), (shards, "shards"),
-                                    (pos, "positions")))
+    # Not padded out to top_k: with fewer candidates than K (--top_k is not capped by the flag
+    # parser), the truth is as wide as the shards' candidates, never top_k slots per query.
     return SampleTruth("audit", query_ids, cand.astype(object), dist.astype(np.float64),
                        shards.astype(np.int64), pos.astype(np.int64))
 
@@ -273,7 +270,9 @@ def relevance_cutoff(truth: SampleTruth, top_k: int, max_distance: float | None 
                          f"neighbours within --max_distance {max_distance:g}")
     if top_k == 1:
         return Relevance("all", None, "the nearest neighbour (top_k 1)")
-    dist = np.asarray(truth.distances, dtype=np.float64)[:, :top_k].reshape(-1, top_k)
+    dist = np.asarray(truth.distances, dtype=np.float64)[:, :top_k]
+    if dist.ndim != 2 or dist.shape[1] < top_k:  # fewer candidates than K: no K-th neighbour
+        dist = np.zeros((0, top_k))
     dist = dist[np.isfinite(dist[:, top_k - 1])]  # rows with K neighbours (their 2nd is finite too)
     if not len(dist):
         return Relevance("all", None, f"every exact top-{top_k} neighbour (no sample query has "
@@ -311,13 +310,16 @@ def relevant_slots(truth: SampleTruth, top_k: int, relevance: Relevance) -> np.n
     return within
 
 
+# Ids stay object arrays of str here (and sort, compare by Python's str order, which is numpy
+# unicode's): a fixed-width copy would be as wide as the longest id for every row.
 def _keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.char.add(np.char.add(np.asarray(a, dtype=str), _SEP), np.asarray(b, dtype=str))
+    return np.array([f"{x}{_SEP}{y}" for x, y in zip(str_array(a).reshape(-1), str_array(b).reshape(-1),
+                                                       strict=True)], dtype=object)
 
 
 def _canonical(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a, b = np.asarray(a, dtype=str), np.asarray(b, dtype=str)
-    swap = b < a
+    a, b = str_array(a), str_array(b)
+    swap = (b < a).astype(bool)
     return np.where(swap, b, a), np.where(swap, a, b)
 
 
@@ -500,7 +502,7 @@ class _SampleFn(beam.CombineFn):
         if acc is None:
             return _empty_vector_batch()
         batch = acc.batch
-        order = np.argsort(batch.ids.astype(str), kind="stable")
+        order = np.argsort(id_sort_keys(batch.ids)[0], kind="stable")
         return VectorBatch(batch.ids[order].astype(object), np.ascontiguousarray(batch.vectors[order]),
                            batch.origins[order].astype(object))
 
@@ -514,7 +516,7 @@ class _ExactShardTopKFn(beam.DoFn):
         self._ms = Metrics.distribution(metrics.NAMESPACE, "audit_exact_search_ms")
 
     def process(self, info: ShardIndexInfo, sample: VectorBatch) -> Iterator[SampleTruth]:
-        from transforms.index import ExactIndex
+        from transforms.index import ExactIndex, clamp_distances
         from transforms.shard_cache import load_shard
 
         if len(sample) == 0:
@@ -527,7 +529,10 @@ class _ExactShardTopKFn(beam.DoFn):
         if index.kind != "exact":
             # Shares the loaded float32 vectors (no copy): brute force, then exact rescoring.
             index = ExactIndex(index.vectors, distance=index.distance)
-        positions, distances = index.search(sample.vectors, self._top_k + int(self._exclude_self))
+        # No wider than the shard: --top_k past the candidate count allocates nothing more.
+        positions, distances = index.search(
+            sample.vectors, min(self._top_k + int(self._exclude_self), max(1, index.size)))
+        clamp_distances(index.distance, distances)  # as the search reports them
         positions, cand, distances = _drop_self(positions, distances, loaded.ids, sample.ids,
                                                 self._top_k, self._exclude_self)
         elapsed = time.perf_counter() - start
@@ -559,13 +564,13 @@ class _MergeTruthFn(beam.CombineFn):
 
 
 def _sorted_ids(truth: SampleTruth) -> np.ndarray:
-    return np.sort(np.asarray(truth.query_ids, dtype=str))
+    return np.sort(str_array(truth.query_ids))
 
 
 def _is_member(values: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
     if len(sorted_ids) == 0 or len(values) == 0:
         return np.zeros(len(values), dtype=bool)
-    values = np.asarray(values, dtype=str)
+    values = str_array(values)
     at = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
     return sorted_ids[at] == values
 
@@ -581,8 +586,7 @@ class _KeepSamplePairsFn(beam.DoFn):
         if self._dedup:
             keep |= _is_member(pairs.candidate_ids, sample_ids)
         if keep.any():
-            yield (np.asarray(pairs.query_ids[keep], dtype=str),
-                   np.asarray(pairs.candidate_ids[keep], dtype=str))
+            yield str_array(pairs.query_ids[keep]), str_array(pairs.candidate_ids[keep])
 
 
 class _ConcatPairsFn(beam.CombineFn):
@@ -600,7 +604,7 @@ class _ConcatPairsFn(beam.CombineFn):
 
     def extract_output(self, acc) -> tuple[np.ndarray, np.ndarray]:
         if not acc:
-            return np.empty(0, dtype=str), np.empty(0, dtype=str)
+            return np.empty(0, dtype=object), np.empty(0, dtype=object)
         return (np.concatenate([q for q, _ in acc]), np.concatenate([c for _, c in acc]))
 
 
@@ -647,8 +651,9 @@ class _TuneShardFn(beam.DoFn):
                 relevant: np.ndarray, rung: tuple[int | None, int | None]) -> tuple[float, float]:
         """(recall of the relevant neighbours, recall of all true neighbours) at one rung."""
         leaves, reorder = rung
-        positions, distances = index.search(queries.vectors, self._top_k + int(self._exclude_self),
-                                            leaves_to_search=leaves, reorder=reorder)
+        positions, distances = index.search(
+            queries.vectors, min(self._top_k + int(self._exclude_self), max(1, index.size)),
+            leaves_to_search=leaves, reorder=reorder)
         positions, _, _ = _drop_self(positions, distances, shard_ids, queries.ids, self._top_k,
                                      self._exclude_self)
         found = (want[:, :, None] == positions[:, None, :]).any(axis=2)

@@ -29,15 +29,52 @@ from apache_beam.metrics import Metrics
 
 from transforms import metrics
 from transforms.schema import ShardIndexInfo, VectorBatch
+from transforms.sharding import id_sort_keys, str_array
 
 __all__ = ["BuildShardIndexes", "WriteIndexManifest", "MergeWithKeptShards", "CombineWithKeptShards",
            "FindKeptIds", "read_shard_ids",
-           "read_index_manifest", "shard_dir_name", "IDS_FILE"]
+           "read_index_manifest", "shard_dir_name", "IDS_FILE", "IDS_UTF8_FILE", "IDS_OFFSETS_FILE",
+           "save_ids", "load_ids"]
 
 _LOGGER = logging.getLogger(__name__)
+# A shard's id map: the ids' UTF-8 bytes (uint8) and int64 offsets [n + 1] into them, both loaded
+# without pickle; each row costs its own id's bytes. Indexes written before hold ``ids.npy``, a
+# fixed-width unicode array (every row as wide as the longest id), still read.
+IDS_UTF8_FILE = "ids_utf8.npy"
+IDS_OFFSETS_FILE = "ids_offsets.npy"
 IDS_FILE = "ids.npy"
 # The test hook of the module docstring.
 PAUSE_BUILD_ENV = "CORPUS_MATCHER_TEST_PAUSE_BUILD_SECONDS"
+
+
+def save_ids(local_dir: str, ids: np.ndarray) -> None:
+    """Writes an id map (``IDS_UTF8_FILE`` + ``IDS_OFFSETS_FILE``) to a local directory."""
+    import pyarrow as pa
+
+    arr = pa.array(np.asarray(ids, dtype=object), type=pa.large_string())
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[:len(arr) + 1]
+    data = arr.buffers()[2]
+    data = (np.frombuffer(data, dtype=np.uint8)[:int(offsets[-1])] if data is not None
+            else np.zeros(0, dtype=np.uint8))
+    np.save(os.path.join(local_dir, IDS_UTF8_FILE), data, allow_pickle=False)
+    np.save(os.path.join(local_dir, IDS_OFFSETS_FILE), offsets, allow_pickle=False)
+
+
+def load_ids(read: Any) -> np.ndarray:
+    """An id map as an object array of str. ``read(name)`` returns a file of the shard's directory
+    as bytes, or None when it has no such file (then the older ``ids.npy`` is read)."""
+    import io
+
+    import pyarrow as pa
+
+    offsets = read(IDS_OFFSETS_FILE)
+    if offsets is None:
+        return np.load(io.BytesIO(read(IDS_FILE)), allow_pickle=False).astype(object)
+    offsets = np.load(io.BytesIO(offsets), allow_pickle=False)
+    data = np.load(io.BytesIO(read(IDS_UTF8_FILE)), allow_pickle=False)
+    n = len(offsets) - 1
+    arr = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return arr.to_numpy(zero_copy_only=False).astype(object, copy=False)
 
 
 def shard_dir_name(shard: int, num_shards: int) -> str:
@@ -95,18 +132,17 @@ class _BuildShardIndexFn(beam.DoFn):
             params = self._params_for(len(batch)) if kind == "scann" else {}
             index = build_index(batch.vectors, distance=self._distance, kind=kind, params=params,
                                 seed=self._seed)
-            # Fixed-width unicode, so np.load needs no pickle.
-            ids = batch.ids.astype(str)
+            ids = np.asarray(batch.ids, dtype=object)
             # Built beside dest when the output is local: publishing renames instead of copying.
             local = tempfile.mkdtemp(prefix=f".tmp-shard-{shard:05d}-", dir=staging_dir_for(dest))
             try:
                 index.save(local)
-                np.save(os.path.join(local, IDS_FILE), ids, allow_pickle=False)
+                save_ids(local, ids)
                 publish_dir(local, dest, move=True)
             finally:
                 shutil.rmtree(local, ignore_errors=True)
             # The ids as load_shard reads them back, so a search here sees what a reload would give.
-            built = LoadedShard(index, ids.astype(object))
+            built = LoadedShard(index, str_array(ids))
         finally:
             build_finished(dest, build, built)
         elapsed = time.perf_counter() - start
@@ -279,7 +315,7 @@ class _MergeWithKeptFn(beam.DoFn):
             yield shard, new
             return
         kept = load_shard(path)
-        clash = np.isin(new.ids.astype(str), kept.ids.astype(str))
+        clash = np.isin(np.asarray(new.ids, dtype=object), np.asarray(kept.ids, dtype=object))
         for i in np.flatnonzero(clash):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, make_dead_letter(
                 "validate", new.ids[i], f"id is already in the kept index ({path}); --append adds "
@@ -288,24 +324,27 @@ class _MergeWithKeptFn(beam.DoFn):
         old = VectorBatch(kept.ids, np.asarray(kept.index.vectors, dtype=np.float32),
                           np.array([f"{path}#{i}" for i in range(len(kept.ids))], dtype=object))
         whole = concat_batches([old, VectorBatch(new.ids[keep], new.vectors[keep], new.origins[keep])])
-        order = np.argsort(whole.ids.astype(str), kind="stable")
+        order = np.argsort(id_sort_keys(whole.ids)[0], kind="stable")
         _LOGGER.info("append: shard %d gets %d new vectors (%d kept)", shard, int(keep.sum()), len(old))
         yield shard, VectorBatch(whole.ids[order], whole.vectors[order], whole.origins[order])
 
 
 def _sorted_unique_ids(id_arrays: list[np.ndarray]) -> np.ndarray:
-    return (np.unique(np.concatenate([np.asarray(a, dtype=str) for a in id_arrays]))
-            if id_arrays else np.empty(0, dtype=str))
+    return (np.unique(np.concatenate([np.asarray(a, dtype=object) for a in id_arrays]))
+            if id_arrays else np.empty(0, dtype=object))
 
 
 def read_shard_ids(path: str) -> np.ndarray:
-    """A published shard's id map (``ids.npy``), without loading its index; local or remote."""
-    import io
-
+    """A published shard's id map (object array of str), without loading its index; local or remote."""
     from apache_beam.io.filesystems import FileSystems
 
-    with FileSystems.open(f"{path}/{IDS_FILE}") as fh:
-        return np.load(io.BytesIO(fh.read()), allow_pickle=False)
+    def read(name: str) -> bytes | None:
+        if name == IDS_OFFSETS_FILE and not FileSystems.exists(f"{path}/{name}"):
+            return None
+        with FileSystems.open(f"{path}/{name}") as fh:
+            return fh.read()
+
+    return load_ids(read)
 
 
 def _ids_held(shard_path: tuple[int, str], new_ids: np.ndarray) -> Iterator[tuple[str, str]]:
@@ -345,13 +384,14 @@ class FindKeptIds(beam.PTransform):
 
     def expand(self, batches):
         new_ids = beam.pvalue.AsSingleton(
-            batches | "NewIds" >> beam.Map(lambda b: b.ids.astype(str))
+            batches | "NewIds" >> beam.Map(lambda b: np.array([str(v) for v in b.ids], dtype=object))
             | "SortNewIds" >> beam.combiners.ToList() | "UniqueNewIds" >> beam.Map(_sorted_unique_ids))
         found = (batches.pipeline | "KeptShardPaths" >> beam.Create(self._paths)
                  | "IdsInKeptShards" >> beam.FlatMap(_ids_held, new_ids=new_ids))
         if self._aliases is None:
             return found
-        alias_ids = (self._aliases | "AliasIds" >> beam.Map(lambda kv: np.asarray(list(kv[1]), dtype=str))
+        alias_ids = (self._aliases | "AliasIds" >> beam.Map(
+            lambda kv: np.array([str(v) for v in kv[1]], dtype=object))
                      | "AllAliasIds" >> beam.combiners.ToList()
                      | "UniqueAliasIds" >> beam.Map(_sorted_unique_ids))
         in_aliases = (batches.pipeline | "Once" >> beam.Create([None])

@@ -62,7 +62,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.artifacts import join_path, read_bytes, write_bytes
 from transforms.io import _PARQUET_OPTIONS  # the project's pinned writer options (same bytes, same rows)
 from transforms.schema import PairBatch
-from transforms.sharding import split_by_shard, stable_hash64
+from transforms.sharding import id_sort_keys, split_by_shard, stable_hash64, str_array
 
 __all__ = [
     "ClusterPairs",
@@ -474,7 +474,7 @@ class _LabelClustersFn(beam.DoFn):
         root[member] = centre
         if np.bincount(member, minlength=n).max(initial=0) > 1 or np.isin(centre, member).any():
             raise RuntimeError("internal error: clustering did not end in a star forest")
-        id_order = np.argsort(node_ids.astype(str), kind="stable")
+        id_order = np.argsort(id_sort_keys(node_ids)[0], kind="stable")
         id_rank = np.empty(n, dtype=np.int64)
         id_rank[id_order] = np.arange(n)
         smallest = np.full(n, n, dtype=np.int64)
@@ -514,19 +514,18 @@ class _AssignFn(beam.DoFn):
         sizes = (np.concatenate([b.cluster_sizes for b in assigned]) if assigned
                  else np.empty(0, dtype=np.int64))
         if record_ids:
-            every = np.unique(np.concatenate(record_ids).astype(str))
-            single = every[~np.isin(every, ids.astype(str))].astype(object)
+            every = str_array(np.unique(np.concatenate(record_ids).astype(object)))
+            single = every[~np.isin(every, str_array(ids))]
             ids = np.concatenate([ids, single])
             cids = np.concatenate([cids, single])
             sizes = np.concatenate([sizes, np.ones(len(single), dtype=np.int64)])
         if len(ids) == 0:
             return
-        text = ids.astype(str)
-        order = np.argsort(text, kind="stable")
-        if (text[order][1:] == text[order][:-1]).any():
+        (key,) = id_sort_keys(ids)
+        order = np.argsort(key, kind="stable")
+        if (key[order][1:] == key[order][:-1]).any():
             raise RuntimeError("internal error: a record id was assigned to two clusters")
-        out = ClusterBatch(text[order].astype(object), cids[order].astype(str).astype(object),
-                           sizes[order].astype(np.int64))
+        out = ClusterBatch(str_array(ids[order]), str_array(cids[order]), sizes[order].astype(np.int64))
         for start in range(0, len(out), _OUTPUT_BATCH_ROWS):
             yield ClusterBatch(*(col[start:start + _OUTPUT_BATCH_ROWS] for col in out))
 
@@ -588,7 +587,7 @@ class _ClusterStatsFn(beam.CombineFn):
 
 def _top_k(sizes: np.ndarray, ids: np.ndarray, k: int) -> list[tuple[int, str]]:
     """The k largest (size, id) of a batch, ties broken by the smaller id (numpy, no per-row Python)."""
-    order = np.lexsort((ids.astype(str), -sizes))[:k]
+    order = np.lexsort((id_sort_keys(ids)[0], -sizes))[:k]
     return [(int(sizes[i]), str(ids[i])) for i in order]
 
 
@@ -740,12 +739,14 @@ def cluster_shard_path(output_dir: str, shard: int, num_shards: int) -> str:
 
 def _encode_clusters(batches: list[ClusterBatch]) -> tuple[bytes, int]:
     if batches:
-        ids = np.concatenate([np.asarray(b.ids, dtype=object) for b in batches]).astype(str)
-        cids = np.concatenate([np.asarray(b.cluster_ids, dtype=object) for b in batches]).astype(str)
+        ids = str_array(np.concatenate([np.asarray(b.ids, dtype=object) for b in batches]))
+        cids = str_array(np.concatenate([np.asarray(b.cluster_ids, dtype=object) for b in batches]))
         sizes = np.concatenate([np.asarray(b.cluster_sizes, dtype=np.int64) for b in batches])
     else:
-        ids, cids, sizes = np.empty(0, dtype=str), np.empty(0, dtype=str), np.empty(0, dtype=np.int64)
-    order = np.lexsort((sizes, cids, ids))  # record ids are unique; the rest only makes the order total
+        ids, cids, sizes = (np.empty(0, dtype=object), np.empty(0, dtype=object),
+                            np.empty(0, dtype=np.int64))
+    id_key, cid_key = id_sort_keys(ids, cids)
+    order = np.lexsort((sizes, cid_key, id_key))  # record ids are unique; the rest makes the order total
     table = pa.Table.from_arrays(
         [pa.array(ids[order], pa.string()), pa.array(cids[order], pa.string()),
          pa.array(sizes[order], pa.int64())], schema=_CLUSTER_SCHEMA)

@@ -26,7 +26,7 @@ import apache_beam as beam
 import numpy as np
 
 from transforms.schema import PairBatch, VectorBatch
-from transforms.sharding import content_hash64
+from transforms.sharding import content_hash64, id_sort_keys, str_array
 
 __all__ = ["ExpandAliases", "collapse_identical", "expand_link_pairs", "expand_dedup_pairs", "WriteAliases",
            "ReadAliases", "aliases_glob"]
@@ -47,22 +47,22 @@ def collapse_identical(batch: VectorBatch) -> tuple[VectorBatch, list[tuple[str,
     hashes = content_hash64(batch.vectors)
     by_hash = np.sort(hashes)
     if not (by_hash[1:] == by_hash[:-1]).any():  # no two rows alike: the common case, one id sort
-        by_id = np.argsort(batch.ids.astype(str), kind="stable")
+        by_id = np.argsort(id_sort_keys(batch.ids)[0], kind="stable")
         return VectorBatch(batch.ids[by_id], batch.vectors[by_id], batch.origins[by_id]), []
-    order = np.lexsort((batch.ids.astype(str), hashes))
+    order = np.lexsort((id_sort_keys(batch.ids)[0], hashes))
     hashes = hashes[order]
     vectors = batch.vectors[order]
     same = np.zeros(len(hashes), dtype=bool)
     same[1:] = (hashes[1:] == hashes[:-1]) & np.all(vectors[1:] == vectors[:-1], axis=1)
     if not same.any():
-        by_id = np.argsort(batch.ids.astype(str), kind="stable")
+        by_id = np.argsort(id_sort_keys(batch.ids)[0], kind="stable")
         return VectorBatch(batch.ids[by_id], batch.vectors[by_id], batch.origins[by_id]), []
     ids, origins = batch.ids[order], batch.origins[order]
     keep = ~same
     group = np.cumsum(keep) - 1
     reps = ids[keep]
     aliases = [(reps[g], ids[same & (group == g)]) for g in np.unique(group[same])]
-    by_id = np.argsort(reps.astype(str), kind="stable")
+    by_id = np.argsort(id_sort_keys(reps)[0], kind="stable")
     kept = VectorBatch(reps[by_id], vectors[keep][by_id], origins[keep][by_id])
     return kept, aliases
 
@@ -81,18 +81,18 @@ def expand_link_pairs(pairs: PairBatch, aliases: dict[str, np.ndarray], top_k: i
             extra_d += [d] * len(members)
     if not extra_q:
         return pairs
-    q = np.concatenate([pairs.query_ids.astype(str), np.array(extra_q, dtype=str)])
-    c = np.concatenate([pairs.candidate_ids.astype(str), np.array(extra_c, dtype=str)])
+    q = np.concatenate([np.asarray(pairs.query_ids, dtype=object), np.array(extra_q, dtype=object)])
+    c = np.concatenate([np.asarray(pairs.candidate_ids, dtype=object), np.array(extra_c, dtype=object)])
     d = np.concatenate([pairs.distances, np.array(extra_d, dtype=np.float64)])
-    order = np.lexsort((c, d, q))
-    q, c, d = q[order], c[order], d[order]
+    q_key, c_key = id_sort_keys(q), id_sort_keys(c)
+    order = np.lexsort((c_key[0], d, q_key[0]))
+    q, c, d, qk = q[order], c[order], d[order], q_key[0][order]
     first = np.ones(len(q), dtype=bool)
-    first[1:] = q[1:] != q[:-1]
+    first[1:] = qk[1:] != qk[:-1]
     start = np.maximum.accumulate(np.where(first, np.arange(len(q)), 0))
     rank = np.arange(len(q)) - start + 1
     keep = rank <= top_k
-    return PairBatch(q[keep].astype(object), c[keep].astype(object), rank[keep].astype(np.int64),
-                     d[keep])
+    return PairBatch(str_array(q[keep]), str_array(c[keep]), rank[keep].astype(np.int64), d[keep])
 
 
 class _ExpandFn(beam.DoFn):

@@ -20,7 +20,14 @@ the rows successfully parsed from a file, so ``source#row`` is a stable origin; 
 line (or record) number in their error text instead. Rows that cannot be parsed, undecodable records,
 files that are not valid parquet and files whose extension gives no format (``auto``) become
 ``DeadLetter(stage='read')`` on the ``DEAD_LETTER_TAG`` output; nothing is dropped silently.
-Filesystem errors raise, so the runner retries the bundle.
+A file-level fault is one letter whose ``rows`` is the rows it lost: a corrupt parquet row group
+counts its footer's rows; a file nothing says the size of (no readable parquet footer, a truncated
+or corrupt gzip stream, lost TFRecord framing, an unknown extension) has ``rows`` 0, a bad file that
+``--max_bad_files`` decides on. ``.gz`` files are read through :mod:`gzip`, which reports a cut
+stream (Beam's decompressor ends quietly). csv is read record by record with line-aware quoting (see
+``_csv_rows``): an unclosed quote costs its own line. jsonl and csv lines with invalid UTF-8 are dead
+letters; tf.Example bytes values are decoded with replacement and counted
+(``utf8_replaced_values``). Filesystem errors raise, so the runner retries the bundle.
 
 Writing (:class:`WriteMatches`, :class:`WriteDeadLetters`, :func:`write_match_shard`): rows are
 routed to a fixed number of shards by a stable hash, sorted, encoded with fixed settings and written
@@ -37,14 +44,18 @@ This module does not validate fields, ids or vectors (see validation) and does n
 from __future__ import annotations
 
 import base64
+import collections
+import contextlib
 import csv
 import functools
+import gzip
 import io
 import json
 import logging
 import posixpath
 import struct
 import time
+import zlib
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -61,7 +72,13 @@ from google.protobuf.message import DecodeError
 
 from transforms import metrics
 from transforms.artifacts import join_path, read_bytes, write_bytes
-from transforms.dead_letters import DEAD_LETTER_TAG, DeadLetter, make_dead_letter
+from transforms.dead_letters import (
+    DEAD_LETTER_TAG,
+    UNKNOWN_ROWS,
+    DeadLetter,
+    make_dead_letter,
+    rows_rejected,
+)
 from transforms.schema import (
     INPUT_FORMATS,
     MATCH_COLUMNS,
@@ -72,7 +89,7 @@ from transforms.schema import (
     Role,
     ScoredPairBatch,
 )
-from transforms.sharding import assign_shards, split_by_shard, stable_hash64
+from transforms.sharding import assign_shards, id_sort_keys, split_by_shard, stable_hash64, str_array
 
 __all__ = [
     "ReadCorpus",
@@ -115,6 +132,8 @@ MATCH_EXTENSIONS = {"parquet": "parquet", "jsonl": "jsonl", "csv": "csv", "tfrec
 
 # Long vector columns (a 4096-d JSON array is ~100 kB of text) exceed csv's 128 kB default field limit.
 _CSV_FIELD_LIMIT = 64 << 20
+# Most physical lines one csv record (a quoted field with line breaks) may span.
+_CSV_MAX_RECORD_LINES = 1000
 
 _MATCH_SCHEMA = pa.schema([
     pa.field("query_id", pa.string(), nullable=False),
@@ -217,8 +236,22 @@ def encode_example(features: dict[str, Any]) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
-def decode_example(data: bytes) -> dict[str, list]:
+def _utf8_text(value: bytes, replaced: list[int] | None) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        if replaced is not None:
+            replaced[0] += 1
+        return value.decode("utf-8", errors="replace")
+
+
+def decode_example(data: bytes, *, replaced: list[int] | None = None) -> dict[str, list]:
     """Parses a serialized ``tf.Example`` into ``{feature: list of values}`` (see module docstring).
+
+    Args:
+        data: the serialized Example.
+        replaced: optional one-element counter, increased by the bytes values that were not valid
+            UTF-8 (decoded with U+FFFD replacing the invalid bytes).
 
     Raises:
         google.protobuf.message.DecodeError: ``data`` is not a valid Example.
@@ -229,7 +262,7 @@ def decode_example(data: bytes) -> dict[str, list]:
         feature = example.features.feature[name]
         kind = feature.WhichOneof("kind")
         if kind == "bytes_list":
-            row[name] = [v.decode("utf-8", errors="replace") for v in feature.bytes_list.value]
+            row[name] = [_utf8_text(v, replaced) for v in feature.bytes_list.value]
         elif kind == "float_list":
             row[name] = list(feature.float_list.value)
         elif kind == "int64_list":
@@ -355,20 +388,23 @@ def _open_for(path: str, fmt: str):
     return FileSystems.open(path, compression_type=compression)
 
 
-def _read_dead_letter(error: str, payload: Any, source: str) -> DeadLetter:
-    return make_dead_letter(_STAGE, "", error, payload, source)
+def _read_dead_letter(error: str, payload: Any, source: str, rows: int = 1) -> DeadLetter:
+    return make_dead_letter(_STAGE, "", error, payload, source, rows=rows)
 
 
 class _PlanReadUnitsFn(beam.DoFn):
-    """FileMetadata -> ``(path, format, row_group, first_row)`` units (row_group -1: whole file)."""
+    """FileMetadata -> ``(path, format, row_group, first_row, rows)`` units (row_group -1: whole
+    file; ``rows``: the row group's rows from the parquet footer, -1 when not known)."""
 
     def __init__(self, input_format: str, role: str):
         self._input_format = input_format
         self._rows_read = Metrics.counter(metrics.NAMESPACE, metrics.records_read_counter(role))
 
     def _reject(self, error: str, source: str):
+        # A file nothing can be read from: how many rows it held is unknown (a bad file).
         self._rows_read.inc()
-        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, _read_dead_letter(error, "", source))
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG,
+                                       _read_dead_letter(error, "", source, rows=UNKNOWN_ROWS))
         yield beam.pvalue.TaggedOutput(_ROW_COUNT_TAG, 1)
 
     def process(self, metadata):
@@ -380,7 +416,7 @@ class _PlanReadUnitsFn(beam.DoFn):
                                     "set --input_format", path)
             return
         if fmt != "parquet":
-            yield (path, fmt, -1, 0)
+            yield (path, fmt, -1, 0, -1)
             return
         with _open_for(path, fmt) as fh:
             watched = _WatchedFile(fh)
@@ -389,15 +425,18 @@ class _PlanReadUnitsFn(beam.DoFn):
             except OSError as e:  # pyarrow reports corrupt data as OSError/ArrowInvalid(ValueError)
                 if watched.failed:
                     raise
-                yield from self._reject(f"not a valid parquet file: {e}", path)
+                yield from self._reject(f"not a valid parquet file (no readable footer, so its row "
+                                        f"count is unknown): {e}", path)
                 return
             except pa.ArrowInvalid as e:
-                yield from self._reject(f"not a valid parquet file: {e}", path)
+                yield from self._reject(f"not a valid parquet file (no readable footer, so its row "
+                                        f"count is unknown): {e}", path)
                 return
         first_row = 0
         for row_group in range(meta.num_row_groups):
-            yield (path, fmt, row_group, first_row)
-            first_row += meta.row_group(row_group).num_rows
+            rows = meta.row_group(row_group).num_rows
+            yield (path, fmt, row_group, first_row, rows)
+            first_row += rows
 
 
 class _WatchedFile:
@@ -433,7 +472,10 @@ class _WatchedFile:
         return self._fh.closed
 
 
-def _read_parquet(path: str, row_group: int, first_row: int, batch_size: int):
+def _read_parquet(path: str, row_group: int, first_row: int, batch_size: int, rows: int = -1):
+    """RawBatches of one row group; a corrupt row group is one dead letter for every row of it not
+    read (``rows``, the footer's count; at least 1)."""
+    start = first_row
     with _open_for(path, "parquet") as fh:
         watched = _WatchedFile(fh)
         error = None
@@ -449,8 +491,10 @@ def _read_parquet(path: str, row_group: int, first_row: int, batch_size: int):
         except pa.ArrowInvalid as e:
             error = e
         if error is not None:
-            yield _read_dead_letter(f"corrupt parquet row group {row_group} from row {first_row}: {error}",
-                                    f"row group {row_group}", path)
+            lost = max(1, rows - (first_row - start)) if rows >= 0 else 1
+            yield _read_dead_letter(f"corrupt parquet row group {row_group} from row {first_row} "
+                                    f"({lost} rows lost): {error}", f"row group {row_group}", path,
+                                    rows=lost)
 
 
 def _lines(fh):
@@ -506,20 +550,75 @@ def _has_undecodable(values: list[str]) -> bool:
     return any(any("\udc80" <= ch <= "\udcff" for ch in v) for v in values)
 
 
+class _CsvLineFeed:
+    """The lines a ``csv.reader`` reads, numbered, with the lines of the current record kept.
+
+    ``taken`` holds the (line number, text) lines of the record being read; lines pushed back onto
+    ``pending`` are read again first. ``ran_out`` says the reader wanted another line for a record
+    it had started (a quoted field still open at the end of the file, or past
+    ``_CSV_MAX_RECORD_LINES``).
+    """
+
+    def __init__(self, source):
+        self._source = source
+        self.pending: collections.deque = collections.deque()
+        self.taken: list[tuple[int, str]] = []
+        self.ran_out = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if len(self.taken) >= _CSV_MAX_RECORD_LINES:
+            self.ran_out = True
+            raise StopIteration
+        line = self.pending.popleft() if self.pending else next(self._source, None)
+        if line is None:
+            self.ran_out = bool(self.taken)
+            raise StopIteration
+        self.taken.append(line)
+        return line[1]
+
+    def start_record(self) -> None:
+        self.taken = []
+        self.ran_out = False
+
+
 def _csv_rows(fh, path: str):
+    """Rows of a csv file keyed by its header, read record by record with line-aware quoting.
+
+    A quoted field may span lines (at most ``_CSV_MAX_RECORD_LINES``), but only when the record it
+    ends gets the header's field count: a quote left open on a line (to the end of the file, or
+    closing into a record of another width) is an error for that line alone, and reading resumes
+    on the next line, so one stray quote does not swallow the rows after it.
+    """
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     # Decode line by line with surrogateescape so one bad byte rejects its row, not the whole file.
-    lines = (raw.decode("utf-8", errors="surrogateescape") for raw in _lines(fh))
-    reader = csv.reader(lines)
+    feed = _CsvLineFeed(enumerate((raw.decode("utf-8", errors="surrogateescape") for raw in _lines(fh)), 1))
+    reader = csv.reader(feed)
     header = None
     while True:
+        feed.start_record()
+        error = ""
         try:
             row = next(reader)
         except StopIteration:
-            return
+            if not feed.taken:
+                return
+            row, error = None, "unexpected end of data"
         except csv.Error as e:
-            yield _read_dead_letter(f"line {reader.line_num}: {e}", "", path)
+            row, error = None, str(e)
+        if not error and (feed.ran_out or (len(feed.taken) > 1 and header is not None
+                                           and len(row) != len(header))):
+            width = f" of {len(header)} fields" if header is not None else ""
+            error = f"a quoted field is not closed on this line (nor within a record{width})"
+        line_number, first_line = feed.taken[0]
+        if error:
+            feed.pending.extendleft(reversed(feed.taken[1:]))  # only this line is lost
+            reader = csv.reader(feed)  # the old reader may be mid-record or past the end
+            yield _read_dead_letter(f"line {line_number}: {error}",
+                                    _csv_text([first_line.rstrip("\r\n")]), path)
             continue
         if header is None:
             header = [h.lstrip("\ufeff") if i == 0 else h for i, h in enumerate(row)]
@@ -527,31 +626,73 @@ def _csv_rows(fh, path: str):
         if not row:
             continue
         if len(row) != len(header):
-            yield _read_dead_letter(f"line {reader.line_num}: expected {len(header)} fields, got {len(row)}",
+            yield _read_dead_letter(f"line {line_number}: expected {len(header)} fields, got {len(row)}",
                                     _csv_text(row), path)
         elif _has_undecodable(row):
-            yield _read_dead_letter(f"line {reader.line_num}: invalid UTF-8", _csv_text(row), path)
+            yield _read_dead_letter(f"line {line_number}: invalid UTF-8", _csv_text(row), path)
         else:
             yield dict(zip(header, row, strict=True))
 
 
 def _tfrecord_rows(fh, path: str):
+    replaced_values = Metrics.counter(metrics.NAMESPACE, "utf8_replaced_values")
     for index, data, error in iter_tfrecords(fh):
+        rows = 1
         if error is None:
             try:
-                yield decode_example(data)
+                replaced = [0]
+                row = decode_example(data, replaced=replaced)
+                if replaced[0]:  # documented: kept with U+FFFD, and counted
+                    replaced_values.inc(replaced[0])
+                yield row
                 continue
             except DecodeError as e:
                 error = f"record {index}: not a tf.Example: {e}"
-        yield _read_dead_letter(error, "base64:" + base64.b64encode(data[:1500]).decode("ascii"), path)
+        elif not error.endswith("data checksum mismatch"):
+            # The framing is lost: every record after this one is unreadable, how many is unknown.
+            rows = UNKNOWN_ROWS
+            error += "; the records after it cannot be framed, how many is unknown"
+        yield _read_dead_letter(error, "base64:" + base64.b64encode(data[:1500]).decode("ascii"), path,
+                                rows=rows)
 
 
 _ROW_READERS = {"jsonl": _jsonl_rows, "csv": _csv_rows, "tfrecord": _tfrecord_rows}
+# A gzip stream that is cut short or corrupt (a real I/O error is an OSError that is not a
+# BadGzipFile, and raises).
+_STREAM_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+@contextlib.contextmanager
+def _open_rows(path: str, fmt: str):
+    """A text-format file as a binary stream; ``.gz`` through :mod:`gzip`, which, unlike Beam's
+    decompressor, reports a stream cut short (EOFError) instead of ending quietly."""
+    if not path.lower().endswith(".gz"):
+        with _open_for(path, fmt) as fh:
+            yield fh
+        return
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+            yield fh
+
+
+def _until_stream_fault(items, path: str):
+    """Passes rows and dead letters through; a broken gzip stream ends them with one bad-file letter."""
+    line = 0
+    try:
+        for item in items:
+            line += 1
+            yield item
+    except _STREAM_ERRORS as e:
+        yield _read_dead_letter(
+            f"truncated or corrupt gzip stream after {line} rows and dead letters "
+            f"({type(e).__name__}: {e}); the rows after them are lost, how many is unknown",
+            "", path, rows=UNKNOWN_ROWS)
 
 
 def _read_rows(path: str, fmt: str, batch_size: int):
-    with _open_for(path, fmt) as fh:
-        yield from _rows_to_batches(_ROW_READERS[fmt](fh, path), path, batch_size)
+    with _open_rows(path, fmt) as fh:
+        yield from _rows_to_batches(_until_stream_fault(_ROW_READERS[fmt](fh, path), path), path,
+                                    batch_size)
 
 
 class _ReadUnitFn(beam.DoFn):
@@ -564,17 +705,17 @@ class _ReadUnitFn(beam.DoFn):
         self._timer = metrics.StageTimer("read")
 
     def process(self, unit):
-        path, fmt, row_group, first_row = unit
+        path, fmt, row_group, first_row, rows = unit
         start = time.perf_counter()
         with self._timer:
             if fmt == "parquet":
-                items = list(_read_parquet(path, row_group, first_row, self._batch_size))
+                items = list(_read_parquet(path, row_group, first_row, self._batch_size, rows))
             else:
                 items = list(_read_rows(path, fmt, self._batch_size))
         count = 0
         for item in items:
             if isinstance(item, DeadLetter):
-                count += 1
+                count += rows_rejected(item)
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, item)
             else:
                 count += len(item)
@@ -688,13 +829,15 @@ def _sorted_pairs(pairs: PairBatch) -> PairBatch:
     pairs = _as_columns(pairs)
     if len(pairs) == 0:
         return pairs
-    query_text = pairs.query_ids.astype(str)
-    candidate_text = pairs.candidate_ids.astype(str)
-    order = np.lexsort((pairs.ranks, query_text))
-    q, r = query_text[order], pairs.ranks[order]
+    # Ids sort by int keys (id_sort_keys), never as fixed-width unicode copies whose width is the
+    # longest id's.
+    (query_key,) = id_sort_keys(pairs.query_ids)
+    order = np.lexsort((pairs.ranks, query_key))
+    q, r = query_key[order], pairs.ranks[order]
     if ((q[1:] == q[:-1]) & (r[1:] == r[:-1])).any():  # (query, rank) repeats: the full order
-        order = np.lexsort((pairs.distances, candidate_text, pairs.ranks, query_text))
-    return type(pairs)(query_text[order].astype(object), candidate_text[order].astype(object),
+        (candidate_key,) = id_sort_keys(pairs.candidate_ids)
+        order = np.lexsort((pairs.distances, candidate_key, pairs.ranks, query_key))
+    return type(pairs)(str_array(pairs.query_ids[order]), str_array(pairs.candidate_ids[order]),
                        *(column[order] for column in pairs[2:]))
 
 
@@ -706,9 +849,9 @@ def rank_by_weight(pairs: ScoredPairBatch) -> ScoredPairBatch:
     pairs = _as_columns(pairs)
     if len(pairs) == 0:
         return pairs
-    query_text = pairs.query_ids.astype(str)
-    order = np.lexsort((pairs.candidate_ids.astype(str), pairs.distances, -pairs.match_weights, query_text))
-    q = query_text[order]
+    query_key, candidate_key = id_sort_keys(pairs.query_ids, pairs.candidate_ids)
+    order = np.lexsort((candidate_key, pairs.distances, -pairs.match_weights, query_key))
+    q = query_key[order]
     starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
     first_of_row = np.repeat(starts, np.diff(np.r_[starts, len(q)]))
     ranks = np.empty(len(q), dtype=np.int64)
@@ -726,10 +869,9 @@ def drop_duplicate_pairs(pairs: PairBatch) -> PairBatch:
     pairs = _as_columns(pairs)
     if len(pairs) == 0:
         return pairs
-    query_text = pairs.query_ids.astype(str)
-    candidate_text = pairs.candidate_ids.astype(str)
-    order = np.lexsort((pairs.distances, pairs.ranks, candidate_text, query_text))
-    q, c = query_text[order], candidate_text[order]
+    query_key, candidate_key = id_sort_keys(pairs.query_ids, pairs.candidate_ids)
+    order = np.lexsort((pairs.distances, pairs.ranks, candidate_key, query_key))
+    q, c = query_key[order], candidate_key[order]
     first = np.r_[True, (q[1:] != q[:-1]) | (c[1:] != c[:-1])]
     keep = order[first]
     return type(pairs)(*(column[keep] for column in pairs))
@@ -1030,14 +1172,16 @@ class _WriteDeadLetterShardFn(beam.DoFn):
         yield shard, len(letters)
 
 
-def _stage_of(letter):
-    return letter.stage
+def _stage_rows(letter):
+    letter = DeadLetter(*letter)
+    return letter.stage, rows_rejected(letter)
 
 
 class WriteDeadLetters(beam.PTransform):
     """Writes dead letters to ``DIR/dead_letters/dead_letters-SSSSS-of-NNNNN.jsonl``, sorted.
 
-    Input: PCollection of DeadLetter. Output: PCollection of one dict ``{stage: count}`` (``{}`` when
+    Input: PCollection of DeadLetter. Output: PCollection of one dict ``{stage: rows rejected}``
+    (:func:`~transforms.dead_letters.rows_rejected`: a file fault counts the rows it lost; ``{}`` when
     there are none). Every shard file is written, even empty, so the directory always exists.
     """
 
@@ -1067,6 +1211,6 @@ class WriteDeadLetters(beam.PTransform):
              | "GroupByShard" >> beam.GroupByKey()
              | "WriteShards" >> beam.ParDo(_WriteDeadLetterShardFn(self._output_dir, self._num_shards)))
         return (dead_letters
-                | "StageOf" >> beam.Map(_stage_of)
-                | "CountPerStage" >> combiners.Count.PerElement()
+                | "StageOf" >> beam.Map(_stage_rows)
+                | "CountPerStage" >> beam.CombinePerKey(sum)
                 | "ToDict" >> combiners.ToDict())

@@ -22,7 +22,7 @@ from typing import Any
 import apache_beam as beam
 
 __all__ = ["WriteManifest", "stack_versions", "update_manifest", "read_manifest", "BadRecordRatioError",
-           "RecallBelowMinimumError", "bad_record_verdict"]
+           "RecallBelowMinimumError", "bad_record_verdict", "bad_files_verdict"]
 
 _LOGGER = logging.getLogger(__name__)
 _STACK = ("apache-beam", "tensorflow", "tensorflow-transform", "tfx-bsl", "scann", "numpy", "pyarrow",
@@ -55,6 +55,16 @@ def bad_record_verdict(rows_read: int, dead_letters: int, max_ratio: float) -> t
     msg = (f"{dead_letters} of {rows_read} records were rejected (ratio {ratio:.4f}, "
            f"--max_bad_record_ratio {max_ratio}); see dead_letters/")
     return ratio <= max_ratio, msg
+
+
+def bad_files_verdict(paths: list[str], max_bad_files: int) -> tuple[bool, str]:
+    """(ok, message) for files that could not be read to their end and hold an unknown number of
+    rows (``DeadLetter.rows == 0``): more than ``max_bad_files`` of them fail the run, naming them."""
+    if len(paths) <= max_bad_files:
+        return True, ""
+    shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+    return False, (f"{len(paths)} input file(s) could not be read and hold an unknown number of rows "
+                   f"(--max_bad_files {max_bad_files}): {shown}; see dead_letters/")
 
 
 def manifest_path(output_dir: str) -> str:
@@ -99,7 +109,7 @@ class _WriteManifestFn(beam.DoFn):
         rows_read = sum(v for k, v in counts.items() if k.endswith("_read"))
         total_dead = sum(dead_letters.values())
         ok, message = bad_record_verdict(rows_read, total_dead, self._max_ratio)
-        if ok and gate is not None and not gate["ok"]:
+        if gate is not None and not gate["ok"]:  # the earlier verdict names the first cause
             ok, message = False, gate["message"]
         manifest = dict(self._static)
         manifest["counts"] = dict(sorted(counts.items())) | {

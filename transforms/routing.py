@@ -225,7 +225,9 @@ class _SmallestHashSampleFn(beam.CombineFn):
         if acc is None:
             return np.zeros((0, 0), dtype=np.float32)
         hashes, ids, vectors = self._cut(*(np.concatenate([p[i] for p in acc]) for i in range(3)))
-        return vectors[np.lexsort((ids.astype(str), hashes))]
+        from transforms.sharding import id_sort_keys
+
+        return vectors[np.lexsort((id_sort_keys(ids)[0], hashes))]
 
 
 class _PartitionSizesFn(beam.DoFn):
@@ -373,7 +375,9 @@ class _AssembleFn(beam.DoFn):
             if self._collapse:
                 whole, groups = collapse_identical(whole)
             else:
-                order = np.argsort(whole.ids.astype(str), kind="stable")
+                from transforms.sharding import id_sort_keys
+
+                order = np.argsort(id_sort_keys(whole.ids)[0], kind="stable")
                 whole = VectorBatch(whole.ids[order], whole.vectors[order], whole.origins[order])
         yield beam.pvalue.TaggedOutput("record_ids", all_ids)
         for rep, members in groups:

@@ -23,8 +23,10 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms import metrics
+from transforms.index import clamp_distances
 from transforms.schema import NeighborBatch, PairBatch, ShardIndexInfo, VectorBatch
 from transforms.shard_cache import LoadedShard, load_shard
+from transforms.sharding import id_sort_keys
 
 __all__ = ["SearchShards", "MergeTopK", "merge_partials", "neighbors_to_pairs",
            "wasserstein_1d", "PartialResult"]
@@ -110,7 +112,8 @@ class _SearchShardFn(beam.DoFn):
         info = shards[shard]
         metrics.heap_watch_start()
         loaded = load_shard(info.path, info.build)
-        k_fetch = self._top_k + (1 if self._exclude_self else 0)
+        # --top_k past the shard's size would only allocate empty slots: ask for no more than it holds.
+        k_fetch = min(self._top_k + (1 if self._exclude_self else 0), max(1, info.size))
         effort = search_kwargs(overrides, shard)
         start, searched = time.perf_counter(), 0
         pending: list[tuple[str, np.ndarray, int, VectorBatch]] = []
@@ -139,6 +142,9 @@ class _SearchShardFn(beam.DoFn):
             [b.vectors for _, _, _, b in items])
         query_ids = items[0][3].ids if len(items) == 1 else np.concatenate([b.ids for _, _, _, b in items])
         positions, distances = loaded.index.search(vectors, k_fetch, **effort)
+        # Reported distances stay in their range (cosine in [0, 2], squared_l2 >= 0): identical
+        # vectors are 0 apart, not -4e-08, and then tie by candidate id.
+        clamp_distances(loaded.index.distance, distances)
         found = positions >= 0
         cand_ids = np.where(found, loaded.ids[np.where(found, positions, 0)], "")
         if self._exclude_self:
@@ -209,8 +215,8 @@ def merge_partials(partials: list[PartialResult], top_k: int, rescore: str = "ex
         query_ids[missing] = p.query_ids[missing]
     cand = np.concatenate([p.candidate_ids for p in partials], axis=1)
     dist = np.concatenate([p.distances for p in partials], axis=1)
-    cand_str = cand.astype(str)
-    order = np.lexsort((cand_str, dist), axis=-1)[:, :top_k]
+    (cand_key,) = id_sort_keys(cand)  # 8 bytes a slot, not the longest id's width
+    order = np.lexsort((cand_key, dist), axis=-1)[:, :top_k]
     cand = np.take_along_axis(cand, order, axis=1)
     dist = np.take_along_axis(dist, order, axis=1)
     if rescore == "wasserstein":
@@ -221,7 +227,7 @@ def merge_partials(partials: list[PartialResult], top_k: int, rescore: str = "ex
             qvecs[p.rows] = p.query_vectors
         new = wasserstein_1d(qvecs[:, None, :], vecs)
         dist = np.where(np.isfinite(dist), new, np.inf)
-        reorder = np.lexsort((cand.astype(str), dist), axis=-1)
+        reorder = np.lexsort((id_sort_keys(cand)[0], dist), axis=-1)
         cand = np.take_along_axis(cand, reorder, axis=1)
         dist = np.take_along_axis(dist, reorder, axis=1)
     return NeighborBatch(batch_key="", query_ids=query_ids, candidate_ids=cand, distances=dist)
@@ -243,7 +249,8 @@ def neighbors_to_pairs(nb: NeighborBatch, *, max_distance: float | None,
         keep &= nb.distances <= max_distance
     q, c, r, d = qids[keep], nb.candidate_ids[keep], ranks[keep], nb.distances[keep]
     if canonical:
-        swap = c.astype(str) < q.astype(str)
+        c_key, q_key = id_sort_keys(c, q)
+        swap = c_key < q_key
         q, c = np.where(swap, c, q), np.where(swap, q, c)
     return PairBatch(query_ids=q.astype(object), candidate_ids=c.astype(object),
                      ranks=r.astype(np.int64), distances=d.astype(np.float64))

@@ -17,6 +17,7 @@ handed over while another build runs in the process (builds hold their own index
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import shutil
@@ -70,6 +71,14 @@ def build_finished(path: str, build: str, loaded: LoadedShard | None) -> None:
         _built = ((path, build), loaded)
 
 
+def _read_local(directory: str, name: str) -> bytes | None:
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
 def load_shard(path: str, build: str = "") -> LoadedShard:
     """The shard index published at ``path`` (``build``: its ``ShardIndexInfo.build``), cached.
 
@@ -79,7 +88,7 @@ def load_shard(path: str, build: str = "") -> LoadedShard:
     from apache_beam.io.filesystems import FileSystems
 
     from transforms.artifacts import SUCCESS_MARKER, fetch_dir
-    from transforms.build import IDS_FILE
+    from transforms.build import load_ids
     from transforms.index import NeighborIndex
 
     global _built
@@ -100,7 +109,7 @@ def load_shard(path: str, build: str = "") -> LoadedShard:
         local, copied = fetch_dir(path), True
     try:
         loaded = LoadedShard(index=NeighborIndex.load(local),
-                             ids=np.load(os.path.join(local, IDS_FILE), allow_pickle=False).astype(object))
+                             ids=load_ids(functools.partial(_read_local, local)))
     finally:
         if copied:  # everything is in memory now; do not leave a copy per shard on the worker's disk
             shutil.rmtree(local, ignore_errors=True)

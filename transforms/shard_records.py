@@ -91,7 +91,9 @@ def first_occurrences(ids: np.ndarray, origins: np.ndarray) -> tuple[np.ndarray,
     Returns the order (row positions), a bool mask over the ordered rows of those to keep, and for
     every ordered row the position (in the order) of the kept row with the same id.
     """
-    text = np.asarray(ids, dtype=object).astype(str)
+    from transforms.sharding import id_sort_keys
+
+    (text,) = id_sort_keys(ids)  # int keys: no copy as wide as the longest id
     order = np.argsort(text, kind="stable")
     ordered = text[order]
     keep = np.ones(len(ordered), dtype=bool)
@@ -217,7 +219,7 @@ class _DuplicatesInBucketFn(beam.DoFn):
             ids = np.concatenate([p[0] for p in parts])
             # The usual bucket: no id repeats (compared as first_occurrences compares them), so no
             # sort; a set is far cheaper.
-            if len(set(ids.astype(str).tolist())) == len(ids):
+            if len(set(ids.tolist())) == len(ids):
                 return
             origins = np.concatenate([p[1] for p in parts])
             order, keep, kept_row = first_occurrences(ids, origins)

@@ -276,7 +276,9 @@ def _collect(batches: list[Any], role: str) -> tuple[TransformedCorpus, int]:
     ids = np.concatenate([b.ids for b in batches]).astype(object)
     origins = np.concatenate([b.origins for b in batches]).astype(object)
     table = pa.Table.from_batches([b.table for b in batches])
-    order = np.lexsort((origins.astype(str), ids.astype(str)))
+    from transforms.sharding import id_sort_keys
+
+    order = np.lexsort((id_sort_keys(origins)[0], id_sort_keys(ids)[0]))
     ids = ids[order]
     first = np.ones(len(ids), dtype=bool)
     first[1:] = ids[1:] != ids[:-1]

@@ -1,6 +1,7 @@
 """Validation: turns raw rows into clean batches, sending every bad record to dead letters.
 
-``ValidateRecords`` checks ids (present, non-empty) and either the precomputed vector (numeric,
+``ValidateRecords`` checks ids (present, non-empty, finite when numeric, at most ``max_id_length``
+characters, valid Unicode) and either the precomputed vector (numeric,
 finite, non-zero under cosine) or, when the job embeds, the text/numeric fields to embed. Vectors of a
 length other than the corpus' dimension are rejected by ``CheckDims`` once the dimension is known (the
 most common length over both corpora, computed in the pipeline). Duplicate ids are found later, where
@@ -73,6 +74,9 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+DEFAULT_MAX_ID_LENGTH = 1024
+
+
 def _string_ids(col: pa.Array) -> list[str | None] | None:
     """Fast path for Arrow string id columns: stripped text, None for null or blank (vectorised)."""
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
@@ -82,28 +86,66 @@ def _string_ids(col: pa.Array) -> list[str | None] | None:
     return text.to_numpy(zero_copy_only=False).tolist()
 
 
-def _read_ids(raw: RawBatch, id_field: str) -> list[str | None]:
-    if raw.table is not None:
-        if id_field not in raw.table.schema.names:
-            return [None] * raw.table.num_rows
-        fast = _string_ids(raw.table.column(id_field))
-        if fast is not None:
-            return fast
-        values = raw.table.column(id_field).to_pylist()
-    else:
-        values = [_scalar(row.get(id_field)) if isinstance(row, dict) else None for row in raw.rows]
-    ids: list[str | None] = []
-    for v in values:
-        if v is None or isinstance(v, (list, tuple, dict)):
-            ids.append(None)
-            continue
-        if isinstance(v, bytes):
-            v = v.decode("utf-8", errors="replace")
-        if isinstance(v, float) and v.is_integer():  # csv/json numbers: 12.0 -> '12'
+def _encodable(text: str) -> bool:
+    """True when UTF-8 can encode ``text`` (it holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _id_text(v: Any) -> tuple[str | None, str]:
+    """One raw id value as text, or (None, why it is not an id)."""
+    if v is None or isinstance(v, (list, tuple, dict)):
+        return None, ""
+    if isinstance(v, bytes):  # a binary id column: replacing bytes could merge two ids
+        try:
+            v = v.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "id is not valid UTF-8"
+    if isinstance(v, float):
+        if not math.isfinite(v):  # JSON NaN/Infinity (and csv/parquet floats): no id
+            return None, f"invalid id {v!r}: not a finite number"
+        if v.is_integer():  # csv/json numbers: 12.0 -> '12'
             v = int(v)
-        text = str(v).strip()
-        ids.append(text or None)
-    return ids
+    text = str(v).strip()
+    return text or None, ""
+
+
+def _read_ids(raw: RawBatch, id_field: str,
+              max_id_length: int = DEFAULT_MAX_ID_LENGTH) -> tuple[list[str | None], list[str]]:
+    """Each row's id (None when it has none) and why a row has none ('' for a usable id).
+
+    Ids are rejected when missing or blank, non-finite numbers, longer than ``max_id_length``
+    characters, or not valid Unicode (a lone surrogate, which only a JSON ``\\ud800`` escape can
+    give): every id that passes can be hashed, sorted and written as UTF-8 exactly as read.
+    """
+    missing = f"missing or empty id field {id_field!r}"
+    if raw.table is not None and id_field not in raw.table.schema.names:
+        return [None] * raw.table.num_rows, [missing] * raw.table.num_rows
+    fast = _string_ids(raw.table.column(id_field)) if raw.table is not None else None
+    if fast is not None:  # Arrow strings are valid UTF-8: only their length can be wrong
+        ids, reasons = fast, ["" if v is not None else missing for v in fast]
+    else:
+        if raw.table is not None:
+            values = raw.table.column(id_field).to_pylist()
+        else:
+            values = [_scalar(row.get(id_field)) if isinstance(row, dict) else None for row in raw.rows]
+        ids, reasons = [], []
+        for v in values:
+            text, why = _id_text(v)
+            if text is not None and not _encodable(text):
+                text, why = None, (f"id field {id_field!r} is not valid Unicode (a lone surrogate, "
+                                   "which UTF-8 cannot encode)")
+            ids.append(text)
+            reasons.append("" if text is not None else (why or missing))
+    for i, text in enumerate(ids):
+        if text is not None and len(text) > max_id_length:
+            ids[i] = None
+            reasons[i] = (f"id field {id_field!r} is {len(text)} characters long "
+                          f"(--max_id_length {max_id_length})")
+    return ids, reasons
 
 
 def _parse_vector(value: Any) -> np.ndarray:
@@ -178,7 +220,8 @@ def _row_groups(values: list, usable: np.ndarray,
 
 
 def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: str,
-                     distance: str) -> tuple[list[VectorBatch], list[DeadLetter]]:
+                     distance: str, max_id_length: int = DEFAULT_MAX_ID_LENGTH
+                     ) -> tuple[list[VectorBatch], list[DeadLetter]]:
     """Validates ids and vectors of one raw batch.
 
     Returns one VectorBatch per distinct vector length present (usually one) and the dead letters.
@@ -188,10 +231,9 @@ def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: s
     from transforms.index import prepare_vectors
 
     n = len(raw)
-    ids = _read_ids(raw, id_field)
+    ids, errors = _read_ids(raw, id_field, max_id_length)
     id_array = np.array(ids, dtype=object)
     usable = np.not_equal(id_array, None) if n else np.zeros(0, dtype=bool)
-    errors = ["" if ok else f"missing or empty id field {id_field!r}" for ok in usable]
     groups = None
     if raw.table is not None and vector_field in raw.table.schema.names:
         groups = _table_groups(raw.table, vector_field, usable, errors)
@@ -245,11 +287,17 @@ def _text_value(value: Any) -> tuple[str | None, str]:
         return None, ""
     if isinstance(value, float) and math.isnan(value):
         return None, ""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")  # documented: invalid bytes become U+FFFD
+    if isinstance(value, bytes):  # a binary column: documented, invalid bytes become U+FFFD, counted
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            Metrics.counter(metrics.NAMESPACE, "utf8_replaced_values").inc()
+            value = value.decode("utf-8", errors="replace")
     elif isinstance(value, (list, tuple, dict)):
         return None, f"expected a text value, got {type(value).__name__}"
     text = str(value)
+    if not _encodable(text):  # carried exactly or not at all: a lone surrogate is not text
+        return None, "not valid Unicode (a lone surrogate, which UTF-8 cannot encode)"
     if len(text) > MAX_TEXT_CHARS:  # documented: very long values are truncated, not rejected
         text = text[:MAX_TEXT_CHARS]
     return (text if text.strip() else None), ""
@@ -273,14 +321,15 @@ def _numeric_value(value: Any) -> tuple[float | None, str]:
 
 
 def validate_features(raw: RawBatch, *, role: str, id_field: str, text_fields: tuple[str, ...],
-                      numeric_fields: tuple[str, ...]) -> tuple[list[FeatureBatch], list[DeadLetter]]:
+                      numeric_fields: tuple[str, ...], max_id_length: int = DEFAULT_MAX_ID_LENGTH
+                      ) -> tuple[list[FeatureBatch], list[DeadLetter]]:
     """Validates ids and the fields to embed; bad numeric values go to dead letters (stage 'preprocess').
 
     Missing text or numeric values are kept as nulls (the preprocessing handles them); a record with
     every embedded field missing has nothing to match on and is rejected.
     """
     n = len(raw)
-    ids = _read_ids(raw, id_field)
+    ids, id_errors = _read_ids(raw, id_field, max_id_length)
     fields = list(text_fields) + list(numeric_fields)
     if raw.table is not None:
         names = set(raw.table.schema.names)
@@ -293,8 +342,7 @@ def validate_features(raw: RawBatch, *, role: str, id_field: str, text_fields: t
     for i in range(n):
         origin = _origin(raw, i)
         if ids[i] is None:
-            dead.append(make_dead_letter(STAGE, None, f"missing or empty id field {id_field!r}",
-                                         _row_payload(raw, i), origin))
+            dead.append(make_dead_letter(STAGE, None, id_errors[i], _row_payload(raw, i), origin))
             continue
         row: dict[str, Any] = {}
         error = ""
@@ -325,8 +373,10 @@ def validate_features(raw: RawBatch, *, role: str, id_field: str, text_fields: t
 
 class _ValidateFn(beam.DoFn):
     def __init__(self, role: str, id_field: str, vector_field: str, text_fields: tuple[str, ...],
-                 numeric_fields: tuple[str, ...], distance: str):
+                 numeric_fields: tuple[str, ...], distance: str,
+                 max_id_length: int = DEFAULT_MAX_ID_LENGTH):
         self._role = role
+        self._max_id_length = max_id_length
         self._id_field = id_field
         self._vector_field = vector_field
         self._text_fields = text_fields
@@ -340,11 +390,13 @@ class _ValidateFn(beam.DoFn):
             if self._text_fields or self._numeric_fields:
                 batches, dead = validate_features(raw, role=self._role, id_field=self._id_field,
                                                   text_fields=self._text_fields,
-                                                  numeric_fields=self._numeric_fields)
+                                                  numeric_fields=self._numeric_fields,
+                                                  max_id_length=self._max_id_length)
             else:
                 batches, dead = validate_vectors(raw, role=self._role, id_field=self._id_field,
                                                  vector_field=self._vector_field,
-                                                 distance=self._distance)
+                                                 distance=self._distance,
+                                                 max_id_length=self._max_id_length)
         for batch in batches:
             self._valid.inc(len(batch))
             yield batch
@@ -357,14 +409,16 @@ class ValidateRecords(beam.PTransform):
 
     def __init__(self, *, role: str, id_field: str, vector_field: str = "embedding",
                  text_fields: tuple[str, ...] = (), numeric_fields: tuple[str, ...] = (),
-                 distance: str = "cosine"):
+                 distance: str = "cosine", max_id_length: int = DEFAULT_MAX_ID_LENGTH):
         super().__init__()
         if not id_field:
             raise ValueError("id_field must be non-empty")
+        if isinstance(max_id_length, bool) or not isinstance(max_id_length, int) or max_id_length < 1:
+            raise ValueError(f"max_id_length must be a positive int, got {max_id_length!r}")
         if not (text_fields or numeric_fields) and not vector_field:
             raise ValueError("give vector_field, or text_fields/numeric_fields to embed")
         self._fn = _ValidateFn(role, id_field, vector_field, tuple(text_fields),
-                               tuple(numeric_fields), distance)
+                               tuple(numeric_fields), distance, max_id_length)
 
     def expand(self, raw_batches):
         out = raw_batches | "Validate" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG,

@@ -478,3 +478,105 @@ def test_an_empty_scored_match_file_has_the_score_columns(tmp_path):
     assert list(fn.process((0, [None]))) == [(0, 0)]
     frame = read_matches(str(tmp_path))
     assert len(frame) == 0 and list(frame.columns)[-2:] == list(SCORE_COLUMNS)
+
+
+# ------------------------------------------------------------------------------------------------
+# File-level faults (issue #18): what a fault costs, and which faults are bad files
+
+
+def test_an_unclosed_csv_quote_costs_its_line_not_the_rows_after_it(tmp_path):
+    (tmp_path / "q.csv").write_bytes(
+        b'id,embedding,note\n'
+        b'c1,"[1.0]",ok\n'
+        b'c2,"[2.0]","never closed\n'  # line 3
+        b'c3,"[3.0]",ok\n'
+        b'c4,"[4.0]","two\nlines"\n'  # a quoted field may span lines when the record fits
+        b'c5,"[5.0]",ok\n')
+    batches, dead = _read_directly(str(tmp_path / "q.csv"), "csv")
+    rows = [r for b in batches for r in b.rows]
+    assert [r["id"] for r in rows] == ["c1", "c3", "c4", "c5"]
+    assert rows[2]["note"] == "two\nlines"
+    assert len(dead) == 1 and dead[0].error.startswith("line 3: a quoted field is not closed")
+    assert dead[0].rows == 1 and "never closed" in dead[0].payload
+
+
+def test_an_unclosed_quote_on_the_last_line_is_that_line_only(tmp_path):
+    (tmp_path / "q.csv").write_bytes(b'id,embedding\nc1,"[1.0]"\nc2,"[2.0]\n')
+    batches, dead = _read_directly(str(tmp_path / "q.csv"), "csv")
+    assert [r["id"] for b in batches for r in b.rows] == ["c1"]
+    assert [d.error[:7] for d in dead] == ["line 3:"]
+
+
+def test_a_truncated_gzip_stream_keeps_the_rows_before_the_cut_and_is_a_bad_file(tmp_path):
+    text = "".join(json.dumps({"id": f"j{i}", "embedding": [float(i)]}) + "\n" for i in range(3000))
+    data = gzip.compress(text.encode())
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    batches, dead = _read_directly(str(tmp_path / "cut.jsonl.gz"), "auto")
+    kept = [r["id"] for b in batches for r in b.rows]
+    assert 0 < len(kept) < 3000 and kept == [f"j{i}" for i in range(len(kept))]
+    bad = [d for d in dead if d.rows == 0]
+    assert len(bad) == 1 and "truncated or corrupt gzip stream" in bad[0].error
+    # The cut line itself may be a JSON error; nothing else.
+    assert len(dead) <= 2
+
+    (tmp_path / "garbage.csv.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 40)
+    batches, dead = _read_directly(str(tmp_path / "garbage.csv.gz"), "auto")
+    assert batches == [] and [d.rows for d in dead] == [0]
+
+
+def test_parquet_faults_count_the_rows_the_footer_gives_or_are_bad_files(tmp_path):
+    table = pa.table({"id": [str(i) for i in range(600)]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=300)
+    good = sink.getvalue().to_pybytes()
+    (tmp_path / "page.parquet").write_bytes(_corrupt(good, 200))  # inside row group 0's data
+    (tmp_path / "cut.parquet").write_bytes(good[: len(good) // 2])  # no footer
+    batches, dead = _read_directly(str(tmp_path / "page.parquet"), "parquet")
+    assert sum(len(b) for b in batches) == 300 and [d.rows for d in dead] == [300]
+    batches, dead = _read_directly(str(tmp_path / "cut.parquet"), "parquet")
+    assert batches == [] and [d.rows for d in dead] == [0]
+    assert "row count is unknown" in dead[0].error
+
+    p = _pipeline()
+    result = p | ReadCorpus(file_pattern=str(tmp_path / "*.parquet"), input_format="auto", role="input")
+    # 300 read + 300 lost in page.parquet, 1 for the file whose count is unknown.
+    assert_that(result.rows_read, equal_to([601]))
+    p.run().wait_until_finish()
+
+
+def test_lost_tfrecord_framing_is_a_bad_file_but_a_bad_checksum_is_one_record(tmp_path):
+    (tmp_path / "t.tfrecord").write_bytes(_tfrecord_bytes())
+    _, dead = _read_directly(str(tmp_path / "t.tfrecord"), "tfrecord")
+    rows = {d.error.split(":")[0]: d.rows for d in dead}
+    assert rows == {"record 1": 1, "record 3": 1, "record 5": 0}
+
+
+def test_dead_letter_counts_are_rows_and_letters_stay_valid_utf8(tmp_path):
+    from transforms.dead_letters import make_dead_letter
+
+    letters = [make_dead_letter("read", "", "corrupt row group", "", "f.parquet", rows=300),
+               make_dead_letter("read", "", "cut", "", "g.jsonl.gz", rows=0),
+               make_dead_letter("validate", "a\ud800", "bad id", {"id": "a\ud800"}, "h\udcff.jsonl")]
+    assert letters[2].record_id == "a\\ud800" and letters[2].source == "h\\udcff.jsonl"
+    with _pipeline() as p:
+        counts = (p | beam.Create(letters, reshuffle=False)
+                  | WriteDeadLetters(output_dir=str(tmp_path)))
+        assert_that(counts, equal_to([{"read": 301, "validate": 1}]))
+    assert sorted(read_dead_letters(str(tmp_path))) == sorted(letters)
+
+
+def test_tf_example_bytes_that_are_not_utf8_are_replaced_and_counted(tmp_path):
+    data = frame_tfrecord(encode_example({"id": b"ok", "name": [b"caf\xe9", b"fine"]}))
+    (tmp_path / "t.tfrecord").write_bytes(data)
+    replaced = [0]
+    assert decode_example(encode_example({"name": [b"caf\xe9", b"x"]}), replaced=replaced) == {
+        "name": ["caf\ufffd", "x"]}
+    assert replaced == [1]
+    p = _pipeline()
+    result = p | ReadCorpus(file_pattern=str(tmp_path / "*"), input_format="auto", role="input")
+    assert_that(result.batches | beam.FlatMap(lambda b: b.rows),
+                equal_to([{"id": ["ok"], "name": ["caf\ufffd", "fine"]}]))
+    outcome = p.run()
+    outcome.wait_until_finish()
+    counters = outcome.metrics().query(MetricsFilter().with_name("utf8_replaced_values"))["counters"]
+    assert sum(c.committed for c in counters) == 1

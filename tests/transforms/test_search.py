@@ -66,3 +66,34 @@ def test_merge_of_routed_partials_covering_different_rows():
     assert nb.query_ids.tolist() == ["q1", "q2", "q3"]
     assert nb.candidate_ids.tolist() == [["c1", "c0"], ["c3", "c4"], ["c5", "c6"]]
 
+
+
+def test_a_top_k_past_the_shard_size_allocates_only_the_shard(tmp_path):
+    from transforms.artifacts import SUCCESS_MARKER
+    from transforms.build import save_ids
+    from transforms.index import build_index, prepare_vectors
+    from transforms.schema import ShardIndexInfo, VectorBatch
+    from transforms.search import _SearchShardFn
+
+    rng = np.random.default_rng(5)
+    cands, _ = prepare_vectors(rng.normal(size=(5, 8)), "cosine")
+    queries, _ = prepare_vectors(np.vstack([cands[:2], rng.normal(size=(3, 8))]), "cosine")
+    index = build_index(cands, distance="cosine", kind="exact", params={})
+    index.save(str(tmp_path))
+    ids = np.array(["e", "d", "c", "b", "a"], dtype=object)
+    save_ids(str(tmp_path), ids)
+    (tmp_path / SUCCESS_MARKER).write_text("")
+    info = ShardIndexInfo(0, str(tmp_path), 5, "exact", {})
+    batch = VectorBatch(np.array([f"q{i}" for i in range(5)], dtype=object), queries,
+                        np.array([f"f#{i}" for i in range(5)], dtype=object))
+    fn = _SearchShardFn(top_k=1_000_000, exclude_self=False, keep_vectors=False)
+    [(_, part)] = list(fn.process(("00000/0000", [("b0", np.arange(5), 5, batch)]), shards={0: info}))
+    assert part.candidate_ids.shape == part.distances.shape == (5, 5)  # not (5, 1_000_000)
+    pairs = neighbors_to_pairs(merge_partials([part], 1_000_000), max_distance=None, canonical=False)
+    # Exact oracle in float64, ties by id; reported distances clamped to cosine's range.
+    d = 1.0 - queries.astype(np.float64) @ cands.astype(np.float64).T
+    order = np.lexsort((np.broadcast_to(ids.astype(str), d.shape), d), axis=-1)
+    np.testing.assert_array_equal(pairs.candidate_ids.reshape(5, 5), ids[order])
+    np.testing.assert_allclose(pairs.distances.reshape(5, 5),
+                               np.maximum(np.take_along_axis(d, order, axis=1), 0), atol=1e-6)
+    assert (pairs.distances >= 0).all()

@@ -108,3 +108,11 @@ def test_stable_hash64_of_runs_equals_hashing_every_id():
                     None, "q1"], dtype=object)
     one_by_one = np.array([stable_hash64(np.array([v], dtype=object))[0] for v in ids], dtype=np.uint64)
     np.testing.assert_array_equal(stable_hash64(ids), one_by_one)
+
+
+def test_a_lone_surrogate_id_hashes_instead_of_crashing():
+    from transforms.sharding import stable_hash64
+
+    got = stable_hash64(np.array(["a\ud800", "a"], dtype=object))
+    assert got[0] != got[1]
+    assert got[1] == stable_hash64(np.array(["a"], dtype=object))[0]  # valid ids hash as before

@@ -165,3 +165,49 @@ def test_find_duplicate_ids_across_batches_and_id_buckets(monkeypatch, shards):
         # first occurrence by file, then row: a at f1#1, c at f1#3
         assert_that(found, equal_to([(("a", "f2#0"), "f1#1"), (("a", "f2#3"), "f1#1"),
                                      (("c", "f2#2"), "f1#3")]))
+
+
+@pytest.mark.parametrize("row, reason", [
+    ({"id": float("nan"), "embedding": GOOD}, "invalid id nan"),
+    ({"id": float("inf"), "embedding": GOOD}, "invalid id inf"),
+    ({"id": "a\ud800", "embedding": GOOD}, "not valid Unicode (a lone surrogate"),
+    ({"id": "x" * 11, "embedding": GOOD}, "11 characters long (--max_id_length 10)"),
+])
+def test_ids_that_cannot_be_carried_exactly_are_dead_letters(row, reason):
+    good = {"id": "y" * 10, "embedding": GOOD}  # exactly the bound: kept
+    batches, dead = validate_vectors(_rows_batch([good, row]), role="q", id_field="id",
+                                     vector_field="embedding", distance="cosine", max_id_length=10)
+    assert [b.ids.tolist() for b in batches] == [["y" * 10]]
+    assert len(dead) == 1 and reason in dead[0].error and dead[0].record_id == ""
+    dead[0].to_json().encode("utf-8")  # the letter can be written
+
+
+def test_a_long_arrow_id_is_a_dead_letter():
+    table = pa.table({"id": ["a", "b" * 50], "embedding": [GOOD, GOOD]}).to_batches()[0]
+    batches, dead = validate_vectors(RawBatch("f.parquet", 0, table=table), role="q", id_field="id",
+                                     vector_field="embedding", distance="cosine", max_id_length=20)
+    assert [b.ids.tolist() for b in batches] == [["a"]]
+    assert len(dead) == 1 and "50 characters long" in dead[0].error
+
+
+def test_a_lone_surrogate_in_a_text_field_is_a_dead_letter_not_a_crash():
+    rows = [{"id": "1", "name": "ok"}, {"id": "2", "name": "bad\udc80"}, {"id": "3\ud800", "name": "x"}]
+    batches, dead = validate_features(_rows_batch(rows), role="q", id_field="id", text_fields=("name",),
+                                      numeric_fields=())
+    assert [b.ids.tolist() for b in batches] == [["1"]]
+    assert batches[0].table.column("name").to_pylist() == ["ok"]
+    errors = sorted(d.error for d in dead)
+    assert "field 'name': not valid Unicode" in errors[0] and dead[0].stage == "preprocess"
+    assert "id field 'id' is not valid Unicode" in errors[1]
+    for d in dead:
+        d.to_json().encode("utf-8")
+
+
+def test_binary_ids_must_be_utf8_and_binary_text_is_replaced():
+    table = pa.table({"id": pa.array([b"ok", b"b\xff"], pa.binary()),
+                      "name": pa.array([b"caf\xe9", b"x"], pa.binary())}).to_batches()[0]
+    batches, dead = validate_features(RawBatch("f.parquet", 0, table=table), role="q", id_field="id",
+                                      text_fields=("name",), numeric_fields=())
+    assert [b.ids.tolist() for b in batches] == [["ok"]]
+    assert batches[0].table.column("name").to_pylist() == ["caf\ufffd"]
+    assert [d.error for d in dead] == ["id is not valid UTF-8"]

@@ -59,7 +59,7 @@ from transforms.scoring.fellegi_sunter import (
     term_sketch,
 )
 from transforms.shard_records import first_occurrences
-from transforms.sharding import assign_shards, split_by_shard, stable_hash64
+from transforms.sharding import assign_shards, id_sort_keys, split_by_shard, stable_hash64, str_array
 
 __all__ = ["ScorePairs", "ScoreResult", "ComparedPairs", "SCORERS", "DISTANCE_FIELD", "model_path",
            "scoring_buckets", "distance_levels", "random_pair_levels"]
@@ -178,7 +178,7 @@ def _lookup(records: RecordFields | None, sorted_ids: np.ndarray | None, ids: np
                              np.full((n, t), None, dtype=object), np.full((n, t), -1, dtype=np.int32),
                              np.zeros((n, t), dtype=np.uint64), np.full((n, k), np.nan))
         return empty, np.zeros(n, dtype=bool)
-    wanted = np.asarray(ids, dtype=object).astype(str)
+    wanted = str_array(ids)
     pos = np.clip(np.searchsorted(sorted_ids, wanted), 0, max(len(sorted_ids) - 1, 0))
     found = sorted_ids[pos] == wanted
     out = take_rows(records, pos)
@@ -209,8 +209,7 @@ def _first_of_each_pair(piece: _PairPiece) -> _PairPiece:
     pairs = piece.pairs
     if len(pairs) < 2:
         return piece
-    q = np.asarray(pairs.query_ids, dtype=object).astype(str)
-    c = np.asarray(pairs.candidate_ids, dtype=object).astype(str)
+    q, c = id_sort_keys(pairs.query_ids, pairs.candidate_ids)
     order = np.lexsort((pairs.distances, pairs.ranks, c, q))
     first = np.r_[True, (q[order][1:] != q[order][:-1]) | (c[order][1:] != c[order][:-1])]
     if first.all():
@@ -241,7 +240,7 @@ class _JoinFn(beam.DoFn):
                                  concat_fields([p.left for p in pieces]))]
         with self._timer:
             records = _bucket_records(grouped["records"])
-            sorted_ids = None if records is None else records.ids.astype(str)
+            sorted_ids = None if records is None else str_array(records.ids)
             out = []
             for piece in pieces:
                 if self._side == "query":
@@ -298,7 +297,7 @@ class _DistanceCutsFn(beam.CombineFn):
 
     def _smallest(self, hashes, ids, distances):
         if len(hashes) > _DISTANCE_SAMPLE:
-            order = np.lexsort((distances, ids.astype(str), hashes))[:_DISTANCE_SAMPLE]
+            order = np.lexsort((distances, id_sort_keys(ids)[0], hashes))[:_DISTANCE_SAMPLE]
             hashes, ids, distances = hashes[order], ids[order], distances[order]
         return hashes, ids, distances
 
@@ -356,7 +355,7 @@ class _SampleFieldsFn(beam.CombineFn):
         if len(fields) <= self._size:
             return fields
         keys = stable_hash64(np.array([self._salt + str(i) for i in fields.ids], dtype=object))
-        order = np.lexsort((fields.ids.astype(str), keys))[: self._size]
+        order = np.lexsort((id_sort_keys(fields.ids)[0], keys))[: self._size]
         return take_rows(fields, np.sort(order))
 
     def create_accumulator(self) -> RecordFields | None:
@@ -374,7 +373,7 @@ class _SampleFieldsFn(beam.CombineFn):
     def extract_output(self, acc):
         if acc is None:
             return None
-        order = np.argsort(acc.ids.astype(str), kind="stable")  # independent of merge order
+        order = np.argsort(id_sort_keys(acc.ids)[0], kind="stable")  # independent of merge order
         return take_rows(acc, order)
 
 
@@ -384,7 +383,7 @@ def random_pair_levels(left: RecordFields | None, right: RecordFields | None) ->
         return np.zeros((0, 0), dtype=np.int8)
     li, ri = np.meshgrid(np.arange(len(left)), np.arange(len(right)), indexing="ij")
     li, ri = li.reshape(-1), ri.reshape(-1)
-    keep = left.ids[li].astype(str) != right.ids[ri].astype(str)
+    keep = str_array(left.ids)[li] != str_array(right.ids)[ri]
     return compare_fields(take_rows(left, li[keep]), take_rows(right, ri[keep]))
 
 
