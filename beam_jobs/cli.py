@@ -47,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     console.configure_logging(verbose)
     with console.filter_native_stderr(enabled=not verbose):
         if argv and argv[0] in _SUBCOMMANDS:
-            return _subcommand(argv[0], argv[1:], verbose)
+            try:
+                return _subcommand(argv[0], argv[1:], verbose)
+            except (OSError, ValueError) as e:  # a file or value the user gave; the commands' own
+                if verbose:  # checks print their line and return 2 themselves
+                    raise
+                print(f"corpus-match {argv[0]}: {e}", file=sys.stderr)
+                return 2
         return _job(argv, verbose)
 
 

@@ -61,7 +61,7 @@ def _cli(*args, timeout=300):
 def _one_error_line(err: str) -> str:
     """The failure's line; there must be exactly one and no traceback."""
     assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("corpus-match:")]
+    lines = [line for line in err.splitlines() if re.match(r"corpus-match( \w+)?: ", line)]
     assert len(lines) == 1, err
     return lines[0]
 
@@ -296,3 +296,11 @@ def test_native_noise_pattern():
                  "2026-12-03 10:08:07,768 INFO transforms.io: read 24 rows",
                  "corpus-match: configuration error: --top_k must be an integer, got 'abc'"):
         assert not NATIVE_NOISE.match(line), line
+
+
+def test_a_subcommand_failing_on_a_missing_file_exits_2_with_one_line(tmp_path, capsys):
+    assert cli.main(["explain", "--run", str(tmp_path / "none"), "--query_id", "a",
+                     "--candidate_id", "b"]) == 2
+    assert _one_error_line(capsys.readouterr().err).startswith("corpus-match explain:")
+    with pytest.raises(FileNotFoundError):  # --verbose: the traceback
+        cli.main(["report", str(tmp_path / "none"), "--verbose"])
