@@ -117,8 +117,8 @@ _PROBE = textwrap.dedent("""
     except SystemExit as e:
         code = e.code
     print(json.dumps({"code": code, "seconds": time.perf_counter() - start,
-                      "heavy": [m for m in %r if m in sys.modules]}), file=sys.stderr)
-""" % (HEAVY,))
+                      "heavy": [m for m in HEAVY if m in sys.modules]}), file=sys.stderr)
+""").replace("HEAVY", repr(HEAVY))
 
 
 @pytest.mark.parametrize("command", list(cli.SUBCOMMANDS))
