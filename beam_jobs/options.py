@@ -183,13 +183,21 @@ def _define_match_options():
     return MatchOptions
 
 
+MatchOptions: type  # made by _match_options on first use (an annotation binds no name: PEP 562)
+
+
+def _match_options():
+    """MatchOptions, made once: a module global from then on, found among Beam's option classes."""
+    cls = globals().get("MatchOptions")
+    if cls is None:
+        cls = globals()["MatchOptions"] = _define_match_options()
+    return cls
+
+
 def __getattr__(name: str):
-    # PEP 562: MatchOptions subclasses Beam's PipelineOptions, so it is made on first use; once made it
-    # is a module global (Beam finds it among PipelineOptions.__subclasses__() from then on).
+    # PEP 562: MatchOptions subclasses Beam's PipelineOptions, so it is made on first use.
     if name == "MatchOptions":
-        global MatchOptions
-        MatchOptions = _define_match_options()
-        return MatchOptions
+        return _match_options()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -257,7 +265,7 @@ def check_known_flags(argv: list[str]) -> None:
 
     from beam_jobs.config import ConfigError
 
-    __getattr__("MatchOptions")  # registered with Beam's option classes
+    _match_options()  # registered with Beam's option classes
     base = getattr(pipeline_options, "_BeamArgumentParser", argparse.ArgumentParser)
 
     class _StrictParser(base):
