@@ -43,7 +43,9 @@ def _float(flags: dict, name: str, default: float | None, lo: float | None = Non
     except ValueError:
         raise ConfigError(f"--{name} must be a number, got {value!r}") from None
     if not math.isfinite(parsed) or (lo is not None and parsed < lo) or (hi is not None and parsed > hi):
-        raise ConfigError(f"--{name} must be a finite number in [{lo}, {hi}], got {value!r}")
+        bounds = (f"in [{lo:g}, {hi:g}]" if lo is not None and hi is not None
+                  else f">= {lo:g}" if lo is not None else f"<= {hi:g}" if hi is not None else "")
+        raise ConfigError(f"--{name} must be a finite number {bounds}, got {value!r}".replace("  ", " "))
     return parsed
 
 
@@ -306,6 +308,7 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         raise ConfigError("--min_probability needs a scorer (--scorer fields or model)")
     if cfg.target_recall == 0:
         raise ConfigError("--target_recall must be > 0")
+    _check_max_distance(cfg)
     if cfg.embed_min_batch_size > cfg.embed_max_batch_size:
         raise ConfigError("--embed_min_batch_size must be <= --embed_max_batch_size")
     if cfg.scann_num_leaves and cfg.scann_training_sample < cfg.scann_num_leaves:
@@ -318,6 +321,22 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
 
 
 INDEX_CHOICES = ("auto", "scann", "exact")
+# The smallest distance each --distance can report (dot, -dot, has none): a --max_distance below it
+# would drop every pair. Cosine (1 - cos) lies in [0, 2]; squared L2 and the Wasserstein rescore are >= 0.
+_LOWEST_DISTANCE = {"cosine": 0.0, "squared_l2": 0.0}
+
+
+def _check_max_distance(cfg: MatchConfig) -> None:
+    if cfg.max_distance is None:
+        return
+    source = f"--calibration {cfg.calibration}'s max_distance" if cfg.calibration else "--max_distance"
+    lowest = 0.0 if cfg.rescore == "wasserstein" else _LOWEST_DISTANCE.get(cfg.distance)
+    if lowest is not None and cfg.max_distance < lowest:
+        measure = ("--rescore wasserstein distances are" if cfg.rescore == "wasserstein"
+                   else "cosine distance (1 - cos) is in [0, 2]" if cfg.distance == "cosine"
+                   else "squared L2 distances are")
+        raise ConfigError(f"{source} {cfg.max_distance:g} would drop every pair: {measure}"
+                          f"{'' if cfg.distance == 'cosine' and cfg.rescore != 'wasserstein' else ' >= 0'}")
 
 
 def _scorer(flags: dict, embeds: bool) -> str:

@@ -13,6 +13,7 @@ import functools
 import gc
 import logging
 import math
+import os
 import sys
 import time
 from typing import Any, NamedTuple
@@ -528,16 +529,24 @@ def prepare(argv: list[str] | None):
     Returns (options, config, static manifest facts, number of match files, kept index or None,
     the pairwise scorer's join buckets).
     """
+    from beam_jobs.config import ConfigError
+    from beam_jobs.options import check_known_flags
     from beam_jobs.template_cli import expand_date_flags
     from transforms.io import check_glob_matches
 
     # Nightly runs: --output gs://b/runs/{date} -> the launch's UTC date (as the template shim does).
     argv = expand_date_flags(sys.argv[1:] if argv is None else argv)
+    check_known_flags(argv)  # a misspelled flag is an error, not a warning and a run with defaults
     options = PipelineOptions(argv)
     cfg = config_from_options(options)
     for flag in ("queries", "candidates", "input"):
         if getattr(cfg, flag):
-            check_glob_matches(getattr(cfg, flag), flag)
+            try:
+                check_readable_files(getattr(cfg, flag), flag)
+                check_glob_matches(getattr(cfg, flag), flag)
+            except ValueError as e:  # names the flag and the glob or file
+                raise ConfigError(str(e)) from None
+    check_output_path(cfg.output)
     model_fp = None
     if cfg.embeds:
         from beam_jobs.config import ConfigError
@@ -602,6 +611,52 @@ def _check_output_dir(cfg: MatchConfig) -> None:
                               "(exit_state running: still running, or killed)")
 
 
+def _is_local(path: str) -> bool:
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.get_scheme(path) in (None, "file")
+
+
+def check_readable_files(pattern: str, flag: str) -> None:
+    """Every local file a corpus glob matches can be opened for reading (else ValueError naming the
+    flag and the file): a directory or an unreadable file found at the pipeline's read step would
+    fail the run after it started. Remote globs are left to the read (one request per file)."""
+    if not _is_local(pattern):
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    if os.path.islink(pattern) and not os.path.exists(pattern):
+        raise ValueError(f"--{flag}: {pattern} is a broken symlink (to {os.readlink(pattern)})")
+    for found in FileSystems.match([pattern])[0].metadata_list:
+        path = found.path
+        if os.path.isdir(path):
+            raise ValueError(f"--{flag}: {path} is a directory, not a corpus file")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise ValueError(f"--{flag}: cannot read {path}: {e.strerror or e}") from None
+
+
+def check_output_path(output: str) -> None:
+    """A local --output must be a directory or creatable as one, in a writable place (else
+    ConfigError naming --output), so that the run does not fail at its first write."""
+    from beam_jobs.config import ConfigError
+
+    if not _is_local(output):
+        return
+    path = os.path.abspath(output.removeprefix("file://"))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--output {output}: exists and is not a directory")
+    existing = path
+    while not os.path.exists(existing):  # the nearest ancestor that exists is where mkdir starts
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"--output {output}: cannot be created, {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {output}: {existing} is not writable")
+
+
 @functools.lru_cache(maxsize=4)
 def _read_scoring_model(cfg: MatchConfig) -> str:
     """The --scoring_model file's text, checked against this job's fields (else ConfigError); read
@@ -638,9 +693,10 @@ def run(argv: list[str] | None = None, *, wait: bool | None = None):
     return run_job(argv, wait=wait)[0]
 
 
-def run_job(argv: list[str] | None = None, *, wait: bool | None = None):
-    """Like :func:`run`, returning (PipelineResult, MatchConfig, waited)."""
-    options, cfg, static, num_output_shards, kept, buckets = prepare(argv)
+def run_job(argv: list[str] | None = None, *, wait: bool | None = None, prepared: tuple | None = None):
+    """Like :func:`run`, returning (PipelineResult, MatchConfig, waited). ``prepared`` is what
+    :func:`prepare` returned for ``argv``, when the caller has called it already."""
+    options, cfg, static, num_output_shards, kept, buckets = prepared or prepare(argv)
     runner = options.view_as(StandardOptions).runner
     local = runner in LOCAL_RUNNERS
     if wait is None:
@@ -677,24 +733,35 @@ def run_job(argv: list[str] | None = None, *, wait: bool | None = None):
     return result, cfg, wait
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry of the match job; prints a short summary. Returns the process exit code."""
+def main(argv: list[str] | None = None, *, verbose: bool = False) -> int:
+    """Runs the match job and prints a short summary. Returns the process exit code: 0 done, 2 a
+    configuration error (found before the pipeline runs), 1 a failed run; each failure is one line
+    on stderr naming the flag or file (with the traceback too when ``verbose``).
+
+    The console entry (``beam_jobs.cli``) handles ``--help``, ``--verbose`` and logging first.
+    """
     from beam_jobs.config import ConfigError
     from beam_jobs.summary import print_summary
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not logging.getLogger().handlers:  # called directly rather than through beam_jobs.cli
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
+    started = False
     try:
-        result, cfg, waited = run_job(argv)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"corpus-match: configuration error: {e}", file=sys.stderr)
-        return 2
+        options, cfg, static, num_output_shards, kept, buckets = prepare(argv)
+        started = True
+        result, cfg, waited = run_job(argv, prepared=(options, cfg, static, num_output_shards, kept,
+                                                      buckets))
+    except ConfigError as e:
+        return _fail(2, f"configuration error: {e}", verbose)
+    except OSError as e:  # a file or directory a flag names, found unusable before the pipeline ran
+        if started:
+            return _fail(1, f"pipeline failed: {type(e).__name__}: {e}", verbose)
+        return _fail(2, f"configuration error: {e}", verbose)
     except (BadRecordRatioError, RecallBelowMinimumError) as e:
-        print(f"corpus-match: failed: {e}", file=sys.stderr)
-        return 1
+        return _fail(1, f"failed: {e}", verbose)
     except Exception as e:  # a failed pipeline: the manifest already records it
-        print(f"corpus-match: pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+        return _fail(1, f"pipeline failed: {type(e).__name__}: {e}", verbose)
     code = print_summary(result, cfg, waited)
     # Nothing is freed after this: without the freeze, the interpreter's last collections walk
     # every TensorFlow and Beam object at exit (about 0.9 s of a 5,000 x 5,000 job's 18 s).
@@ -702,5 +769,16 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _fail(code: int, message: str, verbose: bool) -> int:
+    if verbose:
+        import traceback
+
+        traceback.print_exc()
+    print(f"corpus-match: {message}", file=sys.stderr)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from beam_jobs.cli import job_main
+
+    sys.exit(job_main())

@@ -1,21 +1,42 @@
-"""Every flag of the match job, declared once as a Beam ``PipelineOptions`` subclass.
+"""Every flag of the match job, declared once as data (``JOB_FLAGS``) and as a Beam ``PipelineOptions``
+subclass (``MatchOptions``).
 
 Defaults here are raw strings/None where the real default depends on other flags or on the data
 (e.g. ScaNN leaves from shard size); :mod:`beam_jobs.config` resolves them and checks cross-field rules.
 Flex Templates pass every value as a string (``'false'``, ``'10'``), so types are parsed in config too.
+
+Importing this module does not import Beam: ``--help``, the template commands and the README table
+read ``JOB_FLAGS`` only. ``MatchOptions`` (a ``PipelineOptions`` subclass) is defined on first use, and
+:func:`check_known_flags` (which parses a command line the way Beam does) imports Beam when called.
 """
 
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import textwrap
+from typing import NamedTuple
 
 from transforms.schema import DISTANCES, INPUT_FORMATS, OUTPUT_FORMATS
 
-__all__ = ["MatchOptions", "JOB_FLAGS"]
+__all__ = ["MatchOptions", "JOB_FLAGS", "Flag", "FLAG_GROUPS", "check_known_flags", "flags_help",
+           "flags_markdown", "suggest_flag"]
+
+
+class Flag(NamedTuple):
+    """One job flag: ``--name``, its help text (format and default) and its choices (None: free)."""
+
+    name: str
+    help: str
+    choices: tuple[str, ...] | None
+
+    @property
+    def group(self) -> str:
+        """The ``--help`` section the flag is listed under (``FLAG_GROUPS``; 'Other' if unlisted)."""
+        return _GROUP_OF.get(self.name, "Other")
+
 
 # (name, help, choices or None). Kept as data so the template metadata parity test and the README
 # table can be checked against one list.
-JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
+_FLAG_ENTRIES: list[tuple[str, str, tuple[str, ...] | None]] = [
     # --- inputs
     ("queries", "Link mode: glob of the query corpus files (local path or gs://).", None),
     ("candidates", "Link mode: glob of the candidate corpus files.", None),
@@ -136,18 +157,168 @@ JOB_FLAGS: list[tuple[str, str, tuple[str, ...] | None]] = [
 
 _BOOLEAN = ("true", "false")
 
+JOB_FLAGS: list[Flag] = [Flag(*entry) for entry in _FLAG_ENTRIES]
 
-class MatchOptions(PipelineOptions):
-    """Flags of the match job (see ``JOB_FLAGS``; the README lists them too)."""
+# The sections of ``corpus-match --help``, in order; each flag is in one (tests check).
+FLAG_GROUPS: dict[str, tuple[str, ...]] = {
+    "Inputs": ("queries", "candidates", "input", "input_format", "id_field", "vector_field"),
+    "Embedding": ("text_fields", "numeric_fields", "model_dir", "transform_fn_dir", "embed_batch_size",
+                  "embed_min_batch_size", "embed_max_batch_size"),
+    "Matching": ("top_k", "distance", "max_distance", "calibration", "rescore", "collapse_duplicates",
+                 "scorer", "scoring_model", "min_probability"),
+    "Index and routing": ("index", "num_shards", "max_shard_vectors", "worker_memory_gb", "routing",
+                          "probe_shards", "scann_num_leaves", "scann_leaves_to_search",
+                          "scann_quantization", "scann_anisotropic_threshold", "scann_reorder",
+                          "scann_training_sample", "scann_training_threads", "index_dir", "append"),
+    "Audit": ("audit_sample", "min_recall", "target_recall"),
+    "Outputs": ("output", "overwrite", "output_format", "num_output_shards", "max_cluster_size",
+                "cluster_max_rounds"),
+    "Bad input": ("max_bad_record_ratio", "max_bad_files", "max_id_length"),
+    "Performance": ("batch_size", "spill_min_mb"),
+}
+_GROUP_OF = {name: group for group, names in FLAG_GROUPS.items() for name in names}
+# Flags the job cannot run without (the corpus flags depend on the mode; config says which).
+_REQUIRED = ("output",)
 
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        for name, help_text, choices in JOB_FLAGS:
-            if choices == _BOOLEAN:  # a bare --overwrite means --overwrite true
-                parser.add_argument(f"--{name}", default=None, choices=choices, help=help_text,
-                                    nargs="?", const="true")
-            else:
-                parser.add_argument(f"--{name}", default=None, choices=choices, help=help_text)
+
+def _define_match_options():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    class MatchOptions(PipelineOptions):
+        """Flags of the match job (see ``JOB_FLAGS``; the README lists them too)."""
+
+        @classmethod
+        def _add_argparse_args(cls, parser):
+            for name, help_text, choices in JOB_FLAGS:
+                if choices == _BOOLEAN:  # a bare --overwrite means --overwrite true
+                    parser.add_argument(f"--{name}", default=None, choices=choices, help=help_text,
+                                        nargs="?", const="true")
+                else:
+                    parser.add_argument(f"--{name}", default=None, choices=choices, help=help_text)
+
+    MatchOptions.__module__, MatchOptions.__qualname__ = __name__, "MatchOptions"  # picklable by name
+    return MatchOptions
+
+
+MatchOptions: type  # made by _match_options on first use (an annotation binds no name: PEP 562)
+
+
+def _match_options():
+    """MatchOptions, made once: a module global from then on, found among Beam's option classes."""
+    cls = globals().get("MatchOptions")
+    if cls is None:
+        cls = globals()["MatchOptions"] = _define_match_options()
+    return cls
+
+
+def __getattr__(name: str):
+    # PEP 562: MatchOptions subclasses Beam's PipelineOptions, so it is made on first use.
+    if name == "MatchOptions":
+        return _match_options()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _default_text(flag: Flag) -> str:
+    """The flag's help with its default stated: the help's own 'Default ...', else unset/required."""
+    if "default" in flag.help.lower():
+        return flag.help
+    return flag.help + (" Required." if flag.name in _REQUIRED else " Default: unset.")
+
+
+def flags_help(width: int = 100) -> str:
+    """The job flags for ``corpus-match --help``: by group, each with its choices and default."""
+    lines = []
+    for group in [*FLAG_GROUPS, "Other"]:
+        flags = [f for f in JOB_FLAGS if f.group == group]
+        if not flags:
+            continue
+        lines += ["", f"{group}:"]
+        for flag in flags:
+            head = f"  --{flag.name}" + (f" {{{','.join(flag.choices)}}}" if flag.choices else "")
+            lines.append(head)
+            lines += textwrap.wrap(_default_text(flag), width=width, initial_indent=" " * 6,
+                                   subsequent_indent=" " * 6)
+    return "\n".join(lines[1:])
+
+
+def suggest_flag(name: str, known: list[str]) -> str | None:
+    """The known flag ``name`` (``--x``) was most likely meant to be: the job's flags first, then
+    ``known`` (every Beam flag); '-' for '_' counts as the same flag. None when nothing is close."""
+    import difflib
+
+    job = [f"--{f.name}" for f in JOB_FLAGS]
+    normalised = "--" + name.lstrip("-").replace("-", "_")
+    for pool in (job, known):
+        if normalised in pool:
+            return normalised
+        close = difflib.get_close_matches(normalised, pool, n=1, cutoff=0.75)
+        if close:
+            return close[0]
+    return None
+
+
+def _runner_of(argv: list[str]) -> str | None:
+    runner = None
+    for i, arg in enumerate(argv):
+        if arg == "--runner" and i + 1 < len(argv):
+            runner = argv[i + 1]
+        elif arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+    return runner
+
+
+def check_known_flags(argv: list[str]) -> None:
+    """Parses ``argv`` as Beam will (every registered PipelineOptions class, the job's included) and
+    raises ConfigError naming the first problem: a flag no options class declares (with the likely
+    intended flag), a stray value, or a value argparse rejects (a choice, a type, a missing value).
+
+    Beam itself only logs a warning for unknown flags and runs with defaults; a misspelled job flag
+    must not do that. A runner named by ``--runner`` is loaded first, so its own flags are known.
+    """
+    import argparse
+
+    from apache_beam.options import pipeline_options
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_jobs.config import ConfigError
+
+    _match_options()  # registered with Beam's option classes
+    base = getattr(pipeline_options, "_BeamArgumentParser", argparse.ArgumentParser)
+
+    class _StrictParser(base):
+        def error(self, message):  # argparse would print its usage and exit
+            raise ConfigError(message)
+
+    runner = _runner_of(argv)
+    if runner:
+        from apache_beam.runners.runner import create_runner
+
+        try:
+            create_runner(runner)  # imports the runner's module, which declares its options
+        except ValueError as e:
+            raise ConfigError(f"--runner {runner}: {e}") from None
+    parser = _StrictParser(allow_abbrev=False, add_help=False)
+    classes = {}
+    for cls in PipelineOptions.__subclasses__():  # as PipelineOptions.get_all_options does
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # noqa: SLF001 - Beam's documented extension point
+    _, unknown = parser.parse_known_args(argv)
+    known = sorted(s for action in parser._actions for s in action.option_strings)  # noqa: SLF001
+    problems = []
+    after_flag = False
+    for arg in unknown:
+        if arg.startswith("-"):
+            name = arg.split("=", 1)[0]
+            hint = suggest_flag(name, known)
+            problems.append(f"unknown flag {name}" + (f" (did you mean {hint}?)" if hint else ""))
+            after_flag = "=" not in arg
+        elif after_flag:  # the value of the unknown flag before it
+            after_flag = False
+        else:
+            problems.append(f"unexpected argument {arg!r} (flags are --name value)")
+    if problems:
+        raise ConfigError("; ".join(problems) + " (corpus-match --help lists the job's flags)")
 
 
 def flags_markdown() -> str:

@@ -70,7 +70,6 @@ larger than memory (the transformed features of the training corpora are held in
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import glob
 import io
@@ -101,6 +100,8 @@ from transforms.index import build_index
 from transforms.io import ReadCorpus
 from transforms.preprocess import AnalyzeAndTransformFeatures
 from transforms.schema import INPUT_FORMATS, Role
+from transforms.train_args import NEGATIVES as _NEGATIVES
+from transforms.train_args import train_parser as _parser
 from transforms.validate import ValidateRecords
 
 __all__ = [
@@ -124,7 +125,6 @@ TRANSFORM_FN_DIRNAME = "transform_fn"
 REPORT_JSON = "training_report.json"
 REPORT_PNG = "training_report.png"
 SCORING_MODEL_JSON = "scoring_model.json"  # the pairwise scorer counted from the labels (--scoring_model)
-_NEGATIVES = ("all", "labelled")
 # Block sizes of the default embedder's vector: its defaults, which the match job exports.
 _NUMERIC_DIM = 16
 # Multi-similarity loss: alpha (positives) and beta (negatives) set how sharply hard pairs are weighted,
@@ -1087,43 +1087,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 def _fields(value: str | None) -> tuple[str, ...]:
     return tuple(f.strip() for f in (value or "").split(",") if f.strip())
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="corpus-match train",
-        description="Learn a record similarity from labelled pairs on top of the default embedder; "
-                    "writes a SavedModel for --model_dir, its transform_fn and a training report.")
-    add = parser.add_argument
-    add("--queries", help="Link mode: glob of the query corpus files.")
-    add("--candidates", help="Link mode: glob of the candidate corpus files.")
-    add("--input", help="Dedup mode: glob of the one corpus.")
-    add("--truth", required=True, help="CSV of labels: query_id,candidate_id pairs, or an id column "
-        "(id/rec_id/record_id) with a cluster column (cluster_id/entity_id).")
-    add("--text_fields", default="", help="Comma list of text fields to embed.")
-    add("--numeric_fields", default="", help="Comma list of numeric fields to embed.")
-    add("--id_field", default="id", help="Field holding each record's id. Default 'id'.")
-    add("--input_format", default="auto", choices=INPUT_FORMATS, help="Corpus file format. Default auto.")
-    add("--model_dir", required=True, help="Output directory: SavedModel, transform_fn/, "
-        "training_report.json/.png.")
-    add("--transform_fn_dir", default=None, help="Reuse this tf.Transform transform_fn instead of "
-        "analysing the training corpora (it is copied to MODEL_DIR/transform_fn).")
-    add("--epochs", type=int, default=5, help="Passes over the training pairs. Default 5.")
-    add("--batch_pairs", type=int, default=64, help="True pairs per batch. Default 64.")
-    add("--hard_negatives", type=int, default=3, help="Mined hard negatives per anchor. Default 3.")
-    add("--mine_k", type=int, default=10, help="Nearest non-matches kept per anchor when mining, "
-        "refreshed each epoch. Default 10.")
-    add("--learning_rate", type=float, default=0.05, help="Adam learning rate. Default 0.05.")
-    add("--residual_l2", type=float, default=0.1, help="L2 penalty on the residual projection. "
-        "Default 0.1.")
-    add("--validation_fraction", type=float, default=0.2, help="Share of entities held out for "
-        "validation and model selection. Default 0.2.")
-    add("--seed", type=int, default=0, help="Seed of the split, batches and initialisation. Default 0.")
-    add("--top_k", type=int, default=10, help="Neighbours per query in validation. Default 10.")
-    add("--negatives", default="all", choices=_NEGATIVES, help="all: every pair not in --truth is a "
-        "non-match; labelled: only records named in --truth serve as negatives. Default all.")
-    add("--temp_dir", default=None, help="Scratch directory. Default: a temporary directory.")
-    return parser
 
 
 def train_main(argv: list[str]) -> int:

@@ -131,3 +131,26 @@ def test_scorer_defaults_follow_what_the_job_compares():
 def test_scorer_configuration_errors_name_the_flag(flags, named):
     with pytest.raises(ConfigError, match=named):
         config_from_flags(flags)
+
+
+@pytest.mark.parametrize("flags, ok", [
+    (_flags(max_distance="-1"), False),  # cosine distance (1 - cos) is in [0, 2]
+    (_flags(max_distance="0"), True),
+    (_flags(max_distance="2.5"), True),  # keeps every pair: pointless, not impossible
+    (_flags(max_distance="-0.5", distance="squared_l2"), False),
+    (_flags(max_distance="-3", distance="dot"), True),  # -dot can be negative
+    (_flags(max_distance="-3", distance="dot", rescore="wasserstein"), False),
+])
+def test_max_distance_below_every_possible_distance_is_an_error(flags, ok):
+    if ok:
+        assert config_from_flags(flags).max_distance == float(flags["max_distance"])
+    else:
+        with pytest.raises(ConfigError, match="--max_distance .* would drop every pair"):
+            config_from_flags(flags)
+
+
+def test_range_errors_state_the_bound():
+    with pytest.raises(ConfigError, match=r"--worker_memory_gb must be a finite number >= 0.01, got '0'"):
+        config_from_flags(_flags(worker_memory_gb="0"))
+    with pytest.raises(ConfigError, match=r"--max_bad_record_ratio must be a finite number in \[0, 1\]"):
+        config_from_flags(_flags(max_bad_record_ratio="1.5"))

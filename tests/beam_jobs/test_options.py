@@ -26,3 +26,17 @@ def test_beam_flags_pass_through_and_job_flags_parse():
     assert options.get_all_options()["project"] == "p"
     view = options.view_as(MatchOptions).get_all_options()
     assert {name for name, _, _ in JOB_FLAGS} <= set(view)
+
+
+def test_flags_are_read_without_beam_and_match_options_is_made_once():
+    import subprocess
+    import sys
+
+    code = ("import sys; import beam_jobs.options as o; assert o.JOB_FLAGS; "
+            "assert 'apache_beam' not in sys.modules; a = o.MatchOptions; o.check_known_flags([]); "
+            "assert o.MatchOptions is a; from beam_jobs.options import MatchOptions; "
+            "assert MatchOptions is a; print(a.__qualname__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "MatchOptions"
