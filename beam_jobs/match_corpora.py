@@ -570,6 +570,7 @@ def prepare(argv: list[str] | None):
 
             cfg = dataclasses.replace(cfg, transform_fn_dir=kept["transform_fn_used"])
     _check_output_dir(cfg)
+    cfg, decided = _decide_index_at_launch(cfg, options)
     if cfg.mode == "dedup" and cfg.max_distance is None:
         _LOGGER.warning("dedup without --max_distance (or --calibration): every record is paired "
                         "with its %d nearest records, so the clusters connect nearly everything; "
@@ -591,7 +592,35 @@ def prepare(argv: list[str] | None):
     }
     if model_fp is not None:
         static["model_fingerprint"] = model_fp
+    if decided is not None:
+        static["index_decided_at_launch"] = decided.to_dict()
     return options, cfg, static, num_output_shards, kept, buckets
+
+
+def _decide_index_at_launch(cfg: MatchConfig, options: PipelineOptions):
+    """(config, LaunchDecision or None): with the built-in embedder (its dims are known) and input
+    bounds that already settle ``--index auto`` as exact for the one shard there will be
+    (beam_jobs.launch), the index is exact and one shard from the start, so the graph has no search
+    tuning (the default --target_recall has nothing to tune on brute force) and no routing sample
+    pass. The matches are those ``auto`` gives; the manifest says why."""
+    import dataclasses
+
+    from beam_jobs.launch import exact_at_launch
+    from transforms.build import EXACT_MAX_WORK
+
+    raw = options.get_all_options()
+    if not cfg.embeds or cfg.model_dir or raw.get("target_recall") is not None:
+        return cfg, None
+    from transforms.default_embedder import embedding_dim
+
+    decided = exact_at_launch(cfg, embedding_dim(tuple(cfg.text_fields), tuple(cfg.numeric_fields)),
+                              EXACT_MAX_WORK)
+    if decided is None:
+        return cfg, None
+    _LOGGER.info("index exact from the start: at most %d queries x %d candidates x %d dims = %.3g <= "
+                 "%.3g (--index auto would choose exact for the one shard)", decided.queries_at_most,
+                 decided.candidates_at_most, decided.dims, decided.work_at_most, decided.max_work)
+    return dataclasses.replace(cfg, index="exact", num_shards=1, target_recall=None), decided
 
 
 def _check_output_dir(cfg: MatchConfig) -> None:
