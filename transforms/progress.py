@@ -10,8 +10,9 @@ workers are separate processes the launcher's registry stays empty and nothing i
 :class:`ProgressReporter` (started by ``beam_jobs.summary.finish_local_run``) redraws one status line
 about twice a second when stderr is a terminal, and otherwise logs one line whenever a stage starts
 and every ``CORPUS_MATCH_PROGRESS_SECONDS`` seconds (10; ``0`` turns progress off). It shows nothing
-for the first two seconds, and clears its line (or logs the final counts) when the run ends, before
-the summary is printed. It does not replace the Beam metrics or the manifest: those are the record.
+for the first two seconds (or that many seconds, if fewer), and clears its line (or logs the final
+counts) when the run ends, before the summary is printed. It does not replace the Beam metrics or
+the manifest: those are the record.
 
 Standard library only: the launcher and the DoFns import it without TensorFlow or Beam.
 """
@@ -174,14 +175,14 @@ class ProgressReporter:
         self._stages: tuple[str, ...] = ()
         self._logged: str | None = None
         self._logged_at = self._start
-        self._shown = False
+        self._drawn = ""  # the terminal line as last drawn
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def tick(self) -> None:
         """One step: redraw the terminal line, or log a line if a stage started or it is time."""
         now = self._clock()
-        if now - self._start < _QUIET_START_SECONDS:
+        if now - self._start < min(_QUIET_START_SECONDS, self._log_seconds):
             return
         snap = self._registry.snapshot()
         if not snap:
@@ -190,9 +191,10 @@ class ProgressReporter:
             line = format_stages(snap, now, " | ")
             if len(line) > self._width - 1:
                 line = line[:self._width - 2] + "…"
-            self._terminal.write(f"\r{line}\x1b[K")
-            self._terminal.flush()
-            self._shown = True
+            if line != self._drawn:
+                self._terminal.write(f"\r{line}\x1b[K")
+                self._terminal.flush()
+                self._drawn = line
             return
         started = tuple(snap) != self._stages
         line = format_stages(snap, now)
@@ -224,7 +226,7 @@ class ProgressReporter:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._terminal is not None:
-            if self._shown:
+            if self._drawn:
                 self._terminal.write("\r\x1b[K")
                 self._terminal.flush()
             return
