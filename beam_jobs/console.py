@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 
 __all__ = ["quiet_environment", "configure_logging", "filter_native_stderr", "NATIVE_NOISE",
-           "LOG_FORMAT"]
+           "LOG_FORMAT", "status_terminal"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Environment switches read when TF / gRPC start; set only where the user has not set them.
@@ -117,22 +117,72 @@ def filter_native_stderr(enabled: bool = True) -> Iterator[None]:
     os.dup2(write_end, fd)
     os.close(write_end)
 
+    terminal = _StatusTerminal(saved) if os.isatty(saved) else None
+
     def pump() -> None:
         with os.fdopen(read_end, "rb") as pipe:
             for line in pipe:
                 if not NATIVE_NOISE.match(line.decode("utf-8", "replace")):
                     try:
-                        os.write(saved, line)
+                        if terminal is not None:
+                            terminal.write_line(line)
+                        else:
+                            os.write(saved, line)
                     except OSError:  # the block ended while a child process still wrote
                         return
 
+    global _terminal
     thread = threading.Thread(target=pump, name="corpus-match-stderr", daemon=True)
     thread.start()
+    _terminal = terminal
     try:
         yield
     finally:
+        _terminal = None
         sys.stderr.flush()
         os.dup2(saved, fd)  # closes the pipe's last writer (unless a child still holds it)
         thread.join(timeout=5)
         if not thread.is_alive():
             os.close(saved)
+
+
+class _StatusTerminal:
+    """The real stderr (a terminal) while :func:`filter_native_stderr` holds file descriptor 2: one
+    status line (``\r...``) written straight to it, and the filtered lines written above it (the
+    status line is cleared, the line written, the status line drawn again)."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._status = b""
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8", "replace")
+        with self._lock:
+            os.write(self._fd, data)
+            # What is on the line now: the text after the last carriage return.
+            self._status = data.rsplit(b"\r", 1)[-1].replace(b"\x1b[K", b"")
+        return len(text)
+
+    def write_line(self, line: bytes) -> None:
+        with self._lock:
+            if self._status:
+                os.write(self._fd, b"\r\x1b[K" + line + self._status)
+            else:
+                os.write(self._fd, line)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+_terminal: _StatusTerminal | None = None
+
+
+def status_terminal() -> _StatusTerminal | None:
+    """A stream for one redrawn status line on the real stderr, when it is a terminal and the
+    console filters it (not with ``--verbose``, nor when a harness captures stderr); else None
+    (show progress as log lines)."""
+    return _terminal

@@ -13,11 +13,11 @@ from typing import Any
 from apache_beam.metrics.metric import MetricsFilter
 
 from beam_jobs.config import MatchConfig
-from transforms import metrics
+from transforms import metrics, progress
 from transforms.manifest import read_manifest, update_manifest
 from transforms.run_dir import mark_finished
 
-__all__ = ["finish_local_run", "print_summary", "collect_metrics"]
+__all__ = ["finish_local_run", "print_summary", "collect_metrics", "start_progress"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,14 +48,23 @@ def collect_metrics(result) -> dict[str, Any]:
 def finish_local_run(run, cfg: MatchConfig, start: float):
     """Runs the pipeline (``run`` is ``Pipeline.run``) and waits; records wall time, busy time per
     stage and the exit state in the manifest, then writes ``DIR/_SUCCESS``. Returns the
-    PipelineResult; re-raises a failure (no ``_SUCCESS`` then)."""
+    PipelineResult; re-raises a failure (no ``_SUCCESS`` then).
+
+    While it waits, progress per stage is shown on stderr (transforms.progress): a redrawn line on a
+    terminal, else periodic log lines; it stops (and clears its line) before this returns.
+    """
+    reporter = start_progress()
     try:
         result = run()
         result.wait_until_finish()
     except Exception as e:  # the runner's own error types vary; record it, then re-raise
+        if reporter is not None:
+            reporter.stop(final=False)
         update_manifest(cfg.output, exit_state="failed", error=f"{type(e).__name__}: {e}"[:2000],
                         wall_seconds=round(time.time() - start, 3))
         raise
+    if reporter is not None:
+        reporter.stop()
     found = collect_metrics(result)
     busy = {name.removesuffix("_ms"): round(v["sum"] / 1000, 3)
             for name, v in found["distributions"].items() if name.endswith("_ms")}
@@ -68,6 +77,24 @@ def finish_local_run(run, cfg: MatchConfig, start: float):
                     stage_busy_seconds=busy, metrics=found["counters"], **extra)
     mark_finished(cfg.output)  # last: every output is complete
     return result
+
+
+def start_progress() -> progress.ProgressReporter | None:
+    """Resets this process's progress registry and starts its reporter on stderr: one redrawn line
+    when the console owns a terminal, else log lines every ``CORPUS_MATCH_PROGRESS_SECONDS`` (and
+    when a stage starts). None when that variable is 0."""
+    import shutil
+
+    from beam_jobs.console import status_terminal
+
+    progress.REGISTRY.reset()
+    seconds = progress.log_interval()
+    if seconds <= 0:
+        return None
+    terminal = status_terminal()
+    width = shutil.get_terminal_size((100, 24)).columns
+    return progress.ProgressReporter(progress.REGISTRY, terminal=terminal, log_seconds=seconds,
+                                     width=width).start()
 
 
 def print_summary(result, cfg: MatchConfig, waited: bool) -> int:

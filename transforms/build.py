@@ -27,7 +27,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms import metrics
+from transforms import metrics, progress
 from transforms.schema import ShardIndexInfo, VectorBatch
 from transforms.sharding import id_sort_keys, str_array
 
@@ -147,6 +147,8 @@ class _BuildShardIndexFn(beam.DoFn):
             build_finished(dest, build, built)
         elapsed = time.perf_counter() - start
         self._built.inc()
+        progress.set_total("built", num_shards)
+        progress.add("built")
         self._seconds.update(int(elapsed * 1000))
         metrics.heap_watch_end("build")
         _LOGGER.info("built %s index for shard %d: %d vectors x %d dims in %.1f s (%.0f vectors/s)",

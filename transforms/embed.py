@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, ModelMetadata, RunInference
 
+from transforms import progress
 from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
 from transforms.schema import VectorBatch
 
@@ -322,6 +323,7 @@ class _ToVectorBatchFn(beam.DoFn):
         n = len(element)
         if n == 0:
             return
+        progress.add("embedded", n)
         if vectors.ndim != 2 or vectors.shape[0] != n:
             raise ValueError(f"model returned shape {vectors.shape} for {n} rows; expected [rows, dim]")
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are the ones we look for

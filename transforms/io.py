@@ -70,7 +70,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import combiners
 from google.protobuf.message import DecodeError
 
-from transforms import metrics
+from transforms import metrics, progress
 from transforms.artifacts import join_path, read_bytes, write_bytes
 from transforms.dead_letters import (
     DEAD_LETTER_TAG,
@@ -403,6 +403,7 @@ class _PlanReadUnitsFn(beam.DoFn):
     def _reject(self, error: str, source: str):
         # A file nothing can be read from: how many rows it held is unknown (a bad file).
         self._rows_read.inc()
+        progress.add("read")
         yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG,
                                        _read_dead_letter(error, "", source, rows=UNKNOWN_ROWS))
         yield beam.pvalue.TaggedOutput(_ROW_COUNT_TAG, 1)
@@ -721,6 +722,7 @@ class _ReadUnitFn(beam.DoFn):
                 count += len(item)
                 yield item
         self._rows_read.inc(count)
+        progress.add("read", count)
         elapsed = time.perf_counter() - start
         _LOGGER.info("read %d %s rows from %s%s in %.1f s (%.0f rows/s)", count, self._role, path,
                      f" (row group {row_group})" if fmt == "parquet" else "", elapsed,
@@ -1075,6 +1077,7 @@ class _WriteMatchShardFn(beam.DoFn):
                 pairs = rank_by_weight(pairs)
             path = match_shard_path(self._output_dir, self._output_format, shard, self._num_shards)
             written = write_match_shard(path, pairs, self._output_format)
+        progress.add("written", written)
         yield shard, written
 
 

@@ -22,7 +22,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms import metrics
+from transforms import metrics, progress
 from transforms.index import clamp_distances
 from transforms.schema import NeighborBatch, PairBatch, ShardIndexInfo, VectorBatch
 from transforms.shard_cache import LoadedShard, load_shard
@@ -74,6 +74,7 @@ class _FanOutFn(beam.DoFn):
         from transforms.sharding import stable_hash64
 
         batch_key, batch = element
+        progress.set_total("searched", num_queries)
         groups = max(1, -(-num_queries // QUERIES_PER_SEARCH_GROUP))
         sub = int(stable_hash64(np.array([batch_key], dtype=object))[0] % groups)
         everything = np.arange(len(batch), dtype=np.int64)
@@ -274,6 +275,7 @@ class _MergeFn(beam.DoFn):
             nb = merge_partials(list(partials), self._top_k, self._rescore)
             pairs = neighbors_to_pairs(nb, max_distance=self._max_distance, canonical=self._canonical)
         self._merged.inc(len(nb.query_ids))
+        progress.add("searched", len(nb.query_ids))
         self._bundle_queries += len(nb.query_ids)
         yield pairs
 

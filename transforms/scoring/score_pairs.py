@@ -35,7 +35,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms import metrics
+from transforms import metrics, progress
 from transforms.artifacts import join_path, write_bytes, write_text
 from transforms.schema import FeatureBatch, PairBatch, ScoredPairBatch
 from transforms.scoring.comparisons import (
@@ -482,6 +482,7 @@ class _ScoreFn(beam.DoFn):
             p = compared.pairs
             out = ScoredPairBatch(*(np.asarray(c)[keep] for c in p), weights[keep], probs[keep])
         self._scored.inc(len(weights))
+        progress.add("scored", len(weights))
         self._kept.inc(int(keep.sum()))
         if len(out):
             yield out
