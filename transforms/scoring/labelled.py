@@ -28,13 +28,20 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from transforms.scoring.comparisons import MISSING, NUM_LEVELS, RecordFields, compare_fields, concat_fields
-from transforms.scoring.fellegi_sunter import FellegiSunterModel, probability, term_frequencies
+from transforms.scoring.comparisons import (
+    MISSING,
+    NUM_LEVELS,
+    RecordFields,
+    compare_fields,
+    concat_fields,
+    take_rows,
+)
+from transforms.scoring.fellegi_sunter import FellegiSunterModel, estimate_u, probability, term_frequencies
 
 __all__ = ["LabelledLevels", "compare_pairs", "fit_supervised", "label_cuts", "labelled_levels",
            "level_weights", "model_template", "rescore", "with_cuts"]
 
-_SMOOTHING = 0.5
+_SMOOTHING = 0.5  # the prior's add-half smoothing, as estimate_u's for the level shares
 
 
 class LabelledLevels(NamedTuple):
@@ -55,16 +62,10 @@ class LabelledLevels(NamedTuple):
     model: FellegiSunterModel
 
 
-def _shares(levels: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per field, the smoothed share of each level among ``rows`` [F, NUM_LEVELS], and the counts."""
-    f = levels.shape[1]
-    out = np.empty((f, NUM_LEVELS))
-    counts = np.zeros((f, NUM_LEVELS), dtype=np.int64)
-    for j in range(f):
-        col = levels[rows, j]
-        counts[j] = np.bincount(col[col != MISSING].astype(np.int64), minlength=NUM_LEVELS)[:NUM_LEVELS]
-        out[j] = (counts[j] + _SMOOTHING) / (counts[j].sum() + _SMOOTHING * NUM_LEVELS)
-    return out, counts
+def _level_counts(levels: np.ndarray) -> np.ndarray:
+    """Per field, how many pairs show each level (missing not counted) [F, NUM_LEVELS]."""
+    return np.stack([np.bincount(col[col != MISSING].astype(np.int64), minlength=NUM_LEVELS)[:NUM_LEVELS]
+                     for col in levels.T])
 
 
 def fit_supervised(levels: np.ndarray, is_true: np.ndarray, base: FellegiSunterModel) -> FellegiSunterModel:
@@ -87,8 +88,8 @@ def fit_supervised(levels: np.ndarray, is_true: np.ndarray, base: FellegiSunterM
     if not n_true or not n_false:
         raise ValueError(f"a supervised fit needs true and false labelled pairs (got {n_true} true, "
                          f"{n_false} false)")
-    m, m_counts = _shares(levels, is_true)
-    u, u_counts = _shares(levels, ~is_true)
+    m, u = estimate_u(levels[is_true]), estimate_u(levels[~is_true])  # add-half smoothed level shares
+    m_counts, u_counts = _level_counts(levels[is_true]), _level_counts(levels[~is_true])
     prior = (n_true + _SMOOTHING) / (n_true + n_false + 2 * _SMOOTHING)
     fit = {"method": "supervised", "true_pairs": n_true, "false_pairs": n_false,
            "m_counts": m_counts.tolist(), "u_counts": u_counts.tolist()}
@@ -161,6 +162,15 @@ def rescore(model: FellegiSunterModel, labelled: LabelledLevels) -> tuple[np.nda
     return weights, probability(weights)
 
 
+def _fields_of(found: dict[str, RecordFields], ids: np.ndarray) -> RecordFields:
+    """The records of ``ids`` (repeats allowed) from one-row RecordFields by id: joined once per
+    distinct record, then taken per pair."""
+    distinct = sorted(set(ids.tolist()))
+    position = {rid: k for k, rid in enumerate(distinct)}
+    return take_rows(concat_fields([found[rid] for rid in distinct]),
+                     np.array([position[rid] for rid in ids.tolist()], dtype=np.int64))
+
+
 def labelled_levels(run_dir: str, left_ids: np.ndarray, right_ids: np.ndarray,
                     distances: np.ndarray) -> LabelledLevels:
     """Compares pairs of a finished scored run from its own inputs, as the job does.
@@ -195,8 +205,7 @@ def labelled_levels(run_dir: str, left_ids: np.ndarray, right_ids: np.ndarray,
     frequencies = None
     rows = np.flatnonzero(found)
     if len(rows):
-        a = concat_fields([left[i] for i in left_ids[rows]])
-        b = concat_fields([right[i] for i in right_ids[rows]])
+        a, b = _fields_of(left, left_ids[rows]), _fields_of(right, right_ids[rows])
         cuts = np.array(model.fit.get("distance_cuts") or [np.inf] * 4)
         sketch = np.load(io.BytesIO(read_bytes(sketch_path(run_dir))))["sketch"]
         levels[rows], freq = compare_pairs(a, b, np.asarray(distances)[rows], cuts, sketch)
