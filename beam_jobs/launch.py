@@ -5,7 +5,9 @@ records: a parquet file's footer says how many rows it has; an uncompressed loca
 holds at most one record per line. The match job uses the bound to decide, at launch, what the
 ``--index auto`` rule would decide per shard once the counts are known (:func:`exact_at_launch`),
 so a job that will brute-force anyway builds no tuning branch (the sample passes, an exact sample
-top-K and the effort search that would find nothing to tune) and no routing sample pass.
+top-K and the effort search that would find nothing to tune) and no routing sample pass. The same
+bounds give a local run's progress line its totals (records read and embedded, with an ETA):
+:func:`input_bounds` computes them once per launch.
 
 Only cheap, certain bounds: gzip, tfrecord, remote files and local text files past
 ``_MAX_SCANNED_BYTES`` in all give None (no decision: the pipeline decides as before).
@@ -16,10 +18,22 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-__all__ = ["LaunchDecision", "exact_at_launch", "record_count_bound"]
+__all__ = ["InputBounds", "LaunchDecision", "exact_at_launch", "input_bounds", "progress_totals",
+           "record_count_bound"]
 
 _MAX_SCANNED_BYTES = 256 << 20  # newline counting reads every byte: about 0.1 s per 100 MB
 _CHUNK = 8 << 20
+
+
+class InputBounds(NamedTuple):
+    """At most how many records the job reads as queries and as candidates (None: not known; in
+    dedup both are the one corpus; candidates is 0 when a kept index is searched without --append)."""
+
+    queries: int | None
+    candidates: int | None
+
+    def to_dict(self) -> dict:
+        return {"queries_at_most": self.queries, "candidates_at_most": self.candidates}
 
 
 class LaunchDecision(NamedTuple):
@@ -80,17 +94,36 @@ def record_count_bound(pattern: str, input_format: str = "auto") -> int | None:
     return total
 
 
-def exact_at_launch(cfg, dims: int | None, max_work: float) -> LaunchDecision | None:
+def input_bounds(cfg) -> InputBounds:
+    """The record-count bounds of the job's corpora (:func:`record_count_bound` of each glob)."""
+    if cfg.mode == "dedup":
+        bound = record_count_bound(cfg.input, cfg.input_format)
+        return InputBounds(bound, bound)
+    queries = record_count_bound(cfg.queries, cfg.input_format)
+    if cfg.index_dir and not cfg.append:
+        return InputBounds(queries, 0)  # the kept index holds the candidates: none are read
+    return InputBounds(queries, record_count_bound(cfg.candidates, cfg.input_format))
+
+
+def progress_totals(cfg, bounds: InputBounds) -> dict[str, int]:
+    """Totals for the progress line's "records read" and "embedded" stages, where the bounds give
+    them: every row read counts once (a dedup corpus is read once), and an embedding job embeds at
+    most the rows it reads. Bounds, not counts: a header or a bad row leaves the count short."""
+    if bounds.queries is None or bounds.candidates is None:
+        return {}
+    read = bounds.queries if cfg.mode == "dedup" else bounds.queries + bounds.candidates
+    return {"read": read, "embedded": read} if cfg.embeds else {"read": read}
+
+
+def exact_at_launch(cfg, dims: int | None, max_work: float,
+                    bounds: InputBounds | None = None) -> LaunchDecision | None:
     """The decision ``--index auto`` would make for every shard, when the input bounds already
     settle it: one shard of at most N candidates searched by at most Q queries of ``dims`` dims,
-    with Q x N x dims <= ``max_work``. None otherwise (the pipeline decides per shard)."""
+    with Q x N x dims <= ``max_work``. None otherwise (the pipeline decides per shard).
+    ``bounds``: :func:`input_bounds` of ``cfg`` when the caller has them already."""
     if cfg.index != "auto" or dims is None or cfg.num_shards not in (None, 1) or cfg.index_dir:
         return None
-    if cfg.mode == "dedup":
-        queries = candidates = record_count_bound(cfg.input, cfg.input_format)
-    else:
-        queries = record_count_bound(cfg.queries, cfg.input_format)
-        candidates = record_count_bound(cfg.candidates, cfg.input_format)
+    queries, candidates = bounds if bounds is not None else input_bounds(cfg)
     if queries is None or candidates is None:
         return None
     from transforms.shard_records import shard_sizing

@@ -570,7 +570,10 @@ def prepare(argv: list[str] | None):
 
             cfg = dataclasses.replace(cfg, transform_fn_dir=kept["transform_fn_used"])
     _check_output_dir(cfg)
-    cfg, decided = _decide_index_at_launch(cfg, options)
+    from beam_jobs.launch import input_bounds
+
+    bounds = input_bounds(cfg)
+    cfg, decided = _decide_index_at_launch(cfg, options, bounds)
     if cfg.mode == "dedup" and cfg.max_distance is None:
         _LOGGER.warning("dedup without --max_distance (or --calibration): every record is paired "
                         "with its %d nearest records, so the clusters connect nearly everything; "
@@ -594,10 +597,12 @@ def prepare(argv: list[str] | None):
         static["model_fingerprint"] = model_fp
     if decided is not None:
         static["index_decided_at_launch"] = decided.to_dict()
+    if bounds.queries is not None and bounds.candidates is not None:
+        static["input_records_at_most"] = bounds.to_dict()
     return options, cfg, static, num_output_shards, kept, buckets
 
 
-def _decide_index_at_launch(cfg: MatchConfig, options: PipelineOptions):
+def _decide_index_at_launch(cfg: MatchConfig, options: PipelineOptions, bounds):
     """(config, LaunchDecision or None): with the built-in embedder (its dims are known) and input
     bounds that already settle ``--index auto`` as exact for the one shard there will be
     (beam_jobs.launch), the index is exact and one shard from the start, so the graph has no search
@@ -614,13 +619,22 @@ def _decide_index_at_launch(cfg: MatchConfig, options: PipelineOptions):
     from transforms.default_embedder import embedding_dim
 
     decided = exact_at_launch(cfg, embedding_dim(tuple(cfg.text_fields), tuple(cfg.numeric_fields)),
-                              EXACT_MAX_WORK)
+                              EXACT_MAX_WORK, bounds)
     if decided is None:
         return cfg, None
     _LOGGER.info("index exact from the start: at most %d queries x %d candidates x %d dims = %.3g <= "
                  "%.3g (--index auto would choose exact for the one shard)", decided.queries_at_most,
                  decided.candidates_at_most, decided.dims, decided.work_at_most, decided.max_work)
     return dataclasses.replace(cfg, index="exact", num_shards=1, target_recall=None), decided
+
+
+def _progress_totals(cfg: MatchConfig, static: dict) -> dict[str, int]:
+    from beam_jobs.launch import InputBounds, progress_totals
+
+    bounds = static.get("input_records_at_most")
+    if bounds is None:
+        return {}
+    return progress_totals(cfg, InputBounds(bounds["queries_at_most"], bounds["candidates_at_most"]))
 
 
 def _check_output_dir(cfg: MatchConfig) -> None:
@@ -747,7 +761,7 @@ def run_job(argv: list[str] | None = None, *, wait: bool | None = None, prepared
     if wait:
         # Local runners may run the whole pipeline inside run(); both calls are watched.
         try:
-            result = finish_local_run(p.run, cfg, start)
+            result = finish_local_run(p.run, cfg, start, totals=_progress_totals(cfg, static))
         finally:  # a failed local run leaves no spill files behind either
             if spill_dir is not None:
                 delete_spill_dir(spill_dir)

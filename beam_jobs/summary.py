@@ -45,15 +45,16 @@ def collect_metrics(result) -> dict[str, Any]:
     return out
 
 
-def finish_local_run(run, cfg: MatchConfig, start: float):
+def finish_local_run(run, cfg: MatchConfig, start: float, *, totals: dict[str, int] | None = None):
     """Runs the pipeline (``run`` is ``Pipeline.run``) and waits; records wall time, busy time per
     stage and the exit state in the manifest, then writes ``DIR/_SUCCESS``. Returns the
     PipelineResult; re-raises a failure (no ``_SUCCESS`` then).
 
     While it waits, progress per stage is shown on stderr (transforms.progress): a redrawn line on a
     terminal, else periodic log lines; it stops (and clears its line) before this returns.
+    ``totals``: at most how many items a stage will count (``{"read": n}``), known at launch.
     """
-    reporter = start_progress()
+    reporter = start_progress(totals)
     try:
         result = run()
         result.wait_until_finish()
@@ -79,15 +80,18 @@ def finish_local_run(run, cfg: MatchConfig, start: float):
     return result
 
 
-def start_progress() -> progress.ProgressReporter | None:
+def start_progress(totals: dict[str, int] | None = None) -> progress.ProgressReporter | None:
     """Resets this process's progress registry and starts its reporter on stderr: one redrawn line
     when the console owns a terminal, else log lines every ``CORPUS_MATCH_PROGRESS_SECONDS`` (and
-    when a stage starts). None when that variable is 0."""
+    when a stage starts). ``totals``: upper bounds of stages' counts (shown as ``~N``, with an ETA).
+    None when that variable is 0."""
     import shutil
 
     from beam_jobs.console import status_terminal
 
     progress.REGISTRY.reset()
+    for stage, total in (totals or {}).items():
+        progress.set_total(stage, total, bound=True)
     seconds = progress.log_interval()
     if seconds <= 0:
         return None

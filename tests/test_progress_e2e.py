@@ -20,10 +20,11 @@ _PROGRESS = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ INFO transforms\.progress: (.+
 
 
 def _counts(line: str) -> dict[str, tuple[int, int | None]]:
-    """``records read 1,000 (75/s); shards built 1/4`` -> {"records read": (1000, None), ...}."""
+    """``records read 1,000/~1,002 (75/s); shards built 1/4`` -> {"records read": (1000, 1002), ...}
+    (a ``~`` total is a launch-time bound)."""
     out = {}
     for part in line.split("; "):
-        m = re.match(r"^([a-z ]+?) ([\d,]+)(?:/([\d,]+))?(?: \(.*\))?$", part)
+        m = re.match(r"^([a-z ]+?) ([\d,]+)(?:/~?([\d,]+))?(?: \(.*\))?$", part)
         assert m, line
         out[m[1]] = (int(m[2].replace(",", "")), int(m[3].replace(",", "")) if m[3] else None)
     return out
@@ -47,8 +48,13 @@ def test_a_local_run_logs_progress_per_stage_then_the_summary(tmp_path):
     final = _counts(lines[-1])
     manifest = json.loads((out / "manifest.json").read_text())
     counts, metrics = manifest["counts"], manifest["metrics"]
-    assert final["records read"] == (counts["queries_read"] + counts["candidates_read"], None)
-    assert final["embedded"] == (metrics["queries_valid"] + metrics["candidates_valid"], None)
+    # Read and embedded totals are the launch's line-count bounds: one header line per csv file.
+    bound = len(a) + len(b) + 2
+    assert manifest["input_records_at_most"] == {"queries_at_most": len(a) + 1,
+                                                 "candidates_at_most": len(b) + 1}
+    assert final["records read"] == (counts["queries_read"] + counts["candidates_read"], bound)
+    assert final["embedded"] == (metrics["queries_valid"] + metrics["candidates_valid"], bound)
+    assert any("records read" in ln and f"/~{bound:,}" in ln for ln in lines), lines
     assert final["shards built"] == (len(manifest["shards"]),) * 2
     assert final["queries searched"] == (metrics["queries_merged"], metrics["queries_valid"])
     assert final["pairs scored"] == (metrics["scoring_pairs_scored"], None)

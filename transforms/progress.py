@@ -48,6 +48,7 @@ class StageProgress(NamedTuple):
     first: float  # clock time of the first count
     last: float  # clock time of the latest count
     first_count: int = 0  # the first update's count (work done before ``first``: not in the rate)
+    bound: bool = False  # total is an upper bound (from file metadata at launch), not an exact count
 
     def rate(self) -> float | None:
         """Items per second between the first and the latest update (None before two updates)."""
@@ -64,6 +65,7 @@ class ProgressRegistry:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._totals: dict[str, int] = {}
+        self._bounds: set[str] = set()
         self._times: dict[str, tuple[float, float, int]] = {}
 
     def add(self, stage: str, n: int = 1) -> None:
@@ -74,15 +76,21 @@ class ProgressRegistry:
             times = self._times.get(stage)
             self._times[stage] = (now, now, int(n)) if times is None else (times[0], now, times[2])
 
-    def set_total(self, stage: str, total: int) -> None:
-        """The number of items ``stage`` will count in all (once the job knows it)."""
+    def set_total(self, stage: str, total: int, *, bound: bool = False) -> None:
+        """The number of items ``stage`` will count in all (once the job knows it); ``bound``: at
+        most that many (an exact total set later replaces a bound)."""
         with self._lock:
             self._totals[stage] = int(total)
+            if bound:
+                self._bounds.add(stage)
+            else:
+                self._bounds.discard(stage)
 
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
             self._totals.clear()
+            self._bounds.clear()
             self._times.clear()
 
     def snapshot(self) -> dict[str, StageProgress]:
@@ -90,8 +98,8 @@ class ProgressRegistry:
         with self._lock:
             names = [s for s in STAGES if s in self._counts]
             names += sorted(s for s in self._counts if s not in STAGES)
-            return {s: StageProgress(self._counts[s], self._totals.get(s), *self._times[s])
-                    for s in names}
+            return {s: StageProgress(self._counts[s], self._totals.get(s), *self._times[s],
+                                     bound=s in self._bounds) for s in names}
 
 
 REGISTRY = ProgressRegistry()
@@ -102,8 +110,8 @@ def add(stage: str, n: int = 1) -> None:
     REGISTRY.add(stage, n)
 
 
-def set_total(stage: str, total: int) -> None:
-    REGISTRY.set_total(stage, total)
+def set_total(stage: str, total: int, *, bound: bool = False) -> None:
+    REGISTRY.set_total(stage, total, bound=bound)
 
 
 def log_interval() -> float:
@@ -131,7 +139,8 @@ def _duration(seconds: float) -> str:
 
 def _stage_text(stage: str, p: StageProgress, now: float) -> str:
     done = p.total is not None and p.count >= p.total
-    text = f"{LABELS.get(stage, stage)} {p.count:,}" + (f"/{p.total:,}" if p.total is not None else "")
+    total = "" if p.total is None else f"/~{p.total:,}" if p.bound else f"/{p.total:,}"
+    text = f"{LABELS.get(stage, stage)} {p.count:,}{total}"
     rate = p.rate()
     if done or rate is None or p.last - p.first < 1.0:
         return text

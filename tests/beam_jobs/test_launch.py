@@ -8,7 +8,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beam_jobs.launch import exact_at_launch, record_count_bound
+from beam_jobs.launch import InputBounds, exact_at_launch, input_bounds, progress_totals, record_count_bound
 from beam_jobs.match_corpora import build_pipeline, prepare
 from transforms.build import EXACT_MAX_WORK
 from transforms.testing.people import MATCH_FIELDS, make_link_corpora, write_records
@@ -69,3 +69,20 @@ def test_no_decision_past_the_work_bound_or_the_one_shard(tmp_path):
     auto = dataclasses.replace(cfg, index="auto", num_shards=None)
     assert exact_at_launch(auto, 192, max_work=10.0) is None
     assert exact_at_launch(auto, 192, max_work=EXACT_MAX_WORK) is not None
+
+
+def test_progress_totals_bound_what_is_read_and_embedded(tmp_path):
+    argv = _people(tmp_path, entities=50)
+    _, cfg, static, *_ = prepare(argv)
+    lines = [len((tmp_path / f).read_text().splitlines()) for f in ("a.csv", "b.csv")]
+    bounds = input_bounds(cfg)
+    assert bounds == InputBounds(*lines)  # header + one line per record
+    assert static["input_records_at_most"] == bounds.to_dict()
+    assert progress_totals(cfg, bounds) == {"read": sum(lines), "embedded": sum(lines)}
+    import dataclasses
+
+    dedup = dataclasses.replace(cfg, mode="dedup", input=cfg.queries, queries=None, candidates=None)
+    assert progress_totals(dedup, input_bounds(dedup)) == {"read": lines[0], "embedded": lines[0]}
+    kept = dataclasses.replace(cfg, index_dir=str(tmp_path / "idx"))
+    assert input_bounds(kept) == InputBounds(lines[0], 0)  # a kept index's candidates are not read
+    assert progress_totals(cfg, InputBounds(lines[0], None)) == {}  # one unknown: no totals

@@ -67,6 +67,23 @@ def test_rate_leaves_out_the_first_batch_and_eta_uses_the_total():
     assert format_stages(registry.snapshot(), 60.0) == "queries searched 7,000/7,000"  # done
 
 
+def test_a_bound_shows_as_about_and_an_exact_total_replaces_it():
+    clock = FakeClock(0.0)
+    registry = ProgressRegistry(clock)
+    registry.set_total("read", 10_002, bound=True)  # set before any count: shown once counting starts
+    assert registry.snapshot() == {}
+    registry.add("read", 1_000)
+    clock.now = 2.0
+    registry.add("read", 1_000)
+    snap = registry.snapshot()
+    assert snap["read"].bound
+    assert format_stages(snap, 2.0) == "records read 2,000/~10,002 (500/s, ETA 16 s)"
+    registry.add("read", 8_000)  # all read, short of the bound (a header line per file)
+    assert format_stages(registry.snapshot(), 60.0) == "records read 10,000/~10,002 (4,500/s)"
+    registry.set_total("read", 10_000)
+    assert format_stages(registry.snapshot(), 60.0) == "records read 10,000/10,000"
+
+
 def _running(clock_start: float = 0.0):
     clock = FakeClock(clock_start)
     registry = ProgressRegistry(clock)
