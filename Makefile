@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export CUDA_VISIBLE_DEVICES ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo demo-vectors test bench bench-routing bench-people lint clean
+.PHONY: venv demo demo-vectors test test-fast bench bench-routing bench-people lint clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ demo-vectors: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The tests that run no whole job (pytest marker `slow` marks those): a minute or two, for the edit loop.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(STAMP)
 	$(PY) -m bench.ann_join --candidates 200000 --queries 20000

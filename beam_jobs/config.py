@@ -159,6 +159,16 @@ class MatchConfig:
 _CALIBRATED = ("max_distance", "min_probability", "scoring_model")
 
 
+def _beside(calibration: str, model: str) -> str:
+    """The scoring model a calibration file names: a relative name is beside the file (calibrate
+    writes it so); an absolute path or URI as it is."""
+    import posixpath
+
+    if "://" in model or posixpath.isabs(model):
+        return model
+    return posixpath.join(posixpath.dirname(calibration), model)
+
+
 def _apply_calibration(flags: dict) -> dict:
     """The flags with a --calibration file's choices filled in: its max_distance (a distance
     calibration) or min_probability and, when `calibrate --fit_scorer` refitted the scorer, its
@@ -181,6 +191,8 @@ def _apply_calibration(flags: dict) -> dict:
     for name in found:
         if _str(flags, name) is not None:
             raise ConfigError(f"give --{name} or --calibration, not both")
+    if isinstance(found.get("scoring_model"), str):
+        found["scoring_model"] = _beside(path, found["scoring_model"])
     _float({"calibration": found.get("max_distance")}, "calibration", None)
     _float({"calibration": found.get("min_probability")}, "calibration", None, 0.0, 1.0)
     return {**flags, **{k: str(v) for k, v in found.items()}}

@@ -756,7 +756,7 @@ def run_job(argv: list[str] | None = None, *, wait: bool | None = None, prepared
 
     # The old run's outputs go (with --overwrite) and a "running" manifest is written before the
     # pipeline runs: a run that dies leaves nothing that looks finished.
-    claim_output_dir(cfg.output, static)
+    claim_output_dir(cfg.output, static, overwrite=cfg.overwrite)
     start = time.time()
     if wait:
         # Local runners may run the whole pipeline inside run(); both calls are watched.

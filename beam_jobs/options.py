@@ -92,7 +92,9 @@ _FLAG_ENTRIES: list[tuple[str, str, tuple[str, ...] | None]] = [
      None),
     ("scann_training_sample", "Vectors sampled to train each shard's tree. Default 250000.", None),
     ("scann_training_threads", "Threads that train each shard's tree and codebooks; 0 = all cores. "
-     "Builds are reproducible either way (k-means++ initialisation with pinned seeds). Default 0.",
+     "1 gives byte-identical index files; with 0 the leaf assignments and AH codebook files may "
+     "differ between builds (k-means++ initialisation with pinned seeds; the matches do not). "
+     "Default 0.",
      None),
     ("audit_sample", "Queries searched exactly (brute force over all candidates) to measure the "
      "run's recall, written to the manifest and metrics: of the relevant neighbours (within "

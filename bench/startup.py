@@ -24,6 +24,7 @@ Usage::
     python -m bench.startup --runner none           # DirectRunner (tries Prism, falls back)
     python -m bench.startup --entities 20000 --repeats 1 --timeline
     python -m bench.startup --index exact --target_recall none   # any unknown flag goes to the job
+    python -m bench.startup --help_screens          # only: seconds of each `corpus-match X --help`
 
 Timing wrappers only measure (they call the wrapped function unchanged); a name that no longer
 exists is skipped and listed. The machine is shared: read ranges, not single figures.
@@ -329,7 +330,12 @@ def main() -> None:
                     help="data and runs go here; emptied first (default bench_out/startup)")
     ap.add_argument("--timeline", action="store_true", help="print each run's event timeline")
     ap.add_argument("--json", default=None, help="also write every run's phases here")
+    ap.add_argument("--help_screens", action="store_true",
+                    help="only time `corpus-match [SUBCOMMAND] --help` (the issue's bound: 2 s each)")
     args, job_flags = ap.parse_known_args()
+    if args.help_screens:
+        _time_help_screens(args.repeats)
+        return
 
     shutil.rmtree(args.work_dir, ignore_errors=True)
     data = os.path.join(args.work_dir, "people")
@@ -365,6 +371,23 @@ def main() -> None:
         with open(args.json, "w") as fh:
             json.dump([{"wall": w, "phases": rows, "manifest_busy": r["manifest"].get("stage_busy_seconds")}
                        for w, rows, r in zip(walls, table, runs, strict=True)], fh, indent=2)
+
+
+def _time_help_screens(repeats: int) -> None:
+    """Wall seconds of each help screen in a fresh process (best of ``repeats``), vs the 2 s bound."""
+    from beam_jobs.cli import SUBCOMMANDS
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH")) if p)
+    print(f"  {'command':36s} {'best s':>7s} {'/ 2 s':>6s}")
+    for command in ("", *SUBCOMMANDS):
+        argv = [sys.executable, "-m", "beam_jobs.cli", *([command] if command else []), "--help"]
+        best = float("inf")
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
+            best = min(best, time.perf_counter() - t0)
+        print(f"  {('corpus-match ' + command).strip() + ' --help':36s} {best:7.2f} {best / 2.0:6.2f}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import sys
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -492,7 +493,9 @@ def calibrate_main(argv: Iterable[str]) -> int:
     if model is not None:
         model_out = os.path.splitext(out)[0] + ".scoring_model.json"
         write_text(model_out, model.to_json() + "\n")
-        result["scoring_model"] = model_out
+        # Beside the calibration file, named relative to it: the pair can be moved or read from
+        # any working directory (--calibration resolves it against the file's own directory).
+        result["scoring_model"] = posixpath.basename(model_out)
         result["scorer_fit"] = facts
     write_text(out, json.dumps(result, indent=2))
     png = _plot(result)

@@ -1185,7 +1185,8 @@ class WriteDeadLetters(beam.PTransform):
 
     Input: PCollection of DeadLetter. Output: PCollection of one dict ``{stage: rows rejected}``
     (:func:`~transforms.dead_letters.rows_rejected`: a file fault counts the rows it lost; ``{}`` when
-    there are none). Every shard file is written, even empty, so the directory always exists.
+    there are none), emitted only once every shard file is written. Every shard file is written,
+    even empty, so the directory always exists.
     """
 
     def __init__(self, *, output_dir: str, num_shards: int = 1):
@@ -1209,11 +1210,16 @@ class WriteDeadLetters(beam.PTransform):
         placeholders = (dead_letters.pipeline
                         | "ListShards" >> beam.Create(list(range(self._num_shards)))
                         | "EmptyShards" >> beam.Map(_placeholder))
-        _ = ((keyed, placeholders)
-             | "FlattenWithEmptyShards" >> beam.Flatten()
-             | "GroupByShard" >> beam.GroupByKey()
-             | "WriteShards" >> beam.ParDo(_WriteDeadLetterShardFn(self._output_dir, self._num_shards)))
+        written = ((keyed, placeholders)
+                   | "FlattenWithEmptyShards" >> beam.Flatten()
+                   | "GroupByShard" >> beam.GroupByKey()
+                   | "WriteShards" >> beam.ParDo(_WriteDeadLetterShardFn(self._output_dir,
+                                                                         self._num_shards)))
+        # The counts wait for the files (a side input): what consumes them (the manifest, then
+        # _SUCCESS on a runner the launcher does not wait for) comes after every file is written.
         return (dead_letters
                 | "StageOf" >> beam.Map(_stage_rows)
                 | "CountPerStage" >> beam.CombinePerKey(sum)
-                | "ToDict" >> combiners.ToDict())
+                | "ToDict" >> combiners.ToDict()
+                | "AfterShardsWritten" >> beam.Map(lambda counts, shards: counts,
+                                                   shards=beam.pvalue.AsList(written)))

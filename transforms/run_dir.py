@@ -123,8 +123,9 @@ def is_run_entry(rel: str) -> bool:
     top = rel.split("/", 1)[0]
     if top in RUN_DIRS or top in RUN_FILES:
         return True
-    # write_bytes' temporary names of the top-level files (<name>.tmp-<uuid>) from a killed write
-    return any(top.startswith(f"{name}.tmp-") for name in RUN_FILES)
+    # Temporary names (<name>.tmp-<uuid>) from a killed write: write_bytes' of the top-level files,
+    # and the default embedder's export written aside before its rename into default_model/.
+    return any(top.startswith(f"{name}.tmp-") for name in RUN_ENTRIES)
 
 
 def _prefix(path: str) -> str:
@@ -168,8 +169,18 @@ def inspect_output_dir(path: str) -> OutputDirState:
 
 
 def _inside(path: str, root: str) -> bool:
-    """True when ``path`` (a file, directory or glob) lies in or is the directory ``root``."""
-    path = re.split(r"[*?\[]", path, maxsplit=1)[0]  # a glob: the part before its first wildcard
+    """True when ``path`` (a file, directory or glob) lies in or is the directory ``root``; a glob
+    when its fixed part does, or any file it matches now does (``/runs/*/a.csv`` and ``/runs/x``)."""
+    fixed = re.split(r"[*?\[]", path, maxsplit=1)[0]  # a glob: the part before its first wildcard
+    if fixed != path:
+        if _inside_one(fixed, root):
+            return True
+        matched = FileSystems.match([path])[0].metadata_list
+        return any(_inside_one(m.path, root) for m in matched)
+    return _inside_one(path, root)
+
+
+def _inside_one(path: str, root: str) -> bool:
     if is_local_path(path) != is_local_path(root):
         return False
     if is_local_path(root):
@@ -213,19 +224,30 @@ def check_output_dir(output: str, *, overwrite: bool, inputs: dict[str, str | No
     return state
 
 
-def claim_output_dir(output: str, static: dict[str, Any]) -> list[str]:
+def claim_output_dir(output: str, static: dict[str, Any], *, overwrite: bool) -> list[str]:
     """Deletes an old run's outputs under ``output`` and writes the ``running`` manifest.
 
-    Call after :func:`check_output_dir` passed. ``_SUCCESS`` goes first and ``manifest.json`` is
-    rewritten last, so at no point does the directory look like a finished run.
+    Call after :func:`check_output_dir` passed. The directory is inspected again: another launch
+    may have claimed it since the check (a scheduler firing twice), and without ``overwrite`` this
+    one then stops instead of deleting the other's files. ``_SUCCESS`` goes first and
+    ``manifest.json`` is rewritten last, so at no point does the directory look like a finished run.
 
     Returns:
         The deleted files, relative to ``output``.
+
+    Raises:
+        ConfigError: the directory changed since the check and may not be replaced.
     """
+    from beam_jobs.config import ConfigError
+
     state = inspect_output_dir(output)
     if state.foreign:  # checked before; the directory changed since
-        raise FileExistsError(f"{output} holds files that are not a run's outputs: "
-                              f"{_quote(state.foreign)}")
+        raise ConfigError(f"--output {output} holds files that are not a run's outputs: "
+                          f"{_quote(state.foreign)}")
+    if state.files and not overwrite:
+        raise ConfigError(f"--output {output} was empty at launch and now holds {state.describe()} "
+                          "(another launch into it?): pass --overwrite to replace it, or choose "
+                          "another --output")
     old = [f for f in state.files if f not in (MANIFEST, SUCCESS_MARKER)]
     if state.finished:
         FileSystems.delete([join_path(output, SUCCESS_MARKER)])
@@ -262,7 +284,7 @@ def mark_finished(output: str) -> str:
         rel = (os.path.relpath(m.path, prefix).replace(os.sep, "/") if is_local_path(prefix)
                else m.path[len(prefix):])
         base = posixpath.basename(rel)
-        if (not base or rel in (MANIFEST, SUCCESS_MARKER) or ".tmp-" in base
+        if (not base or rel in (MANIFEST, SUCCESS_MARKER) or ".tmp-" in rel
                 or rel.split("/", 1)[0] in _SCRATCH_DIRS):
             continue
         sizes[rel] = int(m.size_in_bytes)
@@ -282,9 +304,11 @@ def require_finished(output: str, *, what: str = "its outputs") -> dict[str, int
     """
     marker = join_path(output, SUCCESS_MARKER)
     if FileSystems.exists(marker):
-        listing = _read_json(marker)
-        files = (listing or {}).get("files")
-        return {str(k): int(v) for k, v in files.items()} if isinstance(files, dict) else {}
+        files = (_read_json(marker) or {}).get("files")
+        if not isinstance(files, dict):  # cut short, or not ours: the listing check cannot be skipped
+            raise IncompleteRunError(f"{output}: {SUCCESS_MARKER} is unreadable or lists no files; "
+                                     f"not reading {what}. Rerun it with --overwrite")
+        return {str(k): int(v) for k, v in files.items()}
     manifest_file = join_path(output, MANIFEST)
     if not FileSystems.exists(manifest_file):
         return None

@@ -873,10 +873,11 @@ def _raw_fields(config: TrainConfig, roles: dict[str, str], space: _Space) -> An
     scorer compares raw values, normalised as the job does, not the transformed features)."""
     from transforms.scoring.comparisons import concat_fields
     from transforms.scoring.explain import find_records
+    from transforms.sharding import str_array
 
     flags = {"text_fields": list(config.text_fields), "numeric_fields": list(config.numeric_fields),
              "input_format": config.input_format, "id_field": config.id_field}
-    ids = space.ids.astype(str)
+    ids = str_array(space.ids)
     if config.mode == "dedup":
         parts = [(find_records(roles[Role.INPUT], flags, set(ids.tolist())), ids)]
     else:

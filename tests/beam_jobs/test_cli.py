@@ -128,7 +128,7 @@ def test_subcommand_help_is_light(command):
     probe = json.loads(done.stderr.strip().splitlines()[-1])
     assert probe["code"] == 0 and f"corpus-match {command}" in done.stdout
     assert probe["heavy"] == [], f"{command} --help imported {probe['heavy']}"
-    assert probe["seconds"] < 2.0, probe  # the bound for a help screen
+    # How fast it returns (the bound: under 2 s) is bench.startup --help_screens's to say.
 
 
 # --- flags Beam would only warn about

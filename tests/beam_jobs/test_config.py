@@ -84,7 +84,10 @@ def test_probability_calibration_sets_min_probability_and_the_refitted_model(tmp
         config_from_flags({**embedded, "calibration": str(path), "min_probability": "0.5"})
     path.write_text('{"min_probability": 0.93, "scoring_model": "m.json"}')
     cfg = config_from_flags({**embedded, "calibration": str(path)})
-    assert (cfg.scorer, cfg.scoring_model) == ("model", "m.json")
+    # A relative name is beside the calibration file, wherever the job is launched from.
+    assert (cfg.scorer, cfg.scoring_model) == ("model", str(tmp_path / "m.json"))
+    path.write_text('{"min_probability": 0.93, "scoring_model": "gs://b/m.json"}')
+    assert config_from_flags({**embedded, "calibration": str(path)}).scoring_model == "gs://b/m.json"
     path.write_text('{"min_probability": 1.5}')
     with pytest.raises(ConfigError, match="--calibration"):
         config_from_flags({**embedded, "calibration": str(path)})

@@ -31,8 +31,6 @@ from transforms.calibrate import (
 from transforms.io import match_shard_path, write_match_shard
 from transforms.schema import PairBatch
 
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # tests run TF on the CPU
-
 TARGET = 0.98
 TOLERANCE = 0.015
 TOP_K = 10

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-
 import pytest
 
 from transforms.default_embedder import build_default_model, default_dims, embedding_dim

@@ -3,12 +3,8 @@ quality on generated person records (preprocess + embed end to end under TestPip
 
 from __future__ import annotations
 
-import os
-
-os.environ["CUDA_VISIBLE_DEVICES"] = ""  # tests run on the CPU
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import glob  # noqa: E402
+import os
 import pickle  # noqa: E402
 import uuid  # noqa: E402
 

@@ -580,3 +580,18 @@ def test_tf_example_bytes_that_are_not_utf8_are_replaced_and_counted(tmp_path):
     outcome.wait_until_finish()
     counters = outcome.metrics().query(MetricsFilter().with_name("utf8_replaced_values"))["counters"]
     assert sum(c.committed for c in counters) == 1
+
+
+def test_dead_letter_counts_come_after_every_file_is_written(tmp_path):
+    """The manifest (and _SUCCESS after it) consume the counts: they must wait for the files."""
+    letters = [DeadLetter("read", "", f"line {i}: invalid JSON", "{", "f1") for i in range(50)]
+    with _pipeline() as p:
+        seen = (p | beam.Create(letters)
+                | WriteDeadLetters(output_dir=str(tmp_path), num_shards=3)
+                | beam.Map(lambda counts: (counts, sorted(
+                    n for n in os.listdir(tmp_path / "dead_letters") if ".tmp" not in n))))
+        assert_that(seen, equal_to([({"read": 50}, [f"dead_letters-0000{i}-of-00003.jsonl"
+                                                     for i in range(3)])]))
+    graph = p.to_runner_api().components.transforms
+    after = next(t for t in graph.values() if t.unique_name.endswith("AfterShardsWritten"))
+    assert len(after.inputs) == 2  # the counts and the written shards (side input)

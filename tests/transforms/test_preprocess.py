@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ["CUDA_VISIBLE_DEVICES"] = ""  # tests run on the CPU
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import glob  # noqa: E402
 import math  # noqa: E402
+import os
 import pickle  # noqa: E402
 import uuid  # noqa: E402
 

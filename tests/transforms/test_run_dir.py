@@ -62,7 +62,7 @@ def where(request, tmp_path):
 
 def test_an_empty_or_missing_directory_is_taken(where):
     assert check_output_dir(where, overwrite=False, inputs=NO_INPUTS).empty
-    claim_output_dir(where, {"mode": "link", "flags": {}})
+    claim_output_dir(where, {"mode": "link", "flags": {}}, overwrite=False)
     assert json.loads(read_text(join_path(where, "manifest.json")))["exit_state"] == "running"
     assert list_files(where) == ["manifest.json"]
 
@@ -83,12 +83,39 @@ def test_overwrite_deletes_every_file_of_the_old_run_and_starts_a_running_manife
     write_text(join_path(where, "evaluation.json"), "{}")  # evaluate's report of the old matches
     write_bytes(join_path(where, "manifest.json.tmp-0123"), b"half")  # a killed write
     check_output_dir(where, overwrite=True, inputs=NO_INPUTS)
-    deleted = claim_output_dir(where, {"mode": "link", "flags": {"overwrite": True}})
+    deleted = claim_output_dir(where, {"mode": "link", "flags": {"overwrite": True}}, overwrite=True)
     assert "_SUCCESS" in deleted and "matches/matches-00004-of-00005.parquet" in deleted
     assert list_files(where) == ["manifest.json"]
     assert inspect_output_dir(where).exit_state == "running"
     if not where.startswith("mem://"):
         assert sorted(os.listdir(where)) == ["manifest.json"]  # no empty directories left either
+
+
+def test_a_launch_that_lost_the_race_for_an_empty_directory_stops_without_overwrite(where):
+    check_output_dir(where, overwrite=False, inputs=NO_INPUTS)  # both launches find it empty
+    check_output_dir(where, overwrite=False, inputs=NO_INPUTS)
+    claim_output_dir(where, {"mode": "link", "flags": {"first": True}}, overwrite=False)
+    write_text(join_path(where, "matches", "matches-00000-of-00001.parquet"), "being written")
+    with pytest.raises(ConfigError, match=r"was empty at launch and now holds .*--overwrite"):
+        claim_output_dir(where, {"mode": "link", "flags": {}}, overwrite=False)
+    assert "matches/matches-00000-of-00001.parquet" in list_files(where)  # the first's files stay
+    assert json.loads(read_text(join_path(where, "manifest.json")))["flags"] == {"first": True}
+
+
+def test_a_default_model_export_cut_short_is_a_run_entry_and_not_listed_as_finished(where):
+    _finished_run(where)
+    write_bytes(join_path(where, "default_model.tmp-0123", "saved_model.pb"), b"half")
+    assert not inspect_output_dir(where).foreign  # --overwrite may delete it
+    mark_finished(where)
+    listed = json.loads(read_text(join_path(where, "_SUCCESS")))["files"]
+    assert listed and not any(".tmp-" in f for f in listed)
+
+
+def test_an_unreadable_success_marker_is_not_a_finished_run(where):
+    _finished_run(where)
+    write_text(join_path(where, "_SUCCESS"), '{"files": {"matches/m')  # cut short
+    with pytest.raises(IncompleteRunError, match="_SUCCESS is unreadable"):
+        require_finished(where)
 
 
 def test_a_directory_holding_other_files_is_refused_even_with_overwrite(where):
@@ -117,6 +144,15 @@ def test_overwrite_refuses_to_delete_an_input_of_the_run(where, flag, rel):
         check_output_dir(where, overwrite=True, inputs={flag: path, "model_dir": None})
     # An input elsewhere is fine.
     check_output_dir(where, overwrite=True, inputs={flag: where + "-elsewhere"})
+
+
+def test_overwrite_refuses_a_glob_whose_matches_lie_inside_the_output(where):
+    _finished_run(where)
+    parent, name = where.rsplit("/", 1)
+    glob = f"{parent}/*/matches/*.parquet"  # the fixed part is the parent; the matches are inside
+    with pytest.raises(ConfigError, match="--queries .* lies inside --output"):
+        check_output_dir(where, overwrite=True, inputs={"queries": glob})
+    check_output_dir(where, overwrite=True, inputs={"queries": f"{parent}/*/nothing/*.csv"})
 
 
 def test_an_unfinished_run_needs_overwrite_too(where):

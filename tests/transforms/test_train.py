@@ -36,7 +36,6 @@ from transforms.train import (
 )
 
 pytestmark = pytest.mark.slow
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # tests run TF on the CPU
 
 ENTITIES = 1000
 EPOCHS = 5

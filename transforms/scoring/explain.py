@@ -56,13 +56,14 @@ def _raw_batches(pattern: str, input_format: str):
 
 def find_records(pattern: str, flags: dict[str, Any], ids: set[str]):
     """RecordFields of the first occurrence of each wanted id in the files (or None if absent)."""
-    from transforms.validate import validate_features
+    from transforms.validate import DEFAULT_MAX_ID_LENGTH, validate_features
 
     text, numeric = tuple(flags["text_fields"]), tuple(flags["numeric_fields"])
+    max_id_length = int(flags.get("max_id_length") or DEFAULT_MAX_ID_LENGTH)  # as the run validated
     found = {}
     for raw in _raw_batches(pattern, flags["input_format"]):
         batches, _ = validate_features(raw, role="explain", id_field=flags["id_field"], text_fields=text,
-                                       numeric_fields=numeric)
+                                       numeric_fields=numeric, max_id_length=max_id_length)
         for batch in batches:
             rows = [i for i, rid in enumerate(batch.ids) if rid in ids and rid not in found]
             if rows:

@@ -37,6 +37,7 @@ from transforms.scoring.comparisons import (
     take_rows,
 )
 from transforms.scoring.fellegi_sunter import FellegiSunterModel, estimate_u, probability, term_frequencies
+from transforms.sharding import str_array
 
 __all__ = ["LabelledLevels", "compare_pairs", "fit_supervised", "label_cuts", "labelled_levels",
            "level_weights", "model_template", "rescore", "with_cuts"]
@@ -193,8 +194,8 @@ def labelled_levels(run_dir: str, left_ids: np.ndarray, right_ids: np.ndarray,
     if flags.get("scorer", "none") == "none":
         raise ValueError(f"{run_dir} was run with --scorer none: there are no comparisons to fit")
     model = FellegiSunterModel.from_json(read_text(model_path(run_dir)))
-    left_ids = np.asarray(left_ids, dtype=object).astype(str)
-    right_ids = np.asarray(right_ids, dtype=object).astype(str)
+    left_ids = str_array(np.asarray(left_ids, dtype=object))
+    right_ids = str_array(np.asarray(right_ids, dtype=object))
     if flags["mode"] == "link":
         left = find_records(flags["queries"], flags, set(left_ids.tolist()))
         right = find_records(flags["candidates"], flags, set(right_ids.tolist()))

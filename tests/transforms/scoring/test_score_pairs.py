@@ -6,8 +6,6 @@ import json
 import os
 import pickle
 
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
