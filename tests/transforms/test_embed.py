@@ -174,6 +174,7 @@ def _stack(batches) -> tuple[np.ndarray, np.ndarray]:
     return (np.concatenate([b.ids for b in batches]), np.concatenate([b.vectors for b in batches]))
 
 
+@pytest.mark.slow
 def test_default_embedder_finds_the_true_partner(tmp_path):
     """Link 600 generated people (typos, nicknames, swaps, moves, missing values, reformatted
     dates) to their corrupted duplicates: the true partner must be the nearest for >= 95 %."""
