@@ -292,7 +292,7 @@ class PrepareModelInputs(beam.PTransform):
             raise ValueError(f"PrepareModelInputs is for raw text or image models, not {model_input.kind!r}")
 
     def expand(self, batches: beam.PCollection) -> PreparedInputs:
-        out = batches | "ToModelInputs" >> beam.ParDo(self._fn).with_outputs(
-            DEAD_LETTER_TAG, main="inputs")
-        return PreparedInputs(batches=out.inputs.with_output_types(ModelInputBatch),
-                              dead_letters=out[DEAD_LETTER_TAG])
+        # The main output's type picks ModelInputBatchCoder (sizes without encoding pixels).
+        out = batches | "ToModelInputs" >> beam.ParDo(self._fn).with_output_types(
+            ModelInputBatch).with_outputs(DEAD_LETTER_TAG, main="inputs")
+        return PreparedInputs(batches=out.inputs, dead_letters=out[DEAD_LETTER_TAG])

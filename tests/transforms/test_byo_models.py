@@ -6,6 +6,8 @@ a direct call of the model on the same inputs.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -250,3 +252,30 @@ def test_image_values_validate_as_bytes_or_paths():
 def test_a_keras_file_fingerprint_is_its_bytes(models):
     assert model_fingerprint(models["text.keras"]) == model_fingerprint(models["text.keras"])
     assert model_fingerprint(models["text.keras"]) != model_fingerprint(models["cnn.keras"])
+
+
+# --- launch
+
+
+def test_a_model_the_flags_cannot_feed_fails_at_launch_with_exit_code_2(models, tmp_path, capsys):
+    from beam_jobs.match_corpora import main
+
+    (tmp_path / "a.csv").write_text("id,name,photo\n1,x,p.png\n")
+    base = ["--input", str(tmp_path / "a.csv"), "--runner", "FnApiRunner"]
+    cases = [
+        (["--text_fields", "name", "--model_dir", models["cnn"]],
+         r"--model_dir .*cnn: its serving signature takes \{image: float32\[None, 16, 16, 3\]\}"),
+        (["--image_field", "photo", "--model_dir", models["cnn"], "--transform_fn_dir", "t"],
+         "--transform_fn_dir"),
+        (["--image_field", "photo", "--model_dir", str(tmp_path / "gone.keras")],
+         "no such Keras model file"),
+        (["--text_fields", "name", "--model_dir", models["text"], "--transform_fn_dir",
+          str(tmp_path)], "--transform_fn_dir: .* takes raw text"),
+    ]
+    for i, (flags, message) in enumerate(cases):
+        code = main(base + ["--output", str(tmp_path / f"out{i}")] + flags)
+        err = capsys.readouterr().err.strip()
+        assert code == 2, err
+        assert len(err.splitlines()) == 1 and err.startswith("corpus-match: configuration error")
+        assert re.search(message, err), err
+        assert not (tmp_path / f"out{i}").exists()  # nothing ran, nothing was written
