@@ -279,3 +279,20 @@ def test_a_model_the_flags_cannot_feed_fails_at_launch_with_exit_code_2(models, 
         assert len(err.splitlines()) == 1 and err.startswith("corpus-match: configuration error")
         assert re.search(message, err), err
         assert not (tmp_path / f"out{i}").exists()  # nothing ran, nothing was written
+
+
+def test_a_kept_index_remembers_how_raw_inputs_were_fed():
+    import dataclasses
+
+    from beam_jobs.config import ConfigError, config_from_flags
+    from beam_jobs.match_corpora import _index_static, check_kept_index
+
+    cfg = config_from_flags({"queries": "q", "candidates": "c", "output": "o", "text_fields": "name",
+                             "model_dir": "m", "text_pooling": "mean"})
+    cfg = dataclasses.replace(cfg, model_input=ModelInput("text", "text", "string"))
+    kept = _index_static(cfg, "sha256:abc")
+    assert kept["transform_fn_used"] is None and kept["model_input"]["kind"] == "text"
+    check_kept_index(dataclasses.replace(cfg, index_dir="o"), kept, "sha256:abc")
+    joined = dataclasses.replace(cfg, index_dir="o", text_pooling=None)
+    with pytest.raises(ConfigError, match="--text_pooling 'mean'; this run has --text_pooling None"):
+        check_kept_index(joined, kept, "sha256:abc")
