@@ -49,7 +49,7 @@ from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
 from transforms.schema import VectorBatch
 
 __all__ = ["TFSavedModelHandler", "EmbeddedBatch", "EmbeddedBatchCoder", "EmbedRecords", "EmbedResult",
-           "features_to_numpy", "DEFAULT_MODEL_DIRNAME"]
+           "features_to_numpy", "enable_gpu_memory_growth", "DEFAULT_MODEL_DIRNAME"]
 
 _LOGGER = logging.getLogger(__name__)
 STAGE = "embed"
@@ -130,6 +130,19 @@ def features_to_numpy(table: pa.RecordBatch | pa.Table, input_specs: dict[str, A
         dtype = object if spec.dtype.name == "string" else np.dtype(spec.dtype.as_numpy_dtype)
         out[name] = _dense(table.column(names.index(name)), name, shape.rank, width, dtype)
     return out
+
+
+def enable_gpu_memory_growth() -> None:
+    """GPU memory growth on for every GPU of the process (no-op without GPUs). Called by whatever
+    touches TF first in a worker process (the model's load, the image decoder's setup): growth
+    cannot be changed once a GPU is initialised."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # the GPU was initialised already: growth is fixed for the process
+            _LOGGER.debug("memory growth not changed for %s", gpu.name)
 
 
 class EmbeddedBatch(NamedTuple):
@@ -226,11 +239,7 @@ class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
 
         if not self._model_dir:
             raise ValueError("TFSavedModelHandler has no model_dir")
-        for gpu in tf.config.list_physical_devices("GPU"):
-            try:
-                tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:  # the GPU was initialised already: growth is fixed for the process
-                _LOGGER.debug("memory growth not changed for %s", gpu.name)
+        enable_gpu_memory_growth()
         if is_keras_file(self._model_dir):
             loaded = _load_keras(self._model_dir)
             loaded.warm_up()

@@ -182,31 +182,44 @@ class _ImageInputsFn(beam.DoFn):
     def setup(self) -> None:
         import tensorflow as tf  # deferred: the launcher never decodes images
 
+        from transforms.embed import enable_gpu_memory_growth
+
+        enable_gpu_memory_growth()  # this may be the process' first TF use, before the model's load
         mi = self._input
         channels = mi.channels or 0
         if mi.encoded_images:
             @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
             def decode(data):  # only checks that TF can decode it
-                return tf.shape(tf.io.decode_image(data, expand_animations=False))
+                with tf.device("/CPU:0"):
+                    return tf.shape(tf.io.decode_image(data, expand_animations=False))
         else:
             dtype = tf.as_dtype(mi.dtype)
 
             @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
             def decode(data):
-                image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-                image = tf.image.resize(image, [mi.height, mi.width])  # float32 pixels in [0, 255]
-                if dtype.is_integer:
-                    return tf.saturate_cast(tf.round(image), dtype)
-                return tf.cast(image, dtype)
+                with tf.device("/CPU:0"):  # one small image: not worth a trip to an accelerator
+                    image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+                    image = tf.image.resize(image, [mi.height, mi.width])  # float32 in [0, 255]
+                    if dtype.is_integer:
+                        return tf.saturate_cast(tf.round(image), dtype)
+                    return tf.cast(image, dtype)
         self._decode = decode
         self._errors = (tf.errors.InvalidArgumentError,)
+        missing: list[type] = [OSError]  # Beam's BeamIOError is an OSError too
+        try:  # GCS reports a missing object with google's NotFound, at the first read
+            from google.api_core.exceptions import NotFound
+
+            missing.append(NotFound)
+        except ImportError:
+            _LOGGER.debug("google-api-core not installed: no gs:// NotFound to catch")
+        self._missing = tuple(missing)
 
     def _read(self, value: bytes) -> tuple[bytes | None, str, str]:
         """(encoded image, payload note, error) of one value: the bytes themselves or the file's."""
         kind = image_kind(value)
         if kind:
             return value, f"<{len(value)} bytes of {kind}>", ""
-        from apache_beam.io.filesystems import BeamIOError, FileSystems
+        from apache_beam.io.filesystems import FileSystems
 
         try:
             path = value.decode("utf-8").strip()
@@ -218,7 +231,7 @@ class _ImageInputsFn(beam.DoFn):
         try:
             with FileSystems.open(path, compression_type="uncompressed") as fh:
                 return fh.read(), path, ""
-        except (OSError, BeamIOError) as e:
+        except self._missing as e:
             if isinstance(e, IsADirectoryError) or not FileSystems.exists(path):
                 return None, path, f"image path {path!r} is not a readable file ({type(e).__name__})"
             raise  # the file is there: a transient failure, retried with the bundle
