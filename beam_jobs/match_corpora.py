@@ -154,7 +154,9 @@ def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list, writes: lis
     for role in roles:
         label = _role_label(role)
         read = p | f"Read{label}" >> ReadCorpus(file_pattern=globs[role], input_format=cfg.input_format,
-                                                role=role, batch_size=cfg.batch_size)
+                                                role=role, batch_size=cfg.batch_size,
+                                                binary_fields=(cfg.image_field,) if cfg.image_field
+                                                else ())
         valid = read.batches | f"Validate{label}" >> ValidateRecords(
             role=role, id_field=cfg.id_field, vector_field=cfg.vector_field,
             text_fields=cfg.text_fields, numeric_fields=cfg.numeric_fields, distance=cfg.distance,

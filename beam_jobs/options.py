@@ -57,8 +57,8 @@ _FLAG_ENTRIES: list[tuple[str, str, tuple[str, ...] | None]] = [
      "(the raw --text_fields, no tf.Transform; see --text_pooling), or with --image_field one image "
      "input. Default: the built-in embedder.", None),
     ("image_field", "Field holding each record's image, for an image --model_dir (instead of "
-     "--text_fields/--numeric_fields): encoded JPEG/PNG/GIF/BMP bytes (e.g. a parquet binary "
-     "column) or a path/URI read through Beam FileSystems (tf.Example files: paths only). Images "
+     "--text_fields/--numeric_fields): encoded JPEG/PNG/GIF/BMP bytes (a parquet binary column, a "
+     "tf.Example bytes feature) or a path/URI read through Beam FileSystems. Images "
      "are decoded and resized to the model's [height, width, channels] and fed as pixel values in "
      "[0, 255]; a model taking tf.string gets the encoded bytes.", None),
     ("text_pooling", "A raw-text --model_dir (one tf.string input): join (one string per record, its "

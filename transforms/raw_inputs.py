@@ -16,9 +16,9 @@ Text (``kind='text'``), per record, from the ``--text_fields`` in their order:
 
 Images (``kind='image'``), from ``--image_field``: a value that begins with a JPEG, PNG, GIF or BMP
 signature is the encoded image itself (a parquet binary column, say); any other value (every text
-value) is a path or URI, read through Beam FileSystems (local, gs://, ...). tf.Example files can
-carry paths but not image bytes (their reader decodes bytes values as UTF-8). Images are decoded and
-resized to the model's [height, width, channels] in TF ops (``tf.io.decode_image``; bilinear
+value) is a path or URI, read through Beam FileSystems (local, gs://, ...). In tf.Example files the
+image feature is read as bytes (``ReadCorpus(binary_fields=...)``). Images are decoded and resized
+to the model's [height, width, channels] in TF ops (``tf.io.decode_image``; bilinear
 ``tf.image.resize``, which does not keep the aspect ratio; 1 or 3 channels, converted as TF
 decodes), and fed as pixel values in [0, 255] in the input's dtype: scaling or normalising belongs
 in the model. A model whose one input is a ``tf.string`` batch gets the encoded bytes as they are,

@@ -296,3 +296,24 @@ def test_a_kept_index_remembers_how_raw_inputs_were_fed():
     joined = dataclasses.replace(cfg, index_dir="o", text_pooling=None)
     with pytest.raises(ConfigError, match="--text_pooling 'mean'; this run has --text_pooling None"):
         check_kept_index(joined, kept, "sha256:abc")
+
+
+def test_tf_example_files_keep_the_image_field_as_bytes(models, tmp_path):
+    from transforms.io import _read_rows, encode_example, frame_tfrecord
+
+    images = byo_models.random_images(2, seed=6)
+    encoded = [byo_models.encode_png(im) for im in images]
+    with open(tmp_path / "photos.tfrecord", "wb") as fh:
+        for i, data in enumerate(encoded):
+            fh.write(frame_tfrecord(encode_example({"id": f"t{i}", "photo": data, "title": "x"})))
+    (raw,) = list(_read_rows(str(tmp_path / "photos.tfrecord"), "tfrecord", 10, frozenset({"photo"})))
+    assert [row["photo"] for row in raw.rows] == [[e] for e in encoded]
+    assert raw.rows[0]["title"] == ["x"]  # other bytes features still decode as text
+    (plain,) = list(_read_rows(str(tmp_path / "photos.tfrecord"), "tfrecord", 10))
+    assert isinstance(plain.rows[0]["photo"][0], str)  # without binary_fields: UTF-8 text, as before
+    (batch,), dead = validate_features(raw, role="input", id_field="id", text_fields=(), numeric_fields=(),
+                                       image_field="photo", allow_empty=True)
+    mi = _resolve(models["cnn"], text_fields=(), image_field="photo")
+    (inputs,), dead = _split(list(_image_fn(mi).process(batch)))
+    assert not dead
+    np.testing.assert_array_equal(inputs.inputs["image"], np.stack(images).astype(np.float32))
