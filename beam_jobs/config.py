@@ -166,6 +166,17 @@ class MatchConfig:
         return self.embeds and not self.image_field and (
             self.model_input is None or self.model_input.kind == "features")
 
+    @property
+    def text_feed(self) -> tuple[str | None, str | None]:
+        """How a raw-text model gets the text: (pooling, separator) with the defaults filled in (the
+        separator None under mean pooling); (None, None) for any other model."""
+        if self.model_input is None or self.model_input.kind != "text":
+            return None, None
+        pooling = self.text_pooling or "join"
+        if pooling != "join":
+            return pooling, None
+        return pooling, " " if self.text_separator is None else self.text_separator
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["model_input"] = self.model_input._asdict() if self.model_input else None
@@ -261,6 +272,9 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         if flags.get(name) not in (None, "") and (not _str(flags, "model_dir") or not text_fields):
             raise ConfigError(f"--{name} is for a --model_dir taking raw text (one tf.string input) "
                               "with --text_fields")
+    if text_separator is not None and _str(flags, "text_pooling") == "mean":
+        raise ConfigError("--text_separator joins fields (--text_pooling join); --text_pooling mean "
+                          "embeds each field alone")
     embeds = bool(text_fields or numeric_fields or image_field)
     compares = bool(text_fields or numeric_fields)  # what the pairwise scorer compares
     for name in ("model_dir", "transform_fn_dir"):

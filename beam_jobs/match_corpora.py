@@ -214,10 +214,10 @@ def _embed_raw(cfg: MatchConfig, features: dict[str, beam.PCollection],
     vectors = {}
     for role in features:
         label = _role_label(role)
+        pooling, separator = cfg.text_feed
         prepared = features[role] | f"PrepareModelInputs{label}" >> PrepareModelInputs(
             model_input=cfg.model_input, text_fields=cfg.text_fields, image_field=cfg.image_field,
-            text_pooling=cfg.text_pooling or "join",
-            text_separator=" " if cfg.text_separator is None else cfg.text_separator)
+            text_pooling=pooling or "join", text_separator=separator or "")
         dead.append(prepared.dead_letters)
         embedded = prepared.batches | f"Embed{label}" >> EmbedRecords(
             model_dir=cfg.model_dir, min_batch_size=cfg.embed_min_batch_size,
@@ -563,7 +563,7 @@ def _index_static(cfg: MatchConfig, model_fp: str | None = None) -> dict[str, An
             "image_field": cfg.image_field,
             "model_dir": cfg.model_dir, "model_fingerprint": model_fp if cfg.embeds else None,
             "model_input": cfg.model_input._asdict() if cfg.model_input else None,
-            "text_pooling": cfg.text_pooling, "text_separator": cfg.text_separator,
+            "text_pooling": cfg.text_feed[0], "text_separator": cfg.text_feed[1],
             "transform_fn_dir": cfg.transform_fn_dir,
             # Where this run's preprocessing lives: a later --index_dir run must embed with it.
             "transform_fn_used": (cfg.transform_fn_dir or f"{cfg.output}/transform_fn")
@@ -581,7 +581,7 @@ def check_kept_index(cfg: MatchConfig, kept: dict[str, Any], model_fp: str | Non
                        ("numeric_fields", list(cfg.numeric_fields)),
                        ("image_field", cfg.image_field),
                        # how raw text becomes the model's input changes the vectors too
-                       ("text_pooling", cfg.text_pooling), ("text_separator", cfg.text_separator)):
+                       ("text_pooling", cfg.text_feed[0]), ("text_separator", cfg.text_feed[1])):
         if kept.get(flag) != ours:
             raise ConfigError(f"--index_dir {cfg.index_dir} was built with --{flag} {kept.get(flag)!r}; "
                               f"this run has --{flag} {ours!r}")

@@ -166,6 +166,8 @@ def test_range_errors_state_the_bound():
     (_flags(image_field="photo", model_dir="m", text_pooling="mean"), "--text_pooling"),
     (_flags(text_fields="name", model_dir="m", text_pooling="max"), "--text_pooling must be one of"),
     (_flags(image_field="photo", model_dir="m", scorer="fields"), "--scorer fields compares"),
+    (_flags(text_fields="a", model_dir="m", text_pooling="mean", text_separator=";"),
+     "--text_separator joins fields"),
 ])
 def test_model_input_flag_errors_name_the_flag(flags, named):
     with pytest.raises(ConfigError, match=named):

@@ -294,8 +294,13 @@ def test_a_kept_index_remembers_how_raw_inputs_were_fed():
     assert kept["transform_fn_used"] is None and kept["model_input"]["kind"] == "text"
     check_kept_index(dataclasses.replace(cfg, index_dir="o"), kept, "sha256:abc")
     joined = dataclasses.replace(cfg, index_dir="o", text_pooling=None)
-    with pytest.raises(ConfigError, match="--text_pooling 'mean'; this run has --text_pooling None"):
+    with pytest.raises(ConfigError, match="--text_pooling 'mean'; this run has --text_pooling 'join'"):
         check_kept_index(joined, kept, "sha256:abc")
+    # the defaults, given or not, are the same feed
+    kept = _index_static(joined, "sha256:abc")
+    assert (kept["text_pooling"], kept["text_separator"]) == ("join", " ")
+    check_kept_index(dataclasses.replace(joined, text_pooling="join", text_separator=" "), kept,
+                     "sha256:abc")
 
 
 def test_tf_example_files_keep_the_image_field_as_bytes(models, tmp_path):
