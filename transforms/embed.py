@@ -373,10 +373,12 @@ class _LoadedKerasModel(_LoadedModel):
         import tensorflow as tf
 
         names = list(input_specs)
+        # A fixed signature (batch dimension None): one trace for every batch size.
         if len(names) == 1:
-            fn = tf.function(lambda x: model(x, training=False))
+            fn = tf.function(lambda x: model(x, training=False),
+                             input_signature=[input_specs[names[0]]])
         else:
-            fn = tf.function(lambda feed: model(feed, training=False))
+            fn = tf.function(lambda feed: model(feed, training=False), input_signature=[input_specs])
         super().__init__(model, fn, input_specs, "")
         self._names = names
 
@@ -488,7 +490,10 @@ def _export_default(export_dir: str, text_fields: tuple[str, ...], numeric_field
 
 
 class EmbedRecords(beam.PTransform):
-    """PCollection[TransformedBatch] -> EmbedResult(vectors=PCollection[VectorBatch], dead_letters)."""
+    """PCollection[TransformedBatch] -> EmbedResult(vectors=PCollection[VectorBatch], dead_letters).
+
+    PCollection[ModelInputBatch] (``transforms.raw_inputs``) for a model taking raw text or images.
+    """
 
     def __init__(self, *, model_dir: str | None = None, run_dir: str | None = None,
                  text_fields: tuple[str, ...] = (), numeric_fields: tuple[str, ...] = (),
@@ -497,7 +502,8 @@ class EmbedRecords(beam.PTransform):
         """Initialises the transform.
 
         Args:
-            model_dir: a SavedModel taking the preprocessed features; None = the default embedder.
+            model_dir: a SavedModel or .keras file taking the preprocessed features (or, for
+                ModelInputBatch elements, raw text or images); None = the default embedder.
             run_dir: the run's output directory; the default embedder is exported to
                 ``<run_dir>/default_model``. Required when model_dir is None.
             text_fields: the text fields preprocessed (the default embedder needs them).
