@@ -11,6 +11,7 @@ import dataclasses
 import math
 from typing import Any
 
+from transforms.model_signature import ModelInput
 from transforms.schema import DISTANCES, INPUT_FORMATS, OUTPUT_FORMATS
 
 __all__ = ["MatchConfig", "ConfigError", "config_from_options", "scann_params_for"]
@@ -106,6 +107,12 @@ class MatchConfig:
     text_fields: tuple[str, ...] = ()
     numeric_fields: tuple[str, ...] = ()
     model_dir: str | None = None
+    image_field: str | None = None
+    text_pooling: str | None = None  # None: not given (join)
+    text_separator: str | None = None  # None: not given (one space)
+    # What --model_dir takes (transforms.model_signature), read from the model at launch; None for
+    # the built-in embedder or before launch has read it.
+    model_input: ModelInput | None = None
     transform_fn_dir: str | None = None
     embed_batch_size: int = 4096
     embed_min_batch_size: int = 64
@@ -150,10 +157,30 @@ class MatchConfig:
     @property
     def embeds(self) -> bool:
         """True when records are embedded in the pipeline rather than carrying vectors."""
-        return bool(self.text_fields or self.numeric_fields)
+        return bool(self.text_fields or self.numeric_fields or self.image_field)
+
+    @property
+    def preprocesses(self) -> bool:
+        """True when the records go through tf.Transform before the model: the built-in embedder and
+        models taking preprocessed features; False for raw-text and image models."""
+        return self.embeds and not self.image_field and (
+            self.model_input is None or self.model_input.kind == "features")
+
+    @property
+    def text_feed(self) -> tuple[str | None, str | None]:
+        """How a raw-text model gets the text: (pooling, separator) with the defaults filled in (the
+        separator None under mean pooling); (None, None) for any other model."""
+        if self.model_input is None or self.model_input.kind != "text":
+            return None, None
+        pooling = self.text_pooling or "join"
+        if pooling != "join":
+            return pooling, None
+        return pooling, " " if self.text_separator is None else self.text_separator
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["model_input"] = self.model_input._asdict() if self.model_input else None
+        return out
 
 
 _CALIBRATED = ("max_distance", "min_probability", "scoring_model")
@@ -239,10 +266,32 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
     if id_field in text_fields or id_field in numeric_fields:
         raise ConfigError(f"--id_field {id_field!r} cannot also be embedded (--text_fields / "
                           "--numeric_fields)")
-    embeds = bool(text_fields or numeric_fields)
+    image_field = _str(flags, "image_field")
+    if image_field and (text_fields or numeric_fields):
+        raise ConfigError("--image_field feeds an image model: give it or --text_fields/--numeric_fields, "
+                          "not both")
+    if image_field and not _str(flags, "model_dir"):
+        raise ConfigError("--image_field needs --model_dir (an image model); the built-in embedder "
+                          "reads --text_fields/--numeric_fields")
+    if image_field and image_field == id_field:
+        raise ConfigError(f"--image_field {image_field!r} is the --id_field")
+    if image_field and _str(flags, "transform_fn_dir"):
+        raise ConfigError("--transform_fn_dir: an image model (--image_field) takes no preprocessed "
+                          "features")
+    text_separator = flags.get("text_separator")  # not stripped: spaces are the point
+    text_separator = None if text_separator is None or text_separator == "" else str(text_separator)
+    for name in ("text_pooling", "text_separator"):
+        if flags.get(name) not in (None, "") and (not _str(flags, "model_dir") or not text_fields):
+            raise ConfigError(f"--{name} is for a --model_dir taking raw text (one tf.string input) "
+                              "with --text_fields")
+    if text_separator is not None and _str(flags, "text_pooling") == "mean":
+        raise ConfigError("--text_separator joins fields (--text_pooling join); --text_pooling mean "
+                          "embeds each field alone")
+    embeds = bool(text_fields or numeric_fields or image_field)
+    compares = bool(text_fields or numeric_fields)  # what the pairwise scorer compares
     for name in ("model_dir", "transform_fn_dir"):
         if _str(flags, name) and not embeds:
-            raise ConfigError(f"--{name} needs --text_fields or --numeric_fields")
+            raise ConfigError(f"--{name} needs --text_fields, --numeric_fields or --image_field")
 
     cfg = MatchConfig(
         mode=mode,
@@ -257,6 +306,10 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         text_fields=text_fields,
         numeric_fields=numeric_fields,
         model_dir=_str(flags, "model_dir"),
+        image_field=image_field,
+        text_pooling=(_choice(flags, "text_pooling", TEXT_POOLINGS, "join")
+                      if _str(flags, "text_pooling") else None),
+        text_separator=text_separator,
         transform_fn_dir=_str(flags, "transform_fn_dir"),
         embed_batch_size=_int(flags, "embed_batch_size", 4096, 1),
         embed_min_batch_size=_int(flags, "embed_min_batch_size", 64, 1),
@@ -287,8 +340,8 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         index_dir=index_dir.rstrip("/") if index_dir else None,
         append=append,
         rescore=_choice(flags, "rescore", ("exact", "wasserstein"), "exact"),
-        scorer=_scorer(flags, embeds),
-        min_probability=_min_probability(flags, embeds),
+        scorer=_scorer(flags, compares),
+        min_probability=_min_probability(flags, compares),
         scoring_model=_str(flags, "scoring_model"),
         output_format=_choice(flags, "output_format", OUTPUT_FORMATS, "parquet"),
         num_output_shards=_int(flags, "num_output_shards", None, 1),
@@ -304,9 +357,9 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
     if cfg.target_recall is not None and cfg.index == "exact" and cfg.routing == "all":
         raise ConfigError("--target_recall tunes ScaNN search effort and the routing probe; with "
                           "--index exact and --routing all there is nothing to tune")
-    if cfg.scorer != "none" and not embeds:
+    if cfg.scorer != "none" and not compares:
         raise ConfigError(f"--scorer {cfg.scorer} compares the records' --text_fields/--numeric_fields: "
-                          "give them, or --scorer none for precomputed vectors")
+                          "give them, or --scorer none for precomputed vectors and images")
     if cfg.scorer == "model" and not cfg.scoring_model:
         raise ConfigError("--scorer model needs --scoring_model (a fitted DIR/scoring/model.json)")
     if cfg.scoring_model and cfg.scorer != "model":
@@ -333,6 +386,7 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
 
 
 INDEX_CHOICES = ("auto", "scann", "exact")
+TEXT_POOLINGS = ("join", "mean")  # as transforms.raw_inputs.TEXT_POOLINGS (kept Beam-free here)
 # The smallest distance each --distance can report (dot, -dot, has none): a --max_distance below it
 # would drop every pair. Cosine (1 - cos) lies in [0, 2]; squared L2 and the Wasserstein rescore are >= 0.
 _LOWEST_DISTANCE = {"cosine": 0.0, "squared_l2": 0.0}
@@ -351,15 +405,16 @@ def _check_max_distance(cfg: MatchConfig) -> None:
                           f"{'' if cfg.distance == 'cosine' and cfg.rescore != 'wasserstein' else ' >= 0'}")
 
 
-def _scorer(flags: dict, embeds: bool) -> str:
-    """--scorer; default fields when the job embeds (model with --scoring_model), else none."""
-    default = ("model" if _str(flags, "scoring_model") else "fields") if embeds else "none"
+def _scorer(flags: dict, compares: bool) -> str:
+    """--scorer; default fields when the job embeds text/numeric fields (model with
+    --scoring_model), else none (precomputed vectors, images)."""
+    default = ("model" if _str(flags, "scoring_model") else "fields") if compares else "none"
     return _choice(flags, "scorer", ("none", "fields", "model"), default)
 
 
-def _min_probability(flags: dict, embeds: bool) -> float | None:
+def _min_probability(flags: dict, compares: bool) -> float | None:
     """--min_probability in [0, 1]; default 0.5 when a scorer runs (0 keeps every pair)."""
-    scorer = _scorer(flags, embeds)
+    scorer = _scorer(flags, compares)
     value = _float(flags, "min_probability", None, 0.0, 1.0)
     if scorer == "none":
         return None

@@ -50,7 +50,8 @@ from transforms.shard_records import FindDuplicateIds, ShardRecords, SplitQueryB
 from transforms.spill import delete_spill_dir, new_spill_dir
 from transforms.validate import CheckDims, ValidateRecords
 
-__all__ = ["build_pipeline", "run", "main", "PipelineOutputs", "LOCAL_RUNNERS"]
+__all__ = ["build_pipeline", "run", "main", "PipelineOutputs", "LOCAL_RUNNERS",
+           "resolve_model_input"]
 
 _LOGGER = logging.getLogger(__name__)
 LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "FnApiRunner",
@@ -153,11 +154,15 @@ def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list, writes: lis
     for role in roles:
         label = _role_label(role)
         read = p | f"Read{label}" >> ReadCorpus(file_pattern=globs[role], input_format=cfg.input_format,
-                                                role=role, batch_size=cfg.batch_size)
+                                                role=role, batch_size=cfg.batch_size,
+                                                binary_fields=(cfg.image_field,) if cfg.image_field
+                                                else ())
         valid = read.batches | f"Validate{label}" >> ValidateRecords(
             role=role, id_field=cfg.id_field, vector_field=cfg.vector_field,
             text_fields=cfg.text_fields, numeric_fields=cfg.numeric_fields, distance=cfg.distance,
-            max_id_length=cfg.max_id_length)
+            max_id_length=cfg.max_id_length, image_field=cfg.image_field,
+            # a raw-text or image model's embed step rejects records with nothing to embed
+            allow_empty=cfg.embeds and not cfg.preprocesses)
         rows_read[role] = read.rows_read
         vectors[role] = valid.batches
         dead += [read.dead_letters, valid.dead_letters]
@@ -170,8 +175,14 @@ def _read_corpora(p, cfg: MatchConfig, roles: list[str], dead: list, writes: lis
 def _preprocess_and_embed(cfg: MatchConfig, features: dict[str, beam.PCollection],
                           dead: list, writes: list | None = None) -> dict[str, beam.PCollection]:
     """FeatureBatch per role -> tf.Transform (analysed once over all corpora, or a saved
-    transform_fn) -> the model (RunInference, batched) -> prepared VectorBatch per role."""
+    transform_fn) -> the model (RunInference, batched) -> prepared VectorBatch per role.
+
+    A model taking raw text or images skips tf.Transform: FeatureBatch -> its inputs
+    (transforms.raw_inputs) -> the same RunInference handler."""
     from transforms.embed import EmbedRecords
+
+    if not cfg.preprocesses:
+        return _embed_raw(cfg, features, dead)
     from transforms.preprocess import AnalyzeAndTransformFeatures
 
     pre = features | "Preprocess" >> AnalyzeAndTransformFeatures(
@@ -192,6 +203,66 @@ def _preprocess_and_embed(cfg: MatchConfig, features: dict[str, beam.PCollection
         vectors[role] = embedded.vectors | f"PrepareVectors{label}" >> beam.Map(
             _prepare_batch, cfg.distance)
     return vectors
+
+
+def _embed_raw(cfg: MatchConfig, features: dict[str, beam.PCollection],
+               dead: list) -> dict[str, beam.PCollection]:
+    """FeatureBatch per role -> raw text or images -> a model of the user's own -> VectorBatch."""
+    from transforms.embed import EmbedRecords
+    from transforms.raw_inputs import PrepareModelInputs
+
+    vectors = {}
+    for role in features:
+        label = _role_label(role)
+        pooling, separator = cfg.text_feed
+        prepared = features[role] | f"PrepareModelInputs{label}" >> PrepareModelInputs(
+            model_input=cfg.model_input, text_fields=cfg.text_fields, image_field=cfg.image_field,
+            text_pooling=pooling or "join", text_separator=separator or "")
+        dead.append(prepared.dead_letters)
+        embedded = prepared.batches | f"Embed{label}" >> EmbedRecords(
+            model_dir=cfg.model_dir, min_batch_size=cfg.embed_min_batch_size,
+            max_batch_size=cfg.embed_max_batch_size, call_rows=cfg.embed_batch_size)
+        dead.append(embedded.dead_letters)
+        vectors[role] = embedded.vectors | f"PrepareVectors{label}" >> beam.Map(
+            _prepare_batch, cfg.distance)
+    return vectors
+
+
+def resolve_model_input(cfg: MatchConfig) -> MatchConfig:
+    """The config with ``model_input`` read from ``--model_dir``'s serving signature (or Keras
+    inputs), and the flags that depend on it checked: else ConfigError naming the flag and the
+    signature's inputs. The built-in embedder and precomputed vectors have nothing to read."""
+    import dataclasses
+
+    from beam_jobs.config import ConfigError
+
+    if not cfg.model_dir or not cfg.embeds or cfg.model_input is not None:
+        return cfg
+    from transforms.model_ref import ModelNotFoundError
+    from transforms.model_signature import read_model_inputs
+    from transforms.model_signature import resolve_model_input as resolve
+
+    features = ()
+    if cfg.text_fields or cfg.numeric_fields:
+        from transforms.preprocess import output_feature_keys
+
+        features = output_feature_keys(cfg.text_fields, cfg.numeric_fields)
+    try:
+        found = resolve(read_model_inputs(cfg.model_dir), model_dir=cfg.model_dir,
+                        text_fields=cfg.text_fields, numeric_fields=cfg.numeric_fields,
+                        image_field=cfg.image_field, feature_names=features)
+    except (ModelNotFoundError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    if found.kind != "text":
+        for name in ("text_pooling", "text_separator"):
+            if getattr(cfg, name) is not None:
+                raise ConfigError(f"--{name}: --model_dir {cfg.model_dir} takes {found.kind}, not one "
+                                  "tf.string input of raw text")
+    if found.kind == "text" and cfg.transform_fn_dir:
+        raise ConfigError(f"--transform_fn_dir: --model_dir {cfg.model_dir} takes raw text; nothing is "
+                          "preprocessed")
+    _LOGGER.info("--model_dir %s takes %s", cfg.model_dir, found)
+    return dataclasses.replace(cfg, model_input=found)
 
 
 def _prepare_batch(batch, distance: str):
@@ -302,6 +373,7 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
     every output is written; a waiting launcher writes it itself after the run (see
     transforms.run_dir).
     """
+    cfg = resolve_model_input(cfg)  # prepare() has done it; tests may call build_pipeline directly
     reuse = kept_index is not None and not cfg.append
     if cfg.mode == "dedup":
         roles = [Role.INPUT]
@@ -488,11 +560,14 @@ def _index_static(cfg: MatchConfig, model_fp: str | None = None) -> dict[str, An
     return {"format_version": 1, "distance": cfg.distance, "index": cfg.index, "id_field": cfg.id_field,
             "vector_field": None if cfg.embeds else cfg.vector_field,
             "text_fields": list(cfg.text_fields), "numeric_fields": list(cfg.numeric_fields),
+            "image_field": cfg.image_field,
             "model_dir": cfg.model_dir, "model_fingerprint": model_fp if cfg.embeds else None,
+            "model_input": cfg.model_input._asdict() if cfg.model_input else None,
+            "text_pooling": cfg.text_feed[0], "text_separator": cfg.text_feed[1],
             "transform_fn_dir": cfg.transform_fn_dir,
             # Where this run's preprocessing lives: a later --index_dir run must embed with it.
-            "transform_fn_used": (cfg.transform_fn_dir or f"{cfg.output}/transform_fn") if cfg.embeds
-            else None,
+            "transform_fn_used": (cfg.transform_fn_dir or f"{cfg.output}/transform_fn")
+            if cfg.preprocesses else None,
             "versions": stack_versions()}
 
 
@@ -503,7 +578,10 @@ def check_kept_index(cfg: MatchConfig, kept: dict[str, Any], model_fp: str | Non
 
     for flag, ours in (("distance", cfg.distance), ("id_field", cfg.id_field),
                        ("text_fields", list(cfg.text_fields)),
-                       ("numeric_fields", list(cfg.numeric_fields))):
+                       ("numeric_fields", list(cfg.numeric_fields)),
+                       ("image_field", cfg.image_field),
+                       # how raw text becomes the model's input changes the vectors too
+                       ("text_pooling", cfg.text_feed[0]), ("text_separator", cfg.text_feed[1])):
         if kept.get(flag) != ours:
             raise ConfigError(f"--index_dir {cfg.index_dir} was built with --{flag} {kept.get(flag)!r}; "
                               f"this run has --{flag} {ours!r}")
@@ -556,6 +634,7 @@ def prepare(argv: list[str] | None):
             model_fp = model_fingerprint(cfg.model_dir, cfg.text_fields, cfg.numeric_fields)
         except ModelNotFoundError as e:
             raise ConfigError(str(e)) from None
+        cfg = resolve_model_input(cfg)
     kept = None
     if cfg.index_dir:
         from transforms.build import read_index_manifest
@@ -564,7 +643,7 @@ def prepare(argv: list[str] | None):
         kept["num_shards"] = (kept["plan"].num_shards if kept["plan"] is not None
                               else len(kept["shards"]))
         check_kept_index(cfg, kept, model_fp)
-        if cfg.embeds and not cfg.transform_fn_dir:
+        if cfg.preprocesses and not cfg.transform_fn_dir:
             # New queries must be preprocessed exactly as the kept candidates were.
             import dataclasses
 

@@ -51,8 +51,22 @@ _FLAG_ENTRIES: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("text_fields", "Comma list of text fields to embed with the model (instead of --vector_field).",
      None),
     ("numeric_fields", "Comma list of numeric fields to embed with the model.", None),
-    ("model_dir", "TF SavedModel directory used to embed records; default: the built-in embedder.",
-     None),
+    ("model_dir", "The model that embeds records: a TF SavedModel directory or a Keras .keras file. "
+     "Its serving signature is read at launch and decides how it is fed: the preprocessed features "
+     "of --text_fields/--numeric_fields by name (tf.Transform first), one tf.string [batch] input "
+     "(the raw --text_fields, no tf.Transform; see --text_pooling), or with --image_field one image "
+     "input. Default: the built-in embedder.", None),
+    ("image_field", "Field holding each record's image, for an image --model_dir (instead of "
+     "--text_fields/--numeric_fields): encoded JPEG/PNG/GIF/BMP bytes (a parquet binary column, a "
+     "tf.Example bytes feature) or a path/URI read through Beam FileSystems. Images "
+     "are decoded and resized to the model's [height, width, channels] and fed as pixel values in "
+     "[0, 255]; a model taking tf.string gets the encoded bytes.", None),
+    ("text_pooling", "A raw-text --model_dir (one tf.string input): join (one string per record, its "
+     "non-empty --text_fields joined by --text_separator) or mean (each non-empty field embedded "
+     "alone; the record's vector is the mean of its fields' vectors). Default join.",
+     ("join", "mean")),
+    ("text_separator", "With --text_pooling join: the text between the joined fields, taken as given "
+     "(spaces kept). Default one space.", None),
     ("transform_fn_dir", "Reuse a saved tf.Transform transform_fn instead of analysing the data.", None),
     ("embed_batch_size", "Most rows per model call when embedding (bounds GPU memory; capped by "
      "--embed_max_batch_size). Default 4096.", None),
@@ -164,8 +178,9 @@ JOB_FLAGS: list[Flag] = [Flag(*entry) for entry in _FLAG_ENTRIES]
 # The sections of ``corpus-match --help``, in order; each flag is in one (tests check).
 FLAG_GROUPS: dict[str, tuple[str, ...]] = {
     "Inputs": ("queries", "candidates", "input", "input_format", "id_field", "vector_field"),
-    "Embedding": ("text_fields", "numeric_fields", "model_dir", "transform_fn_dir", "embed_batch_size",
-                  "embed_min_batch_size", "embed_max_batch_size"),
+    "Embedding": ("text_fields", "numeric_fields", "model_dir", "image_field", "text_pooling",
+                  "text_separator", "transform_fn_dir", "embed_batch_size", "embed_min_batch_size",
+                  "embed_max_batch_size"),
     "Matching": ("top_k", "distance", "max_distance", "calibration", "rescore", "collapse_duplicates",
                  "scorer", "scoring_model", "min_probability"),
     "Index and routing": ("index", "num_shards", "max_shard_vectors", "worker_memory_gb", "routing",

@@ -609,9 +609,10 @@ def _launch_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _gpu_notes(args: argparse.Namespace, params: dict[str, str]) -> list[str]:
-    if args.variant == "gpu" and not (params.get("text_fields") or params.get("numeric_fields")):
-        return ["warning: --variant gpu without --text_fields/--numeric_fields: nothing is embedded, "
-                "the GPUs would idle"]
+    if args.variant == "gpu" and not (params.get("text_fields") or params.get("numeric_fields")
+                                      or params.get("image_field")):
+        return ["warning: --variant gpu without --text_fields/--numeric_fields/--image_field: nothing "
+                "is embedded, the GPUs would idle"]
     return []
 
 

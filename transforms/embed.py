@@ -1,9 +1,14 @@
-"""Embeds preprocessed records with a TF SavedModel through RunInference, one model call per batch.
+"""Embeds records with a TF SavedModel or Keras model through RunInference, one model call per batch.
 
 :class:`TFSavedModelHandler` is a Beam ``ModelHandler`` for any SavedModel whose serving signature takes
 (some of) the preprocessed features by name and returns a float [batch, dim] tensor: the built-in
 embedder (:mod:`transforms.default_embedder`) and user models exported with Keras' ``model.export()``
-or ``tf.saved_model.save`` alike. It loads the model once per worker process with
+or ``tf.saved_model.save`` alike. The same handler serves models that take raw text or images
+(:mod:`transforms.model_signature`): their elements are :class:`~transforms.raw_inputs.ModelInputBatch`
+(dense arrays already), stacked and called the same way, and with ``segments`` (``--text_pooling
+mean``) a row's vector is the mean of its inputs' vectors. A Keras model file (``.keras``) is loaded
+with ``keras.saving.load_model`` and called through one ``tf.function``.
+It loads the model once per worker process with
 ``tf.saved_model.load`` (RunInference shares it between the process' threads), turns on GPU memory
 growth when there are GPUs, and for every batch of elements stacks the rows of all of them into one
 dense array per signature input, calls the signature once per at most ``max_batch_size`` rows (bounded
@@ -44,7 +49,7 @@ from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
 from transforms.schema import VectorBatch
 
 __all__ = ["TFSavedModelHandler", "EmbeddedBatch", "EmbeddedBatchCoder", "EmbedRecords", "EmbedResult",
-           "features_to_numpy", "DEFAULT_MODEL_DIRNAME"]
+           "features_to_numpy", "enable_gpu_memory_growth", "DEFAULT_MODEL_DIRNAME"]
 
 _LOGGER = logging.getLogger(__name__)
 STAGE = "embed"
@@ -127,6 +132,19 @@ def features_to_numpy(table: pa.RecordBatch | pa.Table, input_specs: dict[str, A
     return out
 
 
+def enable_gpu_memory_growth() -> None:
+    """GPU memory growth on for every GPU of the process (no-op without GPUs). Called by whatever
+    touches TF first in a worker process (the model's load, the image decoder's setup): growth
+    cannot be changed once a GPU is initialised."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # the GPU was initialised already: growth is fixed for the process
+            _LOGGER.debug("memory growth not changed for %s", gpu.name)
+
+
 class EmbeddedBatch(NamedTuple):
     """One batch element after the model: its rows' ids, origins, features and vectors (aligned)."""
 
@@ -167,10 +185,11 @@ beam.coders.registry.register_coder(EmbeddedBatch, EmbeddedBatchCoder)
 
 
 class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
-    """RunInference handler for TF SavedModels taking preprocessed features (see the module docstring).
+    """RunInference handler for TF SavedModels and Keras files (see the module docstring).
 
-    Examples are batch elements with ``ids``, ``origins`` and ``table`` (``TransformedBatch``); each
-    gets one :class:`EmbeddedBatch` carrying its float32 [rows, dim] vectors. (Not Beam's
+    Examples are batch elements with ``ids``, ``origins`` and ``table`` (``TransformedBatch``), or
+    with ``inputs`` too (``ModelInputBatch``, raw text or images); each gets one
+    :class:`EmbeddedBatch` carrying its float32 [rows, dim] vectors. (Not Beam's
     ``PredictionResult``: a type of our own has a coder that sizes it without encoding it, which Beam
     otherwise does for sampled elements of every PCollection.)
     """
@@ -181,8 +200,9 @@ class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
         """Initialises the handler.
 
         Args:
-            model_dir: the SavedModel directory (local or any TF filesystem). May be None when the
-                path arrives through RunInference's model metadata side input.
+            model_dir: the SavedModel directory (local or any TF filesystem), or a ``.keras`` file
+                (any Beam filesystem). May be None when the path arrives through RunInference's
+                model metadata side input.
             signature_name: the serving signature to call; 'serve' is tried when the name is absent.
             output_key: the signature output holding the vectors; default: 'embedding' if present, else
                 the only output.
@@ -212,16 +232,18 @@ class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
             self._model_dir = model_path
 
     def load_model(self) -> Any:
-        """Loads the SavedModel (once per process; RunInference caches it) and picks its signature."""
+        """Loads the model (once per process; RunInference caches it) and picks its signature."""
         import tensorflow as tf  # deferred: keeps the launcher and pure tests free of TF
+
+        from transforms.model_ref import is_keras_file
 
         if not self._model_dir:
             raise ValueError("TFSavedModelHandler has no model_dir")
-        for gpu in tf.config.list_physical_devices("GPU"):
-            try:
-                tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:  # the GPU was initialised already: growth is fixed for the process
-                _LOGGER.debug("memory growth not changed for %s", gpu.name)
+        enable_gpu_memory_growth()
+        if is_keras_file(self._model_dir):
+            loaded = _load_keras(self._model_dir)
+            loaded.warm_up()
+            return loaded
         model = tf.saved_model.load(self._model_dir)
         signatures = model.signatures
         name = self._signature_name
@@ -248,7 +270,10 @@ class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
                       inference_args: dict[str, Any] | None = None) -> Iterable[EmbeddedBatch]:
         """Embeds all rows of all elements with one model call per ``max_batch_size`` rows."""
         tables = [e.table for e in batch if len(e)]
-        if tables:
+        if tables and hasattr(batch[0], "inputs"):  # ModelInputBatch: raw text or images
+            with self._timer:
+                vectors = model.embed_inputs([e for e in batch if len(e)], self._max_rows)
+        elif tables:
             with self._timer:
                 table = tables[0] if len(tables) == 1 else pa.Table.from_batches(tables)
                 vectors = model.embed(table, self._max_rows)
@@ -263,7 +288,8 @@ class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
         return results
 
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
-        return sum(e.table.nbytes for e in batch)
+        return sum(e.table.nbytes + sum(a.nbytes for a in getattr(e, "inputs", {}).values())
+                   for e in batch)
 
     def get_metrics_namespace(self) -> str:
         return "corpus_matcher_embed"
@@ -284,7 +310,7 @@ class _LoadedModel:
         self.output_key = output_key
 
     def warm_up(self) -> None:
-        """Calls the signature once on one all-zero row, so its one-off graph optimisation happens at
+        """Calls the model once on one all-zero row, so its one-off graph optimisation happens at
         load time rather than on the first batch."""
         import tensorflow as tf
 
@@ -293,21 +319,112 @@ class _LoadedModel:
             shape = [1 if d is None else d for d in spec.shape.as_list()]
             feed[name] = tf.zeros(shape, spec.dtype)
         try:
-            self.fn(**feed)
+            self.call(feed)
         except (tf.errors.OpError, ValueError, TypeError) as e:  # warm-up is optional
             _LOGGER.info("warm-up call skipped: %s", e)
 
-    def embed(self, table: pa.RecordBatch | pa.Table, max_rows: int) -> np.ndarray:
+    def call(self, feed: dict[str, Any]) -> np.ndarray:
+        """One model call on dense inputs (numpy arrays or tensors) -> numpy [rows, dim]."""
         import tensorflow as tf
 
+        return self.fn(**{k: tf.constant(v) for k, v in feed.items()})[self.output_key].numpy()
+
+    def embed(self, table: pa.RecordBatch | pa.Table, max_rows: int) -> np.ndarray:
         chunks = []
         for start in range(0, table.num_rows, max_rows):
             part = table.slice(start, max_rows) if table.num_rows > max_rows else table
-            feed = features_to_numpy(part, self.input_specs)
-            out = self.fn(**{k: tf.constant(v) for k, v in feed.items()})[self.output_key]
-            chunks.append(out.numpy())
+            chunks.append(self.call(features_to_numpy(part, self.input_specs)))
         vectors = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
         return vectors.astype(np.float32, copy=False)
+
+    def embed_inputs(self, elements: Sequence[Any], max_rows: int) -> np.ndarray:
+        """Vectors of the rows of ModelInputBatch elements: their inputs stacked, one call per
+        ``max_rows`` inputs; with segments, a row's vector is the mean of its inputs' vectors."""
+        names = sorted(elements[0].inputs)
+        ours = sorted(self.input_specs)
+        if names != ours and not (len(names) == len(ours) == 1):  # one input: its name is not needed
+            raise ValueError(f"the model takes {ours}; the batch has {names}")
+        arrays = {ours[i]: np.concatenate([e.inputs[k] for e in elements]) if len(elements) > 1
+                  else elements[0].inputs[k] for i, k in enumerate(names)}
+        total = len(next(iter(arrays.values())))
+        chunks = [self.call({k: v[start:start + max_rows] for k, v in arrays.items()})
+                  for start in range(0, total, max_rows)]
+        vectors = (chunks[0] if len(chunks) == 1 else np.concatenate(chunks)).astype(np.float32,
+                                                                                      copy=False)
+        if elements[0].segments is None:
+            return vectors
+        segments, offset = [], 0
+        for e in elements:  # each element's segments count its own rows
+            segments.append(e.segments + offset)
+            offset += len(e)
+        segments = np.concatenate(segments)
+        # Segments are sorted and every row has one input at least: sum each row's run, divide.
+        starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
+        counts = np.diff(np.r_[starts, len(segments)])
+        if len(starts) != offset:
+            raise ValueError(f"{offset} rows but {len(starts)} have inputs")
+        return (np.add.reduceat(vectors, starts, axis=0) / counts[:, None]).astype(np.float32)
+
+
+class _LoadedKerasModel(_LoadedModel):
+    """A Keras model file, called through one tf.function over its inputs (in their declared order)."""
+
+    def __init__(self, model: Any, input_specs: dict[str, Any]):
+        import tensorflow as tf
+
+        names = list(input_specs)
+        # A fixed signature (batch dimension None): one trace for every batch size.
+        if len(names) == 1:
+            fn = tf.function(lambda x: model(x, training=False),
+                             input_signature=[input_specs[names[0]]])
+        else:
+            fn = tf.function(lambda feed: model(feed, training=False), input_signature=[input_specs])
+        super().__init__(model, fn, input_specs, "")
+        self._names = names
+
+    def call(self, feed: dict[str, Any]) -> np.ndarray:
+        import tensorflow as tf
+
+        tensors = {k: tf.convert_to_tensor(v, dtype=self.input_specs[k].dtype) for k, v in feed.items()}
+        out = self.fn(tensors[self._names[0]]) if len(self._names) == 1 else self.fn(tensors)
+        if isinstance(out, dict):
+            out = next(iter(out.values())) if len(out) == 1 else out.get("embedding")
+        elif isinstance(out, (list, tuple)):
+            out = out[0] if len(out) == 1 else None
+        if out is None:
+            raise ValueError("the Keras model has several outputs; export one returning the vectors "
+                             "(or a dict with 'embedding')")
+        return out.numpy()
+
+
+def _load_keras(path: str) -> _LoadedKerasModel:
+    """Loads a .keras file (copied to a local temporary file first when it is not local)."""
+    import os
+    import tempfile
+
+    import keras  # Keras 3: .keras files are its format (TF_USE_LEGACY_KERAS affects tf.keras only)
+    import tensorflow as tf
+    from apache_beam.io.filesystems import FileSystems
+
+    local = path.removeprefix("file://")
+    temp = None
+    if FileSystems.get_scheme(path) not in (None, "file"):
+        with FileSystems.open(path, compression_type="uncompressed") as src, tempfile.NamedTemporaryFile(
+                suffix=".keras", delete=False) as dst:
+            while chunk := src.read(1 << 24):
+                dst.write(chunk)
+        local = temp = dst.name
+    try:
+        model = keras.saving.load_model(local, compile=False)
+    finally:
+        if temp:
+            os.unlink(temp)
+    specs = {}
+    for tensor in model.inputs:
+        name = getattr(tensor, "name", None) or f"input_{len(specs)}"
+        specs[name] = tf.TensorSpec(tuple(tensor.shape), tf.as_dtype(tensor.dtype), name=name)
+    _LOGGER.info("loaded Keras model %s (inputs %s)", path, sorted(specs))
+    return _LoadedKerasModel(model, specs)
 
 
 class EmbedResult(NamedTuple):
@@ -373,7 +490,10 @@ def _export_default(export_dir: str, text_fields: tuple[str, ...], numeric_field
 
 
 class EmbedRecords(beam.PTransform):
-    """PCollection[TransformedBatch] -> EmbedResult(vectors=PCollection[VectorBatch], dead_letters)."""
+    """PCollection[TransformedBatch] -> EmbedResult(vectors=PCollection[VectorBatch], dead_letters).
+
+    PCollection[ModelInputBatch] (``transforms.raw_inputs``) for a model taking raw text or images.
+    """
 
     def __init__(self, *, model_dir: str | None = None, run_dir: str | None = None,
                  text_fields: tuple[str, ...] = (), numeric_fields: tuple[str, ...] = (),
@@ -382,7 +502,8 @@ class EmbedRecords(beam.PTransform):
         """Initialises the transform.
 
         Args:
-            model_dir: a SavedModel taking the preprocessed features; None = the default embedder.
+            model_dir: a SavedModel or .keras file taking the preprocessed features (or, for
+                ModelInputBatch elements, raw text or images); None = the default embedder.
             run_dir: the run's output directory; the default embedder is exported to
                 ``<run_dir>/default_model``. Required when model_dir is None.
             text_fields: the text fields preprocessed (the default embedder needs them).

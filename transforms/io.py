@@ -11,8 +11,9 @@ elements:
   string, parsed later by validation);
 - tfrecord: ``tf.Example`` records, each decoded to ``{feature: list}``. *Every* feature stays a list,
   even with one value (the reader does not know which field is the vector); validation unwraps
-  length-1 lists for scalar fields. Bytes values decode as UTF-8 (errors replaced), floats are the
-  float32 values widened to Python floats. No TensorFlow import: the Example messages are built from
+  length-1 lists for scalar fields. Bytes values decode as UTF-8 (errors replaced), except those of
+  ``binary_fields`` (an image field), which stay bytes; floats are the float32 values widened to
+  Python floats. No TensorFlow import: the Example messages are built from
   a private protobuf descriptor pool with the same wire format (a test pins TensorFlow's bytes).
 
 jsonl, csv and tfrecord files may be gzipped (``.gz``). Row numbers (``RawBatch.first_row``) count
@@ -245,13 +246,15 @@ def _utf8_text(value: bytes, replaced: list[int] | None) -> str:
         return value.decode("utf-8", errors="replace")
 
 
-def decode_example(data: bytes, *, replaced: list[int] | None = None) -> dict[str, list]:
+def decode_example(data: bytes, *, replaced: list[int] | None = None,
+                   binary_fields: frozenset[str] = frozenset()) -> dict[str, list]:
     """Parses a serialized ``tf.Example`` into ``{feature: list of values}`` (see module docstring).
 
     Args:
         data: the serialized Example.
         replaced: optional one-element counter, increased by the bytes values that were not valid
             UTF-8 (decoded with U+FFFD replacing the invalid bytes).
+        binary_fields: features whose bytes values are returned as bytes, undecoded.
 
     Raises:
         google.protobuf.message.DecodeError: ``data`` is not a valid Example.
@@ -261,7 +264,9 @@ def decode_example(data: bytes, *, replaced: list[int] | None = None) -> dict[st
     for name in sorted(example.features.feature):
         feature = example.features.feature[name]
         kind = feature.WhichOneof("kind")
-        if kind == "bytes_list":
+        if kind == "bytes_list" and name in binary_fields:
+            row[name] = list(feature.bytes_list.value)
+        elif kind == "bytes_list":
             row[name] = [_utf8_text(v, replaced) for v in feature.bytes_list.value]
         elif kind == "float_list":
             row[name] = list(feature.float_list.value)
@@ -635,14 +640,14 @@ def _csv_rows(fh, path: str):
             yield dict(zip(header, row, strict=True))
 
 
-def _tfrecord_rows(fh, path: str):
+def _tfrecord_rows(fh, path: str, binary_fields: frozenset[str] = frozenset()):
     replaced_values = Metrics.counter(metrics.NAMESPACE, "utf8_replaced_values")
     for index, data, error in iter_tfrecords(fh):
         rows = 1
         if error is None:
             try:
                 replaced = [0]
-                row = decode_example(data, replaced=replaced)
+                row = decode_example(data, replaced=replaced, binary_fields=binary_fields)
                 if replaced[0]:  # documented: kept with U+FFFD, and counted
                     replaced_values.inc(replaced[0])
                 yield row
@@ -690,18 +695,21 @@ def _until_stream_fault(items, path: str):
             "", path, rows=UNKNOWN_ROWS)
 
 
-def _read_rows(path: str, fmt: str, batch_size: int):
+def _read_rows(path: str, fmt: str, batch_size: int, binary_fields: frozenset[str] = frozenset()):
+    reader = _ROW_READERS[fmt]
+    if fmt == "tfrecord" and binary_fields:
+        reader = functools.partial(_tfrecord_rows, binary_fields=binary_fields)
     with _open_rows(path, fmt) as fh:
-        yield from _rows_to_batches(_until_stream_fault(_ROW_READERS[fmt](fh, path), path), path,
-                                    batch_size)
+        yield from _rows_to_batches(_until_stream_fault(reader(fh, path), path), path, batch_size)
 
 
 class _ReadUnitFn(beam.DoFn):
     """One read unit -> RawBatches, plus dead letters and the unit's row count on tagged outputs."""
 
-    def __init__(self, role: str, batch_size: int):
+    def __init__(self, role: str, batch_size: int, binary_fields: frozenset[str] = frozenset()):
         self._role = role
         self._batch_size = batch_size
+        self._binary_fields = binary_fields
         self._rows_read = Metrics.counter(metrics.NAMESPACE, metrics.records_read_counter(role))
         self._timer = metrics.StageTimer("read")
 
@@ -712,7 +720,7 @@ class _ReadUnitFn(beam.DoFn):
             if fmt == "parquet":
                 items = list(_read_parquet(path, row_group, first_row, self._batch_size, rows))
             else:
-                items = list(_read_rows(path, fmt, self._batch_size))
+                items = list(_read_rows(path, fmt, self._batch_size, self._binary_fields))
         count = 0
         for item in items:
             if isinstance(item, DeadLetter):
@@ -738,7 +746,8 @@ class ReadCorpus(beam.PTransform):
     ``<role>_read`` counter of the ``corpus_matcher`` metric namespace.
     """
 
-    def __init__(self, *, file_pattern: str, input_format: str, role: str, batch_size: int = 4096):
+    def __init__(self, *, file_pattern: str, input_format: str, role: str, batch_size: int = 4096,
+                 binary_fields: tuple[str, ...] = ()):
         """Validates the arguments.
 
         Args:
@@ -747,6 +756,8 @@ class ReadCorpus(beam.PTransform):
             input_format: one of ``INPUT_FORMATS``; ``'auto'`` picks per file by extension.
             role: a :class:`~transforms.schema.Role` value, used in counters.
             batch_size: most rows per RawBatch.
+            binary_fields: tf.Example features kept as bytes rather than decoded as UTF-8 (an
+                image field holding encoded images).
 
         Raises:
             ValueError: an argument is out of range.
@@ -765,6 +776,7 @@ class ReadCorpus(beam.PTransform):
         self._input_format = input_format
         self._role = role
         self._batch_size = batch_size
+        self._binary_fields = frozenset(binary_fields)
 
     def expand(self, pbegin):
         files = pbegin | "MatchFiles" >> fileio.MatchFiles(
@@ -774,7 +786,8 @@ class ReadCorpus(beam.PTransform):
                 DEAD_LETTER_TAG, _ROW_COUNT_TAG, main="units")
         read = (planned.units
                 | "SpreadReadUnits" >> beam.Reshuffle()
-                | "ReadUnits" >> beam.ParDo(_ReadUnitFn(self._role, self._batch_size)).with_outputs(
+                | "ReadUnits" >> beam.ParDo(_ReadUnitFn(self._role, self._batch_size,
+                                                        self._binary_fields)).with_outputs(
                     DEAD_LETTER_TAG, _ROW_COUNT_TAG, main="batches"))
         dead_letters = ((planned[DEAD_LETTER_TAG], read[DEAD_LETTER_TAG])
                         | "FlattenDeadLetters" >> beam.Flatten())

@@ -1,11 +1,12 @@
 """Validation: turns raw rows into clean batches, sending every bad record to dead letters.
 
 ``ValidateRecords`` checks ids (present, non-empty, finite when numeric, at most ``max_id_length``
-characters, valid Unicode) and either the precomputed vector (numeric,
-finite, non-zero under cosine) or, when the job embeds, the text/numeric fields to embed. Vectors of a
-length other than the corpus' dimension are rejected by ``CheckDims`` once the dimension is known (the
-most common length over both corpora, computed in the pipeline). Duplicate ids are found later, where
-records are grouped by id hash (``transforms.sharding.ShardRecords``), since no single batch can see them.
+characters, valid Unicode) and either the precomputed vector (numeric, finite, non-zero under cosine)
+or, when the job embeds, the text/numeric fields to embed (or the image field: bytes kept as they are,
+text as its UTF-8 bytes, a path; see ``transforms.raw_inputs``). Vectors of a length other than the
+corpus' dimension are rejected by ``CheckDims`` once the dimension is known (the most common length over
+both corpora, computed in the pipeline). Duplicate ids are found later, where records are grouped by id
+hash (``transforms.sharding.ShardRecords``), since no single batch can see them.
 
 Vectors leave this module already prepared for the chosen distance (L2-normalised for cosine).
 """
@@ -320,17 +321,36 @@ def _numeric_value(value: Any) -> tuple[float | None, str]:
     return number, ""
 
 
+def _image_value(value: Any) -> tuple[bytes | None, str]:
+    """An image field's value as bytes (None = missing) and an error ('' if fine): bytes as they
+    are, text (a path or URI) as its UTF-8."""
+    value = _scalar(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None, ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return (bytes(value) or None), ""
+    if isinstance(value, str):
+        if not _encodable(value):
+            return None, "not valid Unicode (a lone surrogate, which UTF-8 cannot encode)"
+        return (value.strip().encode("utf-8") or None), ""
+    return None, f"expected image bytes or a path, got {type(value).__name__}"
+
+
 def validate_features(raw: RawBatch, *, role: str, id_field: str, text_fields: tuple[str, ...],
-                      numeric_fields: tuple[str, ...], max_id_length: int = DEFAULT_MAX_ID_LENGTH
+                      numeric_fields: tuple[str, ...], max_id_length: int = DEFAULT_MAX_ID_LENGTH,
+                      image_field: str | None = None, allow_empty: bool = False
                       ) -> tuple[list[FeatureBatch], list[DeadLetter]]:
     """Validates ids and the fields to embed; bad numeric values go to dead letters (stage 'preprocess').
 
     Missing text or numeric values are kept as nulls (the preprocessing handles them); a record with
-    every embedded field missing has nothing to match on and is rejected.
+    every embedded field missing has nothing to match on and is rejected, unless ``allow_empty``
+    (a model of the user's own, whose embed step rejects such records: stage 'embed'). The
+    ``image_field`` column is binary (``_image_value``).
     """
     n = len(raw)
     ids, id_errors = _read_ids(raw, id_field, max_id_length)
-    fields = list(text_fields) + list(numeric_fields)
+    image_fields = (image_field,) if image_field else ()
+    fields = list(text_fields) + list(numeric_fields) + list(image_fields)
     if raw.table is not None:
         names = set(raw.table.schema.names)
         columns = {f: raw.table.column(f).to_pylist() if f in names else [None] * n for f in fields}
@@ -352,7 +372,10 @@ def validate_features(raw: RawBatch, *, role: str, id_field: str, text_fields: t
         for f in numeric_fields:
             row[f], err = _numeric_value(columns[f][i])
             error = error or (err and f"field {f!r}: {err}")
-        if not error and all(row[f] is None for f in fields):
+        for f in image_fields:
+            row[f], err = _image_value(columns[f][i])
+            error = error or (err and f"field {f!r}: {err}")
+        if not error and not allow_empty and all(row[f] is None for f in fields):
             error = f"every embedded field is missing ({', '.join(fields)})"
         if error:
             dead.append(make_dead_letter("preprocess", ids[i], error, _row_payload(raw, i), origin))
@@ -364,6 +387,7 @@ def validate_features(raw: RawBatch, *, role: str, id_field: str, text_fields: t
         return [], dead
     arrays = [pa.array(out[f], type=pa.string()) for f in text_fields]
     arrays += [pa.array(out[f], type=pa.float64()) for f in numeric_fields]
+    arrays += [pa.array(out[f], type=pa.binary()) for f in image_fields]
     table = pa.RecordBatch.from_arrays(arrays, names=fields)
     rows = np.array(keep, dtype=np.int64)
     batch = FeatureBatch(ids=np.array([ids[i] for i in keep], dtype=object),
@@ -374,8 +398,11 @@ def validate_features(raw: RawBatch, *, role: str, id_field: str, text_fields: t
 class _ValidateFn(beam.DoFn):
     def __init__(self, role: str, id_field: str, vector_field: str, text_fields: tuple[str, ...],
                  numeric_fields: tuple[str, ...], distance: str,
-                 max_id_length: int = DEFAULT_MAX_ID_LENGTH):
+                 max_id_length: int = DEFAULT_MAX_ID_LENGTH, image_field: str | None = None,
+                 allow_empty: bool = False):
         self._role = role
+        self._image_field = image_field
+        self._allow_empty = allow_empty
         self._max_id_length = max_id_length
         self._id_field = id_field
         self._vector_field = vector_field
@@ -387,11 +414,13 @@ class _ValidateFn(beam.DoFn):
 
     def process(self, raw: RawBatch) -> Iterator[Any]:
         with self._timer:
-            if self._text_fields or self._numeric_fields:
+            if self._text_fields or self._numeric_fields or self._image_field:
                 batches, dead = validate_features(raw, role=self._role, id_field=self._id_field,
                                                   text_fields=self._text_fields,
                                                   numeric_fields=self._numeric_fields,
-                                                  max_id_length=self._max_id_length)
+                                                  max_id_length=self._max_id_length,
+                                                  image_field=self._image_field,
+                                                  allow_empty=self._allow_empty)
             else:
                 batches, dead = validate_vectors(raw, role=self._role, id_field=self._id_field,
                                                  vector_field=self._vector_field,
@@ -409,16 +438,19 @@ class ValidateRecords(beam.PTransform):
 
     def __init__(self, *, role: str, id_field: str, vector_field: str = "embedding",
                  text_fields: tuple[str, ...] = (), numeric_fields: tuple[str, ...] = (),
-                 distance: str = "cosine", max_id_length: int = DEFAULT_MAX_ID_LENGTH):
+                 distance: str = "cosine", max_id_length: int = DEFAULT_MAX_ID_LENGTH,
+                 image_field: str | None = None, allow_empty: bool = False):
+        """``image_field`` and ``allow_empty``: see :func:`validate_features`."""
         super().__init__()
         if not id_field:
             raise ValueError("id_field must be non-empty")
         if isinstance(max_id_length, bool) or not isinstance(max_id_length, int) or max_id_length < 1:
             raise ValueError(f"max_id_length must be a positive int, got {max_id_length!r}")
-        if not (text_fields or numeric_fields) and not vector_field:
-            raise ValueError("give vector_field, or text_fields/numeric_fields to embed")
+        if not (text_fields or numeric_fields or image_field) and not vector_field:
+            raise ValueError("give vector_field, or text_fields/numeric_fields/image_field to embed")
         self._fn = _ValidateFn(role, id_field, vector_field, tuple(text_fields),
-                               tuple(numeric_fields), distance, max_id_length)
+                               tuple(numeric_fields), distance, max_id_length, image_field or None,
+                               allow_empty)
 
     def expand(self, raw_batches):
         out = raw_batches | "Validate" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG,

@@ -157,3 +157,32 @@ def test_range_errors_state_the_bound():
         config_from_flags(_flags(worker_memory_gb="0"))
     with pytest.raises(ConfigError, match=r"--max_bad_record_ratio must be a finite number in \[0, 1\]"):
         config_from_flags(_flags(max_bad_record_ratio="1.5"))
+
+
+@pytest.mark.parametrize("flags, named", [
+    (_flags(image_field="photo"), "--image_field needs --model_dir"),
+    (_flags(image_field="photo", model_dir="m", text_fields="name"), "--image_field"),
+    (_flags(image_field="id", model_dir="m"), "--image_field 'id' is the --id_field"),
+    (_flags(image_field="photo", model_dir="m", transform_fn_dir="t"), "--transform_fn_dir"),
+    (_flags(text_fields="name", text_pooling="mean"), "--text_pooling is for a --model_dir"),
+    (_flags(text_fields="name", text_separator=" | "), "--text_separator is for a --model_dir"),
+    (_flags(image_field="photo", model_dir="m", text_pooling="mean"), "--text_pooling"),
+    (_flags(text_fields="name", model_dir="m", text_pooling="max"), "--text_pooling must be one of"),
+    (_flags(image_field="photo", model_dir="m", scorer="fields"), "--scorer fields compares"),
+    (_flags(text_fields="a", model_dir="m", text_pooling="mean", text_separator=";"),
+     "--text_separator joins fields"),
+])
+def test_model_input_flag_errors_name_the_flag(flags, named):
+    with pytest.raises(ConfigError, match=named):
+        config_from_flags(flags)
+
+
+def test_an_image_model_embeds_without_a_scorer_and_separators_keep_their_spaces():
+    cfg = config_from_flags(_flags(image_field="photo", model_dir="m.keras"))
+    assert cfg.embeds and cfg.scorer == "none" and cfg.min_probability is None
+    assert not cfg.preprocesses and cfg.target_recall == EMBEDDED_TARGET_RECALL
+    cfg = config_from_flags(_flags(text_fields="a,b", model_dir="m", text_separator=" | ",
+                                   text_pooling="JOIN"))
+    assert cfg.text_separator == " | " and cfg.text_pooling == "join" and cfg.scorer == "fields"
+    assert cfg.preprocesses  # until launch reads the model (model_input) it is taken as a feature model
+    assert config_from_flags(_flags(text_fields="a", model_dir="m", text_separator="")).text_separator is None

@@ -41,3 +41,17 @@ def test_the_builtin_embedder_is_fingerprinted_by_version_and_fields():
     assert one.startswith("builtin:default_embedder-v")
     assert one != model_fingerprint(None, ("city", "name"), ())
     assert one != model_fingerprint(None, ("name", "city"), ("age",))
+
+
+def test_a_keras_file_is_fingerprinted_by_its_bytes(tmp_path):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"PK zip of config and weights")
+    copy = tmp_path / "copy" / "M.keras"
+    copy.parent.mkdir()
+    shutil.copy(model, copy)
+    assert model_fingerprint(str(model)) == model_fingerprint(str(copy))
+    assert model_fingerprint(str(model)).startswith("sha256:")
+    copy.write_bytes(b"PK zip of config and other weights")
+    assert model_fingerprint(str(model)) != model_fingerprint(str(copy))
+    with pytest.raises(ModelNotFoundError, match="--model_dir .*gone.keras: no such Keras model file"):
+        model_fingerprint(str(tmp_path / "gone.keras"))
