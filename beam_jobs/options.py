@@ -132,7 +132,7 @@ _FLAG_ENTRIES: list[tuple[str, str, tuple[str, ...] | None]] = [
      "wasserstein (1-D Wasserstein distance of the vectors' values). Default exact.",
      ("exact", "wasserstein")),
     ("scorer", "Pairwise scoring of the candidate pairs after the merge: fields (compare the "
-     "records' --text_fields/--numeric_fields: exact, Jaro-Winkler/token-sort, date-aware and "
+     "records' --text_fields/--numeric_fields: exact, Jaro-Winkler/token-sort/character-gram, date-aware and "
      "relative-difference levels, combined by a Fellegi-Sunter model fitted by EM on the run's own "
      "candidate pairs, u from random pairs, term-frequency adjusted) adds match_weight and "
      "match_probability columns and (link mode) ranks each query's pairs by them; none keeps the "

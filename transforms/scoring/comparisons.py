@@ -17,9 +17,15 @@ Levels of one field (the same scale for every field kind, so one field's m/u tab
 * ``MISSING`` (-1): either side is missing or empty after normalisation. It carries no evidence
   (weight 0), never a crash.
 * 0 exact: the normalised values are equal (numbers: equal).
-* 1, 2, 3: decreasing similarity. Text: ``max(Jaro-Winkler, token-sort ratio)`` of the normalised
-  strings at >= 0.94 / 0.88 / 0.75 (the token-sort ratio forgives reordered words: ``smith john`` vs
-  ``john smith``, ``univ melbourne dept physics`` vs ``dept physics univ melbourne``). Dates (both
+* 1, 2, 3: decreasing similarity. Text: ``max(Jaro-Winkler, token-sort ratio, gram cosine)`` of the
+  normalised strings at >= 0.94 / 0.88 / 0.75. The token-sort ratio forgives reordered words
+  (``smith john`` vs ``john smith``); the gram cosine (:func:`gram_cosine`: character 2- and 3-grams
+  of the value padded with a space, counted) forgives reordered parts, dropped words and typos
+  together (``dept of physics univ of melbourne`` vs ``university of melbourne physics``), where
+  both edit ratios fall apart. The last two apply where either value has two or more words. On
+  generated organisation records (bench.quality orgs) the gram cosine took the pairwise F1 at
+  ``match_probability >= 0.5`` from 0.43 to 0.63 (TF-IDF exact cosine: 0.55 at its best
+  threshold); on person records it changed nothing. Dates (both
   values whole dates): 1 = one of year, month, day differs or day and month are swapped (the
   typical typo and US/EU confusion), 3 = the years are within 1 otherwise; 2 is not used for dates.
   Numbers: relative difference <= 1 % / 5 % / 25 %.
@@ -46,6 +52,7 @@ __all__ = [
     "date_codes",
     "value_hashes",
     "compare_text",
+    "gram_cosine",
     "compare_numbers",
     "compare_fields",
     "take_rows",
@@ -193,6 +200,56 @@ def _date_levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return level
 
 
+_GRAM_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: a multiplicative rolling hash
+_TRIGRAM_TAG = np.uint64(0x632BE59BD9B4E019)  # keeps 3-gram hashes apart from 2-gram hashes
+
+
+def _gram_keys(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(row of each gram, 64-bit hash of each gram): the character 2- and 3-grams of each word of
+    every value with a space on either side, vectorised over a padded code-point matrix."""
+    padded = [f" {v} " for v in values]
+    width = max(len(v) for v in padded)
+    codes = np.array(padded, dtype=f"<U{width}").view(np.uint32).reshape(len(padded), width)
+    lengths = np.fromiter((len(v) for v in padded), dtype=np.int64, count=len(padded))
+    c = codes.astype(np.uint64)
+    with np.errstate(over="ignore"):  # uint64 products wrap: that is the hash
+        two = c[:, :-1] * _GRAM_MULT + c[:, 1:]
+        three = (two[:, :-1] * _GRAM_MULT + c[:, 2:]) ^ _TRIGRAM_TAG
+    pos = np.arange(width - 1)
+    ok2 = pos[None, :] < (lengths - 1)[:, None]
+    # No 3-gram centred on a space: grams stay within a word and its boundaries (as scikit-learn's
+    # char_wb does), so reordered words cost nothing.
+    ok3 = (pos[None, :-1] < (lengths - 2)[:, None]) & (codes[:, 1:-1] != ord(" "))
+    rows = np.broadcast_to(np.arange(len(padded))[:, None], codes.shape)
+    return (np.concatenate([rows[:, :-1][ok2], rows[:, :-2][ok3]]),
+            np.concatenate([two[ok2], three[ok3]]))
+
+
+def gram_cosine(a: list[str], b: list[str]) -> np.ndarray:
+    """Cosine of the character 2/3-gram count vectors of aligned non-empty strings, float64 [m].
+
+    Numpy over the whole batch (no per-pair Python): both sides' grams as (row, hash, side), one
+    sort, then per run of one (row, gram) the count on each side.
+    """
+    m = len(a)
+    if not m:
+        return np.zeros(0)
+    ra, ka = _gram_keys(a)
+    rb, kb = _gram_keys(b)
+    rows, keys = np.concatenate([ra, rb]), np.concatenate([ka, kb])
+    side_b = np.r_[np.zeros(len(ra)), np.ones(len(rb))]
+    order = np.lexsort((keys, rows))
+    rows, keys, side_b = rows[order], keys[order], side_b[order]
+    starts = np.flatnonzero(np.r_[True, (rows[1:] != rows[:-1]) | (keys[1:] != keys[:-1])])
+    count_b = np.add.reduceat(side_b, starts)
+    count_a = np.diff(np.r_[starts, len(rows)]) - count_b
+    row = rows[starts]
+    dot = np.bincount(row, weights=count_a * count_b, minlength=m)
+    norms = (np.bincount(row, weights=count_a * count_a, minlength=m)
+             * np.bincount(row, weights=count_b * count_b, minlength=m))
+    return dot / np.sqrt(np.maximum(norms, 1e-300))
+
+
 def compare_text(a: np.ndarray, b: np.ndarray, date_a: np.ndarray | None = None,
                  date_b: np.ndarray | None = None) -> np.ndarray:
     """Levels of aligned normalised text values (object arrays of str or None), int8 [m]."""
@@ -217,9 +274,9 @@ def compare_text(a: np.ndarray, b: np.ndarray, date_a: np.ndarray | None = None,
                             count=len(ra))
         if multi.any():
             at = np.flatnonzero(multi)
-            sorted_sim = process.cpdist([ra[i] for i in at], [rb[i] for i in at],
-                                        scorer=fuzz.token_sort_ratio, workers=1) / 100.0
-            sim[at] = np.maximum(sim[at], sorted_sim)
+            left, right = [ra[i] for i in at], [rb[i] for i in at]
+            sorted_sim = process.cpdist(left, right, scorer=fuzz.token_sort_ratio, workers=1) / 100.0
+            sim[at] = np.maximum(np.maximum(sim[at], sorted_sim), gram_cosine(left, right))
         lv[rest] = _cut(np.asarray(sim, dtype=np.float64), _TEXT_CUTS, higher_is_closer=True)
         if date_a is not None:
             da, db = date_a[rows][rest], date_b[rows][rest]

@@ -49,6 +49,8 @@ __all__ = [
     "estimate_u",
     "fit_em",
     "fit_em_classes",
+    "fit_em_fields_first",
+    "fit_with_derived",
     "fit_prior",
     "probability",
 ]
@@ -72,6 +74,8 @@ _CLOSE_LEVELS = 3
 _FLOOR = 1e-6
 # One pseudo-pair per level: a level no fitted match shows is rare among matches, not impossible.
 _M_PSEUDO = 1.0
+# A joint fit whose match share is more than this factor off the fields-first fit's is not kept.
+_DERIVED_PRIOR_RATIO = 1.5
 _EM_MAX_ITERATIONS = 200
 _EM_TOLERANCE = 1e-7
 
@@ -382,6 +386,72 @@ def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: fl
     u_fold = sum(shares[k] * tables[k] for k in rest) / sum(shares[k] for k in rest)
     prior = float(np.clip(sum(shares[k] for k in matches), _FLOOR, 1 - _FLOOR))
     return m, u_fold, prior, iterations, converged
+
+
+def _masked(histogram: dict[bytes, int], num_fields: int, fields: tuple[int, ...]) -> dict[bytes, int]:
+    """The histogram with ``fields`` set to MISSING in every pattern (their evidence left out)."""
+    out: dict[bytes, int] = {}
+    for key in sorted(histogram):
+        pattern = np.frombuffer(key, dtype=np.int8).copy()
+        pattern[list(fields)] = MISSING
+        k = pattern.tobytes()
+        out[k] = out.get(k, 0) + histogram[key]
+    return out
+
+
+def fit_em_fields_first(histogram: dict[bytes, int], u: np.ndarray, *, derived: tuple[int, ...],
+                        split: bool = True) -> tuple[np.ndarray, np.ndarray, float, int, bool]:
+    """:func:`fit_em_classes` over the compared fields alone (``derived`` fields left out), then
+    each derived field's m and u as its level shares among the pairs, weighted by their posterior
+    of being matches (or not) under that fit: one M-step, no say in what the classes are.
+
+    A derived field (the embedding distance) is computed from the very fields that are compared,
+    so it is far from independent of them given the class. In a joint fit it can define the
+    classes instead of adding evidence to them: on generated organisation records (three fields)
+    the joint fit's match class held 38 % of the candidate pairs, the true matches 11 %.
+    """
+    num_fields = u.shape[0]
+    m, u_fit, prior, iterations, converged = fit_em_classes(
+        _masked(histogram, num_fields, derived), u, split=split, derived=derived)
+    if not histogram or not derived:
+        return m, u_fit, prior, iterations, converged
+    patterns, counts = _unpack(histogram, num_fields)
+    fields_only = patterns.copy()
+    fields_only[:, list(derived)] = MISSING
+    post = _posterior(fields_only, m, u_fit, prior)
+    present = patterns != MISSING
+    rows = list(derived)
+    m[rows] = _level_shares(patterns, present, counts * post)[rows]
+    u_fit[rows] = _level_shares(patterns, present, counts * (1.0 - post))[rows]
+    return m, u_fit, prior, iterations, converged
+
+
+def fit_with_derived(histogram: dict[bytes, int], u: np.ndarray, *, derived: tuple[int, ...],
+                     split: bool = True) -> tuple[np.ndarray, np.ndarray, float, int, bool, dict]:
+    """The scorer's unsupervised fit: the joint fit (:func:`fit_em_classes`, derived fields in the
+    EM) unless its match share differs from the fields-first fit's (:func:`fit_em_fields_first`)
+    by more than ``_DERIVED_PRIOR_RATIO`` either way, a sign that the derived fields define the
+    classes rather than add to them; then the fields-first fit.
+
+    Measured on the candidate pairs of generated data (pairwise F1 at match probability >= 0.5):
+    organisation records, joint 0.41, fields first 0.63 (match shares 0.378 and 0.124); people
+    link data, joint top-1 F1 0.954, fields first 0.939 (shares 0.076 and 0.068: the joint fit
+    kept); FEBRL3-like data alike either way (0.203 and 0.203).
+
+    Returns:
+        (m, u, prior, iterations, converged, facts): facts say which fit was kept and both shares.
+    """
+    joint = fit_em_classes(histogram, u, split=split, derived=derived)
+    if not derived or not histogram:
+        return (*joint, {"derived_evidence": "joint"})
+    first = fit_em_fields_first(histogram, u, derived=derived, split=split)
+    ratio = joint[2] / first[2]
+    keep_joint = 1.0 / _DERIVED_PRIOR_RATIO <= ratio <= _DERIVED_PRIOR_RATIO
+    chosen = joint if keep_joint else first
+    facts = {"derived_evidence": "joint" if keep_joint else "after the fields",
+             "match_share_joint": round(float(joint[2]), 6),
+             "match_share_fields_first": round(float(first[2]), 6)}
+    return chosen[0], chosen[1], chosen[2], joint[3] + first[3], joint[4] and first[4], facts
 
 
 def fit_prior(histogram: dict[bytes, int], m: np.ndarray, u: np.ndarray, *, start: float = _PRIOR_INIT,

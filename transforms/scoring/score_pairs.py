@@ -15,7 +15,8 @@ Flow, all on batches (never one pair or one record per element):
    sufficient statistics of EM); u comes from random pairs of two deterministic record samples
    (the ``_U_SAMPLE`` records with the smallest salted id hash on each side), term frequencies from
    a count-min sketch of every record's values, summed in a CombineFn. One small step fits m, u
-   and the prior by three-class EM (``fellegi_sunter.fit_em_classes``) and writes
+   and the prior by three-class EM (``fellegi_sunter.fit_with_derived``: the embedding distance
+   in the EM, or, where it would define the classes, fitted after the fields) and writes
    ``DIR/scoring/model.json`` (or takes a given model: ``model_json``).
 4. **Score.** Every pair gets ``match_weight`` and ``match_probability``; pairs below
    ``min_probability`` are dropped. Ranks are re-assigned by the match files' writer
@@ -50,8 +51,8 @@ from transforms.scoring.fellegi_sunter import (
     FellegiSunterModel,
     agreement_rates,
     estimate_u,
-    fit_em_classes,
     fit_prior,
+    fit_with_derived,
     merge_histograms,
     pattern_histogram,
     probability,
@@ -397,7 +398,7 @@ def _distance_shares(histogram: dict[bytes, int], width: int) -> np.ndarray:
 
 def _fit_model(histograms, left_sample, right_sample, sketch, cuts, *, fields: tuple[str, ...],
                kinds: tuple[str, ...]) -> FellegiSunterModel:
-    """EM (m, u and the prior; ``fit_em_classes``) over every candidate pair's level pattern; u starts
+    """EM (m, u and the prior; ``fit_with_derived``) over every candidate pair's level pattern; u starts
     from random pairs.
 
     u is refitted because candidate non-matches (near neighbours) agree on far more than random
@@ -416,7 +417,7 @@ def _fit_model(histograms, left_sample, right_sample, sketch, cuts, *, fields: t
     if sketch is not None and sketch[0] is not None and len(sketch[0]):
         tf_base = agreement_rates(sketch[0])
     u = np.vstack([u, _distance_shares(everything, num_fields + 1)])
-    m, u, prior, iterations, converged = fit_em_classes(everything, u, derived=(num_fields,))
+    m, u, prior, iterations, converged, how = fit_with_derived(everything, u, derived=(num_fields,))
     pairs = int(sum(everything.values()))
     records = int(sketch[1]) if sketch is not None else 0
     rank1_prior = fit_prior(rank1, m, u, start=prior) if rank1 else None
@@ -426,7 +427,7 @@ def _fit_model(histograms, left_sample, right_sample, sketch, cuts, *, fields: t
         "candidate_pairs": pairs, "rank1_pairs": int(sum(rank1.values())), "patterns": len(everything),
         "random_pairs": int(len(random_levels)), "em_iterations": iterations, "converged": converged,
         "rank1_match_share": None if rank1_prior is None else round(rank1_prior, 6),
-        "tf_records": records,
+        "tf_records": records, **how,
         "distance_cuts": [float(c) for c in cuts]},  # no timings here: the file is deterministic
         tf_base=tf_base)
     weights = model.level_weights

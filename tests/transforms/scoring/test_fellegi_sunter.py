@@ -12,7 +12,9 @@ from transforms.scoring.fellegi_sunter import (
     estimate_u,
     fit_em,
     fit_em_classes,
+    fit_em_fields_first,
     fit_prior,
+    fit_with_derived,
     merge_histograms,
     pattern_histogram,
     probability,
@@ -277,3 +279,73 @@ def test_a_split_of_the_matches_themselves_is_not_kept(monkeypatch, classes, siz
     monkeypatch.setattr("transforms.scoring.fellegi_sunter._KIN_AGREEMENT", 2.0)
     _, _, without_test, _, _ = fit_em_classes(hist, u)
     assert without_test < share - 0.01
+
+
+def _orgs_like(seed: int, derived_from_fields: bool):
+    """Planted pairs of organisation-like records: a name (matches close, others far), a city and
+    country most candidate non-matches share, and a derived fourth field: a noisy sum of the three
+    fields' agreement (as an embedding distance is), or evidence independent of them given the class.
+    Returns (levels [n, 4], is_match, u from random pairs)."""
+    rng = np.random.default_rng(seed)
+    n = 40_000
+    is_match = rng.random(n) < 0.1
+    same_city = np.where(is_match, rng.random(n) < 0.9, rng.random(n) < 0.6)
+    name = np.where(is_match, rng.choice(5, n, p=[0.3, 0.3, 0.2, 0.15, 0.05]),
+                    rng.choice(5, n, p=[0.001, 0.009, 0.04, 0.15, 0.8]))
+    city = np.where(same_city, 0, rng.choice([3, 4], n))
+    country = np.where(same_city | (rng.random(n) < 0.8), 0, 4)
+    if derived_from_fields:
+        score = (4 - name) * 0.5 + (city == 0) * 3.0 + (country == 0) + rng.normal(0, 0.5, n)
+    else:
+        score = is_match * 2.0 + rng.normal(0, 1.0, n)
+    derived = np.digitize(-score, np.quantile(-score, [0.2, 0.5, 0.8, 0.95]))
+    levels = np.stack([name, city, country, derived], axis=1).astype(np.int8)
+    k = 5_000
+    random_levels = np.stack([rng.choice(5, k, p=[0.0005, 0.005, 0.02, 0.1, 0.8745]),
+                              np.where(rng.random(k) < 0.02, 0, 4), np.where(rng.random(k) < 0.3, 0, 4),
+                              rng.choice(5, k)], axis=1).astype(np.int8)
+    return levels, is_match, estimate_u(random_levels)
+
+
+def _fit_f1_at_half(fit, levels, is_match) -> float:
+    model = FellegiSunterModel(("name", "city", "country", "distance"), ("text",) * 3 + ("distance",),
+                               fit[0], fit[1], fit[2])
+    kept = probability(model.weights(levels)) >= 0.5
+    return 2 * (kept & is_match).sum() / (kept.sum() + is_match.sum())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("derived_from_fields", [True, False])
+def test_a_derived_field_that_would_define_the_classes_is_fitted_after_the_fields(seed, derived_from_fields):
+    levels, is_match, u = _orgs_like(seed, derived_from_fields)
+    histogram = pattern_histogram(levels)
+    m, u_fit, prior, _, _, facts = fit_with_derived(histogram, u, derived=(3,))
+    joint = fit_em_classes(histogram, u, derived=(3,))
+    first = fit_em_fields_first(histogram, u, derived=(3,))
+    f1_joint, f1_first = _fit_f1_at_half(joint, levels, is_match), _fit_f1_at_half(first, levels, is_match)
+    if derived_from_fields:  # the joint fit double-counts city and country: a match class too big
+        assert facts["derived_evidence"] == "after the fields"
+        assert f1_first > f1_joint + 0.05 and joint[2] > 1.5 * first[2]
+        np.testing.assert_array_equal(m, first[0])
+    else:  # independent evidence: the joint fit uses it, and is the better one
+        assert facts["derived_evidence"] == "joint"
+        assert f1_joint > f1_first
+        np.testing.assert_array_equal(m, joint[0])
+    assert facts["match_share_joint"] == pytest.approx(joint[2], abs=1e-6)
+
+
+def test_fields_first_fits_the_fields_alone_then_the_derived_field_from_their_posteriors():
+    levels, _, u = _orgs_like(3, True)
+    histogram = pattern_histogram(levels)
+    m, u_fit, prior, _, _ = fit_em_fields_first(histogram, u, derived=(3,))
+    masked = levels.copy()
+    masked[:, 3] = MISSING
+    fields = fit_em_classes(pattern_histogram(masked), u, derived=(3,))
+    np.testing.assert_allclose(m[:3], fields[0][:3])
+    np.testing.assert_allclose(u_fit[:3], fields[1][:3])
+    assert prior == pytest.approx(fields[2])
+    # The derived field's m: its level shares weighted by each pair's posterior under the fields.
+    model = FellegiSunterModel(("a", "b", "c", "d"), ("text",) * 4, fields[0], fields[1], fields[2])
+    post = probability(model.weights(masked))
+    shares = np.bincount(levels[:, 3], weights=post, minlength=NUM_LEVELS) + 1.0
+    np.testing.assert_allclose(m[3], shares / shares.sum(), rtol=1e-9)
