@@ -138,7 +138,7 @@ class _IndexStage(NamedTuple):
     cand_shards: beam.PCollection | None  # (shard, VectorBatch) to build; None when reusing
     sizing: beam.PCollection  # singleton shard_sizing dict
     num_shards: beam.PCollection | None  # singleton shard count (names the index directories)
-    aliases: beam.PCollection | None  # (representative id, alias ids) of collapsed exact duplicates
+    aliases: beam.PCollection | None  # AliasGroup of collapsed exact duplicates
     record_ids: beam.PCollection | None = None  # arrays of every valid candidate id (dedup clusters)
 
 
@@ -477,7 +477,7 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         canonical=exclude_self)
     if stage.aliases is not None:
         pairs = pairs | "ExpandExactDuplicates" >> ExpandAliases(
-            aliases=stage.aliases, mode=cfg.mode, top_k=cfg.top_k)
+            aliases=stage.aliases, mode=cfg.mode, top_k=cfg.top_k, distance=cfg.distance)
     audit = None
     if cfg.audit_sample:
         audit_sample = query_batches | "SampleAuditQueries" >> SampleQueries(

@@ -123,7 +123,8 @@ _FLAG_ENTRIES: list[tuple[str, str, tuple[str, ...] | None]] = [
      "precomputed vectors.", None),
     ("collapse_duplicates", "Index records with identical prepared content once: the smallest id "
      "represents them, the others are matched through it (link: same neighbours and distance; "
-     "dedup: a distance-0 pair with the representative). Default true.", ("true", "false")),
+     "dedup: a pair with the representative at the distance of identical vectors, 0 or -|v|^2 "
+     "under dot). Default true.", ("true", "false")),
     ("max_cluster_size", "Dedup mode: clusters larger than this are flagged as suspicious giants in "
      "the manifest. Default 1000.", None),
     ("cluster_max_rounds", "Dedup mode: most Large-Star/Small-Star rounds of the connected-components "

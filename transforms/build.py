@@ -373,7 +373,7 @@ class FindKeptIds(beam.PTransform):
 
     Args:
         kept_shards: the kept index's ShardIndexInfo list.
-        aliases: optional PCollection of the kept (representative id, alias ids).
+        aliases: optional PCollection of the kept AliasGroups (representative id, alias ids, norm).
         aliases_where: how dead letters name the kept alias map.
     """
 

@@ -10,17 +10,20 @@ aliases. After the search, :class:`ExpandAliases` puts the aliases back:
 * link mode: a query matched to a representative is matched to each of its aliases too, at the same
   distance, and the query's list is re-cut to the top K (ties broken by id), so the output equals a
   search over the whole corpus;
-* dedup mode: the members of a group are reported as distance-0 pairs with each other (every pair
+* dedup mode: the members of a group are reported as pairs with each other at the distance of
+  identical vectors (0, or ``-|v|^2`` under ``dot``; every pair
   of a group of up to ``_MAX_GROUP_PAIRS_SIZE`` records; a larger group, often empty or placeholder
   records, only as a star around its representative, so it cannot emit m(m-1)/2 pairs), and every
   pair found for a representative is repeated for each of its aliases (their neighbours are the same).
 
 The alias map travels as a side input: its size is the number of duplicate records, not the corpus.
+Its elements are :class:`AliasGroup` (representative, aliases, the vectors' squared norm).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -28,18 +31,32 @@ import numpy as np
 from transforms.schema import PairBatch, VectorBatch
 from transforms.sharding import content_hash64, id_sort_keys, str_array
 
-__all__ = ["ExpandAliases", "collapse_identical", "expand_link_pairs", "expand_dedup_pairs", "WriteAliases",
-           "ReadAliases", "aliases_glob"]
+__all__ = ["AliasGroup", "ExpandAliases", "collapse_identical", "identical_distance", "expand_link_pairs",
+           "expand_dedup_pairs", "WriteAliases", "ReadAliases", "aliases_glob"]
 
 # Dedup mode: groups up to this size get all their pairs; larger ones a star.
 _MAX_GROUP_PAIRS_SIZE = 50
 
 
-def collapse_identical(batch: VectorBatch) -> tuple[VectorBatch, list[tuple[str, np.ndarray]]]:
+class AliasGroup(NamedTuple):
+    """Records whose vectors are identical: the one indexed (smallest id), the others, and the
+    vectors' squared L2 norm (what a ``dot`` distance between two of them is, negated)."""
+
+    representative: str
+    aliases: np.ndarray
+    sq_norm: float = 0.0
+
+
+def identical_distance(distance: str, sq_norm: float) -> float:
+    """The distance between two records with identical vectors: ``-|v|^2`` under dot, else 0."""
+    return -float(sq_norm) if distance == "dot" else 0.0
+
+
+def collapse_identical(batch: VectorBatch) -> tuple[VectorBatch, list[AliasGroup]]:
     """One representative (the smallest id) per distinct row content, and the alias groups.
 
-    Returns the representatives sorted by id, and ``(representative id, alias ids)`` for every group
-    with aliases. Rows are grouped by ``content_hash64`` and equal bytes are confirmed, so a 64-bit
+    Returns the representatives sorted by id, and an :class:`AliasGroup` for every group with
+    aliases. Rows are grouped by ``content_hash64`` and equal bytes are confirmed, so a 64-bit
     hash collision never merges two different records.
     """
     if not len(batch):
@@ -61,9 +78,12 @@ def collapse_identical(batch: VectorBatch) -> tuple[VectorBatch, list[tuple[str,
     keep = ~same
     group = np.cumsum(keep) - 1
     reps = ids[keep]
-    aliases = [(reps[g], ids[same & (group == g)]) for g in np.unique(group[same])]
+    rep_vectors = vectors[keep]
+    sq_norms = np.einsum("ij,ij->i", rep_vectors.astype(np.float64), rep_vectors.astype(np.float64))
+    aliases = [AliasGroup(reps[g], ids[same & (group == g)], float(sq_norms[g]))
+               for g in np.unique(group[same])]
     by_id = np.argsort(id_sort_keys(reps)[0], kind="stable")
-    kept = VectorBatch(reps[by_id], vectors[keep][by_id], origins[keep][by_id])
+    kept = VectorBatch(reps[by_id], rep_vectors[by_id], origins[keep][by_id])
     return kept, aliases
 
 
@@ -103,8 +123,8 @@ class _ExpandFn(beam.DoFn):
         yield expand_link_pairs(pairs, aliases, self._top_k)
 
 
-def _group_pairs(element: tuple[str, np.ndarray]) -> PairBatch:
-    rep, members = element
+def _group_pairs(element: AliasGroup, distance: str) -> PairBatch:
+    rep, members, sq_norm = element
     ids = sorted([str(rep)] + [str(m) for m in members])
     if len(ids) <= _MAX_GROUP_PAIRS_SIZE:
         pairs = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]]
@@ -112,7 +132,8 @@ def _group_pairs(element: tuple[str, np.ndarray]) -> PairBatch:
         pairs = [(ids[0], b) for b in ids[1:]]
     q = np.array([a for a, _ in pairs], dtype=object)
     c = np.array([b for _, b in pairs], dtype=object)
-    return PairBatch(q, c, np.ones(len(pairs), dtype=np.int64), np.zeros(len(pairs)))
+    return PairBatch(q, c, np.ones(len(pairs), dtype=np.int64),
+                     np.full(len(pairs), identical_distance(distance, sq_norm)))
 
 
 def expand_dedup_pairs(pairs: PairBatch, aliases: dict[str, np.ndarray]) -> PairBatch:
@@ -143,26 +164,27 @@ class ExpandAliases(beam.PTransform):
     """Puts collapsed exact duplicates back into the match pairs (see the module docstring).
 
     Args:
-        aliases: PCollection of (representative id, alias ids) from CollapseExactDuplicates.
+        aliases: PCollection of :class:`AliasGroup` from the candidates' placement.
         mode: 'link' or 'dedup'.
         top_k: the job's K (link mode re-cuts each query's list to it).
+        distance: the job's --distance (the distance of two identical vectors, dedup mode).
     """
 
-    def __init__(self, *, aliases, mode: str, top_k: int):
+    def __init__(self, *, aliases, mode: str, top_k: int, distance: str = "cosine"):
         super().__init__()
         if mode not in ("link", "dedup"):
             raise ValueError(f"mode must be 'link' or 'dedup', got {mode!r}")
         self._aliases = aliases
         self._mode = mode
         self._top_k = top_k
+        self._distance = distance
 
     def expand(self, pairs):
+        by_rep = beam.pvalue.AsDict(self._aliases | "ByRepresentative" >> beam.Map(lambda g: (g[0], g[1])))
         if self._mode == "link":
-            return pairs | "ExpandAliases" >> beam.ParDo(
-                _ExpandFn(self._top_k), aliases=beam.pvalue.AsDict(self._aliases))
-        expanded = pairs | "ExpandAliases" >> beam.ParDo(
-            _ExpandDedupFn(), aliases=beam.pvalue.AsDict(self._aliases))
-        within = self._aliases | "DuplicatePairs" >> beam.Map(_group_pairs)
+            return pairs | "ExpandAliases" >> beam.ParDo(_ExpandFn(self._top_k), aliases=by_rep)
+        expanded = pairs | "ExpandAliases" >> beam.ParDo(_ExpandDedupFn(), aliases=by_rep)
+        within = self._aliases | "DuplicatePairs" >> beam.Map(_group_pairs, self._distance)
         return (expanded, within) | "WithDuplicatePairs" >> beam.Flatten()
 
 
@@ -178,18 +200,21 @@ def aliases_glob(index_root: str) -> str:
     return f"{index_root.rstrip('/')}/{_ALIASES_PREFIX}-*{_ALIASES_SUFFIX}"
 
 
-def _alias_line(element: tuple[str, np.ndarray]) -> str:
+def _alias_line(element: AliasGroup) -> str:
     import json
 
-    rep, members = element
-    return json.dumps({"representative": str(rep), "aliases": sorted(str(m) for m in members)})
+    rep, members, sq_norm = element
+    return json.dumps({"representative": str(rep), "aliases": sorted(str(m) for m in members),
+                       "sq_norm": float(sq_norm)})
 
 
-def _parse_alias_line(line: str) -> tuple[str, np.ndarray]:
+def _parse_alias_line(line: str) -> AliasGroup:
     import json
 
     row = json.loads(line)
-    return row["representative"], np.array(row["aliases"], dtype=object)
+    # An index kept before the norm was recorded: 0 (what its run reported for every distance).
+    return AliasGroup(row["representative"], np.array(row["aliases"], dtype=object),
+                      float(row.get("sq_norm", 0.0)))
 
 
 class WriteAliases(beam.PTransform):

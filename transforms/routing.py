@@ -320,7 +320,7 @@ class TrainRouting(beam.PTransform):
 class PlaceResult(NamedTuple):
     shards: beam.PCollection  # (shard, VectorBatch sorted by id): what each shard's index holds
     dead_letters: beam.PCollection  # rows dropped as duplicate ids
-    aliases: beam.PCollection  # (representative id, alias ids) of collapsed exact duplicates
+    aliases: beam.PCollection  # AliasGroup (representative, alias ids, squared norm) per collapsed group
     record_ids: beam.PCollection  # np.ndarray of every placed id (aliases included), one per shard
 
 
@@ -380,11 +380,11 @@ class _AssembleFn(beam.DoFn):
                 order = np.argsort(id_sort_keys(whole.ids)[0], kind="stable")
                 whole = VectorBatch(whole.ids[order], whole.vectors[order], whole.origins[order])
         yield beam.pvalue.TaggedOutput("record_ids", all_ids)
-        for rep, members in groups:
-            self._aliases.inc(len(members))
-            yield beam.pvalue.TaggedOutput("aliases", (rep, members))
+        for group in groups:
+            self._aliases.inc(len(group.aliases))
+            yield beam.pvalue.TaggedOutput("aliases", group)
         _LOGGER.info("%s shard %d: %d records placed, %d exact duplicates collapsed", self._role, shard,
-                     len(whole), sum(len(m) for _, m in groups))
+                     len(whole), sum(len(g.aliases) for g in groups))
         yield shard, whole
 
 
