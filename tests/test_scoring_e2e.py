@@ -184,7 +184,9 @@ def test_calibrate_fits_the_scorer_to_labels_and_the_job_applies_it(tmp_path):
     assert calibrate_main(["--matches", first, "--truth", str(tmp_path / "cal.csv"),
                            "--target_precision", "0.98", "--fit_scorer"]) == 0
     result = pd.read_json(os.path.join(first, "calibration.json"), typ="series")
-    assert result["threshold"] == "probability" and os.path.exists(result["scoring_model"])
+    # The scoring model is named relative to the calibration file (beside it).
+    assert result["threshold"] == "probability" and not os.path.isabs(result["scoring_model"])
+    assert os.path.exists(os.path.join(first, result["scoring_model"]))
     assert result["scorer_fit"]["true_pairs_fitted"] > 0.9 * len(half)
     run_job(base + ["--output", second, "--calibration", os.path.join(first, "calibration.json")])
     manifest = read_manifest(second)
