@@ -209,7 +209,8 @@ def test_calibrate_fits_the_scorer_to_labels_and_the_job_applies_it(tmp_path):
           f"P {report['precision']:.4f} R {report['recall']:.4f}")
     assert report["precision"] >= 0.98 - 0.015
 
-    run_job(base + ["--output", third, "--scoring_model", result["scoring_model"], "--min_probability", "0"])
+    run_job(base + ["--output", third, "--scoring_model", os.path.join(first, result["scoring_model"]),
+                    "--min_probability", "0"])
     unsupervised = _best_top1_f1(read_matches(first), held, held_queries)
     supervised = _best_top1_f1(read_matches(third), held, held_queries)
     print(f"held-out best top-1 F1: unsupervised {unsupervised:.4f}, supervised {supervised:.4f}")
