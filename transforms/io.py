@@ -57,6 +57,7 @@ import posixpath
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -110,6 +111,7 @@ __all__ = [
     "decode_example",
     "frame_tfrecord",
     "iter_tfrecords",
+    "iter_raw_batches",
     "MATCH_EXTENSIONS",
 ]
 
@@ -701,6 +703,29 @@ def _read_rows(path: str, fmt: str, batch_size: int, binary_fields: frozenset[st
         reader = functools.partial(_tfrecord_rows, binary_fields=binary_fields)
     with _open_rows(path, fmt) as fh:
         yield from _rows_to_batches(_until_stream_fault(reader(fh, path), path), path, batch_size)
+
+
+def iter_raw_batches(pattern: str, input_format: str = "auto", batch_size: int = 4096,
+                     binary_fields: frozenset[str] = frozenset()) -> Iterator[RawBatch]:
+    """Every RawBatch of the files matching ``pattern``, read in this process as ReadCorpus reads
+    them (same formats, rows and origins ``path:row``); what ReadCorpus would send to dead letters is
+    skipped. For tools that look records up again (``explain``, ``calibrate --fit_scorer``, ``train``),
+    not for the pipeline."""
+    for meta in FileSystems.match([pattern])[0].metadata_list:
+        fmt = format_for_path(meta.path) if input_format == "auto" else input_format
+        if fmt == "parquet":
+            with _open_for(meta.path, "parquet") as fh:
+                footer = pq.ParquetFile(fh).metadata
+            first_row, items = 0, []
+            for g in range(footer.num_row_groups):
+                items.append(_read_parquet(meta.path, g, first_row, batch_size))
+                first_row += footer.row_group(g).num_rows
+            batches = (b for group in items for b in group)
+        else:
+            batches = _read_rows(meta.path, fmt, batch_size, binary_fields)
+        for item in batches:
+            if isinstance(item, RawBatch):
+                yield item
 
 
 class _ReadUnitFn(beam.DoFn):

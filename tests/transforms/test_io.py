@@ -595,3 +595,19 @@ def test_dead_letter_counts_come_after_every_file_is_written(tmp_path):
     graph = p.to_runner_api().components.transforms
     after = next(t for t in graph.values() if t.unique_name.endswith("AfterShardsWritten"))
     assert len(after.inputs) == 2  # the counts and the written shards (side input)
+
+
+def test_iter_raw_batches_reads_as_read_corpus_with_origins_per_row_group(tmp_path):
+    from transforms.io import iter_raw_batches
+
+    table = pa.table({"id": [f"r{i}" for i in range(10)], "name": [f"n{i}" for i in range(10)]})
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=4)
+    (tmp_path / "b.jsonl").write_text('{"id": "j0", "name": "x"}\n{bad json\n{"id": "j1", "name": "y"}\n')
+    batches = list(iter_raw_batches(str(tmp_path / "a.parquet"), batch_size=3))
+    ids = [i for b in batches for i in b.table.column("id").to_pylist()]
+    assert ids == [f"r{i}" for i in range(10)]
+    starts = [(b.first_row, b.table.num_rows) for b in batches]
+    # Row groups of 4, 4, 2 rows in batches of at most 3: each batch starts where its rows are.
+    assert starts == [(0, 3), (3, 1), (4, 3), (7, 1), (8, 2)]
+    rows = [r["id"] for b in iter_raw_batches(str(tmp_path / "b.jsonl")) for r in b.rows]
+    assert rows == ["j0", "j1"]  # the bad line is skipped (ReadCorpus would dead-letter it)

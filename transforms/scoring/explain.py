@@ -33,27 +33,6 @@ def sketch_path(output_dir: str) -> str:
     return join_path(output_dir, "scoring", "term_frequencies.npz")
 
 
-def _raw_batches(pattern: str, input_format: str):
-    """Every RawBatch of the files matching ``pattern`` (dead letters skipped)."""
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
-
-    from transforms.io import _open_for, _read_parquet, _read_rows, format_for_path
-    from transforms.schema import RawBatch
-
-    for meta in FileSystems.match([pattern])[0].metadata_list:
-        fmt = format_for_path(meta.path) if input_format == "auto" else input_format
-        if fmt == "parquet":
-            with _open_for(meta.path, "parquet") as fh:
-                groups = pq.ParquetFile(fh).num_row_groups
-            items = (b for g in range(groups) for b in _read_parquet(meta.path, g, 0, 4096))
-        else:
-            items = _read_rows(meta.path, fmt, 4096)
-        for item in items:
-            if isinstance(item, RawBatch):
-                yield item
-
-
 def find_records(pattern: str, flags: dict[str, Any], ids: set[str]):
     """RecordFields of the first occurrence of each wanted id in the files (or None if absent)."""
     from transforms.validate import DEFAULT_MAX_ID_LENGTH, validate_features
@@ -61,7 +40,9 @@ def find_records(pattern: str, flags: dict[str, Any], ids: set[str]):
     text, numeric = tuple(flags["text_fields"]), tuple(flags["numeric_fields"])
     max_id_length = int(flags.get("max_id_length") or DEFAULT_MAX_ID_LENGTH)  # as the run validated
     found = {}
-    for raw in _raw_batches(pattern, flags["input_format"]):
+    from transforms.io import iter_raw_batches
+
+    for raw in iter_raw_batches(pattern, flags["input_format"]):
         batches, _ = validate_features(raw, role="explain", id_field=flags["id_field"], text_fields=text,
                                        numeric_fields=numeric, max_id_length=max_id_length)
         for batch in batches:
