@@ -22,7 +22,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from beam_jobs.config import MatchConfig, config_from_options, scann_params_for
+from beam_jobs.config import TREE_TRAINING, MatchConfig, config_from_options, scann_params_for
 from transforms.audit import AuditRecall, ExactSampleTopK, SampleQueries, TuneProbe, TuneSearch
 from transforms.build import (
     BuildShardIndexes,
@@ -493,6 +493,9 @@ def _index_static(cfg: MatchConfig, model_fp: str | None = None) -> dict[str, An
             # Where this run's preprocessing lives: a later --index_dir run must embed with it.
             "transform_fn_used": (cfg.transform_fn_dir or f"{cfg.output}/transform_fn") if cfg.embeds
             else None,
+            # How ScaNN shards' trees were trained (absent: ScaNN's k-means++, before issue #14): an
+            # --append rebuilds some shards, so it must not mix schemes within one index.
+            "tree_training": TREE_TRAINING,
             "versions": stack_versions()}
 
 
@@ -507,6 +510,13 @@ def check_kept_index(cfg: MatchConfig, kept: dict[str, Any], model_fp: str | Non
         if kept.get(flag) != ours:
             raise ConfigError(f"--index_dir {cfg.index_dir} was built with --{flag} {kept.get(flag)!r}; "
                               f"this run has --{flag} {ours!r}")
+    scann_shards = any(getattr(s, "kind", None) == "scann" for s in kept.get("shards", ()))
+    if cfg.append and scann_shards and kept.get("tree_training", "scann_kmeans++") != TREE_TRAINING:
+        raise ConfigError(f"--append: --index_dir {cfg.index_dir} was built by an older version whose "
+                          f"ScaNN trees were trained by {kept.get('tree_training', 'scann_kmeans++')}; "
+                          f"this version trains them by {TREE_TRAINING} and would mix the two in one "
+                          "index: rebuild the index without --index_dir (searching it as it is, "
+                          "without --append, is fine)")
     if not cfg.embeds:
         return
     if kept.get("model_fingerprint") is None:  # an index from before fingerprints: compare paths
