@@ -380,11 +380,12 @@ def recall_report(truth: SampleTruth, query_ids: np.ndarray, candidate_ids: np.n
         valid &= dist <= max_distance
     if mode == "dedup":
         query_ids, candidate_ids = _canonical(query_ids, candidate_ids)
-    emitted = _keys(query_ids, candidate_ids) if len(query_ids) else None
+    # A set, not np.isin: on object arrays isin sorts Python strings (1.1 s for 10k pairs at 200k).
+    emitted = set(_keys(query_ids, candidate_ids).tolist()) if len(query_ids) else set()
 
     def recall_of(slots: np.ndarray) -> tuple[float | None, dict[int, float], int, int]:
         keys, shards = _true_keys(truth, slots, mode)
-        found = np.isin(keys, emitted) if emitted is not None else np.zeros(len(keys), dtype=bool)
+        found = np.fromiter((k in emitted for k in keys.tolist()), dtype=bool, count=len(keys))
         per_shard = {int(shard): float(found[shards == shard].mean()) for shard in np.unique(shards)}
         n_true, n_found = int(len(keys)), int(found.sum())
         return (n_found / n_true if n_true else None), per_shard, n_true, n_found
