@@ -39,6 +39,7 @@ import time
 import numpy as np
 
 from beam_jobs.config import config_from_flags, scann_params_for
+from transforms.shard_records import bytes_per_vector
 from transforms.testing.clustered import make_link_vectors, make_skewed_link_vectors, write_vector_corpus
 
 
@@ -121,26 +122,42 @@ def faiss_ivf(cands: np.ndarray, queries: np.ndarray, k: int, *, nlist: int, npr
     return idx, t_build, t_search
 
 
-def run_pipeline(args: argparse.Namespace, out: str) -> dict:
+# Runs the job in the child and prints its own peak RSS (VmHWM) at exit: the rusage of a child also
+# counts the pages it shared with the parent before exec (the bench process holds every array).
+_CHILD = """
+import atexit, runpy, sys
+def _peak():
+    with open('/proc/self/status') as fh:
+        kib = next(line.split()[1] for line in fh if line.startswith('VmHWM:'))
+    sys.stderr.write(f'PEAK_RSS_KIB {kib}\\n')
+    sys.stderr.flush()
+atexit.register(_peak)
+sys.argv = ['match_corpora', *sys.argv[1:]]
+runpy.run_module('beam_jobs.match_corpora', run_name='__main__', alter_sys=True)
+"""
+
+
+def run_pipeline(args: argparse.Namespace, out: str, num_shards: int | None = None) -> dict:
     """The job end to end in a child process: wall seconds and the child's peak RSS (MiB)."""
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "beam_jobs.match_corpora",
+    cmd = [sys.executable, "-c", _CHILD,
            "--queries", os.path.join(args.work, "q", "*.parquet"),
            "--candidates", os.path.join(args.work, "c", "*.parquet"), "--output", out,
-           "--top_k", str(args.k), "--num_shards", str(args.num_shards), "--runner", "DirectRunner",
+           "--top_k", str(args.k), "--num_shards", str(num_shards or args.num_shards),
+           "--runner", "DirectRunner",
            *args.pipeline_flags]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
     log = os.path.join(args.work, os.path.basename(out) + ".log")
     with open(log, "wb") as fh:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=fh)
-        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak RSS
+        code = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=fh).returncode
         wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        with open(log) as fh:
-            raise RuntimeError(f"pipeline failed ({proc.returncode}): {fh.read()[-3000:]}")
-    return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024), "out": out}
+    with open(log) as fh:
+        text = fh.read()
+    if code:
+        raise RuntimeError(f"pipeline failed ({code}): {text[-3000:]}")
+    peak = [int(line.split()[1]) for line in text.splitlines() if line.startswith("PEAK_RSS_KIB")]
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(peak[-1] / 1024), "out": out}
 
 
 def main() -> None:
@@ -154,9 +171,15 @@ def main() -> None:
                          "project's generator); uniform: the project's equal spherical clusters")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--num_shards", type=int, default=1)
+    ap.add_argument("--compare_shards", type=int, nargs="*", default=[],
+                    help="also run the pipeline once with each of these shard counts, right after the "
+                         "median pair, and print its time / the --num_shards run's (e.g. 4)")
     ap.add_argument("--exact_sample", type=int, default=2000, help="queries searched exactly")
     ap.add_argument("--faiss_nprobe", type=int, default=4, help="IVF-Flat lists probed (default 4)")
-    ap.add_argument("--faiss_pq_nprobe", type=int, default=6, help="IVF-PQ lists probed (default 6)")
+    ap.add_argument("--faiss_pq_nprobe", type=int, default=8, help="IVF-PQ lists probed (default 8)")
+    ap.add_argument("--faiss_pq_k_factor", type=int, default=100,
+                    help="IVF-PQ candidates refined exactly per neighbour (default 100: on the skewed "
+                         "1M data 10 gave recall@10 0.54, 40 gave 0.81, more lists probed did not help)")
     ap.add_argument("--skip_faiss", action="store_true", help="no faiss runs")
     ap.add_argument("--pinned", action="store_true",
                     help="also build raw ScaNN with the pre-#14 pinned k-means++ config")
@@ -211,11 +234,13 @@ def main() -> None:
         nlist = one_shard["num_leaves"]
         for name, pq, nprobe in (("faiss_ivf_flat", False, args.faiss_nprobe),
                                  ("faiss_ivfpq_fastscan", True, args.faiss_pq_nprobe)):
-            idx, t_build, t_search = faiss_ivf(cands, queries, args.k, nlist=nlist, nprobe=nprobe, pq=pq)
+            idx, t_build, t_search = faiss_ivf(cands, queries, args.k, nlist=nlist, nprobe=nprobe, pq=pq,
+                                               k_factor=args.faiss_pq_k_factor)
             methods[name] = {"build_s": round(t_build, 2), "search_s": round(t_search, 2),
                              "total_s": round(t_build + t_search, 2), "recall": recall_of(idx),
-                             "spec": f"IVF{nlist},{f'PQ{args.dims // 2}x4fs,RFlat' if pq else 'Flat'}"
-                                     f" nprobe {nprobe}"}
+                             "spec": (f"IVF{nlist},PQ{args.dims // 2}x4fs,RFlat nprobe {nprobe} "
+                                      f"k_factor {args.faiss_pq_k_factor}" if pq
+                                      else f"IVF{nlist},Flat nprobe {nprobe}")}
             print(f"{name}: {methods[name]}", flush=True)
     if args.pinned:
         found, t_build, t_search = raw_scann(cands, queries, one_shard, args.k, pinned=True,
@@ -241,6 +266,18 @@ def main() -> None:
 
     from transforms.io import read_matches
 
+    split = {}
+    for shards in args.compare_shards:
+        run = run_pipeline(args, os.path.join(args.work, f"out-shards-{shards}"), shards)
+        got = read_matches(run["out"])
+        by_query = got.groupby("query_id")["candidate_id"].apply(lambda s: {int(c[1:]) for c in s})
+        run["recall"] = round(recall([by_query.get(query_ids[i], set()) for i in sample], truth), 4)
+        run["stage_busy_seconds"] = json.load(open(os.path.join(run["out"], "manifest.json"))).get(
+            "stage_busy_seconds")
+        split[shards] = run
+        print(f"pipeline with {shards} shards: {run['wall_s']} s, recall {run['recall']}, peak RSS "
+              f"{run['peak_rss_mib']} MiB", flush=True)
+
     got = read_matches(pipe["out"])
     by_query = got.groupby("query_id")["candidate_id"].apply(lambda s: {int(c[1:]) for c in s})
     pipe_recall = round(recall([by_query.get(query_ids[i], set()) for i in sample], truth), 4)
@@ -261,7 +298,12 @@ def main() -> None:
                    for name, m in methods.items()},
         "ratios_pipeline_over_stock_each_repeat": ratios,
         "peak_rss_over_vector_bytes": round(pipe["peak_rss_mib"] * (1 << 20) / vector_bytes, 2),
+        # What --worker_memory_gb sizing assumes one shard costs (transforms.shard_records), against
+        # the whole local job's measured peak (every stage and the runner's buffers included).
+        "shard_memory_estimate_mib": round(shard_size * bytes_per_vector(args.dims) / (1 << 20)),
         "speedup_vs_exact_end_to_end": round(exact_total / pipe["wall_s"], 1),
+        "other_shard_counts": {str(n): {k: v for k, v in r.items() if k != "out"} | {
+            "ratio_over_main_run": round(r["wall_s"] / pipe["wall_s"], 3)} for n, r in split.items()},
     }
     if busy.get("search"):
         figures["speedup_vs_exact_per_query_search"] = round(exact_total / busy["search"], 1)
@@ -274,8 +316,16 @@ def main() -> None:
     for name, ratio in figures["ratios"].items():
         print(f"ratio {name:40s} {ratio}")
     print(f"ratio pipeline / {key}, each repeat: {ratios}  (target <= 1.3)")
+    for n, r in figures["other_shard_counts"].items():
+        print(f"pipeline with {n} shards / with {args.num_shards}: {r['ratio_over_main_run']} "
+              f"({r['wall_s']} s vs {pipe['wall_s']} s; recall {r['recall']}; "
+              f"busy {r['stage_busy_seconds']})")
     print(f"peak RSS / candidate vector bytes ({vector_bytes / (1 << 20):.0f} MiB): "
           f"{figures['peak_rss_over_vector_bytes']}  (target <= 2.5)")
+    print(f"per-shard memory estimate behind --worker_memory_gb: {figures['shard_memory_estimate_mib']} "
+          f"MiB for {shard_size} vectors; measured peak of the whole local job "
+          f"{pipe['peak_rss_mib']} MiB ({pipe['peak_rss_mib'] / figures['shard_memory_estimate_mib']:.2f}x "
+          f"the estimate)")
     print(f"exact: {exact_per_query * 1e3:.3f} ms/query on {len(sample)} queries -> {exact_total:.0f} s "
           f"for all {args.queries}; speed-up of the search stage per query "
           f"{figures.get('speedup_vs_exact_per_query_search')}x (target >= 100), end to end "
