@@ -10,6 +10,9 @@ its peak RSS is its own); ratios compare runs made minutes apart, never figures 
     exact / pipeline search-stage time per query                 (target >= 100)
 With ``--repeats N`` the stock ScaNN build at the pipeline's settings and the pipeline alternate N
 times; every ratio is printed and the pair with the median ratio supplies the other figures.
+``--compare_shards 4`` runs the pipeline once more with 4 shards and prints its time over the
+one-shard run's (target <= 1 on 2 cores). ``--pinned`` adds raw ScaNN with the job's pre-#14
+config (k-means++ tree initialisation).
 
 Data (``--data``): ``skewed`` (default) is independent of the project's generator: 1,000 clusters
 of log-normal sizes with anisotropic noise (``make_skewed_link_vectors``); ``uniform`` is the
@@ -43,8 +46,11 @@ from transforms.shard_records import bytes_per_vector
 from transforms.testing.clustered import make_link_vectors, make_skewed_link_vectors, write_vector_corpus
 
 
-def exact_topk(queries: np.ndarray, cands: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
-    """Indices of the k largest dot products per query (vectors are L2-normalised: cosine)."""
+def exact_topk(queries: np.ndarray, cands: np.ndarray, k: int, block: int = 128) -> np.ndarray:
+    """Indices of the k largest dot products per query (vectors are L2-normalised: cosine).
+
+    Blocks of 128 queries: at 1M candidates a block's scores, their negation and argpartition's
+    int64 positions take 2 GB (blocks of 1024 took 16 GB, and the OOM killer ended a run)."""
     out = np.empty((len(queries), k), dtype=np.int64)
     for s in range(0, len(queries), block):
         scores = queries[s:s + block] @ cands.T
