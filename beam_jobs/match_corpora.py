@@ -22,8 +22,15 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from beam_jobs.config import MatchConfig, config_from_options, scann_params_for
-from transforms.audit import AuditRecall, ExactSampleTopK, SampleQueries, TuneProbe, TuneSearch
+from beam_jobs.config import TREE_TRAINING, MatchConfig, config_from_options, scann_params_for
+from transforms.audit import (
+    AuditRecall,
+    ExactSampleTopK,
+    MergeSampleTruth,
+    SampleQueries,
+    TuneProbe,
+    TuneSearch,
+)
 from transforms.build import (
     BuildShardIndexes,
     CombineWithKeptShards,
@@ -412,16 +419,40 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
                 candidates=beam.pvalue.AsSingleton(stage.num_candidates),
                 sizing=beam.pvalue.AsSingleton(stage.sizing)))
     plan = stage.plan
+    if cfg.mode == "link":
+        num_queries = passing[Role.QUERIES]
+        query_shards = vectors[Role.QUERIES] | "ShardQueries" >> ShardRecords(
+            num_shards=num_queries | "QueryShardCount" >> beam.Map(
+                lambda n: max(1, math.ceil(n / _QUERIES_PER_SHARD))),
+            role=Role.QUERIES)
+        dead.append(query_shards.dead_letters)
+        query_source = query_shards.shards
+    else:
+        num_queries = stage.num_candidates
+        query_source = stage.cand_shards
+    query_batches = query_source | "BatchQueries" >> SplitQueryBatches(batch_size=cfg.batch_size)
+    exclude_self = cfg.mode == "dedup"
+    audit_sample = built_truth = None
+    if cfg.audit_sample:
+        audit_sample = query_batches | "SampleAuditQueries" >> SampleQueries(
+            sample_size=cfg.audit_sample)
     if reuse:
         infos = stage.infos
     else:
         params_for = (functools.partial(scann_params_for, cfg) if cfg.index != "exact"
                       else _exact_params)
-        infos = stage.cand_shards | "BuildShardIndexes" >> BuildShardIndexes(
+        # A fresh index brute-forces the audit sample in each shard beside its build (a core is
+        # idle while ScaNN completes the index); an --append also audits kept shards, after.
+        fresh = kept_index is None
+        built = stage.cand_shards | "BuildShardIndexes" >> BuildShardIndexes(
             output_dir=cfg.output, distance=cfg.distance, kind=cfg.index, params_for=params_for,
             num_shards=stage.num_shards, gate=gate,
             num_queries=(passing[Role.QUERIES] if cfg.mode == "link" else stage.num_candidates)
-            if cfg.index == "auto" else None)
+            if cfg.index == "auto" else None,
+            audit_sample=audit_sample if fresh else None, top_k=cfg.top_k, exclude_self=exclude_self)
+        infos = built.infos
+        if fresh and audit_sample is not None:
+            built_truth = built.sample_truth
         if spill_dir is not None:
             writes.append(p | "SpillDir" >> beam.Create([spill_dir])
                           | "DeleteSpillDir" >> beam.Map(_delete_spill_dir,
@@ -440,18 +471,6 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         writes.append(infos | "IndexManifest" >> WriteIndexManifest(
             index_root=f"{cfg.output}/indexes", static=index_static, dims=dims, plan=plan))
 
-    if cfg.mode == "link":
-        num_queries = passing[Role.QUERIES]
-        query_shards = vectors[Role.QUERIES] | "ShardQueries" >> ShardRecords(
-            num_shards=num_queries | "QueryShardCount" >> beam.Map(
-                lambda n: max(1, math.ceil(n / _QUERIES_PER_SHARD))),
-            role=Role.QUERIES)
-        dead.append(query_shards.dead_letters)
-        query_source = query_shards.shards
-    else:
-        num_queries = stage.num_candidates
-        query_source = stage.cand_shards
-    query_batches = query_source | "BatchQueries" >> SplitQueryBatches(batch_size=cfg.batch_size)
 
     exclude_self = cfg.mode == "dedup"
     overrides = probe_choice = None
@@ -480,10 +499,11 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
             aliases=stage.aliases, mode=cfg.mode, top_k=cfg.top_k, distance=cfg.distance)
     audit = None
     if cfg.audit_sample:
-        audit_sample = query_batches | "SampleAuditQueries" >> SampleQueries(
-            sample_size=cfg.audit_sample)
-        truth = infos | "ExactAuditTopK" >> ExactSampleTopK(
-            sample=audit_sample, top_k=cfg.top_k, exclude_self=exclude_self)
+        if built_truth is not None:
+            truth = built_truth | "ExactAuditTopK" >> MergeSampleTruth(top_k=cfg.top_k)
+        else:
+            truth = infos | "ExactAuditTopK" >> ExactSampleTopK(
+                sample=audit_sample, top_k=cfg.top_k, exclude_self=exclude_self)
         audit = pairs | "AuditRecall" >> AuditRecall(
             truth=truth, top_k=cfg.top_k, mode=cfg.mode, max_distance=cfg.max_distance)
     scoring = None
@@ -509,7 +529,11 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         clusters = clustered.stats
 
     all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
-    dead_counts = all_dead | "WriteDeadLetters" >> WriteDeadLetters(output_dir=cfg.output)
+    # Written once the indexes are built, as before the build took the audit sample (and so the
+    # query side) as an input: a run killed during the build leaves no dead letters that look final.
+    dead_counts = (all_dead
+                   | "AfterIndexes" >> beam.Map(lambda letter, _: letter, beam.pvalue.AsList(infos))
+                   | "WriteDeadLetters" >> WriteDeadLetters(output_dir=cfg.output))
     counts = {f"{role}_read": rows_read[role] for role in roles}
     counts["pairs_written"] = (written | "RowsWritten" >> beam.Map(lambda kv: kv[1])
                                | "SumPairs" >> beam.CombineGlobally(sum))
@@ -568,6 +592,9 @@ def _index_static(cfg: MatchConfig, model_fp: str | None = None) -> dict[str, An
             # Where this run's preprocessing lives: a later --index_dir run must embed with it.
             "transform_fn_used": (cfg.transform_fn_dir or f"{cfg.output}/transform_fn")
             if cfg.preprocesses else None,
+            # How ScaNN shards' trees were trained (absent: ScaNN's k-means++, before issue #14): an
+            # --append rebuilds some shards, so it must not mix schemes within one index.
+            "tree_training": TREE_TRAINING,
             "versions": stack_versions()}
 
 
@@ -585,6 +612,13 @@ def check_kept_index(cfg: MatchConfig, kept: dict[str, Any], model_fp: str | Non
         if kept.get(flag) != ours:
             raise ConfigError(f"--index_dir {cfg.index_dir} was built with --{flag} {kept.get(flag)!r}; "
                               f"this run has --{flag} {ours!r}")
+    scann_shards = any(getattr(s, "kind", None) == "scann" for s in kept.get("shards", ()))
+    if cfg.append and scann_shards and kept.get("tree_training", "scann_kmeans++") != TREE_TRAINING:
+        raise ConfigError(f"--append: --index_dir {cfg.index_dir} was built by an older version whose "
+                          f"ScaNN trees were trained by {kept.get('tree_training', 'scann_kmeans++')}; "
+                          f"this version trains them by {TREE_TRAINING} and would mix the two in one "
+                          "index: rebuild the index without --index_dir (searching it as it is, "
+                          "without --append, is fine)")
     if not cfg.embeds:
         return
     if kept.get("model_fingerprint") is None:  # an index from before fingerprints: compare paths

@@ -104,12 +104,11 @@ _FLAG_ENTRIES: list[tuple[str, str, tuple[str, ...] | None]] = [
      None),
     ("scann_reorder", "ScaNN exact reorder depth (0 disables). Default 100 (200 for squared_l2).",
      None),
-    ("scann_training_sample", "Vectors sampled to train each shard's tree. Default 250000.", None),
-    ("scann_training_threads", "Threads that train each shard's tree and codebooks; 0 = all cores. "
-     "1 gives byte-identical index files; with 0 the leaf assignments and AH codebook files may "
-     "differ between builds (k-means++ initialisation with pinned seeds; the matches do not). "
-     "Default 0.",
-     None),
+    ("scann_training_sample", "Most vectors sampled to train each shard's tree (its k-means takes at "
+     "most 50 per leaf: 100000 at 2000 leaves). Default 250000.", None),
+    ("scann_training_threads", "Threads ScaNN trains a shard's codebook on when the shard has no tree "
+     "(one leaf); 0 = all cores. Trees come from a seeded k-means and ScaNN completes those indexes "
+     "on one thread, so builds are byte-identical either way. Default 0.", None),
     ("audit_sample", "Queries searched exactly (brute force over all candidates) to measure the "
      "run's recall, written to the manifest and metrics: of the relevant neighbours (within "
      "--max_distance, else rank 1 and those within a distance derived from the sample) and recall@K "

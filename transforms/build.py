@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +32,8 @@ from transforms import metrics, progress
 from transforms.schema import ShardIndexInfo, VectorBatch
 from transforms.sharding import id_sort_keys, str_array
 
-__all__ = ["BuildShardIndexes", "WriteIndexManifest", "MergeWithKeptShards", "CombineWithKeptShards",
+__all__ = ["BuildShardIndexes", "BuiltShards", "SAMPLE_TRUTH_TAG", "WriteIndexManifest",
+           "MergeWithKeptShards", "CombineWithKeptShards",
            "FindKeptIds", "read_shard_ids",
            "read_index_manifest", "shard_dir_name", "IDS_FILE", "IDS_UTF8_FILE", "IDS_OFFSETS_FILE",
            "save_ids", "load_ids"]
@@ -94,18 +96,57 @@ def auto_index_kind(shard_size: int, num_queries: int, dims: int,
     return "exact" if float(shard_size) * max(num_queries, 1) * max(dims, 1) <= max_work else "scann"
 
 
+# The tagged output of the build's per-shard exact audit truth (BuildShardIndexes(audit_sample=...)).
+SAMPLE_TRUTH_TAG = "sample_truth"
+
+
+class BuiltShards(NamedTuple):
+    infos: beam.PCollection  # ShardIndexInfo, one per built shard
+    sample_truth: beam.PCollection  # audit SampleTruth per shard (empty without audit_sample)
+
+
+class _SampleTruthThread(threading.Thread):
+    """The audit sample's exact top-K in one shard, computed beside the index build: ScaNN completes
+    the index on one thread (and releases the GIL), so on two cores the brute force costs no wall
+    time. Metrics are updated by the caller (Beam's metric context is per thread)."""
+
+    def __init__(self, vectors: np.ndarray, ids: np.ndarray, *, distance: str, shard: int,
+                 sample: VectorBatch, top_k: int, exclude_self: bool):
+        super().__init__(name=f"audit-exact-shard-{shard}", daemon=True)
+        self._args = (vectors, ids)
+        self._kwargs = {"distance": distance, "shard": shard, "sample": sample, "top_k": top_k,
+                        "exclude_self": exclude_self}
+        self.truth = self.error = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        from transforms.audit import shard_sample_truth
+
+        start = time.perf_counter()
+        try:
+            self.truth = shard_sample_truth(*self._args, **self._kwargs)
+        except BaseException as e:  # re-raised by the build's thread after join()
+            self.error = e
+        self.seconds = time.perf_counter() - start
+
+
 class _BuildShardIndexFn(beam.DoFn):
-    def __init__(self, *, output_dir: str, distance: str, kind: str, params_for, seed: int):
+    def __init__(self, *, output_dir: str, distance: str, kind: str, params_for, seed: int,
+                 top_k: int | None = None, exclude_self: bool = False):
         self._output_dir = output_dir
         self._distance = distance
         self._kind = kind
         self._params_for = params_for
         self._seed = seed
+        self._top_k = top_k
+        self._exclude_self = exclude_self
         self._built = Metrics.counter(metrics.NAMESPACE, "shards_built")
         self._seconds = Metrics.distribution(metrics.NAMESPACE, "build_ms")
+        self._truth_ms = Metrics.distribution(metrics.NAMESPACE, "audit_exact_search_ms")
 
     def process(self, element: tuple[int, VectorBatch], num_shards: int,
-                gate: Any = None, num_queries: int | None = None) -> Iterator[ShardIndexInfo]:
+                gate: Any = None, num_queries: int | None = None,
+                audit_sample: VectorBatch | None = None) -> Iterator[Any]:
         from transforms.artifacts import publish_dir, staging_dir_for
         from transforms.index import build_index
         from transforms.shard_cache import LoadedShard, build_finished, build_started
@@ -124,6 +165,12 @@ class _BuildShardIndexFn(beam.DoFn):
         start = time.perf_counter()
         dest = f"{self._output_dir}/indexes/{shard_dir_name(shard, num_shards)}"
         build, built = uuid.uuid4().hex, None
+        truth = None
+        if audit_sample is not None:
+            truth = _SampleTruthThread(batch.vectors, str_array(np.asarray(batch.ids, dtype=object)),
+                                       distance=self._distance, shard=shard, sample=audit_sample,
+                                       top_k=self._top_k, exclude_self=self._exclude_self)
+            truth.start()
         build_started()
         try:
             kind = self._kind
@@ -145,6 +192,8 @@ class _BuildShardIndexFn(beam.DoFn):
             built = LoadedShard(index, str_array(ids))
         finally:
             build_finished(dest, build, built)
+            if truth is not None:
+                truth.join()
         elapsed = time.perf_counter() - start
         self._built.inc()
         progress.set_total("built", num_shards)
@@ -154,12 +203,22 @@ class _BuildShardIndexFn(beam.DoFn):
         _LOGGER.info("built %s index for shard %d: %d vectors x %d dims in %.1f s (%.0f vectors/s)",
                      index.kind, shard, len(batch), batch.vectors.shape[1], elapsed,
                      len(batch) / max(elapsed, 1e-9))
+        if truth is not None:
+            if truth.error is not None:
+                raise truth.error
+            self._truth_ms.update(int(truth.seconds * 1000))
+            _LOGGER.info("exact top-%d of %d audit sample queries in shard %d, beside its build, in "
+                         "%.1f s", self._top_k, len(audit_sample), shard, truth.seconds)
+            yield beam.pvalue.TaggedOutput(SAMPLE_TRUTH_TAG, truth.truth)
         yield ShardIndexInfo(shard=shard, path=dest, size=len(batch), kind=index.kind,
                              params=dict(index.params), build=build)
 
 
 class BuildShardIndexes(beam.PTransform):
-    """(shard, VectorBatch) -> ShardIndexInfo, one index published per shard.
+    """(shard, VectorBatch) -> BuiltShards: a ShardIndexInfo per published shard index and, with
+    ``audit_sample``, the sample's exact top-K in each shard (what ``audit.ExactSampleTopK`` would
+    compute from the published shard, merged by ``audit.MergeSampleTruth``), brute-forced beside the
+    build instead of after it.
 
     Args:
         output_dir: the run's output directory; indices go to ``output_dir/indexes/shard-*``.
@@ -171,18 +230,25 @@ class BuildShardIndexes(beam.PTransform):
         gate: optional singleton PCollection that must be computed (e.g. the bad-record check)
             before any index is built.
         num_queries: singleton PCollection with the number of queries (kind 'auto').
+        audit_sample: optional singleton VectorBatch (``audit.SampleQueries``); needs ``top_k``.
+        top_k, exclude_self: the audit's K, and dedup mode (a query is not its own neighbour).
     """
 
     def __init__(self, *, output_dir: str, distance: str, kind: str, params_for, num_shards,
-                 gate=None, seed: int = 0, num_queries=None):
+                 gate=None, seed: int = 0, num_queries=None, audit_sample=None,
+                 top_k: int | None = None, exclude_self: bool = False):
         super().__init__()
         if kind not in ("scann", "exact", "auto"):
             raise ValueError(f"kind must be 'scann', 'exact' or 'auto', got {kind!r}")
         if kind == "auto" and num_queries is None:
             raise ValueError("kind 'auto' needs num_queries")
+        if audit_sample is not None and not (isinstance(top_k, int) and top_k >= 1):
+            raise ValueError(f"audit_sample needs top_k >= 1, got {top_k!r}")
         self._num_queries = num_queries
+        self._audit_sample = audit_sample
         self._fn = _BuildShardIndexFn(output_dir=output_dir, distance=distance, kind=kind,
-                                      params_for=params_for, seed=seed)
+                                      params_for=params_for, seed=seed, top_k=top_k,
+                                      exclude_self=exclude_self)
         self._num_shards = num_shards
         self._gate = gate
 
@@ -192,10 +258,13 @@ class BuildShardIndexes(beam.PTransform):
             side["gate"] = beam.pvalue.AsSingleton(self._gate)
         if self._num_queries is not None:
             side["num_queries"] = beam.pvalue.AsSingleton(self._num_queries)
-        # Reshuffle so shards build in parallel on different workers.
+        if self._audit_sample is not None:
+            side["audit_sample"] = beam.pvalue.AsSingleton(self._audit_sample)
         # No Reshuffle: the shards come out of a GroupByKey, which already spreads them over
         # workers; a Reshuffle would move every shard's vectors through the shuffle once more.
-        return shards | "BuildIndex" >> beam.ParDo(self._fn, **side)
+        out = shards | "BuildIndex" >> beam.ParDo(self._fn, **side).with_outputs(
+            SAMPLE_TRUTH_TAG, main="infos")
+        return BuiltShards(infos=out.infos, sample_truth=out[SAMPLE_TRUTH_TAG])
 
 
 INDEX_MANIFEST = "index_manifest.json"

@@ -478,3 +478,76 @@ def test_which_scann_files_may_differ_between_multithreaded_builds(tmp_path):
     assert a.keys() == b.keys() and may_differ <= a.keys()
     assert {f for f in a if a[f] != b[f]} <= may_differ
     assert digest(1) == digest(1)
+
+
+# --- the tree trained by transforms.kmeans (params['tree_training'] 'sampled_kmeans') ---------------
+
+SAMPLED = {"tree_training": "sampled_kmeans"}
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_sampled_tree_recall_against_oracle(distance, prepared, oracle):
+    params = dict(SCANN_PARAMS, spherical=distance == "cosine", **SAMPLED)
+    if distance == "squared_l2":
+        params["reorder"] = 200  # as scann_indexes: L2 scores are coarser under AH
+    index = build_index(prepared[distance][0], distance=distance, kind="scann", params=params)
+    assert isinstance(index, ScannIndex) and index.params["tree_training"] == "sampled_kmeans"
+    positions, distances = index.search(prepared[distance][1], K)
+    assert _recall(positions, oracle[distance][0]) >= 0.95
+    np.testing.assert_allclose(distances, exact_distances(distance, prepared[distance][1],
+                                                          index.vectors[positions]), rtol=1e-12)
+
+
+def test_sampled_tree_builds_byte_identical_files_on_any_thread_count(tmp_path):
+    """The data on which ScaNN's own multi-threaded training gave differing leaf assignments
+    (test_which_scann_files_may_differ_between_multithreaded_builds): with the sampled tree every
+    file is the same from build to build, on all cores as on one."""
+    import hashlib
+
+    from transforms.testing.clustered import make_link_vectors
+
+    cands, _ = make_link_vectors(20000, 1, 16, clusters=40, seed=3)
+    vecs, _ = prepare_vectors(cands, "cosine")
+    params = {"num_leaves": 283, "num_leaves_to_search": 26, "training_sample_size": 20000,
+              "quantization": "ah", "anisotropic_quantization_threshold": 0.2, "reorder": 100,
+              "spherical": True, **SAMPLED}
+
+    def digest(threads: int) -> dict[str, str]:
+        out = tmp_path / f"t{threads}-{len(list(tmp_path.iterdir()))}"
+        build_index(vecs, distance="cosine", kind="scann", params=params | {"training_threads": threads},
+                    seed=0).save(str(out))
+        return {f: hashlib.sha256((out / "scann" / f).read_bytes()).hexdigest()
+                for f in sorted(os.listdir(out / "scann"))}
+
+    first = digest(0)
+    assert {"datapoint_to_token.npy", "ah_codebook.pb", "serialized_partitioner.pb"} <= first.keys()
+    assert digest(0) == first
+    assert digest(1) == first
+
+
+def test_the_partitioner_we_write_is_what_scann_serialises(tmp_path, small_cosine):
+    from transforms.index import serialized_partitioner
+    from transforms.scann_lib import load_scann_pybind
+
+    load_scann_pybind()
+    from scann.partitioning import partitioner_pb2
+
+    db, params = small_cosine
+    # Built by ScaNN's own trainer: its centres, written back by our writer, give its bytes.
+    build_index(db, distance="cosine", kind="scann", params=params).save(str(tmp_path / "own"))
+    raw = (tmp_path / "own" / "scann" / "serialized_partitioner.pb").read_bytes()
+    parsed = partitioner_pb2.SerializedPartitioner.FromString(raw)
+    centers = np.array([list(c.dimension) for c in parsed.kmeans.kmeans_tree.root.centers])
+    assert serialized_partitioner(centers.astype(np.float32)) == raw
+
+
+def test_sampled_tree_round_trips_and_rejects_an_unknown_training(tmp_path, small_cosine):
+    db, params = small_cosine
+    index = build_index(db, distance="cosine", kind="scann", params=params | SAMPLED)
+    index.save(str(tmp_path / "saved"))
+    loaded = NeighborIndex.load(str(tmp_path / "saved"))
+    assert loaded.params["tree_training"] == "sampled_kmeans"
+    for got, want in zip(loaded.search(db[:50], K), index.search(db[:50], K), strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="tree_training"):
+        build_index(db, distance="cosine", kind="scann", params=params | {"tree_training": "faiss"})

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-__all__ = ["make_clustered", "make_link_vectors", "write_vector_corpus"]
+__all__ = ["make_clustered", "make_link_vectors", "make_skewed_link_vectors", "write_vector_corpus"]
 
 
 def make_clustered(n: int, dims: int, *, clusters: int = 100, spread: float = 0.35, seed: int = 0,
@@ -33,6 +33,41 @@ def make_link_vectors(n_candidates: int, n_queries: int, dims: int, *, clusters:
     cands, centers = make_clustered(n_candidates, dims, clusters=clusters, seed=seed)
     queries, _ = make_clustered(n_queries, dims, centers=centers, seed=seed + 1)
     return cands, queries
+
+
+def make_skewed_link_vectors(n_candidates: int, n_queries: int, dims: int, *, clusters: int = 1000,
+                             spread: float = 0.35, size_sigma: float = 1.0, axis_sigma: float = 0.5,
+                             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates and queries from a mixture unlike :func:`make_clustered`'s (independent data).
+
+    Cluster sizes are log-normal (weights ``exp(N(0, size_sigma))``: at sigma 1 the largest of 1,000
+    clusters holds about 20x the mean, many hold a handful) and the noise is anisotropic: each
+    cluster scales each dimension by its own ``exp(N(0, axis_sigma))`` (and the whole cluster by
+    another such factor), so clusters are elongated ellipsoids of different widths rather than
+    equal spheres. Queries are drawn from the same mixture with other labels and noise. Vectors
+    are L2-normalised float32; generated in blocks so no float64 copy of the corpus is made.
+    """
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, dims)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    weights = rng.lognormal(0.0, size_sigma, clusters)
+    weights /= weights.sum()
+    scales = (np.exp(rng.normal(0.0, axis_sigma, (clusters, dims)))
+              * np.exp(rng.normal(0.0, axis_sigma, (clusters, 1)))
+              * (spread / np.sqrt(dims))).astype(np.float32)
+
+    def draw(n: int, draw_seed: int) -> np.ndarray:
+        r = np.random.default_rng(draw_seed)
+        labels = r.choice(clusters, size=n, p=weights)
+        out = np.empty((n, dims), dtype=np.float32)
+        for start in range(0, n, 65_536):
+            lab = labels[start:start + 65_536]
+            block = r.standard_normal((len(lab), dims), dtype=np.float32) * scales[lab] + centers[lab]
+            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            out[start:start + len(lab)] = block
+        return out
+
+    return draw(n_candidates, seed + 1), draw(n_queries, seed + 2)
 
 
 def write_vector_corpus(out_dir: str, ids: list[str] | np.ndarray, vectors: np.ndarray, *,
