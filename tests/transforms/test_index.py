@@ -454,10 +454,6 @@ def test_which_scann_files_may_differ_between_multithreaded_builds(tmp_path):
     the AH codebook trained on it (ah_codebook.pb) may differ between identical builds; every other
     file is byte-identical, and one thread makes all of them identical (on data where 0 threads did
     differ: 430 of 20,000 assignments when this was measured)."""
-    import hashlib
-    import os
-
-    from transforms.index import build_index
     from transforms.testing.clustered import make_link_vectors
 
     cands, _ = make_link_vectors(20000, 1, 16, clusters=40, seed=3)
@@ -467,17 +463,27 @@ def test_which_scann_files_may_differ_between_multithreaded_builds(tmp_path):
               "spherical": True}
 
     def digest(threads: int) -> dict[str, str]:
-        out = tmp_path / f"t{threads}-{len(list(tmp_path.iterdir()))}"
-        build_index(vecs, distance="cosine", kind="scann", params=params | {"training_threads": threads},
-                    seed=0).save(str(out))
-        return {f: hashlib.sha256((out / "scann" / f).read_bytes()).hexdigest()
-                for f in sorted(os.listdir(out / "scann"))}
+        return _scann_file_digests(tmp_path, vecs, params, threads)
 
     may_differ = {"datapoint_to_token.npy", "ah_codebook.pb"}
     a, b = digest(0), digest(0)
     assert a.keys() == b.keys() and may_differ <= a.keys()
     assert {f for f in a if a[f] != b[f]} <= may_differ
     assert digest(1) == digest(1)
+
+
+def _scann_file_digests(tmp_path, vecs, params: dict, threads: int) -> dict[str, str]:
+    """SHA-256 of every file of a ScaNN index built on ``vecs`` with ``threads`` training threads."""
+    import hashlib
+    import os
+
+    from transforms.index import build_index
+
+    out = tmp_path / f"t{threads}-{len(list(tmp_path.iterdir()))}"
+    build_index(vecs, distance="cosine", kind="scann", params=params | {"training_threads": threads},
+                seed=0).save(str(out))
+    return {f: hashlib.sha256((out / "scann" / f).read_bytes()).hexdigest()
+            for f in sorted(os.listdir(out / "scann"))}
 
 
 # --- the tree trained by transforms.kmeans (params['tree_training'] 'sampled_kmeans') ---------------
@@ -502,8 +508,6 @@ def test_sampled_tree_builds_byte_identical_files_on_any_thread_count(tmp_path):
     """The data on which ScaNN's own multi-threaded training gave differing leaf assignments
     (test_which_scann_files_may_differ_between_multithreaded_builds): with the sampled tree every
     file is the same from build to build, on all cores as on one."""
-    import hashlib
-
     from transforms.testing.clustered import make_link_vectors
 
     cands, _ = make_link_vectors(20000, 1, 16, clusters=40, seed=3)
@@ -513,11 +517,7 @@ def test_sampled_tree_builds_byte_identical_files_on_any_thread_count(tmp_path):
               "spherical": True, **SAMPLED}
 
     def digest(threads: int) -> dict[str, str]:
-        out = tmp_path / f"t{threads}-{len(list(tmp_path.iterdir()))}"
-        build_index(vecs, distance="cosine", kind="scann", params=params | {"training_threads": threads},
-                    seed=0).save(str(out))
-        return {f: hashlib.sha256((out / "scann" / f).read_bytes()).hexdigest()
-                for f in sorted(os.listdir(out / "scann"))}
+        return _scann_file_digests(tmp_path, vecs, params, threads)
 
     first = digest(0)
     assert {"datapoint_to_token.npy", "ah_codebook.pb", "serialized_partitioner.pb"} <= first.keys()
