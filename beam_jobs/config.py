@@ -11,14 +11,12 @@ import dataclasses
 import math
 from typing import Any
 
+from transforms.errors import ConfigError
 from transforms.model_signature import ModelInput
 from transforms.schema import DISTANCES, INPUT_FORMATS, OUTPUT_FORMATS
+from transforms.scoring.fellegi_sunter import DEFAULT_MIN_PROBABILITY
 
 __all__ = ["MatchConfig", "ConfigError", "config_from_options", "scann_params_for", "TREE_TRAINING"]
-
-
-class ConfigError(ValueError):
-    """A flag is missing, malformed or inconsistent with another flag."""
 
 
 def _int(flags: dict, name: str, default: int | None, minimum: int | None = None) -> int | None:
@@ -419,9 +417,6 @@ def _min_probability(flags: dict, compares: bool) -> float | None:
     if scorer == "none":
         return None
     return DEFAULT_MIN_PROBABILITY if value is None else (value or None)
-
-
-DEFAULT_MIN_PROBABILITY = 0.5
 
 # --target_recall when the job embeds records and the flag is not given. Hashed text embeddings have
 # little cluster structure: on generated people a fixed 15 of 89 leaves found 0.64 of the exact

@@ -37,6 +37,7 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.artifacts import SUCCESS_MARKER, is_local_path, join_path, read_text, write_text
+from transforms.errors import ConfigError
 
 __all__ = [
     "RUN_ENTRIES",
@@ -204,8 +205,6 @@ def check_output_dir(output: str, *, overwrite: bool, inputs: dict[str, str | No
     Raises:
         ConfigError: one line naming --overwrite (and the flag, for an input inside the directory).
     """
-    from beam_jobs.config import ConfigError
-
     if is_local_path(output) and os.path.isfile(output):
         raise ConfigError(f"--output {output} is a file, not a directory")
     state = inspect_output_dir(output)
@@ -238,8 +237,6 @@ def claim_output_dir(output: str, static: dict[str, Any], *, overwrite: bool) ->
     Raises:
         ConfigError: the directory changed since the check and may not be replaced.
     """
-    from beam_jobs.config import ConfigError
-
     state = inspect_output_dir(output)
     if state.foreign:  # checked before; the directory changed since
         raise ConfigError(f"--output {output} holds files that are not a run's outputs: "

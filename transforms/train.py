@@ -934,9 +934,8 @@ def fit_scorer(config: TrainConfig, roles: dict[str, str], space: _Space, vector
     true where both records are one entity. Returns the model and its validation figures (best
     pairwise F1 by match probability and by distance on the held-out records' pairs, and the
     pairwise F1 at the job's default ``--min_probability``)."""
-    from beam_jobs.config import DEFAULT_MIN_PROBABILITY
     from transforms.scoring.comparisons import take_rows
-    from transforms.scoring.fellegi_sunter import term_sketch
+    from transforms.scoring.fellegi_sunter import DEFAULT_MIN_PROBABILITY, term_sketch
     from transforms.scoring.labelled import (
         LabelledLevels,
         compare_pairs,

@@ -38,6 +38,7 @@ import numpy as np
 from transforms.scoring.comparisons import LEVEL_NAMES, MISSING, NUM_LEVELS
 
 __all__ = [
+    "DEFAULT_MIN_PROBABILITY",
     "FellegiSunterModel",
     "SKETCH_DEPTH",
     "SKETCH_WIDTH",
@@ -73,6 +74,8 @@ _KIN_AGREEMENT = 0.5
 _CLOSE_LEVELS = 3
 _FLOOR = 1e-6
 # One pseudo-pair per level: a level no fitted match shows is rare among matches, not impossible.
+# The job's --min_probability when a scorer runs: a pair is kept as a match from even odds on.
+DEFAULT_MIN_PROBABILITY = 0.5
 _M_PSEUDO = 1.0
 # A joint fit whose match share is more than this factor off the fields-first fit's is not kept.
 _DERIVED_PRIOR_RATIO = 1.5
