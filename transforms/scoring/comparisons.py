@@ -225,25 +225,42 @@ def _gram_keys(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
             np.concatenate([two[ok2], three[ok3]]))
 
 
+_GRAM_CHUNK = 1 << 16  # rows per sort: the packed row number has 20 bits, and a chunk stays in cache
+_ROW_SHIFT = np.uint64(44)  # packed gram key: row (20 bits) | gram hash's low 43 bits | side (1 bit)
+_HASH_MASK = np.uint64((1 << 43) - 1)
+
+
 def gram_cosine(a: list[str], b: list[str]) -> np.ndarray:
     """Cosine of the character 2/3-gram count vectors of aligned non-empty strings, float64 [m].
 
-    Numpy over the whole batch (no per-pair Python): both sides' grams as (row, hash, side), one
-    sort, then per run of one (row, gram) the count on each side.
+    Numpy over the whole batch (no per-pair Python): per chunk of rows, both sides' grams packed
+    into one uint64 each (row, the gram hash's low 43 bits, side), one plain sort, then per run of
+    one (row, gram) the count on each side. (A lexsort of (row, hash) with the side alongside did
+    the same four times slower.) The low bits, not the top ones: the multiplicative hash mixes
+    the last character into its low bits only. Two grams of one value sharing 43 bits is a 1e-10
+    chance. The counts are integers, so the sums are exact in any order.
     """
     m = len(a)
-    if not m:
-        return np.zeros(0)
-    ra, ka = _gram_keys(a)
-    rb, kb = _gram_keys(b)
-    rows, keys = np.concatenate([ra, rb]), np.concatenate([ka, kb])
-    side_b = np.r_[np.zeros(len(ra)), np.ones(len(rb))]
-    order = np.lexsort((keys, rows))
-    rows, keys, side_b = rows[order], keys[order], side_b[order]
-    starts = np.flatnonzero(np.r_[True, (rows[1:] != rows[:-1]) | (keys[1:] != keys[:-1])])
-    count_b = np.add.reduceat(side_b, starts)
-    count_a = np.diff(np.r_[starts, len(rows)]) - count_b
-    row = rows[starts]
+    out = np.zeros(m)
+    for lo in range(0, m, _GRAM_CHUNK):
+        hi = min(m, lo + _GRAM_CHUNK)
+        out[lo:hi] = _gram_cosine_chunk(a[lo:hi], b[lo:hi])
+    return out
+
+
+def _gram_cosine_chunk(a: list[str], b: list[str]) -> np.ndarray:
+    m = len(a)
+    packed = []
+    for side, values in ((0, a), (1, b)):
+        rows, keys = _gram_keys(values)
+        packed.append((rows.astype(np.uint64) << _ROW_SHIFT) | ((keys & _HASH_MASK) << np.uint64(1))
+                      | np.uint64(side))
+    keys = np.sort(np.concatenate(packed))
+    gram = keys >> np.uint64(1)
+    starts = np.flatnonzero(np.r_[True, gram[1:] != gram[:-1]])
+    count_b = np.add.reduceat((keys & np.uint64(1)).astype(np.float64), starts)
+    count_a = np.diff(np.r_[starts, len(keys)]) - count_b
+    row = (keys[starts] >> _ROW_SHIFT).astype(np.int64)
     dot = np.bincount(row, weights=count_a * count_b, minlength=m)
     norms = (np.bincount(row, weights=count_a * count_a, minlength=m)
              * np.bincount(row, weights=count_b * count_b, minlength=m))
@@ -258,8 +275,7 @@ def compare_text(a: np.ndarray, b: np.ndarray, date_a: np.ndarray | None = None,
 
     m = len(a)
     level = np.full(m, MISSING, dtype=np.int8)
-    present = np.fromiter((x is not None and y is not None for x, y in zip(a, b, strict=True)),
-                          dtype=bool, count=m)
+    present = np.not_equal(a, None) & np.not_equal(b, None)
     if not present.any():
         return level
     rows = np.flatnonzero(present)

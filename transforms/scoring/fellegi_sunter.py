@@ -176,30 +176,37 @@ def estimate_u(levels: np.ndarray) -> np.ndarray:
     return u
 
 
-def _log_likelihoods(patterns: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """sum_f log table[f, pattern_f] per pattern, missing levels contributing 0."""
-    present = patterns != MISSING
-    safe = np.where(present, patterns, 0).astype(np.int64)
-    values = np.log(table[np.arange(patterns.shape[1])[None, :], safe])
-    return np.where(present, values, 0.0).sum(axis=1)
+def _log_likelihoods(cells: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """sum_f log table[f, pattern_f] per pattern (``cells`` from :func:`_cells`), missing levels
+    contributing 0."""
+    # Each field's cell after its levels holds log(1) = 0: the MISSING level's.
+    logs = np.log(np.concatenate([table, np.ones((table.shape[0], 1))], axis=1)).ravel()
+    return logs[cells].sum(axis=1)
 
 
-def _posterior(patterns: np.ndarray, m: np.ndarray, u: np.ndarray, prior: float) -> np.ndarray:
-    """P(match | pattern) for every pattern."""
-    a = math.log(prior) + _log_likelihoods(patterns, m)
-    b = math.log1p(-prior) + _log_likelihoods(patterns, u)
+def _cells(patterns: np.ndarray) -> np.ndarray:
+    """The flat (field, level) cell of every pattern's every field, int64 [P, F]: field f's levels
+    are cells f * (NUM_LEVELS + 1) + level, its MISSING level the cell after them."""
+    width = NUM_LEVELS + 1
+    return np.arange(patterns.shape[1]) * width + patterns.astype(np.int64) % width
+
+
+def _posterior(cells: np.ndarray, m: np.ndarray, u: np.ndarray, prior: float) -> np.ndarray:
+    """P(match | pattern) for every pattern (``cells`` from :func:`_cells`)."""
+    a = math.log(prior) + _log_likelihoods(cells, m)
+    b = math.log1p(-prior) + _log_likelihoods(cells, u)
     return 1.0 / (1.0 + np.exp(np.clip(b - a, -700, 700)))
 
 
-def _level_shares(patterns: np.ndarray, present: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Per field, the weighted share of each level (one pseudo-pair per level), [F, NUM_LEVELS]."""
-    out = np.empty((patterns.shape[1], NUM_LEVELS))
-    for f in range(patterns.shape[1]):
-        rows = present[:, f]
-        totals = np.bincount(patterns[rows, f].astype(np.int64), weights=weight[rows],
-                             minlength=NUM_LEVELS)[:NUM_LEVELS]
-        out[f] = (totals + _M_PSEUDO) / (totals.sum() + _M_PSEUDO * NUM_LEVELS)
-    return out
+def _level_shares(cells: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per field, the weighted share of each level (one pseudo-pair per level), [F, NUM_LEVELS];
+    ``cells`` from :func:`_cells`. One bincount over all fields (missing levels fall in cells of
+    their own, dropped)."""
+    num_fields = cells.shape[1]
+    totals = np.bincount(cells.ravel(), weights=np.repeat(weight, num_fields),
+                         minlength=num_fields * (NUM_LEVELS + 1))
+    totals = totals.reshape(num_fields, NUM_LEVELS + 1)[:, :NUM_LEVELS]
+    return (totals + _M_PSEUDO) / (totals.sum(axis=1, keepdims=True) + _M_PSEUDO * NUM_LEVELS)
 
 
 def fit_em(histogram: dict[bytes, int], u: np.ndarray, *, fit_u: bool = True,
@@ -222,14 +229,14 @@ def fit_em(histogram: dict[bytes, int], u: np.ndarray, *, fit_u: bool = True,
     if not histogram:
         return m, u, prior, 0, True
     patterns, counts = _unpack(histogram, num_fields)
-    present = patterns != MISSING
+    cells = _cells(patterns)
     converged = False
     iteration = 0
     for iteration in range(1, max_iterations + 1):  # noqa: B007 (reported)
-        g = _posterior(patterns, m, u, prior)
+        g = _posterior(cells, m, u, prior)
         new_prior = float(np.clip((counts * g).sum() / counts.sum(), _FLOOR, 1 - _FLOOR))
-        new_m = _level_shares(patterns, present, counts * g)
-        new_u = _level_shares(patterns, present, counts * (1 - g)) if fit_u else u
+        new_m = _level_shares(cells, counts * g)
+        new_u = _level_shares(cells, counts * (1 - g)) if fit_u else u
         change = max(abs(new_prior - prior), float(np.abs(new_m - m).max()), float(np.abs(new_u - u).max()))
         m, u, prior = new_m, new_u, new_prior
         if change < tolerance:
@@ -238,10 +245,10 @@ def fit_em(histogram: dict[bytes, int], u: np.ndarray, *, fit_u: bool = True,
     return m, u, prior, iteration, converged
 
 
-def _mixture_loglik(patterns: np.ndarray, counts: np.ndarray, tables: list[np.ndarray],
+def _mixture_loglik(cells: np.ndarray, counts: np.ndarray, tables: list[np.ndarray],
                     shares: np.ndarray) -> tuple[np.ndarray, float]:
     """(posterior class memberships [P, K], total log-likelihood) of the patterns under a mixture."""
-    ll = np.stack([math.log(p) + _log_likelihoods(patterns, t) for p, t in zip(shares, tables, strict=True)],
+    ll = np.stack([math.log(p) + _log_likelihoods(cells, t) for p, t in zip(shares, tables, strict=True)],
                   axis=1)
     top = ll.max(axis=1, keepdims=True)
     g = np.exp(ll - top)
@@ -249,23 +256,23 @@ def _mixture_loglik(patterns: np.ndarray, counts: np.ndarray, tables: list[np.nd
     return g / total, float((counts * (top[:, 0] + np.log(total[:, 0]))).sum())
 
 
-def _mixture_em(patterns: np.ndarray, counts: np.ndarray, present: np.ndarray, tables: list[np.ndarray],
+def _mixture_em(cells: np.ndarray, counts: np.ndarray, tables: list[np.ndarray],
                 shares: np.ndarray, max_iterations: int,
                 tolerance: float) -> tuple[list[np.ndarray], np.ndarray, int, bool, float]:
     """EM of a latent-class mixture from a start: (tables, shares, iterations, converged, loglik)."""
     converged = False
     iteration = 0
     for iteration in range(1, max_iterations + 1):  # noqa: B007 (reported)
-        g, _ = _mixture_loglik(patterns, counts, tables, shares)
+        g, _ = _mixture_loglik(cells, counts, tables, shares)
         new_shares = np.clip((counts[:, None] * g).sum(axis=0) / counts.sum(), _FLOOR, 1.0)
-        new_tables = [_level_shares(patterns, present, counts * g[:, k]) for k in range(len(tables))]
+        new_tables = [_level_shares(cells, counts * g[:, k]) for k in range(len(tables))]
         change = max(float(np.abs(new_shares - shares).max()),
                      max(float(np.abs(a - b).max()) for a, b in zip(new_tables, tables, strict=True)))
         shares, tables = new_shares, new_tables
         if change < tolerance:
             converged = True
             break
-    return tables, shares, iteration, converged, _mixture_loglik(patterns, counts, tables, shares)[1]
+    return tables, shares, iteration, converged, _mixture_loglik(cells, counts, tables, shares)[1]
 
 
 def _match_class(tables: list[np.ndarray]) -> int:
@@ -342,23 +349,23 @@ def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: fl
     if not histogram:
         return np.tile(_M_INIT, (num_fields, 1)), np.array(u, dtype=np.float64), _PRIOR_INIT, 0, True
     patterns, counts = _unpack(histogram, num_fields)
-    present = patterns != MISSING
+    cells = _cells(patterns)
     m_init = np.tile(_M_INIT, (num_fields, 1))
-    evidence = _log_likelihoods(patterns, m_init) - _log_likelihoods(patterns, u)
+    evidence = _log_likelihoods(cells, m_init) - _log_likelihoods(cells, u)
     order = np.argsort(-evidence, kind="stable")
     # The patterns before the share is reached (at least the one with the most evidence).
     top = order[np.cumsum(counts[order]) - counts[order] < seed_share * counts.sum()]
     seed_weight = np.zeros(len(counts))
     seed_weight[top] = counts[top]
-    tables = [_level_shares(patterns, present, seed_weight), _level_shares(patterns, present, counts),
+    tables = [_level_shares(cells, seed_weight), _level_shares(cells, counts),
               np.array(u, dtype=np.float64)]
     shares = np.array([seed_share, 0.5, 0.5 - seed_share])
-    tables, shares, iterations, converged, loglik = _mixture_em(patterns, counts, present, tables, shares,
-                                                                max_iterations, tolerance)
+    tables, shares, iterations, converged, loglik = _mixture_em(cells, counts, tables, shares, max_iterations,
+                                                                tolerance)
     if split:
         penalty = 0.5 * (num_fields * (NUM_LEVELS - 1) + 1) * math.log(max(counts.sum(), 2.0))
         match = _match_class(tables)
-        g, _ = _mixture_loglik(patterns, counts, tables, shares)
+        g, _ = _mixture_loglik(cells, counts, tables, shares)
         weight = counts * g[:, match]
         others = [k for k in range(len(tables)) if k != match]
         paying = []
@@ -368,8 +375,8 @@ def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: fl
             if agree.sum() < 1 or differ.sum() < 1:
                 continue
             part = shares[match] / (agree.sum() + differ.sum())
-            start = [_level_shares(patterns, present, agree), _level_shares(patterns, present, differ)]
-            fitted = _mixture_em(patterns, counts, present, start + [tables[k] for k in others],
+            start = [_level_shares(cells, agree), _level_shares(cells, differ)]
+            fitted = _mixture_em(cells, counts, start + [tables[k] for k in others],
                                  np.r_[part * agree.sum(), part * differ.sum(), shares[others]],
                                  max_iterations, tolerance)
             if fitted[4] - loglik > penalty:
@@ -421,11 +428,11 @@ def fit_em_fields_first(histogram: dict[bytes, int], u: np.ndarray, *, derived: 
     patterns, counts = _unpack(histogram, num_fields)
     fields_only = patterns.copy()
     fields_only[:, list(derived)] = MISSING
-    post = _posterior(fields_only, m, u_fit, prior)
-    present = patterns != MISSING
+    post = _posterior(_cells(fields_only), m, u_fit, prior)
+    cells = _cells(patterns)
     rows = list(derived)
-    m[rows] = _level_shares(patterns, present, counts * post)[rows]
-    u_fit[rows] = _level_shares(patterns, present, counts * (1.0 - post))[rows]
+    m[rows] = _level_shares(cells, counts * post)[rows]
+    u_fit[rows] = _level_shares(cells, counts * (1.0 - post))[rows]
     return m, u_fit, prior, iterations, converged
 
 
@@ -463,9 +470,10 @@ def fit_prior(histogram: dict[bytes, int], m: np.ndarray, u: np.ndarray, *, star
     if not histogram:
         return start
     patterns, counts = _unpack(histogram, m.shape[0])
+    cells = _cells(patterns)
     prior = start
     for _ in range(max_iterations):
-        new = float(np.clip((counts * _posterior(patterns, m, u, prior)).sum() / counts.sum(), _FLOOR,
+        new = float(np.clip((counts * _posterior(cells, m, u, prior)).sum() / counts.sum(), _FLOOR,
                             1 - _FLOOR))
         if abs(new - prior) < tolerance:
             return new

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
+from transforms.scoring import comparisons
 from transforms.scoring.comparisons import (
     MISSING,
     compare_fields,
@@ -95,7 +97,9 @@ def _gram_counts_reference(value: str) -> dict[str, int]:
     return out
 
 
-def test_gram_cosine_equals_a_per_pair_count_oracle():
+@pytest.mark.parametrize("chunk", [7, 1 << 16])  # rows per packed sort: chunk edges change nothing
+def test_gram_cosine_equals_a_per_pair_count_oracle(monkeypatch, chunk):
+    monkeypatch.setattr(comparisons, "_GRAM_CHUNK", chunk)
     rng = np.random.default_rng(0)
     words = ["univ", "university", "of", "melbourne", "dept", "physics", "zürich", "ag", "x", "acme"]
     a = [" ".join(rng.choice(words, rng.integers(1, 6))) for _ in range(500)]
