@@ -41,6 +41,7 @@ import re
 from typing import Any, NamedTuple
 
 import numpy as np
+import pyarrow.compute as pc
 
 __all__ = [
     "MISSING",
@@ -158,10 +159,14 @@ def record_fields(ids: np.ndarray, origins: np.ndarray, table: Any, text_fields:
     dates = np.full((n, len(text_fields)), _NO_DATE, dtype=np.int32)
     hashes = np.zeros((n, len(text_fields)), dtype=np.uint64)
     for j, f in enumerate(text_fields):
-        normalised = normalize_values(table.column(f).to_pylist())
-        text[:, j] = normalised
-        dates[:, j] = date_codes(normalised)
-        hashes[:, j] = value_hashes(normalised, f)
+        # Each distinct value once (names, places and dates repeat): normalised, dated and hashed
+        # per entry of the column's dictionary, then gathered; missing values index a None after it.
+        encoded = pc.dictionary_encode(table.column(f)).combine_chunks()
+        distinct = normalize_values(encoded.dictionary.to_pylist())
+        rows = pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False)
+        text[:, j] = np.concatenate([distinct, np.array([None], dtype=object)])[rows]
+        dates[:, j] = np.r_[date_codes(distinct), _NO_DATE][rows]
+        hashes[:, j] = np.r_[value_hashes(distinct, f), np.uint64(0)][rows]
     numbers = np.full((n, len(numeric_fields)), np.nan, dtype=np.float64)
     for j, f in enumerate(numeric_fields):
         col = table.column(f).to_numpy(zero_copy_only=False)
