@@ -41,6 +41,7 @@ import re
 from typing import Any, NamedTuple
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = [
@@ -161,7 +162,9 @@ def record_fields(ids: np.ndarray, origins: np.ndarray, table: Any, text_fields:
     for j, f in enumerate(text_fields):
         # Each distinct value once (names, places and dates repeat): normalised, dated and hashed
         # per entry of the column's dictionary, then gathered; missing values index a None after it.
-        encoded = pc.dictionary_encode(table.column(f)).combine_chunks()
+        encoded = pc.dictionary_encode(table.column(f))
+        if isinstance(encoded, pa.ChunkedArray):  # a Table's column (a RecordBatch's is one array)
+            encoded = encoded.combine_chunks()
         distinct = normalize_values(encoded.dictionary.to_pylist())
         rows = pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False)
         text[:, j] = np.concatenate([distinct, np.array([None], dtype=object)])[rows]
