@@ -44,7 +44,7 @@ _D = DEFAULTS  # each field's default is its flag's (transforms.flags), not a se
 
 @dataclasses.dataclass(frozen=True)
 class MatchConfig:
-    """Validated settings of one match run. See beam_jobs/options.py for each flag's meaning."""
+    """Validated settings of one match run. See transforms/flags.py for each flag's meaning."""
 
     mode: str  # 'link' or 'dedup'
     queries: str | None
