@@ -1,6 +1,6 @@
 """The ``corpus-match`` console script: the match job by default, plus subcommands.
 
-``corpus-match [job flags]`` runs the match job (see beam_jobs/options.py);
+``corpus-match [job flags]`` runs the match job (flags: transforms/flags.py);
 ``corpus-match evaluate ...`` scores a run's matches against truth pairs;
 ``corpus-match explain --run DIR --query_id A --candidate_id B`` prints one pair's match weight, field
 by field (transforms/scoring/explain.py);

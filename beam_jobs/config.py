@@ -1,7 +1,8 @@
 """Turns :class:`beam_jobs.options.MatchOptions` into one frozen, validated :class:`MatchConfig`.
 
-All string parsing (Flex Templates pass ``'false'``, ``'10'``) and cross-field rules live here, and every
-error is a ``ValueError`` naming the flag, raised before any pipeline is built. DoFns receive the
+Each value is parsed by its flag's spec (``transforms.flags``: type, range, choices; Flex Templates pass
+``'false'``, ``'10'``); the cross-field rules live here, in :func:`config_from_flags`. Every error is a
+``ValueError`` naming the flag, raised before any pipeline is built. DoFns receive the
 config (or parts of it), never PipelineOptions.
 """
 
@@ -12,98 +13,50 @@ import math
 from typing import Any
 
 from transforms.errors import ConfigError
+from transforms.flags import (
+    DEFAULTS,
+    EMBEDDED_TARGET_RECALL,
+    FLAGS,
+    JOB_FLAGS,
+    SCANN_LEAVES_TO_SEARCH_RANGE,
+    SCANN_REORDER,
+    SCANN_REORDER_SQUARED_L2,
+    parse_flags,
+)
 from transforms.model_signature import ModelInput
-from transforms.schema import DISTANCES, INPUT_FORMATS, OUTPUT_FORMATS
-from transforms.scoring.fellegi_sunter import DEFAULT_MIN_PROBABILITY
 
-__all__ = ["MatchConfig", "ConfigError", "config_from_options", "scann_params_for", "TREE_TRAINING"]
-
-
-def _int(flags: dict, name: str, default: int | None, minimum: int | None = None) -> int | None:
-    value = flags.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        parsed = int(str(value).strip())
-    except ValueError:
-        raise ConfigError(f"--{name} must be an integer, got {value!r}") from None
-    if minimum is not None and parsed < minimum:
-        raise ConfigError(f"--{name} must be >= {minimum}, got {parsed}")
-    return parsed
+__all__ = ["MatchConfig", "ConfigError", "config_from_flags", "config_from_options", "scann_params_for",
+           "TREE_TRAINING", "EMBEDDED_TARGET_RECALL"]
 
 
-def _float(flags: dict, name: str, default: float | None, lo: float | None = None,
-           hi: float | None = None) -> float | None:
-    value = flags.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        parsed = float(str(value).strip())
-    except ValueError:
-        raise ConfigError(f"--{name} must be a number, got {value!r}") from None
-    if not math.isfinite(parsed) or (lo is not None and parsed < lo) or (hi is not None and parsed > hi):
-        bounds = (f"in [{lo:g}, {hi:g}]" if lo is not None and hi is not None
-                  else f">= {lo:g}" if lo is not None else f"<= {hi:g}" if hi is not None else "")
-        raise ConfigError(f"--{name} must be a finite number {bounds}, got {value!r}".replace("  ", " "))
-    return parsed
+def _given(flags: dict, name: str) -> bool:
+    """Whether the user set the flag (not None, not empty)."""
+    return FLAGS[name].given(flags.get(name))
 
 
-def _choice(flags: dict, name: str, choices: tuple[str, ...], default: str) -> str:
-    value = flags.get(name)
-    if value is None or value == "":
-        return default
-    value = str(value).strip().lower()
-    if value not in choices:
-        raise ConfigError(f"--{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
+def _str(flags: dict, name: str) -> str | None:
+    """A string flag's value as given (stripped), None when not given: for checks before parsing."""
+    return FLAGS[name].parse(flags.get(name)) if _given(flags, name) else None
 
 
-def _str(flags: dict, name: str, default: str | None = None) -> str | None:
-    value = flags.get(name)
-    if value is None or str(value).strip() == "":
-        return default
-    return str(value).strip()
-
-
-def _bool(flags: dict, name: str, default: bool) -> bool:
-    value = flags.get(name)
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"--{name} must be true or false, got {value!r}")
-
-
-def _list(flags: dict, name: str) -> tuple[str, ...]:
-    value = _str(flags, name)
-    if value is None:
-        return ()
-    items = tuple(v.strip() for v in value.split(",") if v.strip())
-    if len(set(items)) != len(items):
-        raise ConfigError(f"--{name} lists a field twice: {value!r}")
-    return items
+_D = DEFAULTS  # each field's default is its flag's (transforms.flags), not a second literal
 
 
 @dataclasses.dataclass(frozen=True)
 class MatchConfig:
-    """Validated settings of one match run. See beam_jobs/options.py for each flag's meaning."""
+    """Validated settings of one match run. See transforms/flags.py for each flag's meaning."""
 
     mode: str  # 'link' or 'dedup'
     queries: str | None
     candidates: str | None
     input: str | None
     output: str
-    overwrite: bool = False
-    input_format: str = "auto"
-    id_field: str = "id"
-    vector_field: str = "embedding"
-    text_fields: tuple[str, ...] = ()
-    numeric_fields: tuple[str, ...] = ()
+    overwrite: bool = _D["overwrite"]
+    input_format: str = _D["input_format"]
+    id_field: str = _D["id_field"]
+    vector_field: str = _D["vector_field"]
+    text_fields: tuple[str, ...] = _D["text_fields"]
+    numeric_fields: tuple[str, ...] = _D["numeric_fields"]
     model_dir: str | None = None
     image_field: str | None = None
     text_pooling: str | None = None  # None: not given (join)
@@ -112,45 +65,45 @@ class MatchConfig:
     # the built-in embedder or before launch has read it.
     model_input: ModelInput | None = None
     transform_fn_dir: str | None = None
-    embed_batch_size: int = 4096
-    embed_min_batch_size: int = 64
-    embed_max_batch_size: int = 4096
-    top_k: int = 10
-    distance: str = "cosine"
+    embed_batch_size: int = _D["embed_batch_size"]
+    embed_min_batch_size: int = _D["embed_min_batch_size"]
+    embed_max_batch_size: int = _D["embed_max_batch_size"]
+    top_k: int = _D["top_k"]
+    distance: str = _D["distance"]
     max_distance: float | None = None
     calibration: str | None = None
-    index: str = "auto"
+    index: str = _D["index"]
     num_shards: int | None = None
-    max_shard_vectors: int = 1_000_000
-    worker_memory_gb: float = 4.0
-    routing: str = "auto"
-    probe_shards: int = 4
+    max_shard_vectors: int = _D["max_shard_vectors"]
+    worker_memory_gb: float = _D["worker_memory_gb"]
+    routing: str = _D["routing"]
+    probe_shards: int = _D["probe_shards"]
     scann_num_leaves: int | None = None
     scann_leaves_to_search: int | None = None
-    scann_quantization: str = "ah"
-    scann_anisotropic_threshold: float = 0.2
+    scann_quantization: str = _D["scann_quantization"]
+    scann_anisotropic_threshold: float = _D["scann_anisotropic_threshold"]
     scann_reorder: int | None = None
-    scann_training_sample: int = 250_000
-    scann_training_threads: int = 0
-    audit_sample: int = 1000
+    scann_training_sample: int = _D["scann_training_sample"]
+    scann_training_threads: int = _D["scann_training_threads"]
+    audit_sample: int = _D["audit_sample"]
     min_recall: float | None = None
     target_recall: float | None = None
-    rescore: str = "exact"
+    rescore: str = _D["rescore"]
     scorer: str = "none"
     min_probability: float | None = None
     scoring_model: str | None = None
-    collapse_duplicates: bool = True
-    max_cluster_size: int = 1000
-    cluster_max_rounds: int = 40
+    collapse_duplicates: bool = _D["collapse_duplicates"]
+    max_cluster_size: int = _D["max_cluster_size"]
+    cluster_max_rounds: int = _D["cluster_max_rounds"]
     index_dir: str | None = None
-    append: bool = False
-    output_format: str = "parquet"
+    append: bool = _D["append"]
+    output_format: str = _D["output_format"]
     num_output_shards: int | None = None
-    max_bad_record_ratio: float = 0.01
-    max_bad_files: int = 0
-    max_id_length: int = 1024
-    batch_size: int = 4096
-    spill_min_mb: float = 1.0
+    max_bad_record_ratio: float = _D["max_bad_record_ratio"]
+    max_bad_files: int = _D["max_bad_files"]
+    max_id_length: int = _D["max_id_length"]
+    batch_size: int = _D["batch_size"]
+    spill_min_mb: float = _D["spill_min_mb"]
 
     @property
     def embeds(self) -> bool:
@@ -170,10 +123,10 @@ class MatchConfig:
         separator None under mean pooling); (None, None) for any other model."""
         if self.model_input is None or self.model_input.kind != "text":
             return None, None
-        pooling = self.text_pooling or "join"
+        pooling = self.text_pooling or _D["text_pooling"]
         if pooling != "join":
             return pooling, None
-        return pooling, " " if self.text_separator is None else self.text_separator
+        return pooling, _D["text_separator"] if self.text_separator is None else self.text_separator
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -214,20 +167,28 @@ def _apply_calibration(flags: dict) -> dict:
         raise ConfigError(f"--calibration {path}: not a calibration file with max_distance or "
                           f"min_probability ({e})") from None
     for name in found:
-        if _str(flags, name) is not None:
+        if _given(flags, name):
             raise ConfigError(f"give --{name} or --calibration, not both")
     if isinstance(found.get("scoring_model"), str):
         found["scoring_model"] = _beside(path, found["scoring_model"])
-    _float({"calibration": found.get("max_distance")}, "calibration", None)
-    _float({"calibration": found.get("min_probability")}, "calibration", None, 0.0, 1.0)
+    for name in ("max_distance", "min_probability"):  # the file's values, checked as the flags would be
+        try:
+            FLAGS[name].parse(found.get(name))
+        except ConfigError as e:
+            raise ConfigError(f"--calibration {path}: {e}") from None
     return {**flags, **{k: str(v) for k, v in found.items()}}
 
 
 def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
-    """Builds a MatchConfig from a dict of raw flag values (strings, numbers or None)."""
+    """Builds a MatchConfig from a dict of raw flag values (strings, numbers or None).
+
+    Each value is parsed by its spec (``transforms.flags``), defaults included; what is left here are
+    the rules between flags and the defaults derived from other flags.
+    """
     flags = _apply_calibration(flags)
-    queries, candidates, input_glob = (_str(flags, n) for n in ("queries", "candidates", "input"))
-    index_dir, append = _str(flags, "index_dir"), _bool(flags, "append", False)
+    v = parse_flags(flags)  # every flag's value or default; a malformed one fails here, named
+    queries, candidates, input_glob = v["queries"], v["candidates"], v["input"]
+    index_dir, append = v["index_dir"], v["append"]
     if input_glob and (queries or candidates):
         raise ConfigError("give either --input (dedup mode) or --queries with --candidates (link "
                           "mode), not both")
@@ -252,103 +213,55 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
     else:
         raise ConfigError("no input: give --input GLOB (dedup mode) or --queries GLOB and "
                           "--candidates GLOB (link mode)")
-    output = _str(flags, "output")
-    if not output:
+    if not v["output"]:
         raise ConfigError("--output DIR is required")
 
-    text_fields, numeric_fields = _list(flags, "text_fields"), _list(flags, "numeric_fields")
+    text_fields, numeric_fields = v["text_fields"], v["numeric_fields"]
     both = set(text_fields) & set(numeric_fields)
     if both:
         raise ConfigError(f"--text_fields and --numeric_fields both list {sorted(both)}")
-    id_field = _str(flags, "id_field", "id")
+    id_field = v["id_field"]
     if id_field in text_fields or id_field in numeric_fields:
         raise ConfigError(f"--id_field {id_field!r} cannot also be embedded (--text_fields / "
                           "--numeric_fields)")
-    image_field = _str(flags, "image_field")
+    image_field = v["image_field"]
     if image_field and (text_fields or numeric_fields):
         raise ConfigError("--image_field feeds an image model: give it or --text_fields/--numeric_fields, "
                           "not both")
-    if image_field and not _str(flags, "model_dir"):
+    if image_field and not v["model_dir"]:
         raise ConfigError("--image_field needs --model_dir (an image model); the built-in embedder "
                           "reads --text_fields/--numeric_fields")
     if image_field and image_field == id_field:
         raise ConfigError(f"--image_field {image_field!r} is the --id_field")
-    if image_field and _str(flags, "transform_fn_dir"):
+    if image_field and v["transform_fn_dir"]:
         raise ConfigError("--transform_fn_dir: an image model (--image_field) takes no preprocessed "
                           "features")
-    text_separator = flags.get("text_separator")  # not stripped: spaces are the point
-    text_separator = None if text_separator is None or text_separator == "" else str(text_separator)
     for name in ("text_pooling", "text_separator"):
-        if flags.get(name) not in (None, "") and (not _str(flags, "model_dir") or not text_fields):
+        if _given(flags, name) and (not v["model_dir"] or not text_fields):
             raise ConfigError(f"--{name} is for a --model_dir taking raw text (one tf.string input) "
                               "with --text_fields")
-    if text_separator is not None and _str(flags, "text_pooling") == "mean":
+    if _given(flags, "text_separator") and v["text_pooling"] == "mean":
         raise ConfigError("--text_separator joins fields (--text_pooling join); --text_pooling mean "
                           "embeds each field alone")
     embeds = bool(text_fields or numeric_fields or image_field)
     compares = bool(text_fields or numeric_fields)  # what the pairwise scorer compares
     for name in ("model_dir", "transform_fn_dir"):
-        if _str(flags, name) and not embeds:
+        if v[name] and not embeds:
             raise ConfigError(f"--{name} needs --text_fields, --numeric_fields or --image_field")
 
-    cfg = MatchConfig(
-        mode=mode,
-        queries=queries,
-        candidates=candidates,
-        input=input_glob,
-        output=output.rstrip("/"),
-        overwrite=_bool(flags, "overwrite", False),
-        input_format=_choice(flags, "input_format", INPUT_FORMATS, "auto"),
-        id_field=id_field,
-        vector_field=_str(flags, "vector_field", "embedding"),
-        text_fields=text_fields,
-        numeric_fields=numeric_fields,
-        model_dir=_str(flags, "model_dir"),
-        image_field=image_field,
-        text_pooling=(_choice(flags, "text_pooling", TEXT_POOLINGS, "join")
-                      if _str(flags, "text_pooling") else None),
-        text_separator=text_separator,
-        transform_fn_dir=_str(flags, "transform_fn_dir"),
-        embed_batch_size=_int(flags, "embed_batch_size", 4096, 1),
-        embed_min_batch_size=_int(flags, "embed_min_batch_size", 64, 1),
-        embed_max_batch_size=_int(flags, "embed_max_batch_size", 4096, 1),
-        top_k=_int(flags, "top_k", 10, 1),
-        distance=_choice(flags, "distance", DISTANCES, "cosine"),
-        max_distance=_float(flags, "max_distance", None),
-        calibration=_str(flags, "calibration"),
-        index=_choice(flags, "index", INDEX_CHOICES, "auto"),
-        num_shards=_int(flags, "num_shards", None, 1),
-        max_shard_vectors=_int(flags, "max_shard_vectors", 1_000_000, 1),
-        worker_memory_gb=_float(flags, "worker_memory_gb", 4.0, 0.01),
-        routing=_choice(flags, "routing", ("auto", "all", "centroids"), "auto"),
-        probe_shards=_int(flags, "probe_shards", 4, 1),
-        scann_num_leaves=_int(flags, "scann_num_leaves", None, 1),
-        scann_leaves_to_search=_int(flags, "scann_leaves_to_search", None, 1),
-        scann_quantization=_choice(flags, "scann_quantization", ("ah", "brute"), "ah"),
-        scann_anisotropic_threshold=_float(flags, "scann_anisotropic_threshold", 0.2, 0.0),
-        scann_reorder=_int(flags, "scann_reorder", None, 0),
-        scann_training_sample=_int(flags, "scann_training_sample", 250_000, 100),
-        scann_training_threads=_int(flags, "scann_training_threads", 0, 0),
-        audit_sample=_int(flags, "audit_sample", 1000, 0),
-        min_recall=_float(flags, "min_recall", None, 0.0, 1.0),
-        target_recall=_target_recall(flags, embeds),
-        collapse_duplicates=_bool(flags, "collapse_duplicates", True),
-        max_cluster_size=_int(flags, "max_cluster_size", 1000, 1),
-        cluster_max_rounds=_int(flags, "cluster_max_rounds", 40, 1),
-        index_dir=index_dir.rstrip("/") if index_dir else None,
-        append=append,
-        rescore=_choice(flags, "rescore", ("exact", "wasserstein"), "exact"),
-        scorer=_scorer(flags, compares),
-        min_probability=_min_probability(flags, compares),
-        scoring_model=_str(flags, "scoring_model"),
-        output_format=_choice(flags, "output_format", OUTPUT_FORMATS, "parquet"),
-        num_output_shards=_int(flags, "num_output_shards", None, 1),
-        max_bad_record_ratio=_float(flags, "max_bad_record_ratio", 0.01, 0.0, 1.0),
-        max_bad_files=_int(flags, "max_bad_files", 0, 0),
-        max_id_length=_int(flags, "max_id_length", 1024, 1),
-        batch_size=_int(flags, "batch_size", 4096, 1),
-        spill_min_mb=_float(flags, "spill_min_mb", 1.0, lo=0.0),
-    )
+    fields = {f.name for f in dataclasses.fields(MatchConfig)}
+    cfg = MatchConfig(**{
+        **{name: value for name, value in v.items() if name in fields},
+        "mode": mode,
+        "output": v["output"].rstrip("/"),
+        "index_dir": index_dir.rstrip("/") if index_dir else None,
+        # None when not given: the model decides whether they apply (text_feed fills them in)
+        "text_pooling": v["text_pooling"] if _given(flags, "text_pooling") else None,
+        "text_separator": v["text_separator"] if _given(flags, "text_separator") else None,
+        "target_recall": _target_recall(flags, v, embeds),
+        "scorer": _scorer(flags, v, compares),
+        "min_probability": _min_probability(flags, v, compares),
+    })
     for name in ("min_recall", "target_recall"):
         if getattr(cfg, name) is not None and cfg.audit_sample == 0:
             raise ConfigError(f"--{name} needs the recall audit: set --audit_sample > 0")
@@ -363,14 +276,12 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
     if cfg.scoring_model and cfg.scorer != "model":
         raise ConfigError("--scoring_model is used by --scorer model only")
     if cfg.scorer != "none" and cfg.index_dir:
-        if _str(flags, "scorer") or cfg.scoring_model:
+        if _given(flags, "scorer") or cfg.scoring_model:
             raise ConfigError(f"--scorer {cfg.scorer} compares both records of a pair, and a kept index "
                               "(--index_dir) does not keep the candidates' records: use --scorer none")
         cfg = dataclasses.replace(cfg, scorer="none", min_probability=None)
-    if cfg.scorer == "none" and _str(flags, "min_probability") is not None:
+    if cfg.scorer == "none" and _given(flags, "min_probability"):
         raise ConfigError("--min_probability needs a scorer (--scorer fields or model)")
-    if cfg.target_recall == 0:
-        raise ConfigError("--target_recall must be > 0")
     _check_max_distance(cfg)
     if cfg.embed_min_batch_size > cfg.embed_max_batch_size:
         raise ConfigError("--embed_min_batch_size must be <= --embed_max_batch_size")
@@ -383,8 +294,6 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
     return cfg
 
 
-INDEX_CHOICES = ("auto", "scann", "exact")
-TEXT_POOLINGS = ("join", "mean")  # as transforms.raw_inputs.TEXT_POOLINGS (kept Beam-free here)
 # The smallest distance each --distance can report (dot, -dot, has none): a --max_distance below it
 # would drop every pair. Cosine (1 - cos) lies in [0, 2]; squared L2 and the Wasserstein rescore are >= 0.
 _LOWEST_DISTANCE = {"cosine": 0.0, "squared_l2": 0.0}
@@ -403,50 +312,37 @@ def _check_max_distance(cfg: MatchConfig) -> None:
                           f"{'' if cfg.distance == 'cosine' and cfg.rescore != 'wasserstein' else ' >= 0'}")
 
 
-def _scorer(flags: dict, compares: bool) -> str:
+def _scorer(flags: dict, v: dict, compares: bool) -> str:
     """--scorer; default fields when the job embeds text/numeric fields (model with
     --scoring_model), else none (precomputed vectors, images)."""
-    default = ("model" if _str(flags, "scoring_model") else "fields") if compares else "none"
-    return _choice(flags, "scorer", ("none", "fields", "model"), default)
+    if _given(flags, "scorer"):
+        return v["scorer"]
+    return ("model" if v["scoring_model"] else "fields") if compares else "none"
 
 
-def _min_probability(flags: dict, compares: bool) -> float | None:
-    """--min_probability in [0, 1]; default 0.5 when a scorer runs (0 keeps every pair)."""
-    scorer = _scorer(flags, compares)
-    value = _float(flags, "min_probability", None, 0.0, 1.0)
-    if scorer == "none":
+def _min_probability(flags: dict, v: dict, compares: bool) -> float | None:
+    """--min_probability when a scorer runs (0 keeps every pair: None); None without a scorer."""
+    if _scorer(flags, v, compares) == "none":
         return None
-    return DEFAULT_MIN_PROBABILITY if value is None else (value or None)
-
-# --target_recall when the job embeds records and the flag is not given. Hashed text embeddings have
-# little cluster structure: on generated people a fixed 15 of 89 leaves found 0.64 of the exact
-# top-10 (true-link recall@10 0.979); tuning on the audit sample fixes that where it is needed. The
-# target counts the relevant neighbours (rank 1 and those within the audit's derived cutoff): at
-# 100k generated people 0.95 of them kept 0.976 of the true links exact search finds, 0.98 about
-# the 0.987 of the old all-slots target at the same cost, 0.99 kept 0.997 at 1.5x the leaves.
-EMBEDDED_TARGET_RECALL = 0.98
+    return v["min_probability"] or None
 
 
-def _target_recall(flags: dict, embeds: bool) -> float | None:
+def _target_recall(flags: dict, v: dict, embeds: bool) -> float | None:
     """--target_recall: a number, 'none' (no tuning), or unset (EMBEDDED_TARGET_RECALL when the job
     embeds records with ScaNN and audits; no tuning for precomputed vectors, whose defaults come from
     measured operating points)."""
-    raw = flags.get("target_recall")
-    if raw is not None and str(raw).strip().lower() == "none":
-        return None
-    if raw is None or raw == "":
-        tunable = (_choice(flags, "index", INDEX_CHOICES, "auto") != "exact"
-                   and _int(flags, "audit_sample", 1000, 0) > 0)
-        return EMBEDDED_TARGET_RECALL if embeds and tunable else None
-    return _float(flags, "target_recall", None, 0.0, 1.0)
+    if _given(flags, "target_recall"):
+        return v["target_recall"]  # None for 'none'
+    tunable = v["index"] != "exact" and v["audit_sample"] > 0
+    return EMBEDDED_TARGET_RECALL if embeds and tunable else None
 
 
 def config_from_options(options) -> MatchConfig:
     """Builds the config from a PipelineOptions carrying MatchOptions' flags."""
-    from beam_jobs.options import JOB_FLAGS, MatchOptions
+    from beam_jobs.options import MatchOptions
 
     view = options.view_as(MatchOptions).get_all_options(drop_default=False)
-    return config_from_flags({name: view.get(name) for name, _, _ in JOB_FLAGS})
+    return config_from_flags({flag.name: view.get(flag.name) for flag in JOB_FLAGS})
 
 
 # How the job trains ScaNN shards' trees (transforms.index.TREE_TRAINING_SAMPLED; kept here as a
@@ -466,7 +362,8 @@ def scann_params_for(cfg: MatchConfig, shard_size: int) -> dict[str, Any]:
     num_leaves = min(num_leaves, shard_size)
     # 1.5*sqrt(leaves), at least 8, at most 30: FACTS.md measured recall@10 0.967 at 30 of 600
     # leaves (100k) and 0.971-0.992 at 10-60 of 2000 (1M); more leaves cost search time for little.
-    to_search = cfg.scann_leaves_to_search or min(30, max(8, math.ceil(1.5 * math.sqrt(num_leaves))))
+    lo, hi = SCANN_LEAVES_TO_SEARCH_RANGE
+    to_search = cfg.scann_leaves_to_search or min(hi, max(lo, math.ceil(1.5 * math.sqrt(num_leaves))))
     return {
         "num_leaves": num_leaves,
         "num_leaves_to_search": min(to_search, num_leaves),
@@ -474,7 +371,7 @@ def scann_params_for(cfg: MatchConfig, shard_size: int) -> dict[str, Any]:
         "quantization": cfg.scann_quantization,
         "anisotropic_quantization_threshold": cfg.scann_anisotropic_threshold,
         "reorder": (cfg.scann_reorder if cfg.scann_reorder is not None
-                    else 200 if cfg.distance == "squared_l2" else 100),
+                    else SCANN_REORDER_SQUARED_L2 if cfg.distance == "squared_l2" else SCANN_REORDER),
         "spherical": cfg.distance == "cosine",
         "training_threads": cfg.scann_training_threads,
         # The tree's centres from a seeded k-means sample (transforms.kmeans), not ScaNN's k-means++:

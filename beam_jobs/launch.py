@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from transforms.flags import DEFAULTS
+
 __all__ = ["InputBounds", "LaunchDecision", "exact_at_launch", "input_bounds", "progress_totals",
            "record_count_bound"]
 
@@ -66,7 +68,7 @@ def _lines(path: str) -> int:
     return count + (last != b"\n")
 
 
-def record_count_bound(pattern: str, input_format: str = "auto") -> int | None:
+def record_count_bound(pattern: str, input_format: str = DEFAULTS["input_format"]) -> int | None:
     """At most how many records the files matching ``pattern`` hold, or None when that is not
     cheaply certain (see the module docstring)."""
     from apache_beam.io.filesystems import FileSystems

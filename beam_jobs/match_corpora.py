@@ -41,6 +41,7 @@ from transforms.build import (
 from transforms.clusters import ClusterPairs, WriteClusters
 from transforms.dead_letters import is_bad_file, rows_rejected
 from transforms.exact_duplicates import ExpandAliases
+from transforms.flags import DEFAULTS
 from transforms.io import ReadCorpus, WriteDeadLetters, WriteMatches
 from transforms.manifest import (
     BadRecordRatioError,
@@ -224,7 +225,7 @@ def _embed_raw(cfg: MatchConfig, features: dict[str, beam.PCollection],
         pooling, separator = cfg.text_feed
         prepared = features[role] | f"PrepareModelInputs{label}" >> PrepareModelInputs(
             model_input=cfg.model_input, text_fields=cfg.text_fields, image_field=cfg.image_field,
-            text_pooling=pooling or "join", text_separator=separator or "")
+            text_pooling=pooling or DEFAULTS["text_pooling"], text_separator=separator or "")
         dead.append(prepared.dead_letters)
         embedded = prepared.batches | f"Embed{label}" >> EmbedRecords(
             model_dir=cfg.model_dir, min_batch_size=cfg.embed_min_batch_size,

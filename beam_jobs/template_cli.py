@@ -18,7 +18,6 @@ APIs itself and imports nothing heavy at module level (the Flex Template shim im
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import logging
@@ -30,6 +29,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from transforms.flags import FLAGS, JOB_FLAGS, Flag
 
 __all__ = [
     "template_main",
@@ -66,10 +67,12 @@ SDK_IMAGE_ENV = "CORPUS_MATCHER_SDK_CONTAINER_IMAGE"
 
 # Flags whose values may carry a {date} placeholder (nightly runs read dated exports, write dated output).
 DATE_FLAGS = ("queries", "candidates", "input", "output")
-# Template parameters that must be Cloud Storage paths (the template runs on Dataflow: no local paths).
-GCS_GLOB_FLAGS = ("queries", "candidates", "input")  # file globs: * ? [..] allowed after the bucket
-GCS_DIR_FLAGS = ("model_dir", "transform_fn_dir", "output")  # directories: no glob characters
-REQUIRED_TEMPLATE_FLAGS = ("output",)  # the rest is optional; config enforces link/dedup inputs
+# Template parameters that must be Cloud Storage paths (the template runs on Dataflow: no local paths),
+# by the flags' template kind (transforms.flags).
+GCS_GLOB_FLAGS = tuple(f.name for f in JOB_FLAGS if f.template_kind == "gcs_glob")  # * ? [..] allowed
+GCS_DIR_FLAGS = tuple(f.name for f in JOB_FLAGS  # directories: no glob characters
+                      if f.template_kind in ("gcs_dir", "gcs_output"))
+REQUIRED_TEMPLATE_FLAGS = tuple(f.name for f in JOB_FLAGS if f.required)  # config enforces link/dedup
 
 # GPU type -> the smallest machine type that carries one (L4 exists on G2 machines only).
 GPU_MACHINE_TYPES = {"nvidia-l4": "g2-standard-4", "nvidia-tesla-t4": "n1-standard-4"}
@@ -81,7 +84,7 @@ GCS_GLOB_REGEX = rf"^gs://{_BUCKET}/[^/\r\n][^\r\n]*$"
 GCS_DIR_REGEX = rf"^gs://{_BUCKET}/[^/\r\n*?\[\]][^\r\n*?\[\]]*$"
 INT_REGEX = r"^[0-9]+$"
 # Numbers that also take the word none (see the flag's help).
-NONE_OR_NUMBER_FLAGS = frozenset({"target_recall"})
+NONE_OR_NUMBER_FLAGS = frozenset(f.name for f in JOB_FLAGS if f.template_kind == "none_or_number")
 FLOAT_REGEX = r"^[-+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$"
 
 _JOB_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,1022}[a-z0-9])?$")
@@ -165,36 +168,23 @@ def expand_date_flags(argv: Sequence[str], now: datetime.datetime | datetime.dat
 # ------------------------------------------------------------------------------------ metadata
 
 
-def _numeric_kind(name: str) -> str | None:
-    """'int' or 'float' when MatchConfig parses this flag as a number, else None."""
-    from beam_jobs.config import MatchConfig
-
-    for field in dataclasses.fields(MatchConfig):
-        if field.name == name:
-            kind = str(field.type)
-            if "float" in kind:
-                return "float"
-            if "int" in kind:
-                return "int"
-    return None
-
-
-def flag_regex(name: str, choices: Sequence[str] | None) -> str | None:
-    """The regex a template parameter value must match, or None for free text."""
-    if name in GCS_GLOB_FLAGS:
+def flag_regex(name: str, choices: Sequence[str] | None = None) -> str | None:
+    """The regex a template parameter value must match (from the flag's template kind and type), or
+    None for free text. ``choices``: for a name that is not a job flag."""
+    flag = FLAGS.get(name)
+    if flag is None:
+        return "^(" + "|".join(re.escape(c) for c in choices) + ")$" if choices else None
+    kind = flag.template_kind
+    if kind == "gcs_glob":
         return GCS_GLOB_REGEX
-    if name in GCS_DIR_FLAGS:
+    if kind in ("gcs_dir", "gcs_output"):
         return GCS_DIR_REGEX
-    if choices:
-        return "^(" + "|".join(re.escape(c) for c in choices) + ")$"
-    kind = _numeric_kind(name)
-    if name in NONE_OR_NUMBER_FLAGS:
-        return r"^(none|" + FLOAT_REGEX[1:-1] + r")$"
-    if kind == "int":
-        return INT_REGEX
-    if kind == "float":
-        return FLOAT_REGEX
-    return None
+    if kind in ("enum", "boolean"):
+        return "^(" + "|".join(re.escape(c) for c in flag.values) + ")$"
+    number = INT_REGEX if flag.type == "int" else FLOAT_REGEX
+    if kind == "none_or_number":
+        return r"^(none|" + number[1:-1] + r")$"
+    return number if kind == "number" else None
 
 
 _LABEL_WORDS = {"id": "ID", "scann": "ScaNN", "tf": "TF", "k": "K", "fn": "fn"}
@@ -206,18 +196,12 @@ def _label(name: str) -> str:
     return " ".join([first, *words[1:]])
 
 
-def _param_type(name: str, choices: Sequence[str] | None) -> str:
-    if name in GCS_GLOB_FLAGS:
-        return "GCS_READ_FILE"
-    if name == "output":
-        return "GCS_WRITE_FOLDER"
-    if name in GCS_DIR_FLAGS:
-        return "GCS_READ_FOLDER"
-    if choices:
-        return "ENUM"
-    if _numeric_kind(name) and name not in NONE_OR_NUMBER_FLAGS:
-        return "NUMBER"
-    return "TEXT"
+_PARAM_TYPES = {"gcs_glob": "GCS_READ_FILE", "gcs_dir": "GCS_READ_FOLDER", "gcs_output": "GCS_WRITE_FOLDER",
+                "enum": "ENUM", "boolean": "ENUM", "number": "NUMBER"}  # else TEXT
+
+
+def _param_type(flag: Flag) -> str:
+    return _PARAM_TYPES.get(flag.template_kind, "TEXT")
 
 
 def _help_text(name: str, help_text: str) -> str:
@@ -237,22 +221,20 @@ def template_metadata() -> dict[str, Any]:
     Field names follow Dataflow's ``TemplateMetadata`` / ``ParameterMetadata`` JSON (name, label,
     helpText, isOptional, regexes, paramType, enumOptions).
     """
-    from beam_jobs.options import JOB_FLAGS
-
     parameters = []
-    for name, help_text, choices in JOB_FLAGS:
+    for flag in JOB_FLAGS:
         param: dict[str, Any] = {
-            "name": name,
-            "label": _label(name),
-            "helpText": _help_text(name, help_text),
-            "isOptional": name not in REQUIRED_TEMPLATE_FLAGS,
-            "paramType": _param_type(name, choices),
+            "name": flag.name,
+            "label": _label(flag.name),
+            "helpText": _help_text(flag.name, flag.full_help),
+            "isOptional": not flag.required,
+            "paramType": _param_type(flag),
         }
-        regex = flag_regex(name, choices)
+        regex = flag_regex(flag.name)
         if regex:
             param["regexes"] = [regex]
-        if choices:
-            param["enumOptions"] = [{"value": c, "label": c} for c in choices]
+        if flag.values:
+            param["enumOptions"] = [{"value": c, "label": c} for c in flag.values]
         parameters.append(param)
     return {
         "name": "corpus-matcher: match corpora",
@@ -272,18 +254,16 @@ def validate_template_parameters(params: dict[str, str]) -> None:
         beam_jobs.config.ConfigError: naming the first flag whose value does not match.
     """
     from beam_jobs.config import ConfigError
-    from beam_jobs.options import JOB_FLAGS
 
-    choices_of = {name: choices for name, _, choices in JOB_FLAGS}
     for name, value in params.items():
-        if name not in choices_of:
+        if name not in FLAGS:
             continue
-        regex = flag_regex(name, choices_of[name])
+        regex = flag_regex(name)
         if regex and not re.fullmatch(regex, value):
             if name in GCS_GLOB_FLAGS or name in GCS_DIR_FLAGS:
                 what = "a gs://bucket/path" + (" without glob characters" if name in GCS_DIR_FLAGS else "")
-            elif choices_of[name]:
-                what = "one of " + ", ".join(choices_of[name])
+            elif FLAGS[name].values:
+                what = "one of " + ", ".join(FLAGS[name].values)
             else:
                 what = f"a value matching {regex}"
             raise ConfigError(f"--{name} must be {what} in the template, got {value!r}")
@@ -462,8 +442,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_launch(p: argparse.ArgumentParser) -> None:
-    from beam_jobs.options import JOB_FLAGS
-
     p.add_argument("--staging-location", help="Default gs://BUCKET/staging.")
     p.add_argument("--temp-location", help="Default gs://BUCKET/temp.")
     p.add_argument("--service-account-email", help="Worker (and launcher) service account.")
@@ -487,9 +465,8 @@ def _add_launch(p: argparse.ArgumentParser) -> None:
                    help="Worker image override. Default: the image the template launcher runs in "
                    "(baked in at build time), so launcher and workers match.")
     job = p.add_argument_group("job flags (passed to the template as parameters, same names)")
-    for name, help_text, choices in JOB_FLAGS:
-        job.add_argument(f"--{name}", dest=f"job_{name}", choices=choices,
-                         help=help_text.replace("%", "%%"))
+    for flag in JOB_FLAGS:  # raw strings: the job's config parses them (_check_job_flags)
+        flag.add_to(job, typed=False, dest=f"job_{flag.name}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -557,10 +534,8 @@ def _build(args: argparse.Namespace, now: datetime.datetime) -> tuple[list[str],
 
 
 def _job_parameters(args: argparse.Namespace) -> dict[str, str]:
-    from beam_jobs.options import JOB_FLAGS
-
-    return {name: getattr(args, f"job_{name}") for name, _, _ in JOB_FLAGS
-            if getattr(args, f"job_{name}") is not None}
+    return {flag.name: getattr(args, f"job_{flag.name}") for flag in JOB_FLAGS
+            if getattr(args, f"job_{flag.name}") is not None}
 
 
 def _check_job_flags(params: dict[str, str], day: datetime.date) -> None:

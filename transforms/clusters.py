@@ -60,6 +60,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.artifacts import join_path, read_bytes, write_bytes
+from transforms.flags import DEFAULTS
 from transforms.io import _PARQUET_OPTIONS  # the project's pinned writer options (same bytes, same rows)
 from transforms.schema import PairBatch
 from transforms.sharding import id_sort_keys, split_by_shard, stable_hash64, str_array
@@ -636,7 +637,8 @@ class ClusterPairs(beam.PTransform):
             ``max_final_edges`` edges left in unfinished components.
     """
 
-    def __init__(self, *, max_cluster_size: int = 1000, max_rounds: int = 40, num_buckets: int = 64,
+    def __init__(self, *, max_cluster_size: int = DEFAULTS["max_cluster_size"],
+                 max_rounds: int = DEFAULTS["cluster_max_rounds"], num_buckets: int = 64,
                  max_final_edges: int = 1_000_000):
         """Validates the arguments.
 

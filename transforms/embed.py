@@ -46,6 +46,7 @@ from apache_beam.ml.inference.base import ModelHandler, ModelMetadata, RunInfere
 
 from transforms import progress
 from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
+from transforms.flags import DEFAULTS
 from transforms.schema import VectorBatch
 
 __all__ = ["TFSavedModelHandler", "EmbeddedBatch", "EmbeddedBatchCoder", "EmbedRecords", "EmbedResult",
@@ -195,7 +196,8 @@ class TFSavedModelHandler(ModelHandler[Any, EmbeddedBatch, Any]):
     """
 
     def __init__(self, model_dir: str | None = None, *, signature_name: str = "serving_default",
-                 output_key: str | None = None, min_batch_size: int = 64, max_batch_size: int = 4096,
+                 output_key: str | None = None, min_batch_size: int = DEFAULTS["embed_min_batch_size"],
+                 max_batch_size: int = DEFAULTS["embed_max_batch_size"],
                  large_model: bool = False, call_rows: int | None = None):
         """Initialises the handler.
 
@@ -497,7 +499,8 @@ class EmbedRecords(beam.PTransform):
 
     def __init__(self, *, model_dir: str | None = None, run_dir: str | None = None,
                  text_fields: tuple[str, ...] = (), numeric_fields: tuple[str, ...] = (),
-                 min_batch_size: int = 64, max_batch_size: int = 4096, output_key: str | None = None,
+                 min_batch_size: int = DEFAULTS["embed_min_batch_size"],
+                 max_batch_size: int = DEFAULTS["embed_max_batch_size"], output_key: str | None = None,
                  call_rows: int | None = None):
         """Initialises the transform.
 

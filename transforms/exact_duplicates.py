@@ -28,6 +28,7 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 
+from transforms.flags import DEFAULTS
 from transforms.schema import PairBatch, VectorBatch
 from transforms.sharding import content_hash64, id_sort_keys, str_array
 
@@ -170,7 +171,7 @@ class ExpandAliases(beam.PTransform):
         distance: the job's --distance (the distance of two identical vectors, dedup mode).
     """
 
-    def __init__(self, *, aliases, mode: str, top_k: int, distance: str = "cosine"):
+    def __init__(self, *, aliases, mode: str, top_k: int, distance: str = DEFAULTS["distance"]):
         super().__init__()
         if mode not in ("link", "dedup"):
             raise ValueError(f"mode must be 'link' or 'dedup', got {mode!r}")

@@ -81,6 +81,7 @@ from transforms.dead_letters import (
     make_dead_letter,
     rows_rejected,
 )
+from transforms.flags import DEFAULTS
 from transforms.schema import (
     INPUT_FORMATS,
     MATCH_COLUMNS,
@@ -705,7 +706,8 @@ def _read_rows(path: str, fmt: str, batch_size: int, binary_fields: frozenset[st
         yield from _rows_to_batches(_until_stream_fault(reader(fh, path), path), path, batch_size)
 
 
-def iter_raw_batches(pattern: str, input_format: str = "auto", batch_size: int = 4096,
+def iter_raw_batches(pattern: str, input_format: str = DEFAULTS["input_format"],
+                     batch_size: int = DEFAULTS["batch_size"],
                      binary_fields: frozenset[str] = frozenset()) -> Iterator[RawBatch]:
     """Every RawBatch of the files matching ``pattern``, read in this process as ReadCorpus reads
     them (same formats, rows and origins ``path:row``); what ReadCorpus would send to dead letters is
@@ -771,7 +773,8 @@ class ReadCorpus(beam.PTransform):
     ``<role>_read`` counter of the ``corpus_matcher`` metric namespace.
     """
 
-    def __init__(self, *, file_pattern: str, input_format: str, role: str, batch_size: int = 4096,
+    def __init__(self, *, file_pattern: str, input_format: str, role: str,
+                 batch_size: int = DEFAULTS["batch_size"],
                  binary_fields: tuple[str, ...] = ()):
         """Validates the arguments.
 

@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.dead_letters import DEAD_LETTER_TAG, make_dead_letter
+from transforms.flags import DEFAULTS
 from transforms.model_signature import ModelInput
 from transforms.schema import FeatureBatch
 
@@ -279,7 +280,8 @@ class PrepareModelInputs(beam.PTransform):
     """PCollection[FeatureBatch] -> PreparedInputs(batches=PCollection[ModelInputBatch], dead_letters)."""
 
     def __init__(self, *, model_input: ModelInput, text_fields: tuple[str, ...] = (),
-                 image_field: str | None = None, text_pooling: str = "join", text_separator: str = " "):
+                 image_field: str | None = None, text_pooling: str = DEFAULTS["text_pooling"],
+                 text_separator: str = DEFAULTS["text_separator"]):
         """Initialises the transform.
 
         Args:

@@ -23,6 +23,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms import metrics, progress
+from transforms.flags import DEFAULTS
 from transforms.index import clamp_distances
 from transforms.schema import NeighborBatch, PairBatch, ShardIndexInfo, VectorBatch
 from transforms.shard_cache import LoadedShard, load_shard
@@ -206,7 +207,8 @@ def _full_width(p: PartialResult) -> PartialResult:
     return PartialResult(p.shard, np.arange(n), n, qids, cand, dist, None, cv)
 
 
-def merge_partials(partials: list[PartialResult], top_k: int, rescore: str = "exact") -> NeighborBatch:
+def merge_partials(partials: list[PartialResult], top_k: int,
+                   rescore: str = DEFAULTS["rescore"]) -> NeighborBatch:
     """Merges shards' top-K for one query batch into the global top-K, ties broken by candidate id."""
     raw = sorted(partials, key=lambda p: p.shard)
     partials = [_full_width(p) for p in raw]
@@ -336,7 +338,7 @@ class SearchShards(beam.PTransform):
 class MergeTopK(beam.PTransform):
     """(batch_key, PartialResult) from every searched shard -> PairBatch of the global top-K."""
 
-    def __init__(self, *, top_k: int, rescore: str = "exact", max_distance: float | None = None,
+    def __init__(self, *, top_k: int, rescore: str = DEFAULTS["rescore"], max_distance: float | None = None,
                  canonical: bool = False):
         super().__init__()
         if rescore not in ("exact", "wasserstein"):

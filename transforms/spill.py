@@ -36,6 +36,7 @@ from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.artifacts import is_local_path, join_path
+from transforms.flags import DEFAULTS
 from transforms.schema import SpilledRows, VectorBatch
 
 __all__ = ["MIN_SPILL_BYTES", "should_spill", "spill_rows", "assemble_parts", "delete_spill_dir",
@@ -43,10 +44,10 @@ __all__ = ["MIN_SPILL_BYTES", "should_spill", "spill_rows", "assemble_parts", "d
 
 _LOGGER = logging.getLogger(__name__)
 # Pieces with fewer bytes of vectors stay in the shuffle (see the module docstring); the job's
-# --spill_min_mb (default 1) sets it per run. 1 MB: a
+# --spill_min_mb sets it per run; this is its default (1 MB): a
 # default read batch (--batch_size 4096) of 128-dim vectors is 2 MB, so it spills whole when there
 # are one or two shards; files stay few (at most one per MB of the corpus) and none is tiny.
-MIN_SPILL_BYTES = 1 << 20
+MIN_SPILL_BYTES = round(DEFAULTS["spill_min_mb"] * (1 << 20))
 
 
 def new_spill_dir(temp_location: str | None, output_dir: str) -> str:

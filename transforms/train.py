@@ -96,6 +96,7 @@ from transforms.artifacts import join_path, write_bytes, write_text
 from transforms.dead_letters import DeadLetter
 from transforms.default_embedder import build_default_model, default_dims, embedding_dim
 from transforms.evaluate import evaluate, load_truth
+from transforms.flags import DEFAULTS
 from transforms.index import build_index
 from transforms.io import ReadCorpus
 from transforms.preprocess import AnalyzeAndTransformFeatures
@@ -180,8 +181,8 @@ class TrainConfig:
     queries: str | None = None
     candidates: str | None = None
     input: str | None = None
-    id_field: str = "id"
-    input_format: str = "auto"
+    id_field: str = DEFAULTS["id_field"]
+    input_format: str = DEFAULTS["input_format"]
     transform_fn_dir: str | None = None
     epochs: int = 5
     batch_pairs: int = 64
@@ -191,7 +192,7 @@ class TrainConfig:
     residual_l2: float = 0.1
     validation_fraction: float = 0.2
     seed: int = 0
-    top_k: int = 10
+    top_k: int = DEFAULTS["top_k"]
     negatives: str = "all"
     temp_dir: str | None = None
 
@@ -291,10 +292,11 @@ def _collect(batches: list[Any], role: str) -> tuple[TransformedCorpus, int]:
 
 
 def preprocess_corpora(corpora: dict[str, str], *, text_fields: tuple[str, ...],
-                       numeric_fields: tuple[str, ...] = (), id_field: str = "id",
-                       input_format: str = "auto", transform_fn_dir_in: str | None = None,
+                       numeric_fields: tuple[str, ...] = (), id_field: str = DEFAULTS["id_field"],
+                       input_format: str = DEFAULTS["input_format"], transform_fn_dir_in: str | None = None,
                        transform_fn_dir_out: str | None = None, temp_dir: str | None = None,
-                       batch_size: int = 4096) -> tuple[dict[str, TransformedCorpus], dict[str, Any]]:
+                       batch_size: int = DEFAULTS["batch_size"]
+                       ) -> tuple[dict[str, TransformedCorpus], dict[str, Any]]:
     """Reads, validates and preprocesses corpora on the local runner, as the match job does.
 
     Args:
@@ -1085,17 +1087,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
 # CLI.
 
 
-def _fields(value: str | None) -> tuple[str, ...]:
-    return tuple(f.strip() for f in (value or "").split(",") if f.strip())
-
-
 def train_main(argv: list[str]) -> int:
     """``corpus-match train``: trains, prints the per-epoch table, returns 0 (2 on unusable input)."""
     args = _parser().parse_args(argv)
     try:
         config = TrainConfig(
-            model_dir=args.model_dir, truth=args.truth, text_fields=_fields(args.text_fields),
-            numeric_fields=_fields(args.numeric_fields), queries=args.queries, candidates=args.candidates,
+            model_dir=args.model_dir, truth=args.truth, text_fields=args.text_fields,
+            numeric_fields=args.numeric_fields, queries=args.queries, candidates=args.candidates,
             input=args.input, id_field=args.id_field, input_format=args.input_format,
             transform_fn_dir=args.transform_fn_dir, epochs=args.epochs, batch_pairs=args.batch_pairs,
             hard_negatives=args.hard_negatives, mine_k=args.mine_k, learning_rate=args.learning_rate,

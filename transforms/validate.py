@@ -27,6 +27,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import metrics
 from transforms.dead_letters import DEAD_LETTER_TAG, DeadLetter, make_dead_letter
+from transforms.flags import DEFAULTS
 from transforms.schema import MAX_TEXT_CHARS, FeatureBatch, RawBatch, VectorBatch
 
 __all__ = ["ValidateRecords", "ValidateResult", "CheckDims", "CheckDimsResult", "validate_vectors",
@@ -75,7 +76,7 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-DEFAULT_MAX_ID_LENGTH = 1024
+DEFAULT_MAX_ID_LENGTH = DEFAULTS["max_id_length"]  # the --max_id_length default
 
 
 def _string_ids(col: pa.Array) -> list[str | None] | None:
@@ -436,9 +437,9 @@ class _ValidateFn(beam.DoFn):
 class ValidateRecords(beam.PTransform):
     """RawBatch -> VectorBatch (or FeatureBatch when embedding) + dead letters."""
 
-    def __init__(self, *, role: str, id_field: str, vector_field: str = "embedding",
+    def __init__(self, *, role: str, id_field: str, vector_field: str = DEFAULTS["vector_field"],
                  text_fields: tuple[str, ...] = (), numeric_fields: tuple[str, ...] = (),
-                 distance: str = "cosine", max_id_length: int = DEFAULT_MAX_ID_LENGTH,
+                 distance: str = DEFAULTS["distance"], max_id_length: int = DEFAULT_MAX_ID_LENGTH,
                  image_field: str | None = None, allow_empty: bool = False):
         """``image_field`` and ``allow_empty``: see :func:`validate_features`."""
         super().__init__()

@@ -80,7 +80,7 @@ def test_job_help_lists_flags_by_group_with_choices_and_defaults():
     positions = [text.index(f"\n{group}:\n") for group in FLAG_GROUPS]
     assert positions == sorted(positions)
     for flag in JOB_FLAGS:
-        head = f"  --{flag.name}" + (f" {{{','.join(flag.choices)}}}" if flag.choices else "")
+        head = f"  --{flag.name}" + (f" {{{','.join(flag.values)}}}" if flag.values else "")
         found = re.search(rf"^{re.escape(head)}$", text, re.M)
         assert found, flag.name
         # the section the flag is listed in is its own group's

@@ -25,7 +25,7 @@ def test_beam_flags_pass_through_and_job_flags_parse():
     assert cfg.top_k == 7 and cfg.mode == "link"
     assert options.get_all_options()["project"] == "p"
     view = options.view_as(MatchOptions).get_all_options()
-    assert {name for name, _, _ in JOB_FLAGS} <= set(view)
+    assert {flag.name for flag in JOB_FLAGS} <= set(view)
 
 
 def test_flags_are_read_without_beam_and_match_options_is_made_once():

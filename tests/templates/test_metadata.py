@@ -16,7 +16,7 @@ from beam_jobs.template_cli import GCS_DIR_FLAGS, GCS_GLOB_FLAGS, NONE_OR_NUMBER
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "match_corpora"
 METADATA = json.loads((TEMPLATE_DIR / "metadata.json").read_text(encoding="utf-8"))
 PARAMS = {p["name"]: p for p in METADATA["parameters"]}
-FLAGS = {name: (help_text, choices) for name, help_text, choices in JOB_FLAGS}
+FLAGS = {flag.name: (flag.full_help, flag.values) for flag in JOB_FLAGS}
 
 
 def _load(name: str):
@@ -32,7 +32,7 @@ def _accepts(name: str, value: str) -> bool:
 
 
 def test_parameters_are_exactly_the_job_flags_in_order():
-    assert [p["name"] for p in METADATA["parameters"]] == [name for name, _, _ in JOB_FLAGS]
+    assert [p["name"] for p in METADATA["parameters"]] == [flag.name for flag in JOB_FLAGS]
 
 
 def test_every_parameter_has_the_required_fields():

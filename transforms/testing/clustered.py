@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from transforms.flags import DEFAULTS
+
 __all__ = ["make_clustered", "make_link_vectors", "make_skewed_link_vectors", "write_vector_corpus"]
 
 
@@ -71,8 +73,8 @@ def make_skewed_link_vectors(n_candidates: int, n_queries: int, dims: int, *, cl
 
 
 def write_vector_corpus(out_dir: str, ids: list[str] | np.ndarray, vectors: np.ndarray, *,
-                        fmt: str = "parquet", files: int = 1, id_field: str = "id",
-                        vector_field: str = "embedding") -> list[str]:
+                        fmt: str = "parquet", files: int = 1, id_field: str = DEFAULTS["id_field"],
+                        vector_field: str = DEFAULTS["vector_field"]) -> list[str]:
     """Writes ids + vectors as ``files`` files of format parquet, jsonl or csv; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
