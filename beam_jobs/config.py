@@ -11,9 +11,9 @@ import dataclasses
 import math
 from typing import Any
 
-from transforms.errors import ConfigError
-from transforms.model_signature import ModelInput
-from transforms.schema import DISTANCES, INPUT_FORMATS, OUTPUT_FORMATS
+from transforms.common.errors import ConfigError
+from transforms.common.schema import DISTANCES, INPUT_FORMATS, OUTPUT_FORMATS
+from transforms.features.model_signature import ModelInput
 from transforms.scoring.fellegi_sunter import DEFAULT_MIN_PROBABILITY
 
 __all__ = ["MatchConfig", "ConfigError", "config_from_options", "scann_params_for", "TREE_TRAINING"]
@@ -203,7 +203,7 @@ def _apply_calibration(flags: dict) -> dict:
         return flags
     import json
 
-    from transforms.artifacts import read_text
+    from transforms.common.artifacts import read_text
 
     try:
         data = json.loads(read_text(path))

@@ -71,7 +71,7 @@ def record_count_bound(pattern: str, input_format: str = "auto") -> int | None:
     cheaply certain (see the module docstring)."""
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.io import format_for_path
+    from transforms.io.read_corpus import format_for_path
 
     total, scanned = 0, 0
     for meta in FileSystems.match([pattern])[0].metadata_list:
@@ -126,7 +126,7 @@ def exact_at_launch(cfg, dims: int | None, max_work: float,
     queries, candidates = bounds if bounds is not None else input_bounds(cfg)
     if queries is None or candidates is None:
         return None
-    from transforms.shard_records import shard_sizing
+    from transforms.placement.shard_records import shard_sizing
 
     sizing = shard_sizing(max(candidates, 1), dims, fixed=cfg.num_shards,
                           max_shard_vectors=cfg.max_shard_vectors, worker_memory_gb=cfg.worker_memory_gb)

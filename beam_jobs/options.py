@@ -15,7 +15,7 @@ from __future__ import annotations
 import textwrap
 from typing import NamedTuple
 
-from transforms.schema import DISTANCES, INPUT_FORMATS, OUTPUT_FORMATS
+from transforms.common.schema import DISTANCES, INPUT_FORMATS, OUTPUT_FORMATS
 
 __all__ = ["MatchOptions", "JOB_FLAGS", "Flag", "FLAG_GROUPS", "check_known_flags", "flags_help",
            "flags_markdown", "suggest_flag"]

@@ -36,9 +36,11 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms import metrics, progress
-from transforms.artifacts import join_path, write_bytes, write_text
-from transforms.schema import FeatureBatch, PairBatch, ScoredPairBatch
+from transforms.common import metrics, progress
+from transforms.common.artifacts import join_path, write_bytes, write_text
+from transforms.common.schema import FeatureBatch, PairBatch, ScoredPairBatch
+from transforms.common.sharding import assign_shards, id_sort_keys, split_by_shard, stable_hash64, str_array
+from transforms.placement.shard_records import first_occurrences
 from transforms.scoring.comparisons import (
     NUM_LEVELS,
     RecordFields,
@@ -59,8 +61,6 @@ from transforms.scoring.fellegi_sunter import (
     term_frequencies,
     term_sketch,
 )
-from transforms.shard_records import first_occurrences
-from transforms.sharding import assign_shards, id_sort_keys, split_by_shard, stable_hash64, str_array
 
 __all__ = ["ScorePairs", "ScoreResult", "ComparedPairs", "SCORERS", "DISTANCE_FIELD", "model_path",
            "scoring_buckets", "distance_levels", "random_pair_levels"]
