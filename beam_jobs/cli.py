@@ -166,7 +166,7 @@ def _report_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="corpus-match report", description="Write DIR/report.html.")
     ap.add_argument("output_dir", help="a finished run's --output directory")
     args = ap.parse_args(argv)  # before the imports below: --help needs no Beam
-    from transforms.run.manifest import read_manifest
+    from transforms.io.results import read_manifest
     from transforms.run.report import summary_text, write_report
 
     try:

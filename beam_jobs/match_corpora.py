@@ -26,15 +26,12 @@ from beam_jobs.config import TREE_TRAINING, MatchConfig, config_from_options, sc
 from transforms.clusters.cluster_pairs import ClusterPairs, WriteClusters
 from transforms.common.dead_letters import is_bad_file, rows_rejected
 from transforms.common.schema import Role
-from transforms.index.build import (
-    BuildShardIndexes,
-    CombineWithKeptShards,
-    FindKeptIds,
-    MergeWithKeptShards,
-    WriteIndexManifest,
-)
-from transforms.io.read_corpus import ReadCorpus, WriteDeadLetters, WriteMatches
+from transforms.index.append import CombineWithKeptShards, FindKeptIds, MergeWithKeptShards
+from transforms.index.build import BuildShardIndexes
+from transforms.index.index_manifest import WriteIndexManifest
+from transforms.io.read_corpus import ReadCorpus
 from transforms.io.validate import CheckDims, ValidateRecords
+from transforms.io.write_matches import WriteDeadLetters, WriteMatches
 from transforms.placement.exact_duplicates import ExpandAliases
 from transforms.placement.routing import PlaceCandidates, RoutingPlan, TrainRouting
 from transforms.placement.shard_records import FindDuplicateIds, ShardRecords, SplitQueryBatches, shard_sizing
@@ -275,7 +272,7 @@ def resolve_model_input(cfg: MatchConfig) -> MatchConfig:
 def _prepare_batch(batch, distance: str):
     """Model outputs -> vectors prepared for the distance (unit length for cosine)."""
     from transforms.common.schema import VectorBatch
-    from transforms.index.neighbor_index import prepare_vectors
+    from transforms.common.vectors import prepare_vectors
 
     vecs, ok = prepare_vectors(batch.vectors, distance)
     if ok.all():
@@ -671,7 +668,7 @@ def prepare(argv: list[str] | None):
         cfg = resolve_model_input(cfg)
     kept = None
     if cfg.index_dir:
-        from transforms.index.build import read_index_manifest
+        from transforms.index.index_manifest import read_index_manifest
 
         kept = read_index_manifest(cfg.index_dir)
         kept["num_shards"] = (kept["plan"].num_shards if kept["plan"] is not None

@@ -15,7 +15,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from beam_jobs.config import MatchConfig
 from transforms.common import metrics, progress
 from transforms.common.run_dir import mark_finished
-from transforms.run.manifest import read_manifest, update_manifest
+from transforms.io.results import read_manifest
+from transforms.run.manifest import update_manifest
 
 __all__ = ["finish_local_run", "print_summary", "collect_metrics", "start_progress"]
 

@@ -270,7 +270,7 @@ def main() -> None:
     stock, pipe = pairs[middle]
     methods.update(stock)
 
-    from transforms.io.read_corpus import read_matches
+    from transforms.io.results import read_matches
 
     split = {}
     for shards in args.compare_shards:

@@ -142,7 +142,7 @@ def _run_job(cmd: list[str], log_path: str) -> tuple[float, int]:
 def read_match_frame(out_dir: str) -> pd.DataFrame:
     """Every column of the run's match files (parquet, jsonl or csv), ``match_probability`` included.
 
-    ``transforms.io.read_corpus.read_matches`` returns the four match columns only; the scorer's column is
+    ``transforms.io.results.read_matches`` returns the four match columns only; the scorer's column is
     read
     here directly.
     """

@@ -53,7 +53,7 @@ def _job_args(cands: str, queries: str, out: str, *extra: str) -> list[str]:
 def routing_sweep(cands: str, queries: str, work: str, shard_counts: list[int], probe: int,
                   n_queries: int) -> list[dict]:
     from beam_jobs.match_corpora import run_job
-    from transforms.run.manifest import read_manifest
+    from transforms.io.results import read_manifest
 
     rows = []
     for shards in shard_counts:
@@ -198,7 +198,7 @@ def peak_rss(cands: str, queries: str, out: str, max_shard_vectors: int,
         if workers and line.startswith("OWN_MAXRSS_KIB"):
             got["peak_rss_mib"] = round(int(line.split()[1]) / 1024)  # the runner alone
     if workers:
-        from transforms.run.manifest import read_manifest
+        from transforms.io.results import read_manifest
 
         got["python_heap_peak_mib"] = read_manifest(out).get("python_heap_peak_mib")
     return got

@@ -19,8 +19,7 @@ import tensorflow as tf
 
 from beam_jobs.match_corpora import run_job
 from tests import byo_models
-from transforms.io.read_corpus import read_dead_letters, read_matches
-from transforms.run.manifest import read_manifest
+from transforms.io.results import read_dead_letters, read_manifest, read_matches
 from transforms.search.search import wasserstein_1d
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,8 @@ import os
 import pytest
 
 from beam_jobs.match_corpora import run_job
-from transforms.io.read_corpus import read_matches
+from transforms.io.results import read_manifest, read_matches
 from transforms.learn.evaluate import evaluate, load_truth
-from transforms.run.manifest import read_manifest
 from transforms.testing.people import make_link_corpora, write_records, write_truth
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,8 @@ import pytest
 
 from beam_jobs.config import ConfigError
 from beam_jobs.match_corpora import run_job
-from transforms.index.build import read_shard_ids
-from transforms.io.read_corpus import read_matches
-from transforms.run.manifest import read_manifest
+from transforms.index.shard_files import read_shard_ids
+from transforms.io.results import read_manifest, read_matches
 from transforms.testing.clustered import make_link_vectors, write_vector_corpus
 
 pytestmark = pytest.mark.slow
@@ -231,7 +230,7 @@ def test_dedup_pairs_once_no_self_pairs(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["tfrecord", "csv"])
 def test_other_formats_round_trip(tmp_path, fmt):
-    from transforms.io.read_corpus import encode_example, frame_tfrecord
+    from transforms.io.tfrecord import encode_example, frame_tfrecord
 
     cands, queries = make_link_vectors(400, 20, 8, clusters=5, seed=7)
     cand_ids = np.array([f"c{i}" for i in range(len(cands))], dtype=object)

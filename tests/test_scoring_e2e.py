@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 
 from beam_jobs.match_corpora import run_job
-from transforms.io.read_corpus import read_matches
+from transforms.io.results import read_manifest, read_matches
 from transforms.learn.evaluate import evaluate, load_truth
-from transforms.run.manifest import read_manifest
 from transforms.scoring.explain import explain_pair, format_explanation
 from transforms.testing.people import (
     FEBRL3_CLUSTER_SIZES,

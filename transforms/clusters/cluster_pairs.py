@@ -62,9 +62,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.common.artifacts import join_path, read_bytes, write_bytes
 from transforms.common.schema import PairBatch
 from transforms.common.sharding import id_sort_keys, split_by_shard, stable_hash64, str_array
-from transforms.io.read_corpus import (
-    _PARQUET_OPTIONS,  # the project's pinned writer options (same bytes, same rows)
-)
+from transforms.io.parquet import PARQUET_OPTIONS  # the project's pinned writer options (same bytes)
 
 __all__ = [
     "ClusterPairs",
@@ -753,7 +751,7 @@ def _encode_clusters(batches: list[ClusterBatch]) -> tuple[bytes, int]:
         [pa.array(ids[order], pa.string()), pa.array(cids[order], pa.string()),
          pa.array(sizes[order], pa.int64())], schema=_CLUSTER_SCHEMA)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **_PARQUET_OPTIONS)
+    pq.write_table(table, sink, **PARQUET_OPTIONS)
     return sink.getvalue().to_pybytes(), len(ids)
 
 
@@ -827,7 +825,7 @@ def read_clusters(output_dir: str, *, allow_incomplete: bool = False) -> pd.Data
     """Reads every ``DIR/clusters/clusters-*-of-*.parquet`` (reports and tests).
 
     The run must have finished and the files be the whole shard set, as for
-    :func:`transforms.io.read_corpus.read_matches`; ``allow_incomplete=True`` reads whatever is there.
+    :func:`transforms.io.results.read_matches`; ``allow_incomplete=True`` reads whatever is there.
 
     Returns:
         Columns ``CLUSTER_COLUMNS`` sorted by record_id with a fresh index.

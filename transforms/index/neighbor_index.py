@@ -35,37 +35,23 @@ from typing import Any
 import numpy as np
 
 from transforms.common.schema import DISTANCES
+from transforms.common.vectors import check_distance
+from transforms.index.params import (
+    INDEX_KINDS,
+    TREE_TRAINING_SAMPLED,
+    TREE_TRAINING_SCANN,
+    TREE_TRAININGS,
+    too_small,
+)
+from transforms.index.scann import SCANN_DATASET_FILE, scann_config, scann_with_trained_tree
 
-__all__ = [
-    "DISTANCES",
-    "INDEX_KINDS",
-    "MIN_SCANN_SIZE",
-    "prepare_vectors",
-    "exact_distances",
-    "NeighborIndex",
-    "ScannIndex",
-    "ExactIndex",
-    "build_index",
-    "kmeans_sample_size",
-    "serialized_partitioner",
-    "TREE_TRAINING_SAMPLED",
-    "TREE_TRAINING_SCANN",
-]
+__all__ = ["DISTANCES", "exact_distances", "NeighborIndex", "ScannIndex", "ExactIndex", "build_index"]
 
 _LOGGER = logging.getLogger(__name__)
 
-INDEX_KINDS = ("scann", "exact")
-# Below this many vectors a shard gets an ExactIndex even when ScaNN is asked for. A blocked matmul
-# over 2000 vectors is about as fast per query as ScaNN plus rescoring, and ScaNN's k-means (minimum
-# cluster size 50 by default) has too little data for the ~2*sqrt(n) leaves the config asks for.
-MIN_SCANN_SIZE = 2000
-# A tree whose leaves would hold fewer than this many vectors on average partitions nothing useful.
-_MIN_VECTORS_PER_LEAF = 2
 
 _CONFIG_FILE = "index_config.json"
 _VECTORS_FILE = "vectors.npy"
-# The float32 dataset ScaNN serialises (for reordering or brute-force scoring): our vectors again.
-_SCANN_DATASET_FILE = "dataset.npy"
 _SCANN_DIR = "scann"
 # 1: vectors in vectors.npy; 2: in the file index_config.json's vectors_file names.
 _FORMAT_VERSION = 1
@@ -73,15 +59,7 @@ _FORMAT_VERSION_VECTORS_FILE = 2
 # Rows compared per step when checking that ScaNN's dataset is our vectors byte for byte.
 _COMPARE_BLOCK = 65_536
 
-# How a ScaNN shard's tree is trained (params['tree_training']): ScaNN's own k-means++ (indexes built
-# before issue #14 have no key and were built so), or transforms.index.kmeans on a seeded sample.
-TREE_TRAINING_SCANN = "scann_kmeans++"
-TREE_TRAINING_SAMPLED = "sampled_kmeans"
-TREE_TRAININGS = (TREE_TRAINING_SCANN, TREE_TRAINING_SAMPLED)
-# The k-means sample is at most this many rows per leaf (see kmeans_sample_size).
-KMEANS_ROWS_PER_LEAF = 50
 
-_SCANN_MEASURE = {"cosine": "dot_product", "dot": "dot_product", "squared_l2": "squared_l2"}
 # Exact search scores blocks of at most _QUERY_BLOCK queries against tiles of the shard, one tile
 # at a time, so one block of float32 scores holds at most _SCORE_BLOCK_ELEMENTS floats (128 MiB)
 # however large the shard, and each tile is read once per block of queries (a few queries against
@@ -90,14 +68,7 @@ _QUERY_BLOCK = 256
 _SCORE_BLOCK_ELEMENTS = 1 << 25
 # Gathered float64 candidate vectors per rescoring block (64 MiB).
 _RESCORE_BLOCK_ELEMENTS = 1 << 23
-# Rows normalised per step in prepare_vectors (16k x 128 float64 = 16 MB of temporaries).
-_NORMALIZE_BLOCK = 16_384
 _NO_POSITION = -1
-
-
-def _check_distance(distance: str) -> None:
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
 
 
 def _json_scalar(value: Any) -> Any:
@@ -116,42 +87,6 @@ def _fetch_count(k: int, size: int) -> int:
     return min(size, 2 * k + 10)
 
 
-def prepare_vectors(vectors: np.ndarray, distance: str) -> tuple[np.ndarray, np.ndarray]:
-    """Returns a float32 copy ready for indexing or search, and the mask of usable rows.
-
-    For ``cosine`` rows are L2-normalised (norms computed in float64, so tiny or huge float32 rows
-    normalise correctly). Rows that cannot be used, non-finite ones (also after the cast to float32)
-    and, under cosine, zero-norm ones, are zero-filled in the copy and False in the mask; callers
-    must drop or dead-letter them.
-
-    Args:
-        vectors: [n, d] array of any real dtype.
-        distance: one of DISTANCES.
-
-    Returns:
-        (prepared float32 [n, d] C-contiguous array, ok_mask bool [n]).
-    """
-    _check_distance(distance)
-    vectors = np.asarray(vectors)
-    if vectors.ndim != 2:
-        raise ValueError(f"vectors must be 2-D [n, d], got shape {vectors.shape}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = np.array(vectors, dtype=np.float32, order="C", copy=True)
-    ok = np.isfinite(out).all(axis=1)
-    if distance == "cosine":
-        out[~ok] = 0.0
-        # Norms accumulate in float64; the division runs in float64 per block of rows and is
-        # stored as float32, so no float64 copy of the whole matrix is made.
-        norms = np.sqrt(np.einsum("ij,ij->i", out, out, dtype=np.float64))
-        ok &= norms > 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for start in range(0, len(out), _NORMALIZE_BLOCK):
-                block = slice(start, start + _NORMALIZE_BLOCK)
-                out[block] = out[block] / norms[block, None]
-    out[~ok] = 0.0
-    return out, ok
-
-
 def exact_distances(distance: str, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Row-wise exact distances in float64: queries [n, d] vs candidates [n, k, d] -> [n, k].
 
@@ -161,7 +96,7 @@ def exact_distances(distance: str, queries: np.ndarray, candidates: np.ndarray) 
     audit's exact search).
     Smaller is closer.
     """
-    _check_distance(distance)
+    check_distance(distance)
     q = np.asarray(queries, dtype=np.float64)
     c = np.asarray(candidates, dtype=np.float64)
     if q.ndim != 2 or c.ndim != 3 or c.shape[0] != q.shape[0] or c.shape[2] != q.shape[1]:
@@ -299,7 +234,7 @@ class NeighborIndex(abc.ABC):
     kind: str = ""
 
     def __init__(self, vectors: np.ndarray, *, distance: str, params: dict[str, Any]) -> None:
-        _check_distance(distance)
+        check_distance(distance)
         if vectors.ndim != 2:
             raise ValueError(f"vectors must be 2-D [n, d], got shape {vectors.shape}")
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -510,7 +445,7 @@ class ScannIndex(NeighborIndex):
         # ScaNN keeps its float32 dataset when it reorders or scores by brute force; reuse it when
         # it is our array byte for byte (checked, so a ScaNN storing something else costs only
         # the vectors.npy written instead).
-        path = os.path.join(local_dir, _SCANN_DIR, _SCANN_DATASET_FILE)
+        path = os.path.join(local_dir, _SCANN_DIR, SCANN_DATASET_FILE)
         if not os.path.exists(path):
             return None
         try:
@@ -523,7 +458,7 @@ class ScannIndex(NeighborIndex):
             block = slice(start, start + _COMPARE_BLOCK)
             if not np.array_equal(stored[block].view(np.uint32), self.vectors[block].view(np.uint32)):
                 return None
-        return f"{_SCANN_DIR}/{_SCANN_DATASET_FILE}"
+        return f"{_SCANN_DIR}/{SCANN_DATASET_FILE}"
 
     @classmethod
     def _load(cls, local_dir: str, vectors: np.ndarray, *, distance: str,
@@ -535,53 +470,6 @@ class ScannIndex(NeighborIndex):
             raise ValueError(f"{local_dir}: ScaNN searcher holds {searcher.size()} vectors, "
                              f"its vectors {len(vectors)}")
         return cls(vectors, distance=distance, params=params, searcher=searcher)
-
-
-def _scann_config(vectors: np.ndarray, distance: str, params: dict[str, Any], seed: int) -> str:
-    """ScaNN's text config for these params, with every training seed pinned."""
-    from google.protobuf import text_format
-
-    from transforms.index.scann_lib import load_scann_pybind
-
-    scann_ops_pybind = load_scann_pybind()
-    from scann.proto import scann_pb2  # Importable once load_scann_pybind registered the package.
-
-    measure = _SCANN_MEASURE[distance]
-    # num_neighbors is only the default for searches; ours always pass final_num_neighbors.
-    builder = scann_ops_pybind.builder(vectors, 10, measure)
-    if int(params["num_leaves"]) > 1:
-        builder = builder.tree(
-            num_leaves=int(params["num_leaves"]),
-            num_leaves_to_search=int(params["num_leaves_to_search"]),
-            training_sample_size=int(params["training_sample_size"]),
-            # Spherical k-means suits unit vectors only.
-            spherical=bool(params.get("spherical")) and distance == "cosine",
-            random_init=False,
-        )
-    if params["quantization"] == "ah":
-        # Anisotropic (score-aware) quantisation is defined for dot product only; NaN turns it off.
-        threshold = (float(params["anisotropic_quantization_threshold"])
-                     if measure == "dot_product" else float("nan"))
-        # 2 dims per block; the builder gives an odd dimension's last dim a 1-dim block of its own.
-        builder = builder.score_ah(2, anisotropic_quantization_threshold=threshold)
-        if int(params.get("reorder") or 0) > 0:
-            builder = builder.reorder(int(params["reorder"]))
-    elif params["quantization"] == "brute":
-        builder = builder.score_brute_force()
-    else:
-        raise ValueError(f"params['quantization'] must be 'ah' or 'brute', got {params['quantization']!r}")
-    proto = text_format.Parse(builder.create_config(), scann_pb2.ScannConfig())
-    if proto.HasField("partitioning"):
-        proto.partitioning.clustering_seed = seed
-    if proto.HasField("hash"):
-        # ScaNN's defaults are 1, so seed 0 reproduces them.
-        proto.hash.asymmetric_hash.clustering_seed = seed + 1
-        proto.hash.asymmetric_hash.sampling_seed = seed + 1
-    return text_format.MessageToString(proto)
-
-
-def _too_small(size: int, params: dict[str, Any]) -> bool:
-    return size < MIN_SCANN_SIZE or size < _MIN_VECTORS_PER_LEAF * int(params["num_leaves"])
 
 
 def build_index(vectors: np.ndarray, *, distance: str, kind: str, params: dict[str, Any],
@@ -605,7 +493,7 @@ def build_index(vectors: np.ndarray, *, distance: str, kind: str, params: dict[s
     Raises:
         ValueError: bad distance, kind, params or vectors.
     """
-    _check_distance(distance)
+    check_distance(distance)
     if kind not in INDEX_KINDS:
         raise ValueError(f"kind must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -616,7 +504,7 @@ def build_index(vectors: np.ndarray, *, distance: str, kind: str, params: dict[s
     params = dict(params)
     if kind == "exact":
         return ExactIndex(vectors, distance=distance, params=params)
-    if _too_small(len(vectors), params):
+    if too_small(len(vectors), params):
         _LOGGER.info("Shard of %d vectors is too small for a ScaNN tree of %s leaves; using exact "
                      "search", len(vectors), params["num_leaves"])
         params["fallback"] = "too_small"
@@ -628,14 +516,14 @@ def build_index(vectors: np.ndarray, *, distance: str, kind: str, params: dict[s
 
     from transforms.index.scann_lib import load_scann_pybind
 
-    config = _scann_config(vectors, distance, params, seed)
+    config = scann_config(vectors, distance, params, seed)
     started = time.perf_counter()
     training = params.get("tree_training", TREE_TRAINING_SCANN)
     if training not in TREE_TRAININGS:
         raise ValueError(f"params['tree_training'] must be one of {', '.join(TREE_TRAININGS)}, got "
                          f"{training!r}")
     if int(params["num_leaves"]) > 1 and training == TREE_TRAINING_SAMPLED:
-        searcher = _scann_with_trained_tree(vectors, distance, params, config, seed)
+        searcher = scann_with_trained_tree(vectors, distance, params, config, seed)
     else:
         threads = int(params.get("training_threads", 1))
         searcher = load_scann_pybind().create_searcher(vectors, config, threads)
@@ -645,68 +533,3 @@ def build_index(vectors: np.ndarray, *, distance: str, kind: str, params: dict[s
     return ScannIndex(vectors, distance=distance, params=params, searcher=searcher)
 
 
-def kmeans_sample_size(params: dict[str, Any], size: int) -> int:
-    """Rows the tree's k-means trains on: ``training_sample_size``, at most ``KMEANS_ROWS_PER_LEAF``
-    per leaf (at 2,000 leaves of 1M skewed vectors, 100k rows trained in a third of 250k's time and
-    gave the same recall: 0.9465 vs 0.9427 at 5 leaves searched), never fewer than the leaves."""
-    leaves = int(params["num_leaves"])
-    return max(leaves, min(int(params["training_sample_size"]), KMEANS_ROWS_PER_LEAF * leaves, size))
-
-
-def serialized_partitioner(centers: np.ndarray) -> bytes:
-    """The ``serialized_partitioner.pb`` of a one-level k-means tree with these leaf centres, as
-    ScaNN itself writes it (a test reads back what ScaNN serialises and compares the bytes)."""
-    from transforms.index.scann_lib import load_scann_pybind
-
-    load_scann_pybind()
-    from scann.partitioning import partitioner_pb2
-
-    partitioner = partitioner_pb2.SerializedPartitioner(n_tokens=len(centers))
-    partitioner.kmeans.kmeans_tree.learned_spilling_type = 0  # set explicitly, as ScaNN does
-    root = partitioner.kmeans.kmeans_tree.root
-    root.leaf_id, root.learned_spilling_threshold = -1, float("nan")
-    for leaf, center in enumerate(np.asarray(centers, dtype=np.float32).astype(np.float64)):
-        root.centers.add().dimension.extend(center.tolist())
-        child = root.children.add()
-        child.leaf_id, child.learned_spilling_threshold = leaf, float("nan")
-    return partitioner.SerializeToString()
-
-
-def _scann_with_trained_tree(vectors: np.ndarray, distance: str, params: dict[str, Any], config: str,
-                             seed: int) -> Any:
-    """A ScaNN searcher whose tree has the centres of :func:`transforms.index.kmeans.train_centers`.
-
-    ScaNN's pybind API builds a searcher from an array (training everything) or loads one from a
-    directory of assets. Loaded with only the config, the trained partitioner and the float dataset,
-    ScaNN completes the rest itself (the datapoints' leaves, the AH codebook and codes) on one
-    thread, with the config's pinned seeds. The directory is scratch, deleted before returning.
-    """
-    import shutil
-    import tempfile
-
-    from google.protobuf import text_format
-
-    from transforms.index.kmeans import train_centers
-    from transforms.index.scann_lib import load_scann_pybind
-
-    pybind = load_scann_pybind()
-    from scann.proto import scann_pb2  # importable once load_scann_pybind has run
-
-    spherical = bool(params.get("spherical")) and distance == "cosine"
-    centers = train_centers(vectors, int(params["num_leaves"]),
-                            sample_size=kmeans_sample_size(params, len(vectors)), spherical=spherical,
-                            seed=seed)
-    proto = text_format.Parse(config, scann_pb2.ScannConfig())
-    scratch = tempfile.mkdtemp(prefix="scann-build-")
-    try:
-        with open(os.path.join(scratch, "serialized_partitioner.pb"), "wb") as fh:
-            fh.write(serialized_partitioner(centers))
-        with open(os.path.join(scratch, "scann_config.pb"), "wb") as fh:
-            fh.write(proto.SerializeToString())
-        np.save(os.path.join(scratch, _SCANN_DATASET_FILE), vectors, allow_pickle=False)
-        with open(os.path.join(scratch, "scann_assets.pbtxt"), "w") as fh:
-            fh.write('assets {\n  asset_type: PARTITIONER\n  asset_path: "serialized_partitioner.pb"\n}\n'
-                     f'assets {{\n  asset_type: DATASET_NPY\n  asset_path: "{_SCANN_DATASET_FILE}"\n}}\n')
-        return pybind.load_searcher(scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)

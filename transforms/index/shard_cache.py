@@ -88,8 +88,8 @@ def load_shard(path: str, build: str = "") -> LoadedShard:
     from apache_beam.io.filesystems import FileSystems
 
     from transforms.common.artifacts import SUCCESS_MARKER, fetch_dir
-    from transforms.index.build import load_ids
     from transforms.index.neighbor_index import NeighborIndex
+    from transforms.index.shard_files import load_ids
 
     global _built
     key = (path, build)

@@ -229,7 +229,7 @@ def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: s
     Vectors are float32, finite, L2-normalised when ``distance == 'cosine'``. Parquet list columns
     are checked as matrices; other inputs are parsed row by row.
     """
-    from transforms.index.neighbor_index import prepare_vectors
+    from transforms.common.vectors import prepare_vectors
 
     n = len(raw)
     ids, errors = _read_ids(raw, id_field, max_id_length)

@@ -2,7 +2,7 @@
 recall) from a run's matches and labelled pairs, and can refit the scorer to the labels.
 
 ``corpus-match calibrate --matches OUT_DIR --truth holdout.csv --target_precision 0.99`` reads the pairs a
-run emitted (:func:`transforms.io.read_corpus.read_matches`), labels each one from the truth file, sweeps the
+run emitted (:func:`transforms.io.results.read_matches`), labels each one from the truth file, sweeps the
 distance
 threshold and picks:
 
@@ -367,7 +367,7 @@ def _plot(result: dict[str, Any]) -> bytes | None:
 
 
 def _run_mode(out_dir: str) -> str | None:
-    from transforms.run.manifest import read_manifest
+    from transforms.io.results import read_manifest
 
     try:
         mode = read_manifest(out_dir).get("mode")
@@ -385,7 +385,7 @@ def refit_scorer(run_dir: str, matches: pd.DataFrame, labels: CalibrationLabels,
         (the supervised FellegiSunterModel, the labelled pairs as match rows rescored by it, fit
         facts for the calibration JSON).
     """
-    from transforms.run.manifest import read_manifest
+    from transforms.io.results import read_manifest
     from transforms.scoring.labelled import (
         fit_supervised,
         label_cuts,
@@ -460,7 +460,7 @@ def calibrate_main(argv: Iterable[str]) -> int:
                              "they are. Default: such a run is refused.")
     args = parser.parse_args(list(argv))
     from transforms.common.artifacts import join_path, write_bytes, write_text
-    from transforms.io.read_corpus import read_matches
+    from transforms.io.results import read_matches
 
     mode = args.mode or _run_mode(args.matches) or "link"
     out = args.output or join_path(args.matches, "calibration.json")

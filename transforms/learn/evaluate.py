@@ -20,7 +20,6 @@ Pure pandas/numpy: no Beam, no TensorFlow; local files only (copy gs:// outputs 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["load_truth", "evaluate", "format_table", "read_match_files", "evaluate_main"]
+__all__ = ["load_truth", "evaluate", "format_table", "evaluate_main"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -266,74 +265,11 @@ def format_table(report: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Reading match files and the CLI.
 
-_READERS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
-            ".csv": "csv", ".tsv": "tsv"}
-
-
-def _kind(path: str) -> str | None:
-    name = os.path.basename(path).lower()
-    for comp in (".gz", ".bz2", ".zst", ".xz"):
-        if name.endswith(comp):
-            name = name[: -len(comp)]
-    # Beam shard names look like matches-00000-of-00004.parquet; the extension decides.
-    return _READERS.get(os.path.splitext(name)[1])
-
-
-def read_match_files(path: str) -> pd.DataFrame:
-    """Reads every match file (parquet, jsonl, csv; optionally compressed) under a directory or file.
-
-    Hidden and underscore files (``_SUCCESS``, ``.part``) are skipped; any other file of an unknown
-    format is an error, so nothing is left out silently.
-
-    Args:
-        path: a match file or a directory searched recursively.
-
-    Returns:
-        The concatenated rows with columns ``query_id, candidate_id, rank, distance`` (ids as str).
-
-    Raises:
-        FileNotFoundError: no match file found.
-        ValueError: a file of an unsupported format (e.g. tfrecord) or without the match columns.
-    """
-    if os.path.isdir(path):
-        files = sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True)
-                       if os.path.isfile(f) and not os.path.basename(f).startswith((".", "_")))
-    else:
-        files = [path]
-    if not files:
-        raise FileNotFoundError(f"no match files under {path}")
-    frames = []
-    for f in files:
-        kind = _kind(f)
-        if kind == "parquet":
-            frame = pd.read_parquet(f)
-        elif kind == "jsonl":
-            frame = pd.read_json(f, lines=True, dtype=False)
-        elif kind in ("csv", "tsv"):
-            frame = pd.read_csv(f, sep="," if kind == "csv" else "\t", keep_default_na=False,
-                                dtype={"query_id": str, "candidate_id": str})
-        else:
-            raise ValueError(f"{f}: cannot read this match file format here (use parquet, jsonl or "
-                             "csv output to evaluate)")
-        missing = [c for c in _MATCH_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{f}: missing columns {missing}")
-        frames.append(frame[list(_MATCH_COLUMNS)])
-    out = pd.concat(frames, ignore_index=True)
-    out["query_id"] = out["query_id"].astype(str)
-    out["candidate_id"] = out["candidate_id"].fillna("").astype(str)
-    return out
-
 
 def _read_matches(out_dir: str, allow_incomplete: bool = False) -> pd.DataFrame:
-    try:
-        from transforms.io.read_corpus import read_matches  # the pipeline's own reader, when it exists
-    except ImportError:
-        read_matches = None
-    if read_matches is not None:
-        return read_matches(out_dir, allow_incomplete=allow_incomplete)
-    matches_dir = os.path.join(out_dir, "matches")
-    return read_match_files(matches_dir if os.path.isdir(matches_dir) else out_dir)
+    from transforms.io.results import read_matches  # the one reader of a run's outputs (imports Beam)
+
+    return read_matches(out_dir, allow_incomplete=allow_incomplete)
 
 
 def _mode_from_manifest(out_dir: str) -> str | None:

@@ -40,31 +40,12 @@ from apache_beam.metrics import Metrics
 from transforms.common import metrics
 from transforms.common.schema import PairBatch, ShardIndexInfo, VectorBatch
 from transforms.common.sharding import id_sort_keys, stable_hash64, str_array
+from transforms.index.sample_truth import SampleTruth, drop_self, empty_truth, index_truth
 
-__all__ = [
-    "AUDIT_MODES",
-    "RECALL_PERMILLE_METRIC",
-    "RELEVANCE_QUANTILE",
-    "RELEVANT_RECALL_PERMILLE_METRIC",
-    "Relevance",
-    "SampleTruth",
-    "SampleQueries",
-    "ExactSampleTopK",
-    "MergeSampleTruth",
-    "shard_sample_truth",
-    "AuditRecall",
-    "TuneSearch",
-    "TuneProbe",
-    "choose_probe",
-    "routing_target",
-    "merge_truth",
-    "recall_report",
-    "relevance_cutoff",
-    "relevant_slots",
-    "search_kwargs",
-    "select_sample",
-    "tuning_ladder",
-]
+__all__ = ["AUDIT_MODES", "RECALL_PERMILLE_METRIC", "RELEVANCE_QUANTILE", "RELEVANT_RECALL_PERMILLE_METRIC",
+           "Relevance", "SampleQueries", "ExactSampleTopK", "MergeSampleTruth", "AuditRecall", "TuneSearch",
+           "TuneProbe", "choose_probe", "routing_target", "merge_truth", "recall_report", "relevance_cutoff",
+           "relevant_slots", "select_sample", "tuning_ladder"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,31 +67,13 @@ _LEAVES_GROWTH = 1.5
 _REORDER_STEPS = 3
 # Rough cost of one exact float re-score in units of one AH (4-bit LUT) score: it only orders rungs.
 _REORDER_COST = 4.0
-_EMPTY, _ABSENT = -1, -3
+_ABSENT = -3
 # Joins two ids into one comparable key without building Python tuples per pair.
 _SEP = "\x1f"
 
 
 # ------------------------------------------------------------------------------------------------
 # Element types
-
-
-class SampleTruth(NamedTuple):
-    """The exact global top-K of the sample queries, with where each neighbour lives.
-
-    The first four fields are those of :class:`transforms.common.schema.NeighborBatch` (same meaning, same
-    order), so code that reads a NeighborBatch's attributes (e.g. ``search.neighbors_to_pairs``)
-    accepts this too. Rows are the sample's queries sorted by id; slots are nearest first, ties broken
-    by candidate id. Empty slots have ``candidate_ids == ''``, ``distances == inf`` and ``shards ==
-    positions == -1``.
-    """
-
-    batch_key: str
-    query_ids: np.ndarray  # object [n]
-    candidate_ids: np.ndarray  # object [n, k]
-    distances: np.ndarray  # float64 [n, k]
-    shards: np.ndarray  # int64 [n, k]: the shard holding each neighbour
-    positions: np.ndarray  # int64 [n, k]: the neighbour's row in that shard's index
 
 
 class Relevance(NamedTuple):
@@ -130,15 +93,6 @@ class Relevance(NamedTuple):
 def _empty_vector_batch() -> VectorBatch:
     return VectorBatch(ids=np.empty(0, dtype=object), vectors=np.empty((0, 0), dtype=np.float32),
                        origins=np.empty(0, dtype=object))
-
-
-def _empty_truth(query_ids: np.ndarray, k: int) -> SampleTruth:
-    n = len(query_ids)
-    return SampleTruth(batch_key="audit", query_ids=np.asarray(query_ids, dtype=object),
-                       candidate_ids=np.full((n, k), "", dtype=object),
-                       distances=np.full((n, k), np.inf, dtype=np.float64),
-                       shards=np.full((n, k), _EMPTY, dtype=np.int64),
-                       positions=np.full((n, k), _EMPTY, dtype=np.int64))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -189,27 +143,6 @@ def select_sample(batches: Iterable[VectorBatch], sample_size: int, *, salt: str
     for batch in batches:
         acc = fn.add_input(acc, ("", batch))
     return fn.extract_output(acc)
-
-
-def _drop_self(positions: np.ndarray, distances: np.ndarray, shard_ids: np.ndarray,
-               query_ids: np.ndarray, top_k: int, exclude_self: bool
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(positions, candidate ids, distances) [n, top_k] without each query itself, order kept.
-
-    The same rule as ``search._SearchShardFn``: search top_k + 1 and drop the query's own row.
-    """
-    found = positions >= 0
-    cand = (np.where(found, shard_ids[np.where(found, positions, 0)], "") if len(shard_ids)
-            else np.full(positions.shape, "")).astype(object)
-    if exclude_self:
-        is_self = found & (cand == np.asarray(query_ids, dtype=object)[:, None])
-        positions = np.where(is_self, _EMPTY, positions)
-        cand = np.where(is_self, "", cand).astype(object)
-        distances = np.where(is_self, np.inf, distances)
-        order = np.argsort(is_self, axis=1, kind="stable")
-        positions, cand, distances = (np.take_along_axis(a, order, axis=1)
-                                      for a in (positions, cand, distances))
-    return positions[:, :top_k], cand[:, :top_k], distances[:, :top_k]
 
 
 def merge_truth(parts: Iterable[SampleTruth], top_k: int) -> SampleTruth:
@@ -446,27 +379,6 @@ def tuning_ladder(params: dict[str, Any], size: int) -> list[tuple[int | None, i
     return sorted(((lv, r) for lv in leaves for r in reorders), key=cost)
 
 
-def search_kwargs(overrides: dict | None, shard: int) -> dict[str, int]:
-    """``NeighborIndex.search`` keyword arguments for one shard from TuneSearch's output.
-
-    Args:
-        overrides: TuneSearch's dict ``{shard: {"leaves_to_search", "reorder", ...}}`` (keys may also
-            be strings, as after a JSON round trip), or None / {} for no tuning.
-        shard: the shard number.
-
-    Returns:
-        ``{"leaves_to_search": L, "reorder": R}`` without the knobs that are None, or {} when the
-        shard was not tuned (exact shards, or no overrides): search then uses the built params.
-    """
-    if not overrides:
-        return {}
-    entry = overrides.get(shard, overrides.get(str(shard)))
-    if not entry:
-        return {}
-    return {name: int(entry[name]) for name in ("leaves_to_search", "reorder")
-            if entry.get(name) is not None}
-
-
 # ------------------------------------------------------------------------------------------------
 # CombineFns and DoFns
 
@@ -523,7 +435,7 @@ class _ExactShardTopKFn(beam.DoFn):
         from transforms.index.shard_cache import load_shard
 
         if len(sample) == 0:
-            yield _empty_truth(sample.ids, self._top_k)
+            yield empty_truth(sample.ids, self._top_k)
             return
         metrics.heap_watch_start()
         start = time.perf_counter()
@@ -532,47 +444,13 @@ class _ExactShardTopKFn(beam.DoFn):
         if index.kind != "exact":
             # Shares the loaded float32 vectors (no copy): brute force, then exact rescoring.
             index = ExactIndex(index.vectors, distance=index.distance)
-        truth = _index_truth(index, loaded.ids, info.shard, sample, self._top_k, self._exclude_self)
+        truth = index_truth(index, loaded.ids, info.shard, sample, self._top_k, self._exclude_self)
         elapsed = time.perf_counter() - start
         self._ms.update(int(elapsed * 1000))
         metrics.heap_watch_end("audit_exact_search")
         _LOGGER.info("exact top-%d of %d sample queries in shard %d (%d vectors) in %.1f s",
                      self._top_k, len(sample), info.shard, index.size, elapsed)
         yield truth
-
-
-def _index_truth(index: Any, ids: np.ndarray, shard: int, sample: VectorBatch, top_k: int,
-                 exclude_self: bool) -> SampleTruth:
-    from transforms.index.neighbor_index import clamp_distances
-
-    # No wider than the shard: --top_k past the candidate count allocates nothing more.
-    positions, distances = index.search(sample.vectors, min(top_k + int(exclude_self), max(1, index.size)))
-    clamp_distances(index.distance, distances)  # as the search reports them
-    positions, cand, distances = _drop_self(positions, distances, ids, sample.ids, top_k, exclude_self)
-    return SampleTruth("audit", sample.ids, cand, distances.astype(np.float64),
-                       np.where(positions >= 0, shard, _EMPTY).astype(np.int64), positions)
-
-
-def shard_sample_truth(vectors: np.ndarray, ids: np.ndarray, *, distance: str, shard: int,
-                       sample: VectorBatch, top_k: int, exclude_self: bool = False) -> SampleTruth:
-    """The sample's exact top-K within one shard's prepared vectors, as :class:`ExactSampleTopK`
-    computes it from the published shard (same brute force, rescoring, clamping and self-exclusion),
-    for a caller that holds the shard's rows already: the index build computes it while ScaNN
-    completes the index on one thread (``BuildShardIndexes(audit_sample=...)``).
-
-    Args:
-        vectors: the shard's prepared float32 [n, d] vectors, row i being ``ids[i]``.
-        ids: str array [n] (as ``transforms.common.sharding.str_array`` gives).
-        distance: the shard index's distance.
-        shard: the shard number (recorded per slot).
-        sample: the audit sample (:class:`SampleQueries`).
-        top_k, exclude_self: as for :class:`ExactSampleTopK`.
-    """
-    from transforms.index.neighbor_index import ExactIndex
-
-    if len(sample) == 0:
-        return _empty_truth(sample.ids, top_k)
-    return _index_truth(ExactIndex(vectors, distance=distance), ids, shard, sample, top_k, exclude_self)
 
 
 class MergeSampleTruth(beam.PTransform):
@@ -604,7 +482,7 @@ class _MergeTruthFn(beam.CombineFn):
 
     def extract_output(self, acc: SampleTruth | None) -> SampleTruth:
         # No shards at all: no rows to report on.
-        return acc if acc is not None else _empty_truth(np.empty(0, dtype=object), self._top_k)
+        return acc if acc is not None else empty_truth(np.empty(0, dtype=object), self._top_k)
 
 
 def _sorted_ids(truth: SampleTruth) -> np.ndarray:
@@ -698,7 +576,7 @@ class _TuneShardFn(beam.DoFn):
         positions, distances = index.search(
             queries.vectors, min(self._top_k + int(self._exclude_self), max(1, index.size)),
             leaves_to_search=leaves, reorder=reorder)
-        positions, _, _ = _drop_self(positions, distances, shard_ids, queries.ids, self._top_k,
+        positions, _, _ = drop_self(positions, distances, shard_ids, queries.ids, self._top_k,
                                      self._exclude_self)
         found = (want[:, :, None] == positions[:, None, :]).any(axis=2)
         return (float(found[relevant].sum()) / int(relevant.sum()),

@@ -21,7 +21,9 @@ from typing import Any
 
 import apache_beam as beam
 
-__all__ = ["WriteManifest", "stack_versions", "update_manifest", "read_manifest", "BadRecordRatioError",
+from transforms.io.results import manifest_path, read_manifest
+
+__all__ = ["WriteManifest", "stack_versions", "update_manifest", "BadRecordRatioError",
            "RecallBelowMinimumError", "bad_record_verdict", "bad_files_verdict"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -65,16 +67,6 @@ def bad_files_verdict(paths: list[str], max_bad_files: int) -> tuple[bool, str]:
     shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
     return False, (f"{len(paths)} input file(s) could not be read and hold an unknown number of rows "
                    f"(--max_bad_files {max_bad_files}): {shown}; see dead_letters/")
-
-
-def manifest_path(output_dir: str) -> str:
-    return f"{output_dir}/manifest.json"
-
-
-def read_manifest(output_dir: str) -> dict[str, Any]:
-    from transforms.common.artifacts import read_text
-
-    return json.loads(read_text(manifest_path(output_dir)))
 
 
 def update_manifest(output_dir: str, **fields: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Sections whose data the manifest does not hold (no audit, no clusters, no timing
 are replaced by a ``<p class="absent" data-section="...">`` note saying why.
 
 Bounded reading: when the run wrote at most ``max_sample_rows`` pairs (the manifest's
-``pairs_written``) the histogram uses every pair, read with :func:`transforms.io.read_corpus.read_matches`;
+``pairs_written``) the histogram uses every pair, read with :func:`transforms.io.results.read_matches`;
 otherwise match files are streamed in name order, kept whole while they fit, and the first file that
 does not fit is sampled uniformly (seeded), so memory stays at ``max_sample_rows`` distances and at
 most one file is read beyond them. Match files are routed by a stable hash of query_id, so whole
@@ -27,15 +27,11 @@ histogram.
 
 from __future__ import annotations
 
-import csv
 import html
-import io
-import itertools
 import json
 import logging
 import math
-import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -91,7 +87,7 @@ def write_report(output_dir: str, *, max_sample_rows: int = DEFAULT_MAX_SAMPLE_R
 
     from transforms.common.artifacts import SUCCESS_MARKER
     from transforms.common.run_dir import IncompleteRunError
-    from transforms.run.manifest import read_manifest
+    from transforms.io.results import read_manifest
 
     try:
         manifest = read_manifest(output_dir)
@@ -116,16 +112,16 @@ def write_report(output_dir: str, *, max_sample_rows: int = DEFAULT_MAX_SAMPLE_R
 def _sample_distances(output_dir: str, manifest: dict[str, Any], max_rows: int
                       ) -> tuple[np.ndarray | None, str]:
     """Distances of the emitted pairs (all, or a bounded sample) and a caption note; None if unreadable."""
-    from transforms.io.read_corpus import read_matches
+    from transforms.io.results import check_match_set, read_matches, stream_distances
 
     written = manifest.get("counts", {}).get("pairs_written")
     try:
         if isinstance(written, int) and written <= max_rows:
-            _check_match_set(output_dir, manifest)
+            check_match_set(output_dir, manifest)
             distances = read_matches(output_dir, allow_incomplete=True)["distance"].to_numpy(
                 dtype=np.float64)
             return distances, f"all {len(distances):,} emitted pairs"
-        distances, whole, rest, total_files = _stream_distances(output_dir, max_rows)
+        distances, whole, rest, total_files = stream_distances(output_dir, max_rows)
     except FileNotFoundError as e:
         return None, str(e)
     if rest == "none":
@@ -136,108 +132,6 @@ def _sample_distances(output_dir: str, manifest: dict[str, Any], max_rows: int
         which += f" and a uniform sample of file {whole + 1}"
     return distances, (f"a sample of {len(distances):,}{of_total} pairs: {which} (a file holds whole "
                        f"queries, routed by a hash of query_id)")
-
-
-def _check_match_set(output_dir: str, manifest: dict[str, Any] | None,
-                     paths: list[str] | None = None) -> None:
-    """The match files must be one whole ``-of-N`` set (of the manifest's count when it has one):
-    else IncompleteRunError (a FileNotFoundError), which leaves the histogram out with its reason."""
-    from apache_beam.io.filesystems import FileSystems
-
-    from transforms.common.run_dir import check_complete_shards
-
-    where = join_path(output_dir, "matches")
-    if paths is None:
-        paths = [m.path for m in FileSystems.match([join_path(where, "matches-*-of-*.*")])[0].metadata_list
-                 if ".tmp-" not in posixpath.basename(m.path)]
-    expected = (manifest or {}).get("num_output_shards")
-    check_complete_shards(paths, where=where, expected=expected if isinstance(expected, int) else None)
-
-
-def _stream_distances(output_dir: str, max_rows: int) -> tuple[np.ndarray, int, str, int]:
-    """Reads match files in name order, keeping at most ``max_rows`` distances.
-
-    Files are read whole while they fit; the first file that does not fit is sampled uniformly
-    (bottom-k of a seeded random key, so memory stays at ``max_rows``) and reading stops there.
-
-    Returns:
-        ``(distances, whole_files, rest, total_files)``: how many files (in name order) were kept
-        whole, and what happened to the rest: ``'none'`` (nothing left out), ``'sampled'`` (the next
-        file was sampled, later ones not read) or ``'skipped'`` (the quota was full, not read).
-    """
-    from apache_beam.io.filesystems import FileSystems
-
-    pattern = join_path(output_dir, "matches", "matches-*-of-*.*")
-    paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list
-                   if ".tmp-" not in posixpath.basename(m.path))
-    if not paths:
-        raise FileNotFoundError(f"no match files under {join_path(output_dir, 'matches')}")
-    _check_match_set(output_dir, None, paths)
-    parts: list[np.ndarray] = []
-    kept = 0
-    for whole, path in enumerate(paths):
-        capacity = max_rows - kept
-        sample, complete = _sample_file(path, capacity, seed=whole)
-        parts.append(sample)
-        kept += len(sample)
-        if not complete:
-            return np.concatenate(parts), whole, "sampled" if capacity else "skipped", len(paths)
-    return (np.concatenate(parts) if parts else np.empty(0)), len(paths), "none", len(paths)
-
-
-def _sample_file(path: str, capacity: int, *, seed: int) -> tuple[np.ndarray, bool]:
-    """All distances of one match file if it has at most ``capacity`` rows, else a uniform sample."""
-    rng = np.random.default_rng(seed)
-    keys, values = np.empty(0), np.empty(0)
-    seen = 0
-    for chunk in _distance_chunks(path):
-        seen += len(chunk)
-        if capacity == 0 and seen:
-            return values, False
-        keys = np.concatenate([keys, rng.random(len(chunk))])
-        values = np.concatenate([values, chunk])
-        if len(values) > capacity:
-            keep = np.argpartition(keys, capacity - 1)[:capacity]
-            keys, values = keys[keep], values[keep]
-    return values, seen <= capacity
-
-
-def _distance_chunks(path: str, chunk_rows: int = 65_536) -> Iterator[np.ndarray]:
-    """The ``distance`` column of one match file (any output format), a chunk at a time."""
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
-    from transforms.io.read_corpus import decode_example, iter_tfrecords
-
-    fmt = posixpath.splitext(path)[1].lstrip(".")
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        if fmt == "parquet":
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=chunk_rows, columns=["distance"]):
-                yield batch.column(0).to_numpy().astype(np.float64)
-            return
-        if fmt == "jsonl":
-            rows = (float(json.loads(line)["distance"])
-                    for line in io.TextIOWrapper(fh, encoding="utf-8") if line.strip())
-        elif fmt == "csv":
-            rows = (float(row["distance"])
-                    for row in csv.DictReader(io.TextIOWrapper(fh, encoding="utf-8", newline="")))
-        elif fmt == "tfrecord":
-            rows = (float(decode_example(_checked(record, error, path))["distance_exact"][0])
-                    for _, record, error in iter_tfrecords(fh))
-        else:
-            return
-        while True:
-            chunk = np.fromiter(itertools.islice(rows, chunk_rows), dtype=np.float64)
-            if len(chunk) == 0:
-                return
-            yield chunk
-
-
-def _checked(record: bytes, error: str | None, path: str) -> bytes:
-    if error is not None:
-        raise ValueError(f"{path}: {error}")
-    return record
 
 
 # --------------------------------------------------------------------------------------------------

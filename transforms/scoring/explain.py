@@ -24,13 +24,7 @@ import numpy as np
 from transforms.scoring.comparisons import compare_fields, concat_fields, record_fields, take_rows
 from transforms.scoring.fellegi_sunter import FellegiSunterModel, term_frequencies
 
-__all__ = ["explain_pair", "format_explanation", "explain_main", "find_records", "sketch_path"]
-
-
-def sketch_path(output_dir: str) -> str:
-    from transforms.common.artifacts import join_path
-
-    return join_path(output_dir, "scoring", "term_frequencies.npz")
+__all__ = ["explain_pair", "format_explanation", "explain_main", "find_records"]
 
 
 def find_records(pattern: str, flags: dict[str, Any], ids: set[str]):
@@ -59,7 +53,7 @@ def find_records(pattern: str, flags: dict[str, Any], ids: set[str]):
 
 def _emitted_distance(run_dir: str, query_id: str, candidate_id: str, mode: str,
                       allow_incomplete: bool = False) -> float | None:
-    from transforms.io.read_corpus import read_matches
+    from transforms.io.results import read_matches
 
     matches = read_matches(run_dir, allow_incomplete=allow_incomplete)
     pairs = {(query_id, candidate_id)}
@@ -77,8 +71,8 @@ def explain_pair(run_dir: str, query_id: str, candidate_id: str, *,
     ``allow_incomplete``."""
     from transforms.common.artifacts import read_bytes, read_text
     from transforms.common.run_dir import require_finished
-    from transforms.run.manifest import read_manifest
-    from transforms.scoring.score_pairs import distance_levels, model_path
+    from transforms.io.results import read_manifest
+    from transforms.scoring.score_pairs import distance_levels, model_path, sketch_path
 
     if not allow_incomplete:
         require_finished(run_dir, what="its scoring model and matches")

@@ -186,9 +186,9 @@ def labelled_levels(run_dir: str, left_ids: np.ndarray, right_ids: np.ndarray,
         ValueError: the run was not scored.
     """
     from transforms.common.artifacts import read_bytes, read_text
-    from transforms.run.manifest import read_manifest
-    from transforms.scoring.explain import find_records, sketch_path
-    from transforms.scoring.score_pairs import model_path
+    from transforms.io.results import read_manifest
+    from transforms.scoring.explain import find_records
+    from transforms.scoring.score_pairs import model_path, sketch_path
 
     manifest = read_manifest(run_dir)
     flags = manifest["flags"]

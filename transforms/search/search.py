@@ -29,7 +29,7 @@ from transforms.index.neighbor_index import clamp_distances
 from transforms.index.shard_cache import LoadedShard, load_shard
 
 __all__ = ["SearchShards", "MergeTopK", "merge_partials", "neighbors_to_pairs",
-           "wasserstein_1d", "PartialResult"]
+           "wasserstein_1d", "PartialResult", "search_kwargs"]
 
 _LOGGER = logging.getLogger(__name__)
 # Query batches of one shard are split over this many groups per million queries, so one shard's
@@ -106,8 +106,6 @@ class _SearchShardFn(beam.DoFn):
     def process(self, element: tuple[str, Iterable[tuple[str, VectorBatch]]],
                 shards: dict[int, ShardIndexInfo],
                 overrides: dict | None = None) -> Iterator[tuple[str, PartialResult]]:
-        from transforms.quality.audit import search_kwargs
-
         group, batches = element
         shard = int(group.split("/")[0])
         info = shards[shard]
@@ -348,3 +346,24 @@ class MergeTopK(beam.PTransform):
         return (partials
                 | "GroupByQueryBatch" >> beam.GroupByKey()
                 | "MergeTopK" >> beam.ParDo(self._fn))
+
+
+def search_kwargs(overrides: dict | None, shard: int) -> dict[str, int]:
+    """``NeighborIndex.search`` keyword arguments for one shard from TuneSearch's output.
+
+    Args:
+        overrides: TuneSearch's dict ``{shard: {"leaves_to_search", "reorder", ...}}`` (keys may also
+            be strings, as after a JSON round trip), or None / {} for no tuning.
+        shard: the shard number.
+
+    Returns:
+        ``{"leaves_to_search": L, "reorder": R}`` without the knobs that are None, or {} when the
+        shard was not tuned (exact shards, or no overrides): search then uses the built params.
+    """
+    if not overrides:
+        return {}
+    entry = overrides.get(shard, overrides.get(str(shard)))
+    if not entry:
+        return {}
+    return {name: int(entry[name]) for name in ("leaves_to_search", "reorder")
+            if entry.get(name) is not None}

@@ -148,7 +148,9 @@ def test_read_corpus_and_write_matches_on_mem(mem_dir):
     from apache_beam.testing.util import assert_that, equal_to
 
     from transforms.common.schema import PairBatch
-    from transforms.io.read_corpus import ReadCorpus, WriteMatches, check_glob_matches, read_matches
+    from transforms.io.read_corpus import ReadCorpus, check_glob_matches
+    from transforms.io.results import read_matches
+    from transforms.io.write_matches import WriteMatches
 
     write_bytes(join_path(mem_dir, "in", "a.jsonl.gz"), gzip.compress(b'{"id": "1"}\n{"id": "2"}\nbad\n'))
     sink = pa.BufferOutputStream()

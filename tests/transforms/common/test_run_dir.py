@@ -26,7 +26,8 @@ from transforms.common.run_dir import (
     require_finished,
 )
 from transforms.common.schema import PairBatch
-from transforms.io.read_corpus import match_shard_path, read_matches, write_match_shard
+from transforms.io.results import read_matches
+from transforms.io.write_matches import match_shard_path, write_match_shard
 from transforms.run.report import write_report
 
 NO_INPUTS: dict[str, str | None] = {}

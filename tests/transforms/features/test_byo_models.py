@@ -304,7 +304,8 @@ def test_a_kept_index_remembers_how_raw_inputs_were_fed():
 
 
 def test_tf_example_files_keep_the_image_field_as_bytes(models, tmp_path):
-    from transforms.io.read_corpus import _read_rows, encode_example, frame_tfrecord
+    from transforms.io.read_corpus import _read_rows
+    from transforms.io.tfrecord import encode_example, frame_tfrecord
 
     images = byo_models.random_images(2, seed=6)
     encoded = [byo_models.encode_png(im) for im in images]

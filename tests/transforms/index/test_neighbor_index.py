@@ -13,6 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
+from transforms.common.vectors import prepare_vectors
 from transforms.index.neighbor_index import (
     DISTANCES,
     ExactIndex,
@@ -20,7 +21,6 @@ from transforms.index.neighbor_index import (
     ScannIndex,
     build_index,
     exact_distances,
-    prepare_vectors,
 )
 
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -123,10 +123,10 @@ def test_prepare_vectors_masks_unusable_rows():
 
 
 def test_prepare_vectors_cosine_normalises_every_block_like_float64(monkeypatch):
-    import transforms.index.neighbor_index
+    import transforms.common.vectors
 
     # 50 rows: 8 blocks, a partial one
-    monkeypatch.setattr(transforms.index.neighbor_index, "_NORMALIZE_BLOCK", 7)
+    monkeypatch.setattr(transforms.common.vectors, "_NORMALIZE_BLOCK", 7)
     rng = np.random.default_rng(5)
     raw = rng.standard_normal((50, 5)) * rng.choice([1e-20, 1.0, 1e20], size=(50, 1))
     raw[[3, 17]] = np.nan
@@ -333,9 +333,9 @@ def test_scann_index_writes_vectors_npy_when_scann_keeps_no_matching_dataset(mon
 
     db = prepared["cosine"][0]
     index = scann_indexes["cosine"]
-    monkeypatch.setattr(index_mod, "_SCANN_DATASET_FILE", "no-such-file.npy")
+    monkeypatch.setattr(index_mod, "SCANN_DATASET_FILE", "no-such-file.npy")
     index.save(str(tmp_path / "a"))
-    monkeypatch.setattr(index_mod, "_SCANN_DATASET_FILE", "dataset.npy")
+    monkeypatch.setattr(index_mod, "SCANN_DATASET_FILE", "dataset.npy")
     # A dataset that differs from the vectors (here: another array of the same shape) is not used.
     monkeypatch.setattr(index, "vectors", index.vectors[::-1].copy())
     index.save(str(tmp_path / "b"))
@@ -432,7 +432,8 @@ def test_multithreaded_scann_builds_are_reproducible(tmp_path):
 
 
 def test_cosine_distances_of_identical_vectors_are_clamped_to_zero():
-    from transforms.index.neighbor_index import clamp_distances, exact_distances, prepare_vectors
+    from transforms.common.vectors import prepare_vectors
+    from transforms.index.neighbor_index import clamp_distances, exact_distances
 
     rng = np.random.default_rng(11)
     raw = rng.normal(size=(200, 37))
@@ -527,7 +528,7 @@ def test_sampled_tree_builds_byte_identical_files_on_any_thread_count(tmp_path):
 
 
 def test_the_partitioner_we_write_is_what_scann_serialises(tmp_path, small_cosine):
-    from transforms.index.neighbor_index import serialized_partitioner
+    from transforms.index.scann import serialized_partitioner
     from transforms.index.scann_lib import load_scann_pybind
 
     load_scann_pybind()

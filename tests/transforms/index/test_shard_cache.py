@@ -12,12 +12,8 @@ import pytest
 from transforms.common.artifacts import IncompleteArtifactError
 from transforms.common.schema import VectorBatch
 from transforms.index import shard_cache
-from transforms.index.build import (
-    _BuildShardIndexFn,
-    _WriteIndexManifestFn,
-    index_manifest_path,
-    read_index_manifest,
-)
+from transforms.index.build import _BuildShardIndexFn
+from transforms.index.index_manifest import _WriteIndexManifestFn, index_manifest_path, read_index_manifest
 from transforms.index.shard_cache import build_finished, build_started, load_shard
 
 SCANN_PARAMS = {"num_leaves": 20, "num_leaves_to_search": 5, "training_sample_size": 3000,

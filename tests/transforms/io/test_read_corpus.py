@@ -27,19 +27,14 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from transforms.common.dead_letters import DEAD_LETTER_TAG, DeadLetter
 from transforms.common.schema import MATCH_COLUMNS, OUTPUT_FORMATS, PairBatch, RawBatch
-from transforms.io.read_corpus import (
-    ReadCorpus,
+from transforms.io.read_corpus import ReadCorpus, check_glob_matches, format_for_path
+from transforms.io.results import read_dead_letters, read_matches
+from transforms.io.tfrecord import decode_example, encode_example, frame_tfrecord
+from transforms.io.write_matches import (
     WriteDeadLetters,
     WriteMatches,
-    check_glob_matches,
-    decode_example,
     drop_duplicate_pairs,
-    encode_example,
-    format_for_path,
-    frame_tfrecord,
     match_shard_path,
-    read_dead_letters,
-    read_matches,
     write_match_shard,
 )
 
@@ -219,7 +214,7 @@ def test_corrupt_parquet_is_a_dead_letter_but_io_errors_raise(tmp_path, monkeypa
     import io as std_io
     import struct
 
-    import transforms.io.read_corpus as tio
+    import transforms.io.parquet as tio
 
     table = pa.table({"id": [str(i) for i in range(600)]})
     sink = pa.BufferOutputStream()
@@ -240,7 +235,7 @@ def test_corrupt_parquet_is_a_dead_letter_but_io_errors_raise(tmp_path, monkeypa
         def read(self, *args):
             raise ConnectionResetError(104, "connection reset")
 
-    monkeypatch.setattr(tio, "_open_for", lambda path, fmt: _Flaky(good))
+    monkeypatch.setattr(tio, "open_for", lambda path, fmt: _Flaky(good))
     with pytest.raises(ConnectionResetError):
         _read_directly(str(tmp_path / "page.parquet"), "parquet")
 
@@ -455,7 +450,7 @@ def test_write_dead_letters_sorted_sharded_counted_and_empty(tmp_path):
 
 @pytest.mark.parametrize("repeat_query_ranks", [False, True])
 def test_sorted_pairs_is_the_total_order(repeat_query_ranks):
-    from transforms.io.read_corpus import _sorted_pairs
+    from transforms.io.write_matches import _sorted_pairs
 
     rng = np.random.default_rng(3)
     n = 400
@@ -473,7 +468,7 @@ def test_sorted_pairs_is_the_total_order(repeat_query_ranks):
 
 def test_an_empty_scored_match_file_has_the_score_columns(tmp_path):
     from transforms.common.schema import SCORE_COLUMNS
-    from transforms.io.read_corpus import _WriteMatchShardFn
+    from transforms.io.write_matches import _WriteMatchShardFn
 
     fn = _WriteMatchShardFn(str(tmp_path), "parquet", 1, False, scored=True)
     assert list(fn.process((0, [None]))) == [(0, 0)]

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from transforms.common.schema import PairBatch
-from transforms.io.read_corpus import match_shard_path, write_match_shard
+from transforms.io.write_matches import match_shard_path, write_match_shard
 from transforms.learn.calibrate import (
     CALIBRATION_KEY,
     CalibrationLabels,

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from transforms.common.run_dir import mark_finished
+from transforms.io import results
 from transforms.learn import evaluate as ev
 from transforms.testing import people
 
@@ -182,9 +183,9 @@ def test_evaluate_main_mode_from_manifest_and_bad_input(tmp_path, capsys):
 
 def test_fallback_reader_refuses_unknown_formats(tmp_path):
     _matches([("a", "b", 1, 0.1)]).to_csv(tmp_path / "matches-00000-of-00002.csv.gz", index=False)
-    frame = ev.read_match_files(str(tmp_path))
+    frame = results.read_match_files(str(tmp_path))
     assert frame.to_dict("records") == [
         {"query_id": "a", "candidate_id": "b", "rank": 1, "distance": 0.1}]
     (tmp_path / "matches-00001-of-00002.tfrecord").write_bytes(b"\0")
     with pytest.raises(ValueError, match="tfrecord"):
-        ev.read_match_files(str(tmp_path))
+        results.read_match_files(str(tmp_path))

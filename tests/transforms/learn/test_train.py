@@ -239,7 +239,7 @@ def test_config_errors_name_the_flag(kwargs, flag):
 def test_trained_model_round_trips_through_the_match_job(trained, tmp_path):
     """The trained SavedModel and its transform_fn serve the job unchanged (--model_dir)."""
     from beam_jobs.match_corpora import run_job
-    from transforms.io.read_corpus import read_matches
+    from transforms.io.results import read_matches
     from transforms.learn.evaluate import evaluate
 
     out = tmp_path / "out"
@@ -258,10 +258,9 @@ def test_train_counts_the_pairwise_scorer_from_the_labels_and_the_job_scores_wit
     compares them, distance cut where true and false pairs overlap); the job takes it as
     --scoring_model on the held-out corpus, and its pairs there beat the unsupervised fit's."""
     from beam_jobs.match_corpora import run_job
-    from transforms.io.read_corpus import read_matches
+    from transforms.io.results import read_manifest, read_matches
     from transforms.learn.evaluate import evaluate
     from transforms.learn.train import SCORING_MODEL_JSON
-    from transforms.run.manifest import read_manifest
 
     scorer = trained["report"]["scorer"]
     print(f"\ntrain scorer: {scorer}")

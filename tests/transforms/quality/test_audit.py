@@ -3,7 +3,7 @@
 Three candidate shards (two ScaNN, built with deliberately few leaves searched, and one exact) are
 built and published the way transforms/index/build.py does, so ``load_shard`` works on them. Expected values
 come from independent float64 numpy brute force. Pipelines run on ``BundleBasedDirectRunner`` (see
-tests/transforms/test_io.py).
+tests/transforms/io/test_read_corpus.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from transforms.common import metrics
 from transforms.common.artifacts import publish_dir
 from transforms.common.schema import PairBatch, ShardIndexInfo, VectorBatch
 from transforms.common.sharding import assign_shards, stable_hash64
-from transforms.index.build import IDS_FILE
-from transforms.index.neighbor_index import build_index, prepare_vectors
+from transforms.common.vectors import prepare_vectors
+from transforms.index.neighbor_index import build_index
+from transforms.index.sample_truth import SampleTruth
 from transforms.index.shard_cache import load_shard
+from transforms.index.shard_files import IDS_FILE
 from transforms.quality.audit import (
     RECALL_PERMILLE_METRIC,
     RELEVANCE_QUANTILE,
@@ -31,15 +33,14 @@ from transforms.quality.audit import (
     AuditRecall,
     ExactSampleTopK,
     SampleQueries,
-    SampleTruth,
     TuneSearch,
     recall_report,
     relevance_cutoff,
     relevant_slots,
-    search_kwargs,
     select_sample,
     tuning_ladder,
 )
+from transforms.search.search import search_kwargs
 from transforms.testing.clustered import make_link_vectors
 
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -580,13 +581,14 @@ def test_tune_search_aims_at_relevant_neighbours_with_fewer_leaves(planted):
 
 
 def test_choose_probe_picks_the_fewest_partitions_that_reach_the_routing_target():
+    from transforms.index.sample_truth import SampleTruth
     from transforms.placement.routing import (
         nearest_centroids,
         plan_shards,
         shards_of_candidates,
         train_centroids,
     )
-    from transforms.quality.audit import SampleTruth, choose_probe, routing_target
+    from transforms.quality.audit import choose_probe, routing_target
     from transforms.testing.clustered import make_clustered
 
     vecs, _ = make_clustered(4000, 16, clusters=40, seed=8)

@@ -1,7 +1,7 @@
 """Tests for transforms.run.report: the self-contained HTML report and the text summary.
 
 Each test builds a tiny fake output directory (a manifest plus match files written with
-``transforms.io.read_corpus.write_match_shard``), renders it and parses the page with ``html.parser``.
+``transforms.io.write_matches.write_match_shard``), renders it and parses the page with ``html.parser``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from transforms.common.schema import PairBatch
-from transforms.io.read_corpus import match_shard_path, write_match_shard
+from transforms.io import results
+from transforms.io.write_matches import match_shard_path, write_match_shard
 from transforms.run import report
 from transforms.run.report import summary_text, write_report
 
@@ -197,7 +198,7 @@ def test_large_output_reads_a_bounded_sample(tmp_path, fmt):
     caption = page.figures["distance-histogram"]["caption"]
     assert ("a sample of 150 of 360 pairs: every row of the first 1 of 3 match files in name order "
             "and a uniform sample of file 2") in caption
-    distances, whole, rest, total = report._stream_distances(out, 150)
+    distances, whole, rest, total = results.stream_distances(out, 150)
     assert (whole, rest, total) == (1, "sampled", 3)
     assert np.allclose(np.sort(distances[:120]), np.sort(batches[0].distances))
     # The sampled part of file 2 is spread over the file (its rows are sorted by query id, and the
@@ -205,9 +206,9 @@ def test_large_output_reads_a_bounded_sample(tmp_path, fmt):
     second = np.sort(batches[1].distances)
     assert np.isin(distances[120:], second).all() and not np.array_equal(
         np.sort(distances[120:]), np.sort(batches[1].distances[:30]))
-    assert report._stream_distances(out, 240)[1:] == (2, "skipped", 3)
-    assert report._stream_distances(out, 360)[1:] == (3, "none", 3)
-    assert len(report._stream_distances(out, 10_000)[0]) == 360
+    assert results.stream_distances(out, 240)[1:] == (2, "skipped", 3)
+    assert results.stream_distances(out, 360)[1:] == (3, "none", 3)
+    assert len(results.stream_distances(out, 10_000)[0]) == 360
 
 
 def test_summary_text_of_a_full_and_of_an_empty_manifest():

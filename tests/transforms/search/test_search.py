@@ -71,8 +71,9 @@ def test_merge_of_routed_partials_covering_different_rows():
 def test_a_top_k_past_the_shard_size_allocates_only_the_shard(tmp_path):
     from transforms.common.artifacts import SUCCESS_MARKER
     from transforms.common.schema import ShardIndexInfo, VectorBatch
-    from transforms.index.build import save_ids
-    from transforms.index.neighbor_index import build_index, prepare_vectors
+    from transforms.common.vectors import prepare_vectors
+    from transforms.index.neighbor_index import build_index
+    from transforms.index.shard_files import save_ids
     from transforms.search.search import _SearchShardFn
 
     rng = np.random.default_rng(5)
