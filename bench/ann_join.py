@@ -74,13 +74,13 @@ def raw_scann(cands: np.ndarray, queries: np.ndarray, params: dict, k: int, *, p
     training on ``params['training_threads']`` threads).
     Returns ({L: neighbour indices}, build seconds, {L: search seconds}).
     """
-    from transforms.index.neighbor_index import _scann_config
+    from transforms.index.scann import scann_config
     from transforms.index.scann_lib import load_scann_pybind
 
     pybind = load_scann_pybind()
     t0 = time.perf_counter()
     if pinned:
-        searcher = pybind.create_searcher(cands, _scann_config(cands, "cosine", params, 0),
+        searcher = pybind.create_searcher(cands, scann_config(cands, "cosine", params, 0),
                                           int(params["training_threads"]))
     else:
         b = pybind.builder(cands, k, "dot_product").tree(
