@@ -16,7 +16,7 @@ from transforms.testing.people import MATCH_FIELDS, make_link_corpora, write_rec
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PROGRESS = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ INFO transforms\.progress: (.+)$")
+_PROGRESS = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ INFO transforms\.common\.progress: (.+)$")
 
 
 def _counts(line: str) -> dict[str, tuple[int, int | None]]:
