@@ -1,13 +1,13 @@
 """The ``corpus-match`` console script: the match job by default, plus subcommands.
 
-``corpus-match [job flags]`` runs the match job (flags: transforms/flags.py);
+``corpus-match [job flags]`` runs the match job (flags: transforms/common/flags.py);
 ``corpus-match evaluate ...`` scores a run's matches against truth pairs;
 ``corpus-match explain --run DIR --query_id A --candidate_id B`` prints one pair's match weight, field
 by field (transforms/scoring/explain.py);
 ``corpus-match template ...`` prints (or runs) the Dataflow Flex Template commands;
 ``corpus-match report DIR`` (re)writes DIR/report.html, e.g. after a Dataflow run has finished;
-``corpus-match train ...`` learns a model from labelled pairs (transforms/train.py);
-``corpus-match calibrate ...`` picks --max_distance for a target precision (transforms/calibrate.py).
+``corpus-match train ...`` learns a model from labelled pairs (transforms/learn/train.py);
+``corpus-match calibrate ...`` picks --max_distance for a target precision (transforms/learn/calibrate.py).
 
 This module imports nothing heavy at import time: ``--help`` of the job and of every subcommand
 answers without TensorFlow or Beam, and the quiet-console settings (beam_jobs/console.py) are in place
@@ -85,14 +85,14 @@ def _subcommand(command: str, rest: list[str], verbose: bool) -> int:
         return _report_main(rest)
     if command == "train":
         if any(a in _HELP for a in rest):  # the parser alone: no TensorFlow for --help
-            from transforms.train_args import train_parser
+            from transforms.learn.train_args import train_parser
 
             train_parser().parse_args(rest)
-        from transforms.train import train_main
+        from transforms.learn.train import train_main
 
         return train_main(rest)
     if command == "calibrate":
-        from transforms.calibrate import calibrate_main
+        from transforms.learn.calibrate import calibrate_main
 
         return calibrate_main(rest)
     if command == "explain":
@@ -100,7 +100,7 @@ def _subcommand(command: str, rest: list[str], verbose: bool) -> int:
 
         return explain_main(rest)
     if command == "evaluate":
-        from transforms.evaluate import evaluate_main
+        from transforms.learn.evaluate import evaluate_main
 
         return evaluate_main(rest)
     from beam_jobs.template_cli import template_main
@@ -166,12 +166,12 @@ def _report_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="corpus-match report", description="Write DIR/report.html.")
     ap.add_argument("output_dir", help="a finished run's --output directory")
     args = ap.parse_args(argv)  # before the imports below: --help needs no Beam
-    from transforms.manifest import read_manifest
-    from transforms.report import summary_text, write_report
+    from transforms.io.results import read_manifest
+    from transforms.run.report import summary_text, write_report
 
     try:
         path = write_report(args.output_dir)
-    except FileNotFoundError as e:  # transforms.run_dir.IncompleteRunError: the run has not finished
+    except FileNotFoundError as e:  # transforms.common.run_dir.IncompleteRunError: the run has not finished
         print(f"corpus-match report: {e}", file=sys.stderr)
         return 2
     print(summary_text(read_manifest(args.output_dir)) + f"\n  report:      {path}")

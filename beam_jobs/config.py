@@ -1,9 +1,9 @@
 """Turns :class:`beam_jobs.options.MatchOptions` into one frozen, validated :class:`MatchConfig`.
 
-Each value is parsed by its flag's spec (``transforms.flags``: type, range, choices; Flex Templates pass
-``'false'``, ``'10'``); the cross-field rules live here, in :func:`config_from_flags`. Every error is a
-``ValueError`` naming the flag, raised before any pipeline is built. DoFns receive the
-config (or parts of it), never PipelineOptions.
+Each value is parsed by its flag's spec (``transforms.common.flags``: type, range, choices; Flex
+Templates pass ``'false'``, ``'10'``); the cross-field rules live here, in :func:`config_from_flags`.
+Every error is a ``ValueError`` naming the flag, raised before any pipeline is built. DoFns receive
+the config (or parts of it), never PipelineOptions.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import dataclasses
 import math
 from typing import Any
 
-from transforms.errors import ConfigError
-from transforms.flags import (
+from transforms.common.errors import ConfigError
+from transforms.common.flags import (
     DEFAULTS,
     EMBEDDED_TARGET_RECALL,
     FLAGS,
@@ -23,7 +23,7 @@ from transforms.flags import (
     SCANN_REORDER_SQUARED_L2,
     parse_flags,
 )
-from transforms.model_signature import ModelInput
+from transforms.features.model_signature import ModelInput
 
 __all__ = ["MatchConfig", "ConfigError", "config_from_flags", "config_from_options", "scann_params_for",
            "TREE_TRAINING", "EMBEDDED_TARGET_RECALL"]
@@ -39,12 +39,12 @@ def _str(flags: dict, name: str) -> str | None:
     return FLAGS[name].parse(flags.get(name)) if _given(flags, name) else None
 
 
-_D = DEFAULTS  # each field's default is its flag's (transforms.flags), not a second literal
+_D = DEFAULTS  # each field's default is its flag's (transforms.common.flags), not a second literal
 
 
 @dataclasses.dataclass(frozen=True)
 class MatchConfig:
-    """Validated settings of one match run. See transforms/flags.py for each flag's meaning."""
+    """Validated settings of one match run. See transforms/common/flags.py for each flag's meaning."""
 
     mode: str  # 'link' or 'dedup'
     queries: str | None
@@ -156,7 +156,7 @@ def _apply_calibration(flags: dict) -> dict:
         return flags
     import json
 
-    from transforms.artifacts import read_text
+    from transforms.common.artifacts import read_text
 
     try:
         data = json.loads(read_text(path))
@@ -182,7 +182,7 @@ def _apply_calibration(flags: dict) -> dict:
 def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
     """Builds a MatchConfig from a dict of raw flag values (strings, numbers or None).
 
-    Each value is parsed by its spec (``transforms.flags``), defaults included; what is left here are
+    Each value is parsed by its spec (``transforms.common.flags``), defaults included; what is left here are
     the rules between flags and the defaults derived from other flags.
     """
     flags = _apply_calibration(flags)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from transforms.flags import DEFAULTS
+from transforms.common.flags import DEFAULTS
 
 __all__ = ["InputBounds", "LaunchDecision", "exact_at_launch", "input_bounds", "progress_totals",
            "record_count_bound"]
@@ -73,7 +73,7 @@ def record_count_bound(pattern: str, input_format: str = DEFAULTS["input_format"
     cheaply certain (see the module docstring)."""
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.io import format_for_path
+    from transforms.io.read_corpus import format_for_path
 
     total, scanned = 0, 0
     for meta in FileSystems.match([pattern])[0].metadata_list:
@@ -128,7 +128,7 @@ def exact_at_launch(cfg, dims: int | None, max_work: float,
     queries, candidates = bounds if bounds is not None else input_bounds(cfg)
     if queries is None or candidates is None:
         return None
-    from transforms.shard_records import shard_sizing
+    from transforms.placement.shard_records import shard_sizing
 
     sizing = shard_sizing(max(candidates, 1), dims, fixed=cfg.num_shards,
                           max_shard_vectors=cfg.max_shard_vectors, worker_memory_gb=cfg.worker_memory_gb)

@@ -23,7 +23,21 @@ import numpy as np
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from beam_jobs.config import TREE_TRAINING, MatchConfig, config_from_options, scann_params_for
-from transforms.audit import (
+from transforms.clusters.cluster_pairs import ClusterPairs, WriteClusters
+from transforms.common.dead_letters import is_bad_file, rows_rejected
+from transforms.common.flags import DEFAULTS
+from transforms.common.schema import Role
+from transforms.index.append import CombineWithKeptShards, FindKeptIds, MergeWithKeptShards
+from transforms.index.build import BuildShardIndexes
+from transforms.index.index_manifest import WriteIndexManifest
+from transforms.io.read_corpus import ReadCorpus
+from transforms.io.validate import CheckDims, ValidateRecords
+from transforms.io.write_matches import WriteDeadLetters, WriteMatches
+from transforms.placement.exact_duplicates import ExpandAliases
+from transforms.placement.routing import PlaceCandidates, RoutingPlan, TrainRouting
+from transforms.placement.shard_records import FindDuplicateIds, ShardRecords, SplitQueryBatches, shard_sizing
+from transforms.placement.spill import delete_spill_dir, new_spill_dir
+from transforms.quality.audit import (
     AuditRecall,
     ExactSampleTopK,
     MergeSampleTruth,
@@ -31,19 +45,7 @@ from transforms.audit import (
     TuneProbe,
     TuneSearch,
 )
-from transforms.build import (
-    BuildShardIndexes,
-    CombineWithKeptShards,
-    FindKeptIds,
-    MergeWithKeptShards,
-    WriteIndexManifest,
-)
-from transforms.clusters import ClusterPairs, WriteClusters
-from transforms.dead_letters import is_bad_file, rows_rejected
-from transforms.exact_duplicates import ExpandAliases
-from transforms.flags import DEFAULTS
-from transforms.io import ReadCorpus, WriteDeadLetters, WriteMatches
-from transforms.manifest import (
+from transforms.run.manifest import (
     BadRecordRatioError,
     RecallBelowMinimumError,
     WriteManifest,
@@ -51,12 +53,7 @@ from transforms.manifest import (
     bad_record_verdict,
     stack_versions,
 )
-from transforms.routing import PlaceCandidates, RoutingPlan, TrainRouting
-from transforms.schema import Role
-from transforms.search import MergeTopK, SearchShards
-from transforms.shard_records import FindDuplicateIds, ShardRecords, SplitQueryBatches, shard_sizing
-from transforms.spill import delete_spill_dir, new_spill_dir
-from transforms.validate import CheckDims, ValidateRecords
+from transforms.search.search import MergeTopK, SearchShards
 
 __all__ = ["build_pipeline", "run", "main", "PipelineOutputs", "LOCAL_RUNNERS",
            "resolve_model_input"]
@@ -186,12 +183,12 @@ def _preprocess_and_embed(cfg: MatchConfig, features: dict[str, beam.PCollection
     transform_fn) -> the model (RunInference, batched) -> prepared VectorBatch per role.
 
     A model taking raw text or images skips tf.Transform: FeatureBatch -> its inputs
-    (transforms.raw_inputs) -> the same RunInference handler."""
-    from transforms.embed import EmbedRecords
+    (transforms.features.raw_inputs) -> the same RunInference handler."""
+    from transforms.features.embed import EmbedRecords
 
     if not cfg.preprocesses:
         return _embed_raw(cfg, features, dead)
-    from transforms.preprocess import AnalyzeAndTransformFeatures
+    from transforms.features.preprocess import AnalyzeAndTransformFeatures
 
     pre = features | "Preprocess" >> AnalyzeAndTransformFeatures(
         text_fields=cfg.text_fields, numeric_fields=cfg.numeric_fields,
@@ -216,8 +213,8 @@ def _preprocess_and_embed(cfg: MatchConfig, features: dict[str, beam.PCollection
 def _embed_raw(cfg: MatchConfig, features: dict[str, beam.PCollection],
                dead: list) -> dict[str, beam.PCollection]:
     """FeatureBatch per role -> raw text or images -> a model of the user's own -> VectorBatch."""
-    from transforms.embed import EmbedRecords
-    from transforms.raw_inputs import PrepareModelInputs
+    from transforms.features.embed import EmbedRecords
+    from transforms.features.raw_inputs import PrepareModelInputs
 
     vectors = {}
     for role in features:
@@ -246,13 +243,13 @@ def resolve_model_input(cfg: MatchConfig) -> MatchConfig:
 
     if not cfg.model_dir or not cfg.embeds or cfg.model_input is not None:
         return cfg
-    from transforms.model_ref import ModelNotFoundError
-    from transforms.model_signature import read_model_inputs
-    from transforms.model_signature import resolve_model_input as resolve
+    from transforms.features.model_ref import ModelNotFoundError
+    from transforms.features.model_signature import read_model_inputs
+    from transforms.features.model_signature import resolve_model_input as resolve
 
     features = ()
     if cfg.text_fields or cfg.numeric_fields:
-        from transforms.preprocess import output_feature_keys
+        from transforms.features.preprocess import output_feature_keys
 
         features = output_feature_keys(cfg.text_fields, cfg.numeric_fields)
     try:
@@ -275,8 +272,8 @@ def resolve_model_input(cfg: MatchConfig) -> MatchConfig:
 
 def _prepare_batch(batch, distance: str):
     """Model outputs -> vectors prepared for the distance (unit length for cosine)."""
-    from transforms.index import prepare_vectors
-    from transforms.schema import VectorBatch
+    from transforms.common.schema import VectorBatch
+    from transforms.common.vectors import prepare_vectors
 
     vecs, ok = prepare_vectors(batch.vectors, distance)
     if ok.all():
@@ -287,7 +284,7 @@ def _prepare_batch(batch, distance: str):
 
 def _kept_aliases(p, kept: dict[str, Any]):
     """The alias map of a kept index's collapsed duplicates (None when it has none)."""
-    from transforms.exact_duplicates import ReadAliases
+    from transforms.placement.exact_duplicates import ReadAliases
 
     glob = kept.get("aliases_glob")
     return (p | "KeptAliases" >> ReadAliases(glob)) if glob else None
@@ -374,12 +371,12 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
 
     ``kept_index`` is the earlier run's index manifest (``read_index_manifest``) for --index_dir.
     With ``spill_dir`` (``run_job`` makes one per run), large pieces of the candidate vectors reach
-    their shards through files there (see transforms.spill), deleted once every shard is built;
+    their shards through files there (see transforms.placement.spill), deleted once every shard is built;
     without it they travel in the shuffle. ``scoring_buckets`` is the pairwise scorer's join width
     (``transforms.scoring.score_pairs.scoring_buckets`` of the input size). With ``mark_finished``
     (a launch the launcher does not wait for) the graph's last step writes ``DIR/_SUCCESS`` once
     every output is written; a waiting launcher writes it itself after the run (see
-    transforms.run_dir).
+    transforms.common.run_dir).
     """
     cfg = resolve_model_input(cfg)  # prepare() has done it; tests may call build_pipeline directly
     reuse = kept_index is not None and not cfg.append
@@ -465,7 +462,7 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
         if kept_index is not None:  # --append: the kept duplicates stay where they were written
             index_static["aliases_glob"] = kept_index.get("aliases_glob")
         elif stage.aliases is not None:
-            from transforms.exact_duplicates import WriteAliases, aliases_glob
+            from transforms.placement.exact_duplicates import WriteAliases, aliases_glob
 
             writes.append(stage.aliases | "KeepAliases" >> WriteAliases(f"{cfg.output}/indexes"))
             index_static["aliases_glob"] = aliases_glob(f"{cfg.output}/indexes")
@@ -561,7 +558,7 @@ def build_pipeline(p: beam.Pipeline, cfg: MatchConfig, *, num_output_shards: int
 
 def _mark_finished(_: Any, output_dir: str, **written: Any) -> None:
     """The graph's last step on a runner the launcher does not wait for: DIR/_SUCCESS."""
-    from transforms.run_dir import mark_finished
+    from transforms.common.run_dir import mark_finished
 
     mark_finished(output_dir)
 
@@ -579,7 +576,7 @@ def _delete_spill_dir(spill_dir: str, built: list) -> None:
 def _index_static(cfg: MatchConfig, model_fp: str | None = None) -> dict[str, Any]:
     """What a later --index_dir run must agree with."""
     if cfg.embeds and model_fp is None:
-        from transforms.model_ref import model_fingerprint
+        from transforms.features.model_ref import model_fingerprint
 
         model_fp = model_fingerprint(cfg.model_dir, cfg.text_fields, cfg.numeric_fields)
     return {"format_version": 1, "distance": cfg.distance, "index": cfg.index, "id_field": cfg.id_field,
@@ -601,7 +598,7 @@ def _index_static(cfg: MatchConfig, model_fp: str | None = None) -> dict[str, An
 
 def check_kept_index(cfg: MatchConfig, kept: dict[str, Any], model_fp: str | None = None) -> None:
     """A kept index must have been built with the same distance, features and model (by content
-    fingerprint, see transforms.model_ref): else ConfigError."""
+    fingerprint, see transforms.features.model_ref): else ConfigError."""
     from beam_jobs.config import ConfigError
 
     for flag, ours in (("distance", cfg.distance), ("id_field", cfg.id_field),
@@ -645,7 +642,7 @@ def prepare(argv: list[str] | None):
     from beam_jobs.config import ConfigError
     from beam_jobs.options import check_known_flags
     from beam_jobs.template_cli import expand_date_flags
-    from transforms.io import check_glob_matches
+    from transforms.io.read_corpus import check_glob_matches
 
     # Nightly runs: --output gs://b/runs/{date} -> the launch's UTC date (as the template shim does).
     argv = expand_date_flags(sys.argv[1:] if argv is None else argv)
@@ -663,7 +660,7 @@ def prepare(argv: list[str] | None):
     model_fp = None
     if cfg.embeds:
         from beam_jobs.config import ConfigError
-        from transforms.model_ref import ModelNotFoundError, model_fingerprint
+        from transforms.features.model_ref import ModelNotFoundError, model_fingerprint
 
         try:
             model_fp = model_fingerprint(cfg.model_dir, cfg.text_fields, cfg.numeric_fields)
@@ -672,7 +669,7 @@ def prepare(argv: list[str] | None):
         cfg = resolve_model_input(cfg)
     kept = None
     if cfg.index_dir:
-        from transforms.build import read_index_manifest
+        from transforms.index.index_manifest import read_index_manifest
 
         kept = read_index_manifest(cfg.index_dir)
         kept["num_shards"] = (kept["plan"].num_shards if kept["plan"] is not None
@@ -725,12 +722,12 @@ def _decide_index_at_launch(cfg: MatchConfig, options: PipelineOptions, bounds):
     import dataclasses
 
     from beam_jobs.launch import exact_at_launch
-    from transforms.build import EXACT_MAX_WORK
+    from transforms.index.build import EXACT_MAX_WORK
 
     raw = options.get_all_options()
     if not cfg.embeds or cfg.model_dir or raw.get("target_recall") is not None:
         return cfg, None
-    from transforms.default_embedder import embedding_dim
+    from transforms.features.default_embedder import embedding_dim
 
     decided = exact_at_launch(cfg, embedding_dim(tuple(cfg.text_fields), tuple(cfg.numeric_fields)),
                               EXACT_MAX_WORK, bounds)
@@ -753,9 +750,9 @@ def _progress_totals(cfg: MatchConfig, static: dict) -> dict[str, int]:
 
 def _check_output_dir(cfg: MatchConfig) -> None:
     """--output must be empty or new, or hold a run that --overwrite replaces; a kept index must come
-    from a run that is not still running (else ConfigError; see transforms.run_dir)."""
+    from a run that is not still running (else ConfigError; see transforms.common.run_dir)."""
     from beam_jobs.config import ConfigError
-    from transforms.run_dir import check_output_dir, inspect_output_dir, kept_index_run_dir
+    from transforms.common.run_dir import check_output_dir, inspect_output_dir, kept_index_run_dir
 
     check_output_dir(cfg.output, overwrite=cfg.overwrite, inputs={
         flag: getattr(cfg, flag) for flag in ("queries", "candidates", "input", "index_dir",
@@ -819,7 +816,7 @@ def _read_scoring_model(cfg: MatchConfig) -> str:
     """The --scoring_model file's text, checked against this job's fields (else ConfigError); read
     once per config (prepare checks it, build_pipeline passes it on)."""
     from beam_jobs.config import ConfigError
-    from transforms.artifacts import read_text
+    from transforms.common.artifacts import read_text
     from transforms.scoring.fellegi_sunter import FellegiSunterModel
     from transforms.scoring.score_pairs import DISTANCE_FIELD
 
@@ -866,7 +863,7 @@ def run_job(argv: list[str] | None = None, *, wait: bool | None = None, prepared
                    kept_index=kept, spill_dir=spill_dir, scoring_buckets=buckets,
                    mark_finished=not wait)
     from beam_jobs.summary import finish_local_run
-    from transforms.run_dir import claim_output_dir
+    from transforms.common.run_dir import claim_output_dir
 
     # The old run's outputs go (with --overwrite) and a "running" manifest is written before the
     # pipeline runs: a run that dies leaves nothing that looks finished.
@@ -883,7 +880,7 @@ def run_job(argv: list[str] | None = None, *, wait: bool | None = None, prepared
         try:
             result = p.run()
         except Exception as e:  # the submission failed: say so instead of "running"
-            from transforms.manifest import update_manifest
+            from transforms.run.manifest import update_manifest
 
             update_manifest(cfg.output, exit_state="failed", error=f"{type(e).__name__}: {e}"[:2000])
             raise

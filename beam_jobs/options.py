@@ -1,7 +1,7 @@
 """The match job's flags as Beam ``PipelineOptions`` (``MatchOptions``), ``--help`` text and the README
-table, all generated from the one typed table ``transforms.flags.JOB_FLAGS`` (re-exported here).
+table, all generated from the one typed table ``transforms.common.flags.JOB_FLAGS`` (re-exported here).
 
-Each :class:`~transforms.flags.Flag` has its type, real default (or a named derived one, e.g. ScaNN
+Each :class:`~transforms.common.flags.Flag` has its type, real default (or a named derived one, e.g. ScaNN
 leaves from shard size), choices, range and help; :mod:`beam_jobs.config` parses the values with the
 specs and checks the cross-field rules. Flex Templates pass every value as a string (``'false'``,
 ``'10'``), so MatchOptions declares them untyped and config parses them.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import textwrap
 
-from transforms.flags import FLAG_GROUPS, JOB_FLAGS, Flag
+from transforms.common.flags import FLAG_GROUPS, JOB_FLAGS, Flag
 
 __all__ = ["MatchOptions", "JOB_FLAGS", "Flag", "FLAG_GROUPS", "check_known_flags", "flags_help",
            "flags_markdown", "suggest_flag"]

@@ -13,9 +13,10 @@ from typing import Any
 from apache_beam.metrics.metric import MetricsFilter
 
 from beam_jobs.config import MatchConfig
-from transforms import metrics, progress
-from transforms.manifest import read_manifest, update_manifest
-from transforms.run_dir import mark_finished
+from transforms.common import metrics, progress
+from transforms.common.run_dir import mark_finished
+from transforms.io.results import read_manifest
+from transforms.run.manifest import update_manifest
 
 __all__ = ["finish_local_run", "print_summary", "collect_metrics", "start_progress"]
 
@@ -50,7 +51,7 @@ def finish_local_run(run, cfg: MatchConfig, start: float, *, totals: dict[str, i
     stage and the exit state in the manifest, then writes ``DIR/_SUCCESS``. Returns the
     PipelineResult; re-raises a failure (no ``_SUCCESS`` then).
 
-    While it waits, progress per stage is shown on stderr (transforms.progress): a redrawn line on a
+    While it waits, progress per stage is shown on stderr (transforms.common.progress): a redrawn line on a
     terminal, else periodic log lines; it stops (and clears its line) before this returns.
     ``totals``: at most how many items a stage will count (``{"read": n}``), known at launch.
     """
@@ -108,7 +109,7 @@ def print_summary(result, cfg: MatchConfig, waited: bool) -> int:
         print(f"corpus-match: launched ({getattr(result, 'state', 'UNKNOWN')}); results will be "
               f"under {output}/")
         return 0
-    from transforms.report import summary_text, write_report
+    from transforms.run.report import summary_text, write_report
 
     m = read_manifest(output)
     try:

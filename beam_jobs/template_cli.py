@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from transforms.flags import FLAGS, JOB_FLAGS, Flag
+from transforms.common.flags import FLAGS, JOB_FLAGS, Flag
 
 __all__ = [
     "template_main",
@@ -68,7 +68,7 @@ SDK_IMAGE_ENV = "CORPUS_MATCHER_SDK_CONTAINER_IMAGE"
 # Flags whose values may carry a {date} placeholder (nightly runs read dated exports, write dated output).
 DATE_FLAGS = ("queries", "candidates", "input", "output")
 # Template parameters that must be Cloud Storage paths (the template runs on Dataflow: no local paths),
-# by the flags' template kind (transforms.flags).
+# by the flags' template kind (transforms.common.flags).
 GCS_GLOB_FLAGS = tuple(f.name for f in JOB_FLAGS if f.template_kind == "gcs_glob")  # * ? [..] allowed
 GCS_DIR_FLAGS = tuple(f.name for f in JOB_FLAGS  # directories: no glob characters
                       if f.template_kind in ("gcs_dir", "gcs_output"))

@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 from beam_jobs.config import config_from_flags, scann_params_for
-from transforms.shard_records import bytes_per_vector
+from transforms.placement.shard_records import bytes_per_vector
 from transforms.testing.clustered import make_link_vectors, make_skewed_link_vectors, write_vector_corpus
 
 
@@ -74,13 +74,13 @@ def raw_scann(cands: np.ndarray, queries: np.ndarray, params: dict, k: int, *, p
     training on ``params['training_threads']`` threads).
     Returns ({L: neighbour indices}, build seconds, {L: search seconds}).
     """
-    from transforms.index import _scann_config
-    from transforms.scann_lib import load_scann_pybind
+    from transforms.index.scann import scann_config
+    from transforms.index.scann_lib import load_scann_pybind
 
     pybind = load_scann_pybind()
     t0 = time.perf_counter()
     if pinned:
-        searcher = pybind.create_searcher(cands, _scann_config(cands, "cosine", params, 0),
+        searcher = pybind.create_searcher(cands, scann_config(cands, "cosine", params, 0),
                                           int(params["training_threads"]))
     else:
         b = pybind.builder(cands, k, "dot_product").tree(
@@ -270,7 +270,7 @@ def main() -> None:
     stock, pipe = pairs[middle]
     methods.update(stock)
 
-    from transforms.io import read_matches
+    from transforms.io.results import read_matches
 
     split = {}
     for shards in args.compare_shards:
@@ -304,7 +304,7 @@ def main() -> None:
                    for name, m in methods.items()},
         "ratios_pipeline_over_stock_each_repeat": ratios,
         "peak_rss_over_vector_bytes": round(pipe["peak_rss_mib"] * (1 << 20) / vector_bytes, 2),
-        # What --worker_memory_gb sizing assumes one shard costs (transforms.shard_records), against
+        # What --worker_memory_gb sizing assumes one shard costs (transforms.placement.shard_records), against
         # the whole local job's measured peak (every stage and the runner's buffers included).
         "shard_memory_estimate_mib": round(shard_size * bytes_per_vector(args.dims) / (1 << 20)),
         "speedup_vs_exact_end_to_end": round(exact_total / pipe["wall_s"], 1),

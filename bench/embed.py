@@ -36,7 +36,7 @@ import apache_beam as beam  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from transforms.schema import FeatureBatch  # noqa: E402
+from transforms.common.schema import FeatureBatch  # noqa: E402
 
 __all__ = ["main", "synthetic_people", "make_records"]
 
@@ -97,7 +97,7 @@ def to_feature_batches(records: list[dict], batch_rows: int) -> list[FeatureBatc
 
 def preprocess(records: list[dict], work_dir: str, batch_rows: int) -> pa.Table:
     """Runs AnalyzeAndTransformFeatures on the records; returns the transformed feature table."""
-    from transforms.preprocess import AnalyzeAndTransformFeatures
+    from transforms.features.preprocess import AnalyzeAndTransformFeatures
 
     out_path = os.path.join(work_dir, "transformed.pkl")
 
@@ -131,7 +131,7 @@ class _Tiles:
         return {**self.__dict__, "_batches": None}
 
     def _make(self, sample: pa.Table, i: int) -> Any:
-        from transforms.preprocess import TransformedBatch
+        from transforms.features.preprocess import TransformedBatch
 
         n = min(self._batch_rows, self._rows - i * self._batch_rows)
         start = (i * self._batch_rows) % max(1, sample.num_rows - n + 1)
@@ -171,7 +171,7 @@ def run_raw(model_dir: str, batches: list[Any], max_rows: int) -> tuple[float, f
     """Rows/s of the raw batched call: (with feature conversion, model call only)."""
     import tensorflow as tf
 
-    from transforms.embed import features_to_numpy
+    from transforms.features.embed import features_to_numpy
 
     fn = tf.saved_model.load(model_dir).signatures["serving_default"]
     specs = dict(fn.structured_input_signature[1])
@@ -197,8 +197,8 @@ def run_pipeline(model_dir: str, tiles: _Tiles, num_batches: int, args: argparse
                  ) -> tuple[float, float, int]:
     """Rows/s through EmbedRecords: (end to end, steady state) and rows embedded."""
     from bench import embed as this  # by module name, so the DirectRunner's copies share _STAMPS
-    from transforms.embed import EmbedRecords
-    from transforms.preprocess import TransformedBatch
+    from transforms.features.embed import EmbedRecords
+    from transforms.features.preprocess import TransformedBatch
 
     for stamps in this._STAMPS.values():
         stamps.clear()
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         pickle.dump(sample, fh)
     model_dir = args.model_dir
     if model_dir is None:
-        from transforms.default_embedder import export_default_model
+        from transforms.features.default_embedder import export_default_model
 
         model_dir = export_default_model(os.path.join(work_dir, "default_model"), FIELDS)
     prep_s = time.perf_counter() - t0

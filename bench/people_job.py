@@ -84,9 +84,8 @@ def main() -> None:
           f"records/s), written in {t_write:.1f} s", flush=True)
 
     from beam_jobs.match_corpora import run_job
-    from transforms.evaluate import evaluate, load_truth
-    from transforms.io import read_matches
-    from transforms.manifest import read_manifest
+    from transforms.io.results import read_manifest, read_matches
+    from transforms.learn.evaluate import evaluate, load_truth
 
     out = os.path.join(args.work_dir, "out")
     t0 = time.perf_counter()

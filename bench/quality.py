@@ -2,7 +2,7 @@
 
 For each dataset it generates the records into a work directory, runs the job end to end as a
 subprocess (``corpus-match ... --runner FnApiRunner``, the built-in embedder and default flags; the
-wall clock of the subprocess is the job's time), scores the matches with ``transforms.evaluate``
+wall clock of the subprocess is the job's time), scores the matches with ``transforms.learn.evaluate``
 against the generated truth, and does the same for a baseline: TF-IDF over character 2-4-grams
 (scikit-learn ``TfidfVectorizer(analyzer='char_wb', ngram_range=(2, 4))``) of the record's
 normalised fields joined into one string, fitted on all records, with exact cosine top-K by sparse
@@ -57,7 +57,7 @@ import unicodedata
 import numpy as np
 import pandas as pd
 
-from transforms.evaluate import evaluate
+from transforms.learn.evaluate import evaluate
 from transforms.testing import organisations, people
 
 _DATASETS = ("febrl4", "febrl3", "orgs", "people_link")
@@ -142,7 +142,8 @@ def _run_job(cmd: list[str], log_path: str) -> tuple[float, int]:
 def read_match_frame(out_dir: str) -> pd.DataFrame:
     """Every column of the run's match files (parquet, jsonl or csv), ``match_probability`` included.
 
-    ``transforms.io.read_matches`` returns the four match columns only; the scorer's column is read
+    ``transforms.io.results.read_matches`` returns the four match columns only; the scorer's column is
+    read
     here directly.
     """
     paths = sorted(p for p in glob.glob(os.path.join(out_dir, "matches", "matches-*-of-*.*"))

@@ -16,7 +16,7 @@ worker (about 300 MB at 1M x 64 dims, allocated in grpc's channel thread; seen w
 So part 2 also measures (a) the *runner floor*: the largest worker of a three-step pipeline that
 only reads the same candidate files and moves them through one GroupByKey, and (b) the job's Python
 heap per stage (numpy arrays included; ``PYTHONTRACEMALLOC=1`` in the workers, reported by
-``transforms.metrics.heap_watch_end`` as ``manifest.python_heap_peak_mib``).
+``transforms.common.metrics.heap_watch_end`` as ``manifest.python_heap_peak_mib``).
 
     python -m bench.routing --candidates 200000 --queries 10000
 """
@@ -53,7 +53,7 @@ def _job_args(cands: str, queries: str, out: str, *extra: str) -> list[str]:
 def routing_sweep(cands: str, queries: str, work: str, shard_counts: list[int], probe: int,
                   n_queries: int) -> list[dict]:
     from beam_jobs.match_corpora import run_job
-    from transforms.manifest import read_manifest
+    from transforms.io.results import read_manifest
 
     rows = []
     for shards in shard_counts:
@@ -135,8 +135,8 @@ with open("/proc/self/status") as fh:  # this process alone (wait4's figure incl
 _FLOOR_CHILD = """
 import sys, apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from transforms.io import ReadCorpus
-from transforms.sharding import stable_hash64
+from transforms.io.read_corpus import ReadCorpus
+from transforms.common.sharding import stable_hash64
 import numpy as np
 
 def shard_of(batch, n):  # a RawBatch: the rows of one file chunk, as read
@@ -198,7 +198,7 @@ def peak_rss(cands: str, queries: str, out: str, max_shard_vectors: int,
         if workers and line.startswith("OWN_MAXRSS_KIB"):
             got["peak_rss_mib"] = round(int(line.split()[1]) / 1024)  # the runner alone
     if workers:
-        from transforms.manifest import read_manifest
+        from transforms.io.results import read_manifest
 
         got["python_heap_peak_mib"] = read_manifest(out).get("python_heap_peak_mib")
     return got

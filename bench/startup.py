@@ -50,29 +50,29 @@ _FIELDS = "given_name,surname,street_number,address_1,suburb,postcode,state,date
 # the name up at call time (function-level imports, pickled DoFns and Map functions, methods) see it.
 _WRAPPED = (
     ("beam_jobs.match_corpora", "prepare", "prepare"),
-    ("transforms.io", "check_glob_matches", "prepare: glob checks"),
-    ("transforms.model_ref", "model_fingerprint", "prepare: model fingerprint"),
+    ("transforms.io.read_corpus", "check_glob_matches", "prepare: glob checks"),
+    ("transforms.features.model_ref", "model_fingerprint", "prepare: model fingerprint"),
     ("beam_jobs.match_corpora", "default_output_shards", "prepare: output shard count (globs)"),
     ("beam_jobs.match_corpora", "stack_versions", "stack_versions (prepare + index manifest)"),
     ("beam_jobs.match_corpora", "build_pipeline", "build_pipeline"),
-    ("transforms.preprocess", "AnalyzeAndTransformFeatures.expand",
+    ("transforms.features.preprocess", "AnalyzeAndTransformFeatures.expand",
      "build_pipeline: tf.Transform graph (traces preprocessing_fn)"),
     ("beam_jobs.summary", "finish_local_run", "finish_local_run"),
     ("apache_beam.pipeline", "Pipeline.run", "Pipeline.run"),
     ("beam_jobs.summary", "collect_metrics", "after run: collect metrics"),
     ("beam_jobs.summary", "update_manifest", "after run: update manifest"),
     ("beam_jobs.summary", "print_summary", "summary + report"),
-    ("transforms.report", "write_report", "summary: write report.html"),
+    ("transforms.run.report", "write_report", "summary: write report.html"),
     # Inside Pipeline.run (observable on in-process runners only).
-    ("transforms.default_embedder", "export_default_model", "in run: default model export"),
+    ("transforms.features.default_embedder", "export_default_model", "in run: default model export"),
     ("tensorflow_transform.beam.impl", "_create_v2_saved_model",
      "in run: tf.Transform trace + save transform_fn"),
     ("tensorflow_transform.beam.impl", "_RunMetaGraphDoFn._make_graph_state",
      "in run: tf.Transform load graph"),
     ("tensorflow_transform.beam.impl", "_RunMetaGraphDoFn._handle_batch",
      "in run: tf.Transform run graph on batches"),
-    ("transforms.embed", "TFSavedModelHandler.load_model", "in run: embedder load + warm-up"),
-    ("transforms.index", "build_index", "in run: index build (build_index)"),
+    ("transforms.features.embed", "TFSavedModelHandler.load_model", "in run: embedder load + warm-up"),
+    ("transforms.index.neighbor_index", "build_index", "in run: index build (build_index)"),
     # Counted, not summed: each call is one bundle of one fused stage (its time overlaps the above).
     ("apache_beam.runners.portability.fn_api_runner.fn_runner", "FnApiRunner._run_bundle",
      "count: runner bundles"),
@@ -166,8 +166,8 @@ def _child(times_path: str, job_argv: list[str]) -> int:
     if any(a.startswith(("--text_fields", "--numeric_fields")) for a in job_argv):
         # The job imports these in build_pipeline when it embeds; timed apart from construction.
         t0 = time.perf_counter()
-        import transforms.embed  # noqa: F401
-        import transforms.preprocess  # noqa: F401
+        import transforms.features.embed  # noqa: F401
+        import transforms.features.preprocess  # noqa: F401
 
         marks["import tensorflow + tf.Transform"] = time.perf_counter() - t0
     times: dict = {}

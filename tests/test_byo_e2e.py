@@ -19,9 +19,8 @@ import tensorflow as tf
 
 from beam_jobs.match_corpora import run_job
 from tests import byo_models
-from transforms.io import read_dead_letters, read_matches
-from transforms.manifest import read_manifest
-from transforms.search import wasserstein_1d
+from transforms.io.results import read_dead_letters, read_manifest, read_matches
+from transforms.search.search import wasserstein_1d
 
 pytestmark = pytest.mark.slow
 PEOPLE = os.path.join(os.path.dirname(__file__), "testdata", "people")
@@ -172,7 +171,7 @@ def test_a_keras_file_with_mean_pooling_dedups_like_the_oracle(models, tmp_path)
                      for row in frame[list(FIELDS)].itertuples(index=False)])
     # Records with equal vectors (equal fields up to case, or the same values in other fields: a
     # mean ignores their order) are paired with distance 0 as collapsed duplicates (see
-    # transforms.exact_duplicates) whatever the distance: left out of this oracle.
+    # transforms.placement.exact_duplicates) whatever the distance: left out of this oracle.
     _, first = np.unique(vecs, axis=0, return_index=True)
     keep = np.sort(first)[:150]
     frame, vecs = frame.iloc[keep], vecs[keep]

@@ -7,9 +7,8 @@ import os
 import pytest
 
 from beam_jobs.match_corpora import run_job
-from transforms.evaluate import evaluate, load_truth
-from transforms.io import read_matches
-from transforms.manifest import read_manifest
+from transforms.io.results import read_manifest, read_matches
+from transforms.learn.evaluate import evaluate, load_truth
 from transforms.testing.people import make_link_corpora, write_records, write_truth
 
 pytestmark = pytest.mark.slow
@@ -70,7 +69,7 @@ def test_default_embedder_links_every_record_febrl4_style(tmp_path):
 
 
 def test_a_user_saved_model_works_and_the_transform_fn_is_reused(link_run, tmp_path):
-    from transforms.default_embedder import export_default_model
+    from transforms.features.default_embedder import export_default_model
 
     model = export_default_model(str(tmp_path / "model"), tuple(FIELDS.split(",")), ())
     out = tmp_path / "out"
@@ -95,7 +94,7 @@ def test_kept_index_reuses_its_preprocessing(link_run, tmp_path):
 
 def test_kept_index_refuses_vectors_of_another_model(link_run, tmp_path):
     from beam_jobs.config import ConfigError
-    from transforms.default_embedder import export_default_model
+    from transforms.features.default_embedder import export_default_model
 
     manifest = read_manifest(str(link_run))
     assert manifest["model_fingerprint"].startswith("builtin:default_embedder")

@@ -13,8 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs.match_corpora import main, run_job
-from transforms.io import read_matches
-from transforms.manifest import read_manifest
+from transforms.io.results import read_manifest, read_matches
 from transforms.testing.clustered import make_link_vectors, write_vector_corpus
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,5 @@
 """End to end: what the job does with an --output that already holds a run, and with a run killed
-half way (transforms/run_dir.py). The job runs as a subprocess, the way a user runs it, so it can
+half way (transforms/common/run_dir.py). The job runs as a subprocess, the way a user runs it, so it can
 be killed."""
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 
 from beam_jobs.match_corpora import run_job
-from transforms.build import PAUSE_BUILD_ENV
-from transforms.evaluate import evaluate_main
-from transforms.io import read_matches
-from transforms.manifest import read_manifest
-from transforms.report import write_report
-from transforms.run_dir import IncompleteRunError
+from transforms.common.run_dir import IncompleteRunError
+from transforms.index.build import PAUSE_BUILD_ENV
+from transforms.io.results import read_manifest, read_matches
+from transforms.learn.evaluate import evaluate_main
+from transforms.run.report import write_report
 from transforms.testing.clustered import make_link_vectors, write_vector_corpus
 
 pytestmark = pytest.mark.slow

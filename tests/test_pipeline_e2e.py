@@ -12,9 +12,8 @@ import pytest
 
 from beam_jobs.config import ConfigError
 from beam_jobs.match_corpora import run_job
-from transforms.build import read_shard_ids
-from transforms.io import read_matches
-from transforms.manifest import read_manifest
+from transforms.index.shard_files import read_shard_ids
+from transforms.io.results import read_manifest, read_matches
 from transforms.testing.clustered import make_link_vectors, write_vector_corpus
 
 pytestmark = pytest.mark.slow
@@ -74,16 +73,16 @@ def _link_args(root, out, *extra):
 
 def _spy_on_spill(monkeypatch) -> list:
     """Records every SpilledRows placement writes (run with _SPILL_ALL: the test pieces are small)."""
-    import transforms.spill
+    import transforms.placement.spill
 
     spilled = []
-    real_spill_rows = transforms.spill.spill_rows
+    real_spill_rows = transforms.placement.spill.spill_rows
 
     def spill_rows(*args, **kwargs):
         spilled.append(real_spill_rows(*args, **kwargs))
         return spilled[-1]
 
-    monkeypatch.setattr(transforms.spill, "spill_rows", spill_rows)
+    monkeypatch.setattr(transforms.placement.spill, "spill_rows", spill_rows)
     return spilled
 
 
@@ -207,7 +206,7 @@ def test_dedup_pairs_once_no_self_pairs(tmp_path):
     assert set(zip(got.query_id, got.candidate_id, strict=True)) == truth
     assert (got.distance <= 0.2).all()
     # Clusters: connected components of the emitted pairs, cluster id = smallest member.
-    from transforms.clusters import read_clusters
+    from transforms.clusters.cluster_pairs import read_clusters
 
     parent = {i: i for i in ids}
 
@@ -231,7 +230,7 @@ def test_dedup_pairs_once_no_self_pairs(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["tfrecord", "csv"])
 def test_other_formats_round_trip(tmp_path, fmt):
-    from transforms.io import encode_example, frame_tfrecord
+    from transforms.io.tfrecord import encode_example, frame_tfrecord
 
     cands, queries = make_link_vectors(400, 20, 8, clusters=5, seed=7)
     cand_ids = np.array([f"c{i}" for i in range(len(cands))], dtype=object)

@@ -1,5 +1,5 @@
 """End to end: a local run whose stderr is not a terminal logs progress lines naming the stages, with
-counts that match the manifest's, and the summary still follows (transforms/progress.py)."""
+counts that match the manifest's, and the summary still follows (transforms/common/progress.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
-from transforms.progress import PROGRESS_SECONDS_ENV
+from transforms.common.progress import PROGRESS_SECONDS_ENV
 from transforms.testing.people import MATCH_FIELDS, make_link_corpora, write_records
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PROGRESS = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ INFO transforms\.progress: (.+)$")
+_PROGRESS = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ INFO transforms\.common\.progress: (.+)$")
 
 
 def _counts(line: str) -> dict[str, tuple[int, int | None]]:

@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 
 from beam_jobs.match_corpora import run_job
-from transforms.evaluate import evaluate, load_truth
-from transforms.io import read_matches
-from transforms.manifest import read_manifest
+from transforms.io.results import read_manifest, read_matches
+from transforms.learn.evaluate import evaluate, load_truth
 from transforms.scoring.explain import explain_pair, format_explanation
 from transforms.testing.people import (
     FEBRL3_CLUSTER_SIZES,
@@ -165,7 +164,7 @@ def _rescored_by(run_dir: str, model_file: str) -> pd.DataFrame:
     """A scored link run's pairs rescored offline by another model, ranked per query by weight."""
     import dataclasses
 
-    from transforms.artifacts import read_text
+    from transforms.common.artifacts import read_text
     from transforms.scoring.fellegi_sunter import FellegiSunterModel
     from transforms.scoring.labelled import labelled_levels, rescore, with_cuts
 
@@ -189,7 +188,7 @@ def test_calibrate_fits_the_scorer_to_labels_and_the_job_applies_it(tmp_path):
     them, picks --min_probability for precision 0.98; a rerun with --calibration scores with that
     model (same weights as calibrate computed) and holds the precision on the other half, and the
     supervised model ranks the held-out queries at least as well as the unsupervised fit."""
-    from transforms.calibrate import calibrate_main, read_calibration_labels, refit_scorer
+    from transforms.learn.calibrate import calibrate_main, read_calibration_labels, refit_scorer
 
     a, b, links = make_link_corpora(1000, overlap=0.8, seed=5)
     write_records(a, str(tmp_path / "a.csv"), "csv")

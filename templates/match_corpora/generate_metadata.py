@@ -1,4 +1,4 @@
-"""Writes templates/match_corpora/metadata.json from the job's flags (``transforms.flags.JOB_FLAGS``).
+"""Writes templates/match_corpora/metadata.json from the job's flags (``transforms.common.flags.JOB_FLAGS``).
 
 The metadata itself is built by :func:`beam_jobs.template_cli.template_metadata` (one parameter per flag,
 same name, help text, ``isOptional``, regexes for gs:// paths, enums and numbers); this script only

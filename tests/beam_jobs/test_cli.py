@@ -293,7 +293,7 @@ def test_native_noise_pattern():
                  "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"):
         assert NATIVE_NOISE.match(line), line
     for line in ("F0000 00:00:1.2 1 check.cc:1] Check failed: fatal",
-                 "2026-12-03 10:08:07,768 INFO transforms.io: read 24 rows",
+                 "2026-12-03 10:08:07,768 INFO transforms.io.read_corpus: read 24 rows",
                  "corpus-match: configuration error: --top_k must be an integer, got 'abc'"):
         assert not NATIVE_NOISE.match(line), line
 

@@ -1,4 +1,4 @@
-"""The typed flag table (transforms/flags.py): help texts state no default of their own, every default
+"""The typed flag table (transforms/common/flags.py): help texts state no default of their own, every default
 parses under its own spec, and the places that keep a default for library use keep the spec's."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import re
 import pytest
 
 from beam_jobs.config import ConfigError, MatchConfig
-from transforms.flags import DEFAULTS, FLAGS, GROUPS, JOB_FLAGS, TEMPLATE_KINDS, TYPES, Derived, Flag
-from transforms.train_args import TRAIN_FLAGS, train_parser
+from transforms.common.flags import DEFAULTS, FLAGS, GROUPS, JOB_FLAGS, TEMPLATE_KINDS, TYPES, Derived, Flag
+from transforms.learn.train_args import TRAIN_FLAGS, train_parser
 
 ALL_SPECS = [*JOB_FLAGS, *TRAIN_FLAGS]
 _VALUED = [f for f in ALL_SPECS if not f.derived and f.default not in (None, ())]

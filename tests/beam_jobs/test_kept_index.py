@@ -6,7 +6,7 @@ import pytest
 
 from beam_jobs.config import TREE_TRAINING, ConfigError, config_from_flags
 from beam_jobs.match_corpora import _index_static, check_kept_index
-from transforms.schema import ShardIndexInfo
+from transforms.common.schema import ShardIndexInfo
 
 
 def _cfg(**extra):

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from beam_jobs.launch import InputBounds, exact_at_launch, input_bounds, progress_totals, record_count_bound
 from beam_jobs.match_corpora import build_pipeline, prepare
-from transforms.build import EXACT_MAX_WORK
+from transforms.index.build import EXACT_MAX_WORK
 from transforms.testing.people import MATCH_FIELDS, make_link_corpora, write_records
 
 

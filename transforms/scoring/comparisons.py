@@ -8,7 +8,7 @@ TensorFlow ``normalize_text`` so both see the same text. No Beam.
 
 Records first become :class:`RecordFields` (:func:`record_fields`): text values normalised as the
 embedding's preprocessing does (accents, case, punctuation, dates into numbers, street-type and
-company-suffix abbreviations; see ``transforms.preprocess.normalize_text``), a date code for values
+company-suffix abbreviations; see ``transforms.features.preprocess.normalize_text``), a date code for values
 that are whole dates, and a stable 64-bit hash of each normalised value (for term frequencies).
 Numeric values stay float64 with NaN for missing.
 
@@ -93,8 +93,8 @@ class RecordFields(NamedTuple):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __reduce__(self):  # string columns as Arrow buffers (see transforms.batch_pickle)
-        from transforms.batch_pickle import reduce_columns
+    def __reduce__(self):  # string columns as Arrow buffers (see transforms.common.batch_pickle)
+        from transforms.common.batch_pickle import reduce_columns
 
         return reduce_columns(self)
 
@@ -108,7 +108,7 @@ def normalize_values(values: list[Any]) -> np.ndarray:
     Returns:
         object [n]: normalised strings or None.
     """
-    from transforms.preprocess import abbreviate_words, eager_tables, normalize_text
+    from transforms.features.preprocess import abbreviate_words, eager_tables, normalize_text
 
     # Lone surrogates cannot be UTF-8 encoded: they compare as U+FFFD, like invalid bytes.
     texts = ["" if v is None else str(v).encode("utf-8", "replace").decode("utf-8") for v in values]

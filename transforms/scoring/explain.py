@@ -24,23 +24,17 @@ import numpy as np
 from transforms.scoring.comparisons import compare_fields, concat_fields, record_fields, take_rows
 from transforms.scoring.fellegi_sunter import FellegiSunterModel, term_frequencies
 
-__all__ = ["explain_pair", "format_explanation", "explain_main", "find_records", "sketch_path"]
-
-
-def sketch_path(output_dir: str) -> str:
-    from transforms.artifacts import join_path
-
-    return join_path(output_dir, "scoring", "term_frequencies.npz")
+__all__ = ["explain_pair", "format_explanation", "explain_main", "find_records"]
 
 
 def find_records(pattern: str, flags: dict[str, Any], ids: set[str]):
     """RecordFields of the first occurrence of each wanted id in the files (or None if absent)."""
-    from transforms.validate import DEFAULT_MAX_ID_LENGTH, validate_features
+    from transforms.io.validate import DEFAULT_MAX_ID_LENGTH, validate_features
 
     text, numeric = tuple(flags["text_fields"]), tuple(flags["numeric_fields"])
     max_id_length = int(flags.get("max_id_length") or DEFAULT_MAX_ID_LENGTH)  # as the run validated
     found = {}
-    from transforms.io import iter_raw_batches
+    from transforms.io.read_corpus import iter_raw_batches
 
     for raw in iter_raw_batches(pattern, flags["input_format"]):
         batches, _ = validate_features(raw, role="explain", id_field=flags["id_field"], text_fields=text,
@@ -59,7 +53,7 @@ def find_records(pattern: str, flags: dict[str, Any], ids: set[str]):
 
 def _emitted_distance(run_dir: str, query_id: str, candidate_id: str, mode: str,
                       allow_incomplete: bool = False) -> float | None:
-    from transforms.io import read_matches
+    from transforms.io.results import read_matches
 
     matches = read_matches(run_dir, allow_incomplete=allow_incomplete)
     pairs = {(query_id, candidate_id)}
@@ -73,12 +67,12 @@ def explain_pair(run_dir: str, query_id: str, candidate_id: str, *,
                  allow_incomplete: bool = False) -> dict[str, Any]:
     """The waterfall of one pair of a finished scored run (see the module docstring).
 
-    Raises IncompleteRunError (transforms.run_dir) for a run that did not finish, unless
+    Raises IncompleteRunError (transforms.common.run_dir) for a run that did not finish, unless
     ``allow_incomplete``."""
-    from transforms.artifacts import read_bytes, read_text
-    from transforms.manifest import read_manifest
-    from transforms.run_dir import require_finished
-    from transforms.scoring.score_pairs import distance_levels, model_path
+    from transforms.common.artifacts import read_bytes, read_text
+    from transforms.common.run_dir import require_finished
+    from transforms.io.results import read_manifest
+    from transforms.scoring.score_pairs import distance_levels, model_path, sketch_path
 
     if not allow_incomplete:
         require_finished(run_dir, what="its scoring model and matches")

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from transforms.common.flags import DEFAULT_MIN_PROBABILITY
 from transforms.scoring.comparisons import LEVEL_NAMES, MISSING, NUM_LEVELS
 
 __all__ = [
@@ -74,8 +75,6 @@ _KIN_AGREEMENT = 0.5
 _CLOSE_LEVELS = 3
 _FLOOR = 1e-6
 # One pseudo-pair per level: a level no fitted match shows is rare among matches, not impossible.
-# The job's --min_probability when a scorer runs: a pair is kept as a match from even odds on.
-DEFAULT_MIN_PROBABILITY = 0.5
 _M_PSEUDO = 1.0
 # A joint fit whose match share is more than this factor off the fields-first fit's is not kept.
 _DERIVED_PRIOR_RATIO = 1.5

@@ -17,7 +17,8 @@ takes as ``--scoring_model`` (``corpus-match calibrate --fit_scorer`` writes it)
 The pairs must be candidate pairs, i.e. what the job emits: fit on a run with ``--min_probability 0``
 (a run that dropped low-probability pairs hides the false pairs u is counted from).
 
-Pure numpy, plus the run's inputs read through :mod:`transforms.io` (local or any Beam filesystem).
+Pure numpy, plus the run's inputs read through :mod:`transforms.io.read_corpus` (local or any Beam
+filesystem).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from transforms.common.sharding import str_array
 from transforms.scoring.comparisons import (
     MISSING,
     NUM_LEVELS,
@@ -37,7 +39,6 @@ from transforms.scoring.comparisons import (
     take_rows,
 )
 from transforms.scoring.fellegi_sunter import FellegiSunterModel, estimate_u, probability, term_frequencies
-from transforms.sharding import str_array
 
 __all__ = ["LabelledLevels", "compare_pairs", "fit_supervised", "label_cuts", "labelled_levels",
            "level_weights", "model_template", "rescore", "with_cuts"]
@@ -184,10 +185,10 @@ def labelled_levels(run_dir: str, left_ids: np.ndarray, right_ids: np.ndarray,
     Raises:
         ValueError: the run was not scored.
     """
-    from transforms.artifacts import read_bytes, read_text
-    from transforms.manifest import read_manifest
-    from transforms.scoring.explain import find_records, sketch_path
-    from transforms.scoring.score_pairs import model_path
+    from transforms.common.artifacts import read_bytes, read_text
+    from transforms.io.results import read_manifest
+    from transforms.scoring.explain import find_records
+    from transforms.scoring.score_pairs import model_path, sketch_path
 
     manifest = read_manifest(run_dir)
     flags = manifest["flags"]

@@ -36,9 +36,11 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms import metrics, progress
-from transforms.artifacts import join_path, write_bytes, write_text
-from transforms.schema import FeatureBatch, PairBatch, ScoredPairBatch
+from transforms.common import metrics, progress
+from transforms.common.artifacts import join_path, write_bytes, write_text
+from transforms.common.schema import FeatureBatch, PairBatch, ScoredPairBatch
+from transforms.common.sharding import assign_shards, id_sort_keys, split_by_shard, stable_hash64, str_array
+from transforms.placement.shard_records import first_occurrences
 from transforms.scoring.comparisons import (
     NUM_LEVELS,
     RecordFields,
@@ -59,11 +61,9 @@ from transforms.scoring.fellegi_sunter import (
     term_frequencies,
     term_sketch,
 )
-from transforms.shard_records import first_occurrences
-from transforms.sharding import assign_shards, id_sort_keys, split_by_shard, stable_hash64, str_array
 
 __all__ = ["ScorePairs", "ScoreResult", "ComparedPairs", "SCORERS", "DISTANCE_FIELD", "model_path",
-           "scoring_buckets", "distance_levels", "random_pair_levels"]
+           "scoring_buckets", "distance_levels", "random_pair_levels", "sketch_path"]
 
 _LOGGER = logging.getLogger(__name__)
 SCORERS = ("none", "fields", "model")
@@ -494,8 +494,6 @@ def _write_model(model: FellegiSunterModel, output_dir: str, sketch) -> dict[str
     import io
     import json
 
-    from transforms.scoring.explain import sketch_path
-
     write_text(model_path(output_dir), model.to_json() + "\n")
     table = sketch[0] if sketch is not None and sketch[0] is not None else np.zeros((0, 3, 1), np.int64)
     buf = io.BytesIO()
@@ -612,3 +610,8 @@ class ScorePairs(beam.PTransform):
             sketch=beam.pvalue.AsSingleton(sketch))
         return ScoreResult(scored, written)
 
+
+def sketch_path(output_dir: str) -> str:
+    from transforms.common.artifacts import join_path
+
+    return join_path(output_dir, "scoring", "term_frequencies.npz")

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from transforms.flags import DEFAULTS
+from transforms.common.flags import DEFAULTS
 
 __all__ = ["make_clustered", "make_link_vectors", "make_skewed_link_vectors", "write_vector_corpus"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.schema import FeatureBatch, PairBatch, ScoredPairBatch
+from transforms.common.schema import FeatureBatch, PairBatch, ScoredPairBatch
 from transforms.scoring.comparisons import compare_fields, record_fields, take_rows
 from transforms.scoring.fellegi_sunter import FellegiSunterModel, term_frequencies, term_sketch
 from transforms.scoring.score_pairs import ScorePairs, distance_levels, model_path
