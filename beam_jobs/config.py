@@ -85,6 +85,7 @@ class MatchConfig:
     scann_reorder: int | None = None
     scann_training_sample: int = _D["scann_training_sample"]
     scann_training_threads: int = _D["scann_training_threads"]
+    scann_soar_lambda: float = _D["scann_soar_lambda"]
     audit_sample: int = _D["audit_sample"]
     min_recall: float | None = None
     target_recall: float | None = None
@@ -374,6 +375,9 @@ def scann_params_for(cfg: MatchConfig, shard_size: int) -> dict[str, Any]:
                     else SCANN_REORDER_SQUARED_L2 if cfg.distance == "squared_l2" else SCANN_REORDER),
         "spherical": cfg.distance == "cosine",
         "training_threads": cfg.scann_training_threads,
+        # SOAR's second leaf per vector (dot-product measures only; None: off).
+        "soar_lambda": (cfg.scann_soar_lambda if cfg.scann_soar_lambda > 0 and cfg.distance != "squared_l2"
+                        else None),
         # The tree's centres from a seeded k-means sample (transforms.kmeans), not ScaNN's k-means++:
         # byte-identical builds at about half the build time (issue #14).
         "tree_training": TREE_TRAINING,

@@ -27,6 +27,12 @@ SCANN_DATASET_FILE = "dataset.npy"
 _SCANN_MEASURE = {"cosine": "dot_product", "dot": "dot_product", "squared_l2": "squared_l2"}
 
 
+def _soar_lambda(params: dict[str, Any], measure: str) -> float | None:
+    """SOAR's spilling weight where it applies (ScaNN defines it for dot product only), else None."""
+    value = params.get("soar_lambda")
+    return float(value) if value is not None and measure == "dot_product" else None
+
+
 def scann_config(vectors: np.ndarray, distance: str, params: dict[str, Any], seed: int) -> str:
     """ScaNN's text config for these params, with every training seed pinned."""
     from google.protobuf import text_format
@@ -47,6 +53,7 @@ def scann_config(vectors: np.ndarray, distance: str, params: dict[str, Any], see
             # Spherical k-means suits unit vectors only.
             spherical=bool(params.get("spherical")) and distance == "cosine",
             random_init=False,
+            soar_lambda=_soar_lambda(params, measure),
         )
     if params["quantization"] == "ah":
         # Anisotropic (score-aware) quantisation is defined for dot product only; NaN turns it off.

@@ -40,10 +40,11 @@ class ShardResult(NamedTuple):
 def bytes_per_vector(dims: int) -> int:
     """Estimated worker memory per indexed vector while a shard is built or searched.
 
-    Our float32 copy (exact rescoring) + ScaNN's float32 dataset for reordering + 4-bit hash codes +
-    the id, doubled for training/partitioning buffers and Python overhead during the build.
+    Our float32 copy (exact rescoring) + ScaNN's float32 dataset for reordering + 4-bit hash codes
+    (twice: SOAR files each vector in a second leaf with a code of its own) + the id, doubled for
+    training/partitioning buffers and Python overhead during the build.
     """
-    return 2 * (4 * dims + 4 * dims + dims // 2 + 64)
+    return 2 * (4 * dims + 4 * dims + 2 * (dims // 2) + 64)
 
 
 def shard_sizing(num_records: int, dims: int, *, fixed: int | None, max_shard_vectors: int,
