@@ -15,6 +15,7 @@ from typing import Any
 from transforms.common.errors import ConfigError
 from transforms.common.flags import (
     DEFAULTS,
+    EMBEDDED_SOAR_LAMBDA,
     EMBEDDED_TARGET_RECALL,
     FLAGS,
     JOB_FLAGS,
@@ -85,7 +86,7 @@ class MatchConfig:
     scann_reorder: int | None = None
     scann_training_sample: int = _D["scann_training_sample"]
     scann_training_threads: int = _D["scann_training_threads"]
-    scann_soar_lambda: float = _D["scann_soar_lambda"]
+    scann_soar_lambda: float | None = None  # derived: config_from_flags resolves it; None: off
     audit_sample: int = _D["audit_sample"]
     min_recall: float | None = None
     target_recall: float | None = None
@@ -260,6 +261,8 @@ def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
         "text_pooling": v["text_pooling"] if _given(flags, "text_pooling") else None,
         "text_separator": v["text_separator"] if _given(flags, "text_separator") else None,
         "target_recall": _target_recall(flags, v, embeds),
+        "scann_soar_lambda": (v["scann_soar_lambda"] if _given(flags, "scann_soar_lambda")
+                              else EMBEDDED_SOAR_LAMBDA if embeds else 0.0),
         "scorer": _scorer(flags, v, compares),
         "min_probability": _min_probability(flags, v, compares),
     })
@@ -376,8 +379,8 @@ def scann_params_for(cfg: MatchConfig, shard_size: int) -> dict[str, Any]:
         "spherical": cfg.distance == "cosine",
         "training_threads": cfg.scann_training_threads,
         # SOAR's second leaf per vector (dot-product measures only; None: off).
-        "soar_lambda": (cfg.scann_soar_lambda if cfg.scann_soar_lambda > 0 and cfg.distance != "squared_l2"
-                        else None),
+        "soar_lambda": (cfg.scann_soar_lambda if (cfg.scann_soar_lambda or 0) > 0
+                        and cfg.distance != "squared_l2" else None),
         # The tree's centres from a seeded k-means sample (transforms.kmeans), not ScaNN's k-means++:
         # byte-identical builds at about half the build time (issue #14).
         "tree_training": TREE_TRAINING,

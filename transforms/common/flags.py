@@ -27,7 +27,8 @@ from transforms.common.errors import ConfigError
 from transforms.common.schema import DISTANCES, INPUT_FORMATS, OUTPUT_FORMATS
 
 __all__ = ["Flag", "Derived", "JOB_FLAGS", "FLAGS", "DEFAULTS", "GROUPS", "FLAG_GROUPS", "TYPES",
-           "TEMPLATE_KINDS", "EMBEDDED_TARGET_RECALL", "SCANN_REORDER", "SCANN_REORDER_SQUARED_L2",
+           "TEMPLATE_KINDS", "EMBEDDED_TARGET_RECALL", "EMBEDDED_SOAR_LAMBDA", "SCANN_REORDER",
+           "SCANN_REORDER_SQUARED_L2",
            "SCANN_LEAVES_TO_SEARCH_RANGE", "DEFAULT_MIN_PROBABILITY", "add_to_argparse", "parse_flags"]
 
 TYPES = ("str", "int", "float", "bool", "list", "choice")
@@ -273,6 +274,8 @@ _IN, _EMB, _MATCH, _INDEX, _AUDIT, _OUT, _BAD, _PERF = GROUPS
 # 100k generated people 0.95 of them kept 0.976 of the true links exact search finds, 0.98 about
 # the 0.987 of the old all-slots target at the same cost, 0.99 kept 0.997 at 1.5x the leaves.
 EMBEDDED_TARGET_RECALL = 0.98
+# SOAR's spilling weight when the job embeds records (ScaNN's own default lambda).
+EMBEDDED_SOAR_LAMBDA = 1.5
 # ScaNN's exact reorder depth when --scann_reorder is not given (beam_jobs.config.scann_params_for).
 SCANN_REORDER, SCANN_REORDER_SQUARED_L2 = 100, 200
 # ScaNN leaves searched per query when --scann_leaves_to_search is not given: 1.5*sqrt(leaves) in this range.
@@ -358,12 +361,14 @@ JOB_FLAGS: list[Flag] = [
          min=0.0, group=_INDEX),
     Flag("scann_reorder", "int", Derived(f"{SCANN_REORDER} ({SCANN_REORDER_SQUARED_L2} for squared_l2)"),
          "ScaNN exact reorder depth (0 disables).", min=0, group=_INDEX),
-    Flag("scann_soar_lambda", "float", 1.5, "SOAR spilling (cosine and dot only): each candidate is "
-         "also filed in a second leaf, chosen so that the two leaves' errors are near orthogonal, with this "
-         "weight; a search then finds a true match whose nearest leaf it missed. On 100k generated people, "
-         "true-link recall vs exact at 30 leaves searched: 0.993 with SOAR, 0.937 without (and 0.987 at "
-         "345 leaves without); the index holds a second code per vector.", min=0.0,
-         note="; 0 disables", group=_INDEX),
+    Flag("scann_soar_lambda", "float", Derived(
+        f"{EMBEDDED_SOAR_LAMBDA:g} when the job embeds records, 0 for precomputed vectors"),
+         "SOAR spilling (cosine and dot only): each candidate is also filed in a second leaf, chosen so "
+         "that the two leaves' errors are near orthogonal, with this weight; a search then finds a true "
+         "match whose nearest leaf it missed. On 100k generated people, true-link recall vs exact at 30 "
+         "leaves searched: 0.993 with SOAR, 0.937 without (0.987 at 345 leaves without); on clustered "
+         "precomputed vectors (bench.ann_join) it bought no recall and cost 15% more time. The index "
+         "holds a second code per vector.", min=0.0, note="; 0 disables", group=_INDEX),
     Flag("scann_training_sample", "int", 250_000, "Most vectors sampled to train each shard's tree (its "
          "k-means takes at most 50 per leaf: 100000 at 2000 leaves).", min=100, group=_INDEX),
     Flag("scann_training_threads", "int", 0, "Threads ScaNN trains a shard's codebook on when the shard "

@@ -1,6 +1,7 @@
 """SOAR spilling (``params['soar_lambda']``, --scann_soar_lambda): a second leaf per vector in the
 sampled k-means tree's ScaNN index, measured against a numpy brute-force oracle, byte-identical from
-build to build, and off where ScaNN does not define it (squared_l2)."""
+build to build, on by default only when the job embeds records, and off where ScaNN does not define
+it (squared_l2)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ def test_soar_is_off_for_squared_l2_and_when_the_flag_is_zero(data, tmp_path):
     def soar(**more: str) -> float | None:
         return scann_params_for(config_from_flags(flags | more), 20000)["soar_lambda"]
 
-    assert soar() == 1.5
+    assert soar() == 1.5  # the job embeds records (--text_fields)
+    assert soar(text_fields="", vector_field="v") is None  # precomputed vectors: off unless asked
+    assert soar(text_fields="", vector_field="v", scann_soar_lambda="1.5") == 1.5
     assert soar(scann_soar_lambda="0") is None
     assert soar(distance="squared_l2") is None
