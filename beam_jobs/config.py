@@ -25,9 +25,10 @@ from transforms.common.flags import (
     parse_flags,
 )
 from transforms.features.model_signature import ModelInput
+from transforms.index.params import TREE_TRAINING_SAMPLED, ScannParams
 
-__all__ = ["MatchConfig", "ConfigError", "config_from_flags", "config_from_options", "scann_params_for",
-           "TREE_TRAINING", "EMBEDDED_TARGET_RECALL"]
+__all__ = ["MatchConfig", "ConfigError", "config_from_flags", "config_from_options", "scann_params",
+           "scann_params_for", "ScannParams", "TREE_TRAINING", "EMBEDDED_TARGET_RECALL"]
 
 
 def _given(flags: dict, name: str) -> bool:
@@ -181,7 +182,7 @@ def _apply_calibration(flags: dict) -> dict:
     return {**flags, **{k: str(v) for k, v in found.items()}}
 
 
-def config_from_flags(flags: dict[str, Any]) -> MatchConfig:
+def config_from_flags(flags: dict[str, Any]) -> MatchConfig:  # noqa: C901 - one flat list of cross-flag rules
     """Builds a MatchConfig from a dict of raw flag values (strings, numbers or None).
 
     Each value is parsed by its spec (``transforms.common.flags``), defaults included; what is left here are
@@ -349,12 +350,11 @@ def config_from_options(options) -> MatchConfig:
     return config_from_flags({flag.name: view.get(flag.name) for flag in JOB_FLAGS})
 
 
-# How the job trains ScaNN shards' trees (transforms.index.TREE_TRAINING_SAMPLED; kept here as a
-# literal so this module does not import the index code). Recorded in the index manifest.
-TREE_TRAINING = "sampled_kmeans"
+# How the job trains ScaNN shards' trees (a seeded k-means sample). Recorded in the index manifest.
+TREE_TRAINING = TREE_TRAINING_SAMPLED
 
 
-def scann_params_for(cfg: MatchConfig, shard_size: int) -> dict[str, Any]:
+def scann_params(cfg: MatchConfig, shard_size: int) -> ScannParams:
     """ScaNN build/search parameters for a shard of ``shard_size`` vectors.
 
     Defaults follow the measured operating points in shared/FACTS.md: 2000 leaves at 1M vectors,
@@ -368,20 +368,25 @@ def scann_params_for(cfg: MatchConfig, shard_size: int) -> dict[str, Any]:
     # leaves (100k) and 0.971-0.992 at 10-60 of 2000 (1M); more leaves cost search time for little.
     lo, hi = SCANN_LEAVES_TO_SEARCH_RANGE
     to_search = cfg.scann_leaves_to_search or min(hi, max(lo, math.ceil(1.5 * math.sqrt(num_leaves))))
-    return {
-        "num_leaves": num_leaves,
-        "num_leaves_to_search": min(to_search, num_leaves),
-        "training_sample_size": min(cfg.scann_training_sample, shard_size),
-        "quantization": cfg.scann_quantization,
-        "anisotropic_quantization_threshold": cfg.scann_anisotropic_threshold,
-        "reorder": (cfg.scann_reorder if cfg.scann_reorder is not None
-                    else SCANN_REORDER_SQUARED_L2 if cfg.distance == "squared_l2" else SCANN_REORDER),
-        "spherical": cfg.distance == "cosine",
-        "training_threads": cfg.scann_training_threads,
+    return ScannParams(
+        num_leaves=num_leaves,
+        num_leaves_to_search=min(to_search, num_leaves),
+        training_sample_size=min(cfg.scann_training_sample, shard_size),
+        quantization=cfg.scann_quantization,
+        anisotropic_quantization_threshold=cfg.scann_anisotropic_threshold,
+        reorder=(cfg.scann_reorder if cfg.scann_reorder is not None
+                 else SCANN_REORDER_SQUARED_L2 if cfg.distance == "squared_l2" else SCANN_REORDER),
+        spherical=cfg.distance == "cosine",
+        training_threads=cfg.scann_training_threads,
         # SOAR's second leaf per vector (dot-product measures only; None: off).
-        "soar_lambda": (cfg.scann_soar_lambda if (cfg.scann_soar_lambda or 0) > 0
-                        and cfg.distance != "squared_l2" else None),
+        soar_lambda=(cfg.scann_soar_lambda if (cfg.scann_soar_lambda or 0) > 0
+                     and cfg.distance != "squared_l2" else None),
         # The tree's centres from a seeded k-means sample (transforms.kmeans), not ScaNN's k-means++:
         # byte-identical builds at about half the build time (issue #14).
-        "tree_training": TREE_TRAINING,
-    }
+        tree_training=TREE_TRAINING,
+    )
+
+
+def scann_params_for(cfg: MatchConfig, shard_size: int) -> dict[str, Any]:
+    """:func:`scann_params` as the dict an index keeps (``index.params``, ``index_config.json``)."""
+    return scann_params(cfg, shard_size).to_dict()

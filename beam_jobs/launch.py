@@ -1,4 +1,10 @@
-"""Launch-time facts about a job's inputs, read before any pipeline exists.
+"""Launch: everything the match job reads and decides before any pipeline exists.
+
+:func:`prepare` parses the flags into the frozen config and does the launch-time I/O: it checks the
+corpus globs and the output directory (``beam_jobs.launch_checks``), fingerprints the model, reads
+and checks a kept index (``beam_jobs.kept_index``) and the scoring model, sizes the output, bounds
+the inputs and settles what it can of the index; it returns a :class:`Launch` for
+``beam_jobs.match_corpora.build_pipeline``. Nothing here builds a graph.
 
 :func:`record_count_bound` bounds how many records a corpus glob can hold without reading the
 records: a parquet file's footer says how many rows it has; an uncompressed local csv or jsonl file
@@ -15,13 +21,23 @@ Only cheap, certain bounds: gzip, tfrecord, remote files and local text files pa
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 import os
-from typing import NamedTuple
+import sys
+from typing import Any, NamedTuple
 
+from beam_jobs.config import MatchConfig
 from transforms.common.flags import DEFAULTS
 
-__all__ = ["InputBounds", "LaunchDecision", "exact_at_launch", "input_bounds", "progress_totals",
+__all__ = ["InputBounds", "Launch", "LaunchDecision", "default_output_shards", "exact_at_launch",
+           "input_bounds", "input_bytes", "prepare", "progress_totals", "launch_progress_totals",
            "record_count_bound"]
+
+_LOGGER = logging.getLogger(__name__)
+# Match output bytes per file when --num_output_shards is not given (estimated from input size).
+_OUTPUT_BYTES_PER_SHARD = 1 << 30
 
 _MAX_SCANNED_BYTES = 256 << 20  # newline counting reads every byte: about 0.1 s per 100 MB
 _CHUNK = 8 << 20
@@ -128,13 +144,170 @@ def exact_at_launch(cfg, dims: int | None, max_work: float,
     queries, candidates = bounds if bounds is not None else input_bounds(cfg)
     if queries is None or candidates is None:
         return None
-    from transforms.placement.shard_records import shard_sizing
+    from transforms.placement.sizing import size_shards
 
-    sizing = shard_sizing(max(candidates, 1), dims, fixed=cfg.num_shards,
-                          max_shard_vectors=cfg.max_shard_vectors, worker_memory_gb=cfg.worker_memory_gb)
-    if not sizing["ok"] or sizing["num_shards"] != 1:
+    sizing = size_shards(max(candidates, 1), dims, fixed=cfg.num_shards,
+                         max_shard_vectors=cfg.max_shard_vectors, worker_memory_gb=cfg.worker_memory_gb)
+    if not sizing.ok or sizing.num_shards != 1:
         return None
     work = float(max(queries, 1)) * max(candidates, 1) * max(dims, 1)
     if work > max_work:
         return None
     return LaunchDecision(queries, candidates, dims, work, max_work)
+
+
+class Launch(NamedTuple):
+    """What :func:`prepare` found: the job's options and config, the manifest's static facts, the
+    number of match files, the kept index (None without --index_dir) and the pairwise scorer's join
+    buckets."""
+
+    options: Any  # PipelineOptions
+    cfg: MatchConfig
+    static: dict[str, Any]
+    num_output_shards: int
+    kept: Any  # beam_jobs.kept_index.KeptIndex or None
+    scoring_buckets: int
+
+
+def prepare(argv: list[str] | None) -> Launch:
+    """Parses flags and checks everything that can be checked before a pipeline exists."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from beam_jobs.config import config_from_options
+    from beam_jobs.launch_checks import check_output_dir, check_output_path, read_scoring_model
+    from beam_jobs.options import check_known_flags
+    from beam_jobs.template_cli import expand_date_flags
+    from transforms.run.manifest import stack_versions
+
+    # Nightly runs: --output gs://b/runs/{date} -> the launch's UTC date (as the template shim does).
+    argv = expand_date_flags(sys.argv[1:] if argv is None else argv)
+    check_known_flags(argv)  # a misspelled flag is an error, not a warning and a run with defaults
+    options = PipelineOptions(argv)
+    cfg = config_from_options(options)
+    _check_corpora(cfg)
+    check_output_path(cfg.output)
+    cfg, model_fp = _fingerprint_model(cfg)
+    cfg, kept = _read_kept_index(cfg, model_fp)
+    check_output_dir(cfg)
+    bounds = input_bounds(cfg)
+    cfg, decided = _decide_index_at_launch(cfg, options, bounds)
+    if cfg.mode == "dedup" and cfg.max_distance is None:
+        _LOGGER.warning("dedup without --max_distance (or --calibration): every record is paired "
+                        "with its %d nearest records, so the clusters connect nearly everything; "
+                        "choose a threshold with `corpus-match calibrate`", cfg.top_k)
+    num_output_shards = default_output_shards(cfg)
+    buckets = 1
+    if cfg.scorer != "none":
+        from transforms.scoring.score_pairs import scoring_buckets
+
+        buckets = scoring_buckets(input_bytes(cfg))
+    if cfg.scoring_model:
+        read_scoring_model(cfg)  # a bad file fails here, before any pipeline exists
+    static = {
+        "mode": cfg.mode,
+        "flags": cfg.to_dict(),
+        "num_output_shards": num_output_shards,
+        "versions": stack_versions(),
+        "runner": options.view_as(StandardOptions).runner or "DirectRunner",
+    }
+    if model_fp is not None:
+        static["model_fingerprint"] = model_fp
+    if decided is not None:
+        static["index_decided_at_launch"] = decided.to_dict()
+    if bounds.queries is not None and bounds.candidates is not None:
+        static["input_records_at_most"] = bounds.to_dict()
+    return Launch(options, cfg, static, num_output_shards, kept, buckets)
+
+
+def _check_corpora(cfg: MatchConfig) -> None:
+    """Every corpus glob matches readable files (else ConfigError naming the flag and the file)."""
+    from beam_jobs.config import ConfigError
+    from beam_jobs.launch_checks import check_readable_files
+    from transforms.io.read_corpus import check_glob_matches
+
+    for flag in ("queries", "candidates", "input"):
+        if getattr(cfg, flag):
+            try:
+                check_readable_files(getattr(cfg, flag), flag)
+                check_glob_matches(getattr(cfg, flag), flag)
+            except ValueError as e:  # names the flag and the glob or file
+                raise ConfigError(str(e)) from None
+
+
+def _fingerprint_model(cfg: MatchConfig) -> tuple[MatchConfig, str | None]:
+    """(config with the model's inputs read, the model's content fingerprint) when the job embeds."""
+    if not cfg.embeds:
+        return cfg, None
+    from beam_jobs.config import ConfigError
+    from beam_jobs.launch_checks import resolve_model_input
+    from transforms.features.model_ref import ModelNotFoundError, model_fingerprint
+
+    try:
+        model_fp = model_fingerprint(cfg.model_dir, cfg.text_fields, cfg.numeric_fields)
+    except ModelNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    return resolve_model_input(cfg), model_fp
+
+
+def _read_kept_index(cfg: MatchConfig, model_fp: str | None):
+    """(config, KeptIndex or None): the --index_dir index, checked against this run."""
+    if not cfg.index_dir:
+        return cfg, None
+    from beam_jobs.kept_index import check_kept_index, read_kept_index
+
+    kept = read_kept_index(cfg.index_dir)
+    check_kept_index(cfg, kept.manifest, model_fp)
+    if cfg.preprocesses and not cfg.transform_fn_dir:
+        # New queries must be preprocessed exactly as the kept candidates were.
+        cfg = dataclasses.replace(cfg, transform_fn_dir=kept.transform_fn_used)
+    return cfg, kept
+
+
+def _decide_index_at_launch(cfg: MatchConfig, options, bounds: InputBounds):
+    """(config, LaunchDecision or None): with the built-in embedder (its dims are known) and input
+    bounds that already settle ``--index auto`` as exact for the one shard there will be
+    (:func:`exact_at_launch`), the index is exact and one shard from the start, so the graph has no
+    search tuning (the default --target_recall has nothing to tune on brute force) and no routing
+    sample pass. The matches are those ``auto`` gives; the manifest says why."""
+    from transforms.index.build import EXACT_MAX_WORK
+
+    raw = options.get_all_options()
+    if not cfg.embeds or cfg.model_dir or raw.get("target_recall") is not None:
+        return cfg, None
+    from transforms.features.default_embedder import embedding_dim
+
+    decided = exact_at_launch(cfg, embedding_dim(tuple(cfg.text_fields), tuple(cfg.numeric_fields)),
+                              EXACT_MAX_WORK, bounds)
+    if decided is None:
+        return cfg, None
+    _LOGGER.info("index exact from the start: at most %d queries x %d candidates x %d dims = %.3g <= "
+                 "%.3g (--index auto would choose exact for the one shard)", decided.queries_at_most,
+                 decided.candidates_at_most, decided.dims, decided.work_at_most, decided.max_work)
+    return dataclasses.replace(cfg, index="exact", num_shards=1, target_recall=None), decided
+
+
+def launch_progress_totals(cfg: MatchConfig, static: dict[str, Any]) -> dict[str, int]:
+    """:func:`progress_totals` from the bounds :func:`prepare` recorded in the static manifest."""
+    bounds = static.get("input_records_at_most")
+    if bounds is None:
+        return {}
+    return progress_totals(cfg, InputBounds(bounds["queries_at_most"], bounds["candidates_at_most"]))
+
+
+def default_output_shards(cfg: MatchConfig) -> int:
+    """--num_output_shards, else one file per ~1 GiB of query input (at least 1, at most 10000)."""
+    if cfg.num_output_shards:
+        return cfg.num_output_shards
+    from apache_beam.io.filesystems import FileSystems
+
+    pattern = cfg.queries if cfg.mode == "link" else cfg.input
+    total = sum(m.size_in_bytes for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    return int(min(10_000, max(1, math.ceil(total / _OUTPUT_BYTES_PER_SHARD))))
+
+
+def input_bytes(cfg: MatchConfig) -> int:
+    """Bytes of every corpus file the job reads."""
+    from apache_beam.io.filesystems import FileSystems
+
+    patterns = [g for g in (cfg.queries, cfg.candidates, cfg.input) if g]
+    return sum(m.size_in_bytes for r in FileSystems.match(patterns) for m in r.metadata_list)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from beam_jobs.config import TREE_TRAINING, ConfigError, config_from_flags
-from beam_jobs.match_corpora import _index_static, check_kept_index
+from beam_jobs.kept_index import check_kept_index
+from beam_jobs.kept_index import index_static as _index_static
 from transforms.common.schema import ShardIndexInfo
 
 

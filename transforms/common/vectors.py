@@ -10,7 +10,7 @@ import numpy as np
 
 from transforms.common.schema import DISTANCES
 
-__all__ = ["check_distance", "prepare_vectors"]
+__all__ = ["check_distance", "prepare_vectors", "prepare_embedded"]
 
 
 
@@ -57,3 +57,17 @@ def prepare_vectors(vectors: np.ndarray, distance: str) -> tuple[np.ndarray, np.
                 out[block] = out[block] / norms[block, None]
     out[~ok] = 0.0
     return out, ok
+
+
+def prepare_embedded(batch, distance: str):
+    """A model's VectorBatch -> the same batch with its vectors prepared for ``distance``.
+
+    The embed step has already rejected non-finite and zero vectors, so every row must pass here;
+    one that does not is a bug, and raises ValueError.
+    """
+    from transforms.common.schema import VectorBatch
+
+    vecs, ok = prepare_vectors(batch.vectors, distance)
+    if ok.all():
+        return VectorBatch(batch.ids, vecs, batch.origins)
+    raise ValueError(f"{int((~ok).sum())} embedded vectors cannot be prepared for {distance}")

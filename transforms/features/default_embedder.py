@@ -121,7 +121,7 @@ def _windows(hashes: tf.Tensor, count: int) -> tf.Tensor:
 class DefaultEmbedder(tf.Module):
     """The embedder as a ``tf.Module``; ``serve(features)`` is its serving function."""
 
-    def __init__(self, text_fields: tuple[str, ...], numeric_fields: tuple[str, ...] = (), *,
+    def __init__(self, text_fields: tuple[str, ...], numeric_fields: tuple[str, ...] = (), *,  # noqa: PLR0913 - the model's settings
                  field_dim: int | None = None, pooled_dim: int | None = None, numeric_dim: int = 16,
                  word_weight: float = 1.0, pooled_weight: float = 1.0, field_weighting: str = "idf",
                  numeric_bandwidth: float = 0.5, numeric_weight: float = 2.0, seed: int = 0):

@@ -109,7 +109,7 @@ class _BuildShardIndexFn(beam.DoFn):
         from transforms.index.shard_cache import LoadedShard, build_finished, build_started
 
         shard, batch = element
-        if gate is not None and not gate["ok"]:
+        if gate is not None and not gate.ok:
             # The run is failing (see WriteManifest); do not spend hours building. (A bare return:
             # Beam warns about "yield and return" in process() when a comment follows it.)
             return
@@ -182,16 +182,17 @@ class BuildShardIndexes(beam.PTransform):
         distance: cosine, dot or squared_l2 (vectors are already prepared for it).
         kind: 'scann', 'exact', or 'auto' (per shard: exact while queries x vectors x dims is at
             most ``EXACT_MAX_WORK``, see :func:`auto_index_kind`; needs ``num_queries``).
-        params_for: picklable callable shard_size -> ScaNN params (see config.scann_params_for).
+        params_for: picklable callable shard_size -> ScannParams (see ``beam_jobs.config.scann_params``)
+            or their dict.
         num_shards: singleton PCollection with the shard count (names the directories).
-        gate: optional singleton PCollection that must be computed (e.g. the bad-record check)
-            before any index is built.
+        gate: optional singleton GateVerdict (``transforms.run.gate``) that must be computed before any
+            index is built; a failed verdict builds nothing.
         num_queries: singleton PCollection with the number of queries (kind 'auto').
         audit_sample: optional singleton VectorBatch (``audit.SampleQueries``); needs ``top_k``.
         top_k, exclude_self: the audit's K, and dedup mode (a query is not its own neighbour).
     """
 
-    def __init__(self, *, output_dir: str, distance: str, kind: str, params_for, num_shards,
+    def __init__(self, *, output_dir: str, distance: str, kind: str, params_for, num_shards,  # noqa: PLR0913 - keyword-only composite settings
                  gate=None, seed: int = 0, num_queries=None, audit_sample=None,
                  top_k: int | None = None, exclude_self: bool = False):
         super().__init__()

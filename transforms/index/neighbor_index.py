@@ -41,6 +41,8 @@ from transforms.index.params import (
     TREE_TRAINING_SAMPLED,
     TREE_TRAINING_SCANN,
     TREE_TRAININGS,
+    ScannParams,
+    params_dict,
     too_small,
 )
 from transforms.index.scann import SCANN_DATASET_FILE, scann_config, scann_with_trained_tree
@@ -472,7 +474,7 @@ class ScannIndex(NeighborIndex):
         return cls(vectors, distance=distance, params=params, searcher=searcher)
 
 
-def build_index(vectors: np.ndarray, *, distance: str, kind: str, params: dict[str, Any],
+def build_index(vectors: np.ndarray, *, distance: str, kind: str, params: ScannParams | dict[str, Any],
                 seed: int = 0) -> NeighborIndex:
     """Builds one shard's index.
 
@@ -484,7 +486,7 @@ def build_index(vectors: np.ndarray, *, distance: str, kind: str, params: dict[s
         vectors: [n, d] float32, already prepared with :func:`prepare_vectors` (masked rows dropped).
         distance: one of DISTANCES.
         kind: 'scann' or 'exact'.
-        params: for ScaNN, the dict of ``beam_jobs.config.scann_params_for`` (num_leaves,
+        params: for ScaNN, a :class:`ScannParams` (``beam_jobs.config.scann_params``) or its dict (num_leaves,
             num_leaves_to_search, training_sample_size, quantization, anisotropic_quantization_threshold,
             reorder, spherical; optionally training_threads and tree_training, see
             :class:`ScannIndex`). Kept, copied, in ``index.params``.
@@ -501,7 +503,7 @@ def build_index(vectors: np.ndarray, *, distance: str, kind: str, params: dict[s
         raise ValueError(f"vectors must be [n, d] with d >= 1, got shape {vectors.shape}")
     if not np.isfinite(vectors).all():
         raise ValueError("vectors contain non-finite values; drop rows prepare_vectors masks")
-    params = dict(params)
+    params = params_dict(params)
     if kind == "exact":
         return ExactIndex(vectors, distance=distance, params=params)
     if too_small(len(vectors), params):

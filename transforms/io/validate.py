@@ -221,7 +221,7 @@ def _row_groups(values: list, usable: np.ndarray,
     return {n: (np.array(rows, dtype=np.int64), np.stack(vecs)) for n, (rows, vecs) in by_len.items()}
 
 
-def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: str,
+def validate_vectors(raw: RawBatch, *, role: str, id_field: str, vector_field: str,  # noqa: C901 - one check per way a row is bad
                      distance: str, max_id_length: int = DEFAULT_MAX_ID_LENGTH
                      ) -> tuple[list[VectorBatch], list[DeadLetter]]:
     """Validates ids and vectors of one raw batch.
@@ -397,7 +397,7 @@ def validate_features(raw: RawBatch, *, role: str, id_field: str, text_fields: t
 
 
 class _ValidateFn(beam.DoFn):
-    def __init__(self, role: str, id_field: str, vector_field: str, text_fields: tuple[str, ...],
+    def __init__(self, role: str, id_field: str, vector_field: str, text_fields: tuple[str, ...],  # noqa: PLR0913 - the composite's settings
                  numeric_fields: tuple[str, ...], distance: str,
                  max_id_length: int = DEFAULT_MAX_ID_LENGTH, image_field: str | None = None,
                  allow_empty: bool = False):
@@ -437,7 +437,7 @@ class _ValidateFn(beam.DoFn):
 class ValidateRecords(beam.PTransform):
     """RawBatch -> VectorBatch (or FeatureBatch when embedding) + dead letters."""
 
-    def __init__(self, *, role: str, id_field: str, vector_field: str = DEFAULTS["vector_field"],
+    def __init__(self, *, role: str, id_field: str, vector_field: str = DEFAULTS["vector_field"],  # noqa: PLR0913 - keyword-only composite settings
                  text_fields: tuple[str, ...] = (), numeric_fields: tuple[str, ...] = (),
                  distance: str = DEFAULTS["distance"], max_id_length: int = DEFAULT_MAX_ID_LENGTH,
                  image_field: str | None = None, allow_empty: bool = False):

@@ -199,7 +199,7 @@ class TrainConfig:
     negatives: str = "all"
     temp_dir: str | None = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901 - one check per flag rule
         if bool(self.input) == bool(self.queries or self.candidates):
             raise ValueError("give --input (dedup) or --queries and --candidates (link), not both")
         if not self.input and not (self.queries and self.candidates):
@@ -294,7 +294,7 @@ def _collect(batches: list[Any], role: str) -> tuple[TransformedCorpus, int]:
     return TransformedCorpus(ids=ids[first], table=table.take(pa.array(keep))), repeated
 
 
-def preprocess_corpora(corpora: dict[str, str], *, text_fields: tuple[str, ...],
+def preprocess_corpora(corpora: dict[str, str], *, text_fields: tuple[str, ...],  # noqa: PLR0913 - keyword-only settings
                        numeric_fields: tuple[str, ...] = (), id_field: str = DEFAULTS["id_field"],
                        input_format: str = DEFAULTS["input_format"], transform_fn_dir_in: str | None = None,
                        transform_fn_dir_out: str | None = None, temp_dir: str | None = None,
@@ -399,7 +399,7 @@ def _raw_pairs(path: str, mode: str) -> tuple[list[tuple[str, str]], bool]:
     return sorted(load_truth(path, mode=mode)), True
 
 
-def read_labels(path: str, *, mode: str, query_ids: np.ndarray,
+def read_labels(path: str, *, mode: str, query_ids: np.ndarray,  # noqa: C901 - one count per way a label is unusable
                 candidate_ids: np.ndarray | None = None) -> Labels:
     """Reads the truth file and keeps the pairs that can be trained on (see :class:`Labels`).
 

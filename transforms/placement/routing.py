@@ -23,6 +23,7 @@ from apache_beam.metrics import Metrics
 from transforms.common import metrics
 from transforms.common.schema import VectorBatch
 from transforms.common.sharding import stable_hash64
+from transforms.placement.sizing import ShardSizing
 
 __all__ = ["TrainRouting", "PlaceCandidates", "RoutingPlan", "train_centroids", "nearest_centroids",
            "plan_shards", "route_rows", "shards_of_candidates", "PlaceResult"]
@@ -251,27 +252,27 @@ class _PlanFn(beam.DoFn):
         self._num_shards = num_shards
         self._min_shards = min_shards_to_route
 
-    def process(self, centroids: np.ndarray, sizes: np.ndarray | None, sizing: dict):
-        if sizing["num_shards"] <= self._min_shards or centroids.size == 0:
+    def process(self, centroids: np.ndarray, sizes: np.ndarray | None, sizing: ShardSizing):
+        if sizing.num_shards <= self._min_shards or centroids.size == 0:
             # Few shards: every query searches all of them anyway, and hash placement spreads each
             # query's neighbours over the shards, which gives more recall per unit of search effort.
-            yield RoutingPlan(np.zeros((0, 0), np.float32), self._distance, (), sizing["num_shards"],
+            yield RoutingPlan(np.zeros((0, 0), np.float32), self._distance, (), sizing.num_shards,
                               kind="hash")
             return
         if sizes is None:  # no candidates: an empty plan (the gate fails the run)
             sizes = np.zeros(len(centroids), dtype=np.int64)
         yield plan_shards(centroids, sizes, distance=self._distance,
-                          max_shard_vectors=sizing["capacity"], num_shards=self._num_shards)
+                          max_shard_vectors=sizing.capacity, num_shards=self._num_shards)
 
 
-def _num_partitions(sizing: dict, per_shard: int) -> int:
-    return max(1, per_shard * sizing["num_shards"])
+def _num_partitions(sizing: ShardSizing, per_shard: int) -> int:
+    return max(1, per_shard * sizing.num_shards)
 
 
-def _train_if_routing(sample: np.ndarray, sizing: dict, per_shard: int, distance: str, seed: int,
+def _train_if_routing(sample: np.ndarray, sizing: ShardSizing, per_shard: int, distance: str, seed: int,
                       min_shards: int) -> np.ndarray:
     """Centroids, or an empty array when the plan will be plain hash shards (no k-means needed)."""
-    if sizing["num_shards"] <= min_shards or sample.size == 0:
+    if sizing.num_shards <= min_shards or sample.size == 0:
         return np.zeros((0, 0), dtype=np.float32)
     return train_centroids(sample, _num_partitions(sizing, per_shard), distance=distance, seed=seed)
 
@@ -280,7 +281,7 @@ class TrainRouting(beam.PTransform):
     """Deduplicated candidate VectorBatches -> singleton RoutingPlan (train once, route many).
 
     Args:
-        sizing: singleton dict from ``shard_sizing`` (num_shards, capacity).
+        sizing: singleton ShardSizing (``transforms.placement.sizing``: num_shards, capacity).
         distance: the job's distance.
         num_shards: fixed shard count (--num_shards) or None to size from the data.
         partitions_per_shard: k-means partitions per planned shard.

@@ -17,7 +17,7 @@ their concatenation at once.
 
 Where: a fresh directory per run under ``--temp_location`` when given (``gs://`` on Dataflow),
 else under the output directory. It is deleted once every shard's index is built
-(:func:`delete_spill_dir`, gated on the builds' output). A run that fails before then leaves it
+(:class:`DeleteSpillDir`, gated on the builds' output). A run that fails before then leaves it
 behind; it holds nothing but these files. The deletion assumes, as Dataflow and the local runners
 guarantee, that a finished step is not recomputed later; a runner that recomputes lost shuffle
 output from its inputs (Spark, Flink) would need the files kept until the job ends.
@@ -31,6 +31,7 @@ import shutil
 import uuid
 from collections.abc import Iterable
 
+import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -40,7 +41,7 @@ from transforms.common.flags import DEFAULTS
 from transforms.common.schema import SpilledRows, VectorBatch
 
 __all__ = ["MIN_SPILL_BYTES", "should_spill", "spill_rows", "assemble_parts", "delete_spill_dir",
-           "new_spill_dir"]
+           "new_spill_dir", "DeleteSpillDir"]
 
 _LOGGER = logging.getLogger(__name__)
 # Pieces with fewer bytes of vectors stay in the shuffle (see the module docstring); the job's
@@ -131,3 +132,26 @@ def delete_spill_dir(spill_dir: str) -> None:
             FileSystems.delete([spill_dir.rstrip("/") + "/"])
     except (BeamIOError, OSError) as e:  # cleanup only
         _LOGGER.warning("could not delete spill directory %s: %s", spill_dir, e)
+
+
+def _delete_after_builds(spill_dir: str, built: list) -> None:
+    """Runs once every shard is built (``built`` is their ShardIndexInfos): the spill files are spent."""
+    delete_spill_dir(spill_dir)
+    _LOGGER.info("deleted spill directory %s after building %d shards", spill_dir, len(built))
+
+
+class DeleteSpillDir(beam.PTransform):
+    """PBegin -> a singleton None once ``spill_dir`` is deleted, after every element of ``built``
+    (the ShardIndexInfo of every built shard) exists."""
+
+    def __init__(self, *, spill_dir: str, built: beam.PCollection):
+        super().__init__()
+        if not spill_dir:
+            raise ValueError("DeleteSpillDir needs a spill_dir")
+        self._spill_dir = spill_dir
+        self._built = built
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "SpillDir" >> beam.Create([self._spill_dir])
+                | "Delete" >> beam.Map(_delete_after_builds, built=beam.pvalue.AsList(self._built)))

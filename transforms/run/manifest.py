@@ -90,8 +90,8 @@ class _WriteManifestFn(beam.DoFn):
         self._max_ratio = max_bad_record_ratio
         self._min_recall = min_recall
 
-    def process(self, _: Any, counts: dict[str, Any], dead_letters: dict[str, int],
-                shards: list, gate: dict | None = None, audit: dict | None = None,
+    def process(self, _: Any, counts: dict[str, Any], dead_letters: dict[str, int],  # noqa: PLR0913 - one side input per fact
+                shards: list, gate: Any = None, audit: dict | None = None,
                 tuning: dict | None = None, plan: Any = None,
                 clusters: dict | None = None,
                 probe_tuning: dict | None = None,
@@ -101,8 +101,8 @@ class _WriteManifestFn(beam.DoFn):
         rows_read = sum(v for k, v in counts.items() if k.endswith("_read"))
         total_dead = sum(dead_letters.values())
         ok, message = bad_record_verdict(rows_read, total_dead, self._max_ratio)
-        if gate is not None and not gate["ok"]:  # the earlier verdict names the first cause
-            ok, message = False, gate["message"]
+        if gate is not None and not gate.ok:  # the earlier verdict names the first cause
+            ok, message = False, gate.message
         manifest = dict(self._static)
         manifest["counts"] = dict(sorted(counts.items())) | {
             "dead_letters": dict(sorted(dead_letters.items())), "dead_letters_total": total_dead}
@@ -154,7 +154,7 @@ class WriteManifest(beam.PTransform):
         dead_letter_counts: singleton PCollection of {stage: count}.
         shards: PCollection of ShardIndexInfo.
         max_bad_record_ratio: the run fails above this share of rejected records.
-        gate: optional singleton verdict {ok, message} of the early bad-record check.
+        gate: optional singleton GateVerdict (``transforms.run.gate``) of the check before the build.
         audit, tuning, plan, probe_tuning, scoring: optional singletons (recall audit, per-shard
             search tuning, routing plan, the probe TuneProbe chose, the pairwise scorer's fitted
             model) recorded in the manifest.
@@ -162,7 +162,7 @@ class WriteManifest(beam.PTransform):
             ``recall_relevant``, see ``transforms.quality.audit.recall_report``) is below this.
     """
 
-    def __init__(self, *, output_dir: str, static: dict[str, Any], counts: dict[str, Any],
+    def __init__(self, *, output_dir: str, static: dict[str, Any], counts: dict[str, Any],  # noqa: PLR0913 - one side input per fact
                  dead_letter_counts, shards, max_bad_record_ratio: float, gate=None, audit=None,
                  tuning=None, plan=None, clusters=None, min_recall: float | None = None,
                  probe_tuning=None, scoring=None):

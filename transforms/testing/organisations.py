@@ -1051,7 +1051,7 @@ def make_link_corpora(n_entities: int, *, overlap: float = 1.0, seed: int = 0,
 _CLUSTER_DECAY = 0.5
 
 
-def make_dedup_corpus(n_entities: int, *, seed: int = 0, min_size: int = 1, max_size: int = 6,
+def make_dedup_corpus(n_entities: int, *, seed: int = 0, min_size: int = 1, max_size: int = 6,  # noqa: PLR0913 - generator knobs
                       cluster_decay: float = _CLUSTER_DECAY, corruption: Corruption | None = None,
                       a_noise: float = 0.1, location_fields: bool = True,
                       affiliation_share: float = 0.5) -> tuple[list[dict], list[tuple[str, str]]]:

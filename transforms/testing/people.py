@@ -1396,7 +1396,7 @@ def _link(n_entities: int, overlap: float, rng: np.random.Generator,
 _CLUSTER_DECAY = 0.5
 
 
-def make_dedup_corpus(n_entities: int, *, seed: int = 0, min_size: int = 1, max_size: int = 6,
+def make_dedup_corpus(n_entities: int, *, seed: int = 0, min_size: int = 1, max_size: int = 6,  # noqa: PLR0913 - generator knobs
                       corruption: Corruption | FebrlCorruption | None = None,
                       a_noise: float | None = None, soc_sec_id: bool = False,
                       cluster_decay: float = _CLUSTER_DECAY,

@@ -285,7 +285,8 @@ def test_a_kept_index_remembers_how_raw_inputs_were_fed():
     import dataclasses
 
     from beam_jobs.config import ConfigError, config_from_flags
-    from beam_jobs.match_corpora import _index_static, check_kept_index
+    from beam_jobs.kept_index import check_kept_index
+    from beam_jobs.kept_index import index_static as _index_static
 
     cfg = config_from_flags({"queries": "q", "candidates": "c", "output": "o", "text_fields": "name",
                              "model_dir": "m", "text_pooling": "mean"})
