@@ -37,14 +37,9 @@ from transforms.placement.exact_duplicates import ExpandAliases
 from transforms.placement.routing import PlaceCandidates, RoutingPlan, TrainRouting
 from transforms.placement.shard_records import FindDuplicateIds, ShardRecords, SplitQueryBatches, shard_sizing
 from transforms.placement.spill import delete_spill_dir, new_spill_dir
-from transforms.quality.audit import (
-    AuditRecall,
-    ExactSampleTopK,
-    MergeSampleTruth,
-    SampleQueries,
-    TuneProbe,
-    TuneSearch,
-)
+from transforms.quality.audit import AuditRecall
+from transforms.quality.ground_truth import ExactSampleTopK, MergeSampleTruth, SampleQueries
+from transforms.quality.tuning import TuneProbe, TuneSearch
 from transforms.run.manifest import (
     BadRecordRatioError,
     RecallBelowMinimumError,

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 
-from transforms.search.search import PartialResult, merge_partials, neighbors_to_pairs, wasserstein_1d
+from transforms.search.search import (
+    PartialResult,
+    merge_partials,
+    neighbors_to_pairs,
+    search_kwargs,
+    wasserstein_1d,
+)
 
 
 def _partial(shard, qids, cands, dists, qv=None, cv=None, rows=None, n=None):
@@ -98,3 +104,13 @@ def test_a_top_k_past_the_shard_size_allocates_only_the_shard(tmp_path):
     np.testing.assert_allclose(pairs.distances.reshape(5, 5),
                                np.maximum(np.take_along_axis(d, order, axis=1), 0), atol=1e-6)
     assert (pairs.distances >= 0).all()
+
+
+def test_search_kwargs():
+    tuned = {0: {"leaves_to_search": 12, "reorder": 200, "recall": 0.99, "reached": True},
+             1: {"leaves_to_search": None, "reorder": 400, "recall": 0.9, "reached": False}}
+    assert search_kwargs(tuned, 0) == {"leaves_to_search": 12, "reorder": 200}
+    assert search_kwargs(tuned, 1) == {"reorder": 400}
+    assert search_kwargs(tuned, 2) == {}
+    assert search_kwargs({"0": tuned[0]}, 0) == {"leaves_to_search": 12, "reorder": 200}
+    assert search_kwargs(None, 0) == search_kwargs({}, 0) == {}
