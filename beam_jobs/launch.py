@@ -128,7 +128,7 @@ def exact_at_launch(cfg, dims: int | None, max_work: float,
     queries, candidates = bounds if bounds is not None else input_bounds(cfg)
     if queries is None or candidates is None:
         return None
-    from transforms.placement.shard_records import shard_sizing
+    from transforms.placement.sizing import shard_sizing
 
     sizing = shard_sizing(max(candidates, 1), dims, fixed=cfg.num_shards,
                           max_shard_vectors=cfg.max_shard_vectors, worker_memory_gb=cfg.worker_memory_gb)

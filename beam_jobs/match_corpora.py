@@ -33,9 +33,11 @@ from transforms.index.index_manifest import WriteIndexManifest
 from transforms.io.read_corpus import ReadCorpus
 from transforms.io.validate import CheckDims, ValidateRecords
 from transforms.io.write_matches import WriteDeadLetters, WriteMatches
+from transforms.placement.duplicate_ids import FindDuplicateIds
 from transforms.placement.exact_duplicates import ExpandAliases
+from transforms.placement.place import ShardRecords, SplitQueryBatches
 from transforms.placement.routing import PlaceCandidates, RoutingPlan, TrainRouting
-from transforms.placement.shard_records import FindDuplicateIds, ShardRecords, SplitQueryBatches, shard_sizing
+from transforms.placement.sizing import shard_sizing
 from transforms.placement.spill import delete_spill_dir, new_spill_dir
 from transforms.quality.audit import AuditRecall
 from transforms.quality.ground_truth import ExactSampleTopK, MergeSampleTruth, SampleQueries
