@@ -33,7 +33,6 @@ def _origin_key(origin: str) -> tuple[str, int]:
     return source, int(row) if row.isdigit() else -1
 
 
-
 def first_occurrences(ids: np.ndarray, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Orders rows by (id, source, row) and marks the first occurrence of each id.
 
@@ -60,7 +59,6 @@ def first_occurrences(ids: np.ndarray, origins: np.ndarray) -> tuple[np.ndarray,
     return order.astype(np.int64), keep, kept_row
 
 
-
 def sort_and_dedupe(batch: VectorBatch) -> tuple[VectorBatch, np.ndarray, np.ndarray]:
     """Sorts rows by (id, source, row) and marks the first occurrence of each id.
 
@@ -71,21 +69,17 @@ def sort_and_dedupe(batch: VectorBatch) -> tuple[VectorBatch, np.ndarray, np.nda
     return VectorBatch(batch.ids[order], batch.vectors[order], batch.origins[order]), keep, kept_row
 
 
-
 # Most records per id bucket when duplicate ids are looked for (ids and origins only, no vectors):
 # one bucket stays a bounded share of a worker whatever the corpus size (4M ids ~ 1 GB of heap while
 # sorted). With a shard count, there are at least as many buckets as shards, so a bucket holds no
 # more ids than a shard holds vectors and the step's memory follows the shard size.
 _IDS_PER_BUCKET = 4_000_000
-
 DUPLICATE_ID_REASON = "duplicate id; the first occurrence at {} is kept"
-
 
 
 def _ids_of(batch: VectorBatch) -> tuple[np.ndarray, np.ndarray, int]:
     # The vector length travels on: rows of another length than the job's are not indexed.
     return batch.ids, batch.origins, int(batch.vectors.shape[1])
-
 
 
 class _KeyIdsFn(beam.DoFn):
@@ -97,7 +91,6 @@ class _KeyIdsFn(beam.DoFn):
             return
         for bucket, rows in split_by_shard(assign_shards(ids, num_buckets), num_buckets):
             yield bucket, (ids[rows], origins[rows], width)
-
 
 
 class _DuplicatesInBucketFn(beam.DoFn):
@@ -124,12 +117,10 @@ class _DuplicatesInBucketFn(beam.DoFn):
         yield from found
 
 
-
 def id_buckets(num_records: int, num_shards: int | None = None) -> int:
     """How many id buckets FindDuplicateIds groups ids into: one per _IDS_PER_BUCKET records, and at
     least one per shard."""
     return max(1, math.ceil(num_records / _IDS_PER_BUCKET), int(num_shards or 1))
-
 
 
 class FindDuplicateIds(beam.PTransform):
@@ -170,7 +161,6 @@ class FindDuplicateIds(beam.PTransform):
                                               dims=beam.pvalue.AsSingleton(self._dims))))
 
 
-
 def drop_rows(batch: VectorBatch, rows: list[int], reasons: list[str]) -> tuple[VectorBatch, list[Any]]:
     """Removes ``rows`` from ``batch``; returns the rest and a dead letter per row (stage validate)."""
     if not rows:
@@ -180,7 +170,6 @@ def drop_rows(batch: VectorBatch, rows: list[int], reasons: list[str]) -> tuple[
     keep = np.ones(len(batch), dtype=bool)
     keep[rows] = False
     return VectorBatch(batch.ids[keep], batch.vectors[keep], batch.origins[keep]), dead
-
 
 
 def drop_duplicate_ids(batch: VectorBatch, duplicates: dict) -> tuple[VectorBatch, list[Any]]:
@@ -193,7 +182,6 @@ def drop_duplicate_ids(batch: VectorBatch, duplicates: dict) -> tuple[VectorBatc
     drop = [int(r) for r in maybe if (str(batch.ids[r]), str(batch.origins[r])) in duplicates]
     return drop_rows(batch, drop, [DUPLICATE_ID_REASON.format(
         duplicates[(str(batch.ids[r]), str(batch.origins[r]))]) for r in drop])
-
 
 
 def drop_indexed_ids(batch: VectorBatch, indexed: dict) -> tuple[VectorBatch, list[Any]]:

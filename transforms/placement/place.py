@@ -37,7 +37,6 @@ class ShardResult(NamedTuple):
     dead_letters: beam.PCollection
 
 
-
 def concat_batches(parts: Iterable[VectorBatch]) -> VectorBatch | None:
     parts = [p for p in parts if len(p)]
     if not parts:
@@ -47,7 +46,6 @@ def concat_batches(parts: Iterable[VectorBatch]) -> VectorBatch | None:
                        origins=np.concatenate([p.origins for p in parts]))
 
 
-
 def split_batch(batch: VectorBatch, shard_of: np.ndarray,
                 num_shards: int) -> Iterator[tuple[int, VectorBatch]]:
     """(shard, the batch's rows of that shard) for every shard that has rows; row order is kept."""
@@ -55,11 +53,9 @@ def split_batch(batch: VectorBatch, shard_of: np.ndarray,
         yield shard, VectorBatch(batch.ids[rows], batch.vectors[rows], batch.origins[rows])
 
 
-
 class _SplitByShardFn(beam.DoFn):
     def process(self, batch: VectorBatch, num_shards: int) -> Iterator[tuple[int, VectorBatch]]:
         yield from split_batch(batch, assign_shards(batch.ids, num_shards), num_shards)
-
 
 
 class _AssembleShardFn(beam.DoFn):
@@ -86,7 +82,6 @@ class _AssembleShardFn(beam.DoFn):
         yield shard, deduped
 
 
-
 class ShardRecords(beam.PTransform):
     """VectorBatch -> (shard, all of the shard's VectorBatch rows sorted by id, duplicates removed).
 
@@ -110,7 +105,6 @@ class ShardRecords(beam.PTransform):
         return ShardResult(shards=out.shards, dead_letters=out[DEAD_LETTER_TAG])
 
 
-
 class _SplitQueryBatchesFn(beam.DoFn):
     def __init__(self, batch_size: int, prefix: str):
         self._batch_size = batch_size
@@ -122,7 +116,6 @@ class _SplitQueryBatchesFn(beam.DoFn):
             sl = slice(start, start + self._batch_size)
             yield (f"{self._prefix}-{shard:05d}-{chunk:06d}",
                    VectorBatch(batch.ids[sl], batch.vectors[sl], batch.origins[sl]))
-
 
 
 class SplitQueryBatches(beam.PTransform):

@@ -21,7 +21,6 @@ def bytes_per_vector(dims: int) -> int:
     return 2 * (4 * dims + 4 * dims + dims // 2 + 64)
 
 
-
 def shard_sizing(num_records: int, dims: int, *, fixed: int | None, max_shard_vectors: int,
                  worker_memory_gb: float) -> dict:
     """Shard count and capacity for a corpus; ``ok`` is False when one shard cannot fit a worker.

@@ -40,21 +40,14 @@ __all__ = ["AUDIT_MODES", "RECALL_PERMILLE_METRIC", "RELEVANT_RECALL_PERMILLE_ME
 
 _LOGGER = logging.getLogger(__name__)
 
-
 AUDIT_MODES = ("link", "dedup")
-
 # Beam metrics (namespace transforms.common.metrics.NAMESPACE).
 RECALL_PERMILLE_METRIC = "audit_recall_permille"
-
 _TRUE_PAIRS_METRIC = "audit_true_pairs"
-
 _FOUND_PAIRS_METRIC = "audit_found_pairs"
-
 RELEVANT_RECALL_PERMILLE_METRIC = "audit_relevant_recall_permille"
-
 # Joins two ids into one comparable key without building Python tuples per pair.
 _SEP = "\x1f"
-
 
 
 # Ids stay object arrays of str here (and sort, compare by Python's str order, which is numpy
@@ -64,12 +57,10 @@ def _keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                                                        strict=True)], dtype=object)
 
 
-
 def _canonical(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = str_array(a), str_array(b)
     swap = (b < a).astype(bool)
     return np.where(swap, b, a), np.where(swap, a, b)
-
 
 
 def _true_keys(truth: SampleTruth, slots: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +77,6 @@ def _true_keys(truth: SampleTruth, slots: np.ndarray, mode: str) -> tuple[np.nda
         first = np.r_[True, keys[1:] != keys[:-1]]
         keys, s = keys[first], s[first]
     return keys, s
-
 
 
 def recall_report(truth: SampleTruth, query_ids: np.ndarray, candidate_ids: np.ndarray, *, top_k: int,
@@ -156,10 +146,8 @@ def recall_report(truth: SampleTruth, query_ids: np.ndarray, candidate_ids: np.n
             "found_relevant_pairs": found_relevant}
 
 
-
 def _sorted_ids(truth: SampleTruth) -> np.ndarray:
     return np.sort(str_array(truth.query_ids))
-
 
 
 def _is_member(values: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
@@ -168,7 +156,6 @@ def _is_member(values: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
     values = str_array(values)
     at = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
     return sorted_ids[at] == values
-
 
 
 class _KeepSamplePairsFn(beam.DoFn):
@@ -183,7 +170,6 @@ class _KeepSamplePairsFn(beam.DoFn):
             keep |= _is_member(pairs.candidate_ids, sample_ids)
         if keep.any():
             yield str_array(pairs.query_ids[keep]), str_array(pairs.candidate_ids[keep])
-
 
 
 class _ConcatPairsFn(beam.CombineFn):
@@ -203,7 +189,6 @@ class _ConcatPairsFn(beam.CombineFn):
         if not acc:
             return np.empty(0, dtype=object), np.empty(0, dtype=object)
         return (np.concatenate([q for q, _ in acc]), np.concatenate([c for _, c in acc]))
-
 
 
 class _ScoreRecallFn(beam.DoFn):
@@ -233,7 +218,6 @@ class _ScoreRecallFn(beam.DoFn):
                      report["recall_at_k"], report["found_pairs"], report["true_pairs"],
                      report["sample_size"], worst)
         yield report
-
 
 
 class AuditRecall(beam.PTransform):

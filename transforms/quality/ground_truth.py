@@ -40,11 +40,9 @@ __all__ = ["RELEVANCE_QUANTILE", "Relevance", "SampleQueries", "ExactSampleTopK"
 
 _LOGGER = logging.getLogger(__name__)
 
-
 # The derived relevance cutoff starts from this quantile of the sample's K-th-neighbour distances (see
 # relevance_cutoff): the K-th neighbour of 95% of the queries is farther.
 RELEVANCE_QUANTILE = 0.05
-
 
 
 class Relevance(NamedTuple):
@@ -61,11 +59,9 @@ class Relevance(NamedTuple):
     target: str
 
 
-
 def _empty_vector_batch() -> VectorBatch:
     return VectorBatch(ids=np.empty(0, dtype=object), vectors=np.empty((0, 0), dtype=np.float32),
                        origins=np.empty(0, dtype=object))
-
 
 
 class _Sample(NamedTuple):
@@ -75,12 +71,10 @@ class _Sample(NamedTuple):
     batch: VectorBatch
 
 
-
 def _id_hashes(ids: np.ndarray, salt: str) -> np.ndarray:
     if salt:
         ids = np.array([salt + str(i) for i in ids], dtype=object)
     return stable_hash64(ids)
-
 
 
 def _smallest(sample: _Sample, size: int) -> _Sample:
@@ -95,7 +89,6 @@ def _smallest(sample: _Sample, size: int) -> _Sample:
     keep = order[first][:size]
     return _Sample(sample.hashes[keep],
                    VectorBatch(batch.ids[keep], batch.vectors[keep], batch.origins[keep]))
-
 
 
 def select_sample(batches: Iterable[VectorBatch], sample_size: int, *, salt: str = "") -> VectorBatch:
@@ -115,7 +108,6 @@ def select_sample(batches: Iterable[VectorBatch], sample_size: int, *, salt: str
     for batch in batches:
         acc = fn.add_input(acc, ("", batch))
     return fn.extract_output(acc)
-
 
 
 def merge_truth(parts: Iterable[SampleTruth], top_k: int) -> SampleTruth:
@@ -142,7 +134,6 @@ def merge_truth(parts: Iterable[SampleTruth], top_k: int) -> SampleTruth:
     # parser), the truth is as wide as the shards' candidates, never top_k slots per query.
     return SampleTruth("audit", query_ids, cand.astype(object), dist.astype(np.float64),
                        shards.astype(np.int64), pos.astype(np.int64))
-
 
 
 def relevance_cutoff(truth: SampleTruth, top_k: int, max_distance: float | None = None) -> Relevance:
@@ -197,7 +188,6 @@ def relevance_cutoff(truth: SampleTruth, top_k: int, max_distance: float | None 
                      f"the 2nd and {_ordinal(top_k)} neighbours, {shell:.4g})")
 
 
-
 def _ordinal(x: float) -> str:
     n = f"{x:g}"
     if "." in n:
@@ -205,7 +195,6 @@ def _ordinal(x: float) -> str:
     i = int(n)
     suffix = "th" if 10 <= i % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(i % 10, "th")
     return f"{i}{suffix}"
-
 
 
 def relevant_slots(truth: SampleTruth, top_k: int, relevance: Relevance) -> np.ndarray:
@@ -219,7 +208,6 @@ def relevant_slots(truth: SampleTruth, top_k: int, relevance: Relevance) -> np.n
         return within
     within[:, :1] |= valid[:, :1]  # rank 1: nearest first, so the first slot when it is non-empty
     return within
-
 
 
 class _SampleFn(beam.CombineFn):
@@ -261,7 +249,6 @@ class _SampleFn(beam.CombineFn):
                            batch.origins[order].astype(object))
 
 
-
 class _ExactShardTopKFn(beam.DoFn):
     """ShardIndexInfo -> the sample's exact top-K within that shard (a SampleTruth)."""
 
@@ -293,7 +280,6 @@ class _ExactShardTopKFn(beam.DoFn):
         yield truth
 
 
-
 class MergeSampleTruth(beam.PTransform):
     """Per-shard SampleTruth parts -> singleton SampleTruth: the sample's exact global top-K (what
     :class:`ExactSampleTopK` merges; ties by candidate id, independent of the parts' order)."""
@@ -305,7 +291,6 @@ class MergeSampleTruth(beam.PTransform):
 
     def expand(self, parts):
         return parts | "MergeTopK" >> beam.CombineGlobally(_MergeTruthFn(self._top_k))
-
 
 
 class _MergeTruthFn(beam.CombineFn):
@@ -327,19 +312,16 @@ class _MergeTruthFn(beam.CombineFn):
         return acc if acc is not None else empty_truth(np.empty(0, dtype=object), self._top_k)
 
 
-
 def check_top_k(top_k: int) -> None:
     """Raises ValueError unless ``top_k`` is an integer >= 1 (not a bool)."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
 
 
-
 def check_max_distance(max_distance: float | None) -> None:
     """Raises ValueError unless ``max_distance`` is None or finite."""
     if max_distance is not None and not math.isfinite(max_distance):
         raise ValueError(f"max_distance must be finite or None, got {max_distance!r}")
-
 
 
 class SampleQueries(beam.PTransform):
@@ -366,7 +348,6 @@ class SampleQueries(beam.PTransform):
 
     def expand(self, query_batches):
         return query_batches | "SmallestIdHashes" >> beam.CombineGlobally(self._fn)
-
 
 
 class ExactSampleTopK(beam.PTransform):

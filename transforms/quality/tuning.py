@@ -41,21 +41,16 @@ __all__ = ["TuneSearch", "TuneProbe", "choose_probe", "routing_target", "tuning_
 
 _LOGGER = logging.getLogger(__name__)
 
-
+# Beam metrics (namespace transforms.common.metrics.NAMESPACE).
 _TUNED_SHARDS_METRIC = "tuned_shards"
-
 _UNREACHED_SHARDS_METRIC = "tuned_shards_below_target"
 
 # Leaves searched grow by this factor per rung; reorder doubles this many times from the built value.
 _LEAVES_GROWTH = 1.5
-
 _REORDER_STEPS = 3
-
 # Rough cost of one exact float re-score in units of one AH (4-bit LUT) score: it only orders rungs.
 _REORDER_COST = 4.0
-
 _ABSENT = -3
-
 
 
 def tuning_ladder(params: dict[str, Any], size: int) -> list[tuple[int | None, int | None]]:
@@ -94,7 +89,6 @@ def tuning_ladder(params: dict[str, Any], size: int) -> list[tuple[int | None, i
         return searched + _REORDER_COST * (reorder_ or 0), leaves_ or 0, reorder_ or 0
 
     return sorted(((lv, r) for lv in leaves for r in reorders), key=cost)
-
 
 
 class _TuneShardFn(beam.DoFn):
@@ -174,7 +168,6 @@ class _TuneShardFn(beam.DoFn):
                            "rungs_tried": len(tried)} | about
 
 
-
 class TuneSearch(beam.PTransform):
     """ShardIndexInfo shards -> singleton dict: the cheapest search effort per ScaNN shard.
 
@@ -230,17 +223,14 @@ class TuneSearch(beam.PTransform):
                 | "ToDict" >> beam.combiners.ToDict())
 
 
-
 # Probe counts tried, cheapest first (then every partition).
 _PROBE_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
-
 
 
 def routing_target(target_recall: float) -> float:
     """The share of true neighbours routing must reach: half the recall budget (1 - target) goes to
     routing, half to the search inside the shards."""
     return 1.0 - (1.0 - target_recall) / 2.0
-
 
 
 def choose_probe(plan: Any, sample: VectorBatch, truth: SampleTruth, *, top_k: int,
@@ -280,7 +270,6 @@ def choose_probe(plan: Any, sample: VectorBatch, truth: SampleTruth, *, top_k: i
             "tried": {str(p): round(r, 4) for p, r in tried.items()},
             "target_neighbors": relevance.target, "relevance_cutoff": relevance.cutoff,
             "relevant_neighbors": n_true}
-
 
 
 class TuneProbe(beam.PTransform):

@@ -57,7 +57,6 @@ def corpus(tmp_path_factory):
             "infos": infos, "queries": query_batch, "sample": sample}
 
 
-
 @pytest.fixture(scope="package")
 def planted(tmp_path_factory):
     """Unstructured candidates (uniform on the sphere: every neighbour but a planted copy is at

@@ -28,11 +28,8 @@ from transforms.quality.ground_truth import (
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 RUNNER = "BundleBasedDirectRunner"
-
 DIMS, TOP_K, SAMPLE, NUM_SHARDS = 16, 10, 80, 3
-
 N_CANDIDATES, N_QUERIES = 7500, 400
-
 # Built to miss: 1 of 50 leaves searched, so tuning must raise it to reach a high target.
 SCANN_PARAMS = {"num_leaves": 50, "num_leaves_to_search": 1, "training_sample_size": 2000,
                 "quantization": "ah", "anisotropic_quantization_threshold": 0.2, "reorder": 100,
@@ -41,17 +38,14 @@ SCANN_PARAMS = {"num_leaves": 50, "num_leaves_to_search": 1, "training_sample_si
 EXACT_SHARD = 2
 
 
-
 def _pipeline() -> test_pipeline.TestPipeline:
     return test_pipeline.TestPipeline(runner=RUNNER)
-
 
 
 def _batch(ids, vectors) -> VectorBatch:
     ids = np.asarray(ids, dtype=object)
     return VectorBatch(ids, np.asarray(vectors, dtype=np.float32),
                        np.array([f"f#{i}" for i in range(len(ids))], dtype=object))
-
 
 
 def _batches(batch: VectorBatch, size: int, order: np.ndarray) -> list[tuple[str, VectorBatch]]:
@@ -62,12 +56,10 @@ def _batches(batch: VectorBatch, size: int, order: np.ndarray) -> list[tuple[str
     return out
 
 
-
 def _expected_sample_ids(ids: np.ndarray, size: int) -> list[str]:
     hashes = stable_hash64(ids)
     order = np.lexsort((ids.astype(str), hashes))[:size]
     return sorted(ids[order].tolist())
-
 
 
 def _oracle(query_ids, queries, cand_ids, cands, k, exclude_self):
@@ -77,7 +69,6 @@ def _oracle(query_ids, queries, cand_ids, cands, k, exclude_self):
         dist[np.asarray(query_ids)[:, None] == np.asarray(cand_ids)[None, :]] = np.inf
     order = np.lexsort((np.broadcast_to(cand_ids.astype(str), dist.shape), dist), axis=-1)[:, :k]
     return cand_ids[order], np.take_along_axis(dist, order, axis=1), order
-
 
 
 def _publish(root, shard: int, ids: np.ndarray, vectors: np.ndarray, kind: str,
@@ -93,13 +84,11 @@ def _publish(root, shard: int, ids: np.ndarray, vectors: np.ndarray, kind: str,
                           params=dict(index.params))
 
 
-
 def _oracle_truth(corpus, sample: VectorBatch, exclude_self: bool = False) -> SampleTruth:
     ids, dist, rows = _oracle(sample.ids, sample.vectors, corpus["cand_ids"], corpus["cands"], TOP_K,
                               exclude_self)
     return SampleTruth("oracle", sample.ids, ids.astype(object), dist, corpus["shard_of"][rows],
                        corpus["position"][rows])
-
 
 
 def _oracle_relevant(dist: np.ndarray, k: int) -> np.ndarray:
@@ -112,19 +101,16 @@ def _oracle_relevant(dist: np.ndarray, k: int) -> np.ndarray:
     return rel
 
 
-
 def _true_pairs(truth: SampleTruth) -> list[tuple[str, str, int]]:
     return [(q, c, int(s)) for q, cs, ss in zip(truth.query_ids, truth.candidate_ids, truth.shards,
                                                  strict=True)
             for c, s in zip(cs, ss, strict=True)]
 
 
-
 def _pairs(rows: list[tuple[str, str]]) -> PairBatch:
     return PairBatch(np.array([q for q, _ in rows], dtype=object),
                      np.array([c for _, c in rows], dtype=object),
                      np.ones(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=np.float64))
-
 
 
 def _single(check):
@@ -138,7 +124,5 @@ def _single(check):
     return matcher
 
 
-
 PLANTED, LONERS = 180, 20  # queries with a planted near copy among the candidates, and without
-
 PLANTED_PARAMS = dict(SCANN_PARAMS, num_leaves=60, training_sample_size=6000)

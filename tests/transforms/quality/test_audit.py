@@ -47,7 +47,6 @@ def test_constructors_validate_arguments():
         ExactSampleTopK(sample=None, top_k=0)
 
 
-
 def test_audit_recall_counts_dropped_true_pairs(corpus):
     truth = _oracle_truth(corpus, corpus["sample"])
     true_pairs = _true_pairs(truth)
@@ -91,7 +90,6 @@ def test_audit_recall_counts_dropped_true_pairs(corpus):
     assert [d.committed.max for d in dists] == [round(1000 * want_relevant)]
 
 
-
 def test_audit_recall_dedup_compares_unordered_pairs():
     # Sample {a, b}; a's true top-2 is [b, c], b's is [a, d]: unordered pairs {a-b, a-c, b-d}.
     truth = SampleTruth("t", np.array(["a", "b"], dtype=object),
@@ -125,7 +123,6 @@ def test_audit_recall_dedup_compares_unordered_pairs():
     assert recall_report(truth, q, c, top_k=2, mode="link")["found_pairs"] == 1
 
 
-
 def test_recall_report_applies_max_distance_to_the_truth(corpus):
     truth = _oracle_truth(corpus, corpus["sample"])
     cut = float(np.median(truth.distances))
@@ -138,7 +135,6 @@ def test_recall_report_applies_max_distance_to_the_truth(corpus):
     assert report["recall_at_k"] == pytest.approx(len(emitted) / len(within))
     nothing = recall_report(truth, q, c, top_k=TOP_K, mode="link", max_distance=-1.0)
     assert (nothing["true_pairs"], nothing["recall_at_k"]) == (0, None)
-
 
 
 def test_recall_report_counts_relevant_and_all_pairs(planted):

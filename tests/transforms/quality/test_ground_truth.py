@@ -50,10 +50,8 @@ def test_select_sample_is_the_smallest_hashes_whatever_the_batching(corpus):
     assert len(salted) == SAMPLE and salted.ids.tolist() != want
 
 
-
 def _check_empty(sample: VectorBatch) -> None:
     assert len(sample) == 0 and sample.vectors.shape == (0, 0)
-
 
 
 def test_sample_queries_independent_of_batching(corpus):
@@ -73,7 +71,6 @@ def test_sample_queries_independent_of_batching(corpus):
         empty = (p | "CreateEmpty" >> beam.Create([])
                  | "SampleEmpty" >> SampleQueries(sample_size=SAMPLE))
         assert_that(empty, _single(_check_empty), label="CheckEmpty")
-
 
 
 def test_exact_sample_top_k_matches_numpy_oracle(corpus):
@@ -101,7 +98,6 @@ def test_exact_sample_top_k_matches_numpy_oracle(corpus):
                                                strict=True))
 
 
-
 def test_relevance_cutoff_separates_planted_matches_from_background(planted):
     truth = planted["truth"]
     rel = relevance_cutoff(truth, TOP_K)
@@ -121,7 +117,6 @@ def test_relevance_cutoff_separates_planted_matches_from_background(planted):
     assert (d[:, 1:] <= np.quantile(d[:, -1], RELEVANCE_QUANTILE)).mean() > 3 * slots[:, 1:].mean()
 
 
-
 def _truth(dist, cand=None) -> SampleTruth:
     dist = np.asarray(dist, dtype=np.float64)
     n, k = dist.shape
@@ -133,7 +128,6 @@ def _truth(dist, cand=None) -> SampleTruth:
     shards = np.where(np.isfinite(dist), 0, -1)
     return SampleTruth("t", np.array([f"q{i}" for i in range(n)], dtype=object), cand, dist,
                        shards, shards.copy())
-
 
 
 def test_relevance_cutoff_edge_cases():

@@ -41,7 +41,6 @@ def test_tuning_ladder_starts_at_the_built_params_and_ends_at_full_effort():
                                         5000)} == {10, 20, 40, 100, 200, 400}
 
 
-
 def _shard_recall(sample: VectorBatch, truth: SampleTruth, info: ShardIndexInfo, kwargs: dict,
                   slots: np.ndarray | None = None) -> float:
     """Independent: the share of the sample's true neighbours in this shard (only the ``slots``
@@ -54,7 +53,6 @@ def _shard_recall(sample: VectorBatch, truth: SampleTruth, info: ShardIndexInfo,
                                                          strict=True))
             for c, s, o in zip(cs, ss, ok, strict=True) if s == info.shard and o]
     return sum(c in found[i] for i, c in mine) / len(mine)
-
 
 
 def test_tune_search_reaches_target_and_prefers_cheap_rungs(corpus):
@@ -97,7 +95,6 @@ def test_tune_search_reaches_target_and_prefers_cheap_rungs(corpus):
             assert_that(tuned, _single(check), label=f"Check{label}")
 
 
-
 def test_tune_search_aims_at_relevant_neighbours_with_fewer_leaves(planted):
     """On close pairs among noise, the relevant target is reached with far fewer leaves than the
     same target over every slot of the exact top-K; each reported recall is the oracle's."""
@@ -129,7 +126,6 @@ def test_tune_search_aims_at_relevant_neighbours_with_fewer_leaves(planted):
     positions, _ = load_shard(info.path).index.search(sample.vectors[:PLANTED], TOP_K, **kwargs)
     assert (positions == truth.positions[:PLANTED, :1]).any(axis=1).mean() >= 0.99
     assert relevant_entry["recall_at_k"] < 0.95
-
 
 
 def test_choose_probe_picks_the_fewest_partitions_that_reach_the_routing_target():
