@@ -50,7 +50,8 @@ from transforms.run.manifest import (
     bad_record_verdict,
     stack_versions,
 )
-from transforms.search.search import MergeTopK, SearchShards
+from transforms.search.merge import MergeTopK
+from transforms.search.search import SearchShards
 
 __all__ = ["build_pipeline", "run", "main", "PipelineOutputs", "LOCAL_RUNNERS",
            "resolve_model_input"]
