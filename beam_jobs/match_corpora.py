@@ -638,8 +638,8 @@ def prepare(argv: list[str] | None):
     the pairwise scorer's join buckets).
     """
     from beam_jobs.config import ConfigError
+    from beam_jobs.dated_paths import expand_date_flags
     from beam_jobs.options import check_known_flags
-    from beam_jobs.template_cli import expand_date_flags
     from transforms.io.read_corpus import check_glob_matches
 
     # Nightly runs: --output gs://b/runs/{date} -> the launch's UTC date (as the template shim does).
