@@ -4,7 +4,7 @@ Nightly runs launch the same command (a Flex Template launch body, a schedule) e
 paths of :data:`DATE_FLAGS` may carry ``{date}`` or ``{date:FMT}``, expanded once at launch by the
 job (``beam_jobs.match_corpora``) and the template shim, and when the template commands are
 printed. Pure string work: no Beam, no Google Cloud, nothing heavy, so the launcher imports this and
-not the template command builder (``beam_jobs.template_cli``).
+not the template command builder (``beam_jobs.commands.template``).
 """
 
 from __future__ import annotations

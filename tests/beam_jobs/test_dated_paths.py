@@ -8,7 +8,7 @@ import pytest
 
 from beam_jobs.dated_paths import expand_date_flags, expand_date_placeholders
 
-# The launch time of tests/templates/test_template_cli.py.
+# The launch time of tests/beam_jobs/commands/test_template.py.
 NOW = datetime.datetime(2026, 3, 14, 23, 30, 5, tzinfo=datetime.UTC)
 
 

@@ -329,7 +329,7 @@ class _UsageError(Exception):
 
 
 def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]  # beam_jobs/commands/template.py -> the repository
 
 
 def _parse_labels(values: Sequence[str]) -> dict[str, str]:

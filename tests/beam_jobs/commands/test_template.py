@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from beam_jobs.template_cli import (
+from beam_jobs.commands.template import (
     format_command,
     gcloud_dict_item,
     template_main,
