@@ -96,7 +96,7 @@ def _subcommand(command: str, rest: list[str], verbose: bool) -> int:
 
         return calibrate_main(rest)
     if command == "explain":
-        from transforms.scoring.explain import explain_main
+        from beam_jobs.commands.explain import explain_main
 
         return explain_main(rest)
     if command == "evaluate":
