@@ -8,6 +8,7 @@ by field (transforms/scoring/explain.py);
 ``corpus-match report DIR`` (re)writes DIR/report.html, e.g. after a Dataflow run has finished;
 ``corpus-match train ...`` learns a model from labelled pairs (transforms/learn/train.py);
 ``corpus-match calibrate ...`` picks --max_distance for a target precision (transforms/learn/calibrate.py).
+Each subcommand's command line is ``beam_jobs/commands/<name>.py``; this module dispatches to them.
 
 This module imports nothing heavy at import time: ``--help`` of the job and of every subcommand
 answers without TensorFlow or Beam, and the quiet-console settings (beam_jobs/console.py) are in place
@@ -81,32 +82,30 @@ def _job(argv: list[str], verbose: bool) -> int:
 
 
 def _subcommand(command: str, rest: list[str], verbose: bool) -> int:
+    # Each command parses its flags before importing anything heavy: --help stays light.
     if command == "report":
-        return _report_main(rest)
-    if command == "train":
-        if any(a in _HELP for a in rest):  # the parser alone: no TensorFlow for --help
-            from transforms.learn.train_args import train_parser
+        from beam_jobs.commands.report import report_main
 
-            train_parser().parse_args(rest)
-        from transforms.learn.train import train_main
+        return report_main(rest)
+    if command == "train":
+        from beam_jobs.commands.train import train_main
 
         return train_main(rest)
     if command == "calibrate":
-        from transforms.learn.calibrate import calibrate_main
+        from beam_jobs.commands.calibrate import calibrate_main
 
         return calibrate_main(rest)
     if command == "explain":
-        from transforms.scoring.explain import explain_main
+        from beam_jobs.commands.explain import explain_main
 
         return explain_main(rest)
     if command == "evaluate":
-        from transforms.learn.evaluate import evaluate_main
+        from beam_jobs.commands.evaluate import evaluate_main
 
         return evaluate_main(rest)
-    from beam_jobs.template_cli import template_main
+    from beam_jobs.commands.template import template_main
 
     return template_main(rest)
-
 
 def job_help(width: int | None = None) -> str:
     """``corpus-match --help``: usage, an example, the job's flags by group (with defaults and
@@ -158,24 +157,6 @@ def beam_help() -> str:
         if cls.__module__ != "beam_jobs.options":
             cls._add_argparse_args(parser)  # noqa: SLF001 - Beam's extension point
     return parser.format_help()
-
-
-def _report_main(argv: list[str]) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="corpus-match report", description="Write DIR/report.html.")
-    ap.add_argument("output_dir", help="a finished run's --output directory")
-    args = ap.parse_args(argv)  # before the imports below: --help needs no Beam
-    from transforms.io.results import read_manifest
-    from transforms.run.report import summary_text, write_report
-
-    try:
-        path = write_report(args.output_dir)
-    except FileNotFoundError as e:  # transforms.common.run_dir.IncompleteRunError: the run has not finished
-        print(f"corpus-match report: {e}", file=sys.stderr)
-        return 2
-    print(summary_text(read_manifest(args.output_dir)) + f"\n  report:      {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -174,9 +174,9 @@ def prepare(argv: list[str] | None) -> Launch:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from beam_jobs.config import config_from_options
+    from beam_jobs.dated_paths import expand_date_flags
     from beam_jobs.launch_checks import check_output_dir, check_output_path, read_scoring_model
     from beam_jobs.options import check_known_flags
-    from beam_jobs.template_cli import expand_date_flags
     from transforms.run.manifest import stack_versions
 
     # Nightly runs: --output gs://b/runs/{date} -> the launch's UTC date (as the template shim does).

@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 from beam_jobs.config import config_from_flags, scann_params_for
-from transforms.placement.shard_records import bytes_per_vector
+from transforms.placement.sizing import bytes_per_vector
 from transforms.testing.clustered import make_link_vectors, make_skewed_link_vectors, write_vector_corpus
 
 
@@ -304,7 +304,7 @@ def main() -> None:
                    for name, m in methods.items()},
         "ratios_pipeline_over_stock_each_repeat": ratios,
         "peak_rss_over_vector_bytes": round(pipe["peak_rss_mib"] * (1 << 20) / vector_bytes, 2),
-        # What --worker_memory_gb sizing assumes one shard costs (transforms.placement.shard_records), against
+        # What --worker_memory_gb sizing assumes one shard costs (transforms.placement.sizing), against
         # the whole local job's measured peak (every stage and the runner's buffers included).
         "shard_memory_estimate_mib": round(shard_size * bytes_per_vector(args.dims) / (1 << 20)),
         "speedup_vs_exact_end_to_end": round(exact_total / pipe["wall_s"], 1),

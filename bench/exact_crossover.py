@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 from beam_jobs.config import config_from_flags, scann_params_for  # noqa: E402
 from transforms.common.vectors import prepare_vectors
 from transforms.index.neighbor_index import build_index  # noqa: E402
-from transforms.quality.audit import tuning_ladder  # noqa: E402
+from transforms.quality.tuning import tuning_ladder  # noqa: E402
 from transforms.testing.clustered import make_clustered  # noqa: E402
 
 _TOP_K = 10

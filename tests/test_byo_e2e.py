@@ -20,7 +20,7 @@ import tensorflow as tf
 from beam_jobs.match_corpora import run_job
 from tests import byo_models
 from transforms.io.results import read_dead_letters, read_manifest, read_matches
-from transforms.search.search import wasserstein_1d
+from transforms.search.merge import wasserstein_1d
 
 pytestmark = pytest.mark.slow
 PEOPLE = os.path.join(os.path.dirname(__file__), "testdata", "people")

@@ -14,11 +14,11 @@ import time
 import numpy as np
 import pytest
 
+from beam_jobs.commands.evaluate import evaluate_main
 from beam_jobs.match_corpora import run_job
 from transforms.common.run_dir import IncompleteRunError
 from transforms.index.build import PAUSE_BUILD_ENV
 from transforms.io.results import read_manifest, read_matches
-from transforms.learn.evaluate import evaluate_main
 from transforms.run.report import write_report
 from transforms.testing.clustered import make_link_vectors, write_vector_corpus
 

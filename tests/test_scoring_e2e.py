@@ -188,7 +188,8 @@ def test_calibrate_fits_the_scorer_to_labels_and_the_job_applies_it(tmp_path):
     them, picks --min_probability for precision 0.98; a rerun with --calibration scores with that
     model (same weights as calibrate computed) and holds the precision on the other half, and the
     supervised model ranks the held-out queries at least as well as the unsupervised fit."""
-    from transforms.learn.calibrate import calibrate_main, read_calibration_labels, refit_scorer
+    from beam_jobs.commands.calibrate import calibrate_main
+    from transforms.learn.calibrate import read_calibration_labels, refit_scorer
 
     a, b, links = make_link_corpora(1000, overlap=0.8, seed=5)
     write_records(a, str(tmp_path / "a.csv"), "csv")

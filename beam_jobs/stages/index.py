@@ -29,8 +29,8 @@ from transforms.common.schema import Role
 from transforms.index.append import CombineWithKeptShards, FindKeptIds, MergeWithKeptShards
 from transforms.index.build import BuildShardIndexes
 from transforms.index.index_manifest import WriteIndexManifest
+from transforms.placement.duplicate_ids import FindDuplicateIds
 from transforms.placement.routing import PlaceCandidates, RoutingPlan, TrainRouting
-from transforms.placement.shard_records import FindDuplicateIds
 from transforms.placement.sizing import ShardSizing, size_shards
 from transforms.placement.spill import DeleteSpillDir
 

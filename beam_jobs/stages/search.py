@@ -12,16 +12,12 @@ import apache_beam as beam
 from beam_jobs.config import MatchConfig
 from transforms.common.schema import Role
 from transforms.placement.exact_duplicates import ExpandAliases
-from transforms.placement.shard_records import ShardRecords, SplitQueryBatches
-from transforms.quality.audit import (
-    AuditRecall,
-    ExactSampleTopK,
-    MergeSampleTruth,
-    SampleQueries,
-    TuneProbe,
-    TuneSearch,
-)
-from transforms.search.search import MergeTopK, SearchShards
+from transforms.placement.place import ShardRecords, SplitQueryBatches
+from transforms.quality.audit import AuditRecall
+from transforms.quality.ground_truth import ExactSampleTopK, MergeSampleTruth, SampleQueries
+from transforms.quality.tuning import TuneProbe, TuneSearch
+from transforms.search.merge import MergeTopK
+from transforms.search.search import SearchShards
 
 __all__ = ["Queries", "SearchEffort", "batch_queries", "tune_search", "search_matches", "audit_recall"]
 

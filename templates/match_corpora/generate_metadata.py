@@ -1,6 +1,6 @@
 """Writes templates/match_corpora/metadata.json from the job's flags (``transforms.common.flags.JOB_FLAGS``).
 
-The metadata itself is built by :func:`beam_jobs.template_cli.template_metadata` (one parameter per flag,
+The metadata itself is built by :func:`beam_jobs.commands.template.template_metadata` (one parameter per flag,
 same name, help text, ``isOptional``, regexes for gs:// paths, enums and numbers); this script only
 renders it, so the committed file and the flags cannot drift (tests/templates/test_metadata.py compares
 them). Run from the repository root after changing a flag::
@@ -26,7 +26,7 @@ def render() -> str:
     """The metadata.json text the current flags produce."""
     if str(_REPO_ROOT) not in sys.path:  # running the file directly puts only its own folder on the path
         sys.path.insert(0, str(_REPO_ROOT))
-    from beam_jobs.template_cli import template_metadata
+    from beam_jobs.commands.template import template_metadata
 
     return json.dumps(template_metadata(), indent=2, ensure_ascii=False) + "\n"
 

@@ -37,7 +37,8 @@ def launch_argv(argv: Sequence[str], environ: Mapping[str, str] | None = None, n
         environ: environment to read the baked-in image from (default ``os.environ``).
         now: launch time for ``{date}`` (default now, UTC); for tests.
     """
-    from beam_jobs.template_cli import SDK_IMAGE_ENV, expand_date_flags
+    from beam_jobs.commands.template import SDK_IMAGE_ENV
+    from beam_jobs.dated_paths import expand_date_flags
 
     args = expand_date_flags(argv, now)
     image = (os.environ if environ is None else environ).get(SDK_IMAGE_ENV, "").strip()

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
+from beam_jobs.commands.train import TRAIN_FLAGS, train_parser
 from beam_jobs.config import ConfigError, MatchConfig
 from transforms.common.flags import DEFAULTS, FLAGS, GROUPS, JOB_FLAGS, TEMPLATE_KINDS, TYPES, Derived, Flag
-from transforms.learn.train_args import TRAIN_FLAGS, train_parser
 
 ALL_SPECS = [*JOB_FLAGS, *TRAIN_FLAGS]
 _VALUED = [f for f in ALL_SPECS if not f.derived and f.default not in (None, ())]

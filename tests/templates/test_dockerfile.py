@@ -14,7 +14,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from beam_jobs.template_cli import SDK_IMAGE_BUILD_ARG, SDK_IMAGE_ENV
+from beam_jobs.commands.template import SDK_IMAGE_BUILD_ARG, SDK_IMAGE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_DIR = REPO / "templates" / "match_corpora"

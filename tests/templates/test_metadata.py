@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from beam_jobs.commands.template import GCS_DIR_FLAGS, GCS_GLOB_FLAGS, NONE_OR_NUMBER_FLAGS, flag_regex
 from beam_jobs.options import JOB_FLAGS
-from beam_jobs.template_cli import GCS_DIR_FLAGS, GCS_GLOB_FLAGS, NONE_OR_NUMBER_FLAGS, flag_regex
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "match_corpora"
 METADATA = json.loads((TEMPLATE_DIR / "metadata.json").read_text(encoding="utf-8"))

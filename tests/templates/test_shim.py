@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from beam_jobs.template_cli import SDK_IMAGE_ENV
+from beam_jobs.commands.template import SDK_IMAGE_ENV
 
 SHIM = Path(__file__).resolve().parents[2] / "templates" / "match_corpora" / "main.py"
 NOW = datetime.datetime(2026, 3, 14, 1, 0, tzinfo=datetime.UTC)

@@ -17,9 +17,10 @@ from transforms.common.schema import PairBatch, ScoredPairBatch, VectorBatch
 from transforms.common.sharding import id_sort_keys
 from transforms.index.shard_files import load_ids, save_ids
 from transforms.io.write_matches import _sorted_pairs, drop_duplicate_pairs, rank_by_weight
+from transforms.placement.duplicate_ids import first_occurrences
 from transforms.placement.exact_duplicates import collapse_identical, expand_link_pairs
-from transforms.placement.shard_records import first_occurrences
-from transforms.search.search import PartialResult, merge_partials, neighbors_to_pairs
+from transforms.search.merge import merge_partials, neighbors_to_pairs
+from transforms.search.search import PartialResult
 
 N = 500
 LONG = 100_000

@@ -3,8 +3,9 @@
 Each :class:`Flag` carries its name, type, default, choices, range, help, ``--help`` group and how the
 Flex Template declares it (template kind). Everything else is generated from it: the Beam options
 (``beam_jobs.options.MatchOptions``), ``corpus-match --help``, the README flag table, the template's
-metadata.json (``beam_jobs.template_cli``), the parsing of each value in ``beam_jobs.config`` (which keeps
-only the cross-field rules), and the flags ``corpus-match train`` shares with the job (:meth:`Flag.add_to`).
+metadata.json (``beam_jobs.commands.template``), the parsing of each value in ``beam_jobs.config``
+(which keeps only the cross-field rules), and the flags ``corpus-match train`` shares with the job
+(:meth:`Flag.add_to`).
 A help text never states its default: "Default X." is generated from the spec, so the two cannot disagree
 (tests/beam_jobs/test_flags.py). Composites that keep a keyword default for library use take it from
 :data:`DEFAULTS`, the same value the flag has.
@@ -34,7 +35,7 @@ __all__ = ["Flag", "Derived", "JOB_FLAGS", "FLAGS", "DEFAULTS", "GROUPS", "FLAG_
 TYPES = ("str", "int", "float", "bool", "list", "choice")
 # The job's --min_probability when a scorer runs: a pair is kept as a match from even odds on.
 DEFAULT_MIN_PROBABILITY = 0.5
-# How metadata.json declares a flag (beam_jobs.template_cli): free text, a number, one of the choices,
+# How metadata.json declares a flag (beam_jobs.commands.template): free text, a number, one of the choices,
 # true/false, a gs:// file glob to read, a gs:// folder to read, a gs:// folder to write, or a number or
 # the word none.
 TEMPLATE_KINDS = ("text", "number", "enum", "boolean", "gcs_glob", "gcs_dir", "gcs_output", "none_or_number")

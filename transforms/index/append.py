@@ -34,7 +34,7 @@ class _MergeWithKeptFn(beam.DoFn):
     def process(self, element: tuple[int, VectorBatch]):
         from transforms.common.dead_letters import DEAD_LETTER_TAG, make_dead_letter
         from transforms.index.shard_cache import load_shard
-        from transforms.placement.shard_records import concat_batches
+        from transforms.placement.place import concat_batches
 
         shard, new = element
         path = self._kept.get(shard)

@@ -81,7 +81,6 @@ import logging
 import os
 import pickle
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -105,8 +104,7 @@ from transforms.index.neighbor_index import build_index
 from transforms.io.read_corpus import ReadCorpus
 from transforms.io.validate import ValidateRecords
 from transforms.learn.evaluate import evaluate, load_truth
-from transforms.learn.train_args import NEGATIVES as _NEGATIVES
-from transforms.learn.train_args import train_parser as _parser
+from transforms.learn.negatives import NEGATIVES as _NEGATIVES
 
 __all__ = [
     "TRANSFORM_FN_DIRNAME",
@@ -120,7 +118,6 @@ __all__ = [
     "split_by_entity",
     "default_vectors",
     "train",
-    "train_main",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -1085,48 +1082,3 @@ def train(config: TrainConfig) -> dict[str, Any]:
                  info["best_epoch"], timings["total_seconds"])
     return report
 
-
-# ---------------------------------------------------------------------------------------------------
-# CLI.
-
-
-def train_main(argv: list[str]) -> int:
-    """``corpus-match train``: trains, prints the per-epoch table, returns 0 (2 on unusable input)."""
-    args = _parser().parse_args(argv)
-    try:
-        config = TrainConfig(
-            model_dir=args.model_dir, truth=args.truth, text_fields=args.text_fields,
-            numeric_fields=args.numeric_fields, queries=args.queries, candidates=args.candidates,
-            input=args.input, id_field=args.id_field, input_format=args.input_format,
-            transform_fn_dir=args.transform_fn_dir, epochs=args.epochs, batch_pairs=args.batch_pairs,
-            hard_negatives=args.hard_negatives, mine_k=args.mine_k, learning_rate=args.learning_rate,
-            residual_l2=args.residual_l2, validation_fraction=args.validation_fraction, seed=args.seed,
-            top_k=args.top_k, negatives=args.negatives, temp_dir=args.temp_dir)
-        report = train(config)
-    except (OSError, ValueError) as err:
-        print(f"corpus-match train: {err}", file=sys.stderr)
-        return 2
-    labels = report["labels"]
-    print(f"labels: {labels['usable_pairs']} usable of {labels['pairs_read']} (skipped: "
-          f"{labels['unknown_ids']} unknown ids, {labels['duplicate_pairs']} duplicates, "
-          f"{labels['self_pairs']} self pairs, {labels['empty_ids']} empty ids)")
-    print(f"{'epoch':>5s} {'loss':>8s} {'recall@1':>9s} {'recall@10':>10s} {'top1 F1':>8s} {'pair F1':>8s} "
-          f"{'AP':>7s}")
-
-    def fmt(value: float | None, width: int) -> str:
-        return f"{'-':>{width}s}" if value is None else f"{value:{width}.4f}"
-
-    for row in report["training"]["epochs"]:
-        v = row["validation"]
-        print(f"{row['epoch']:5d} {fmt(row['loss'], 8)} {fmt(v.get('recall_at_1'), 9)} "
-              f"{fmt(v.get('recall_at_10'), 10)} {fmt(v.get('top1_f1'), 8)} {fmt(v.get('pairwise_f1'), 8)} "
-              f"{fmt(v.get('average_precision'), 7)}")
-    print(f"exported epoch {report['training']['best_epoch']} to {report['model_dir']} "
-          f"(match with --model_dir {report['model_dir']} --transform_fn_dir {report['transform_fn_dir']}); "
-          f"{report['timings']['total_seconds']:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    sys.exit(train_main(sys.argv[1:]))

@@ -335,7 +335,8 @@ class _PlaceFn(beam.DoFn):
 
     def process(self, batch: VectorBatch, plan: RoutingPlan, duplicates: dict, indexed: dict):
         from transforms.common.dead_letters import DEAD_LETTER_TAG
-        from transforms.placement.shard_records import drop_duplicate_ids, drop_indexed_ids, split_batch
+        from transforms.placement.duplicate_ids import drop_duplicate_ids, drop_indexed_ids
+        from transforms.placement.place import split_batch
 
         with self._timer:
             batch, dead = drop_duplicate_ids(batch, duplicates)

@@ -2,9 +2,10 @@
 
 :func:`write_report` reads ``DIR/manifest.json`` and the match files and writes one HTML page that
 opens offline: no script, no external stylesheet, font or image; every plot is an inline SVG drawn
-here (no plotting dependency) inside ``<figure id="...">`` with a ``<figcaption>``, so a parser or a
-test can find it. Plots: ``distance-histogram`` (emitted pairs), ``shard-sizes``, ``stage-times``,
-``recall-audit`` (per shard, with the overall recall as a line) and ``cluster-sizes`` (dedup). Tables:
+by ``transforms.run.plots`` (no plotting dependency) inside ``<figure id="...">`` with a
+``<figcaption>``, so a parser or a test can find it. Plots: ``distance-histogram`` (emitted pairs),
+``shard-sizes``, ``stage-times``, ``recall-audit`` (per shard, with the overall recall as a line) and
+``cluster-sizes`` (dedup). Tables:
 the counts, dead letters by stage, index parameters per shard, audit and cluster summaries, the flags.
 Sections whose data the manifest does not hold (no audit, no clusters, no timings of a remote run)
 are replaced by a ``<p class="absent" data-section="...">`` note saying why.
@@ -30,20 +31,27 @@ from __future__ import annotations
 import html
 import json
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from transforms.common.artifacts import join_path, write_text
+from transforms.run.plots import (
+    absent,
+    audit_figure,
+    cluster_figure,
+    distance_figure,
+    format_number,
+    shard_figure,
+    stage_figure,
+)
 
 __all__ = ["write_report", "render_report", "summary_text", "report_path", "DEFAULT_MAX_SAMPLE_ROWS"]
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_MAX_SAMPLE_ROWS = 1_000_000
-_HIST_BINS = 40
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;
 max-width:1000px;color:#222;padding:0 16px}
@@ -135,181 +143,6 @@ def _sample_distances(output_dir: str, manifest: dict[str, Any], max_rows: int
 
 
 # --------------------------------------------------------------------------------------------------
-# SVG plots
-
-
-def _fmt(value: float) -> str:
-    if value == 0:
-        return "0"
-    if abs(value) >= 1000 or float(value).is_integer():
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
-
-
-def _nice_ticks(top: float, count: int = 5) -> list[float]:
-    if top <= 0 or not math.isfinite(top):
-        return [0.0, 1.0]
-    raw = top / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    return [i * step for i in range(int(math.ceil(top / step - 1e-9)) + 1)]
-
-
-def _bar_chart(labels: Sequence[str], values: Sequence[float], *, x_label: str, y_label: str,
-               line: tuple[float, str] | None = None, log_y: bool = False, y_max: float | None = None,
-               width: int = 760, height: int = 280) -> str:
-    """A vertical bar chart as an inline SVG string; every bar has a tooltip (``<title>``)."""
-    left, right, top, bottom = 64, 16, 14, 58
-    plot_w, plot_h = width - left - right, height - top - bottom
-    vals = [max(0.0, float(v)) for v in values]
-    if log_y:
-        scale_top = math.log10(1 + max(vals, default=1) or 1)
-        ticks = [10 ** e for e in range(int(math.ceil(scale_top)) + 1)]
-        ticks = [0.0] + [t for t in ticks if math.log10(1 + t) <= scale_top * 1.001 or t == 1]
-
-        def y_of(v: float) -> float:
-            return top + plot_h * (1 - (math.log10(1 + v) / scale_top if scale_top else 0))
-    else:
-        ticks = _nice_ticks(y_max if y_max is not None else max(vals + [line[0] if line else 0], default=1))
-        span = ticks[-1] or 1
-
-        def y_of(v: float) -> float:
-            return top + plot_h * (1 - v / span)
-
-    out = [f'<svg width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img">']
-    for t in ticks:
-        y = y_of(t)
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
-    n = max(1, len(vals))
-    slot = plot_w / n
-    every = max(1, math.ceil(n / 24))  # at most ~24 x labels
-    for i, (label, v) in enumerate(zip(labels, vals, strict=True)):
-        x = left + i * slot
-        y = y_of(v)
-        out.append(f'<rect x="{x + slot * 0.1:.1f}" y="{y:.1f}" width="{max(slot * 0.8, 0.5):.1f}" '
-                   f'height="{top + plot_h - y:.1f}" fill="#4a7bb7"><title>{html.escape(str(label))}: '
-                   f'{_fmt(v)}</title></rect>')
-        if i % every == 0:
-            cx, cy = x + slot / 2, top + plot_h + 12
-            out.append(f'<text x="{cx:.1f}" y="{cy:.1f}" text-anchor="end" '
-                       f'transform="rotate(-35 {cx:.1f} {cy:.1f})">{html.escape(str(label))}</text>')
-    if line is not None:
-        y = y_of(line[0])
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c0392b" '
-                   f'stroke-width="2" stroke-dasharray="6 3"/><text x="{left + plot_w - 4}" '
-                   f'y="{y - 5:.1f}" text-anchor="end" style="fill:#c0392b">{html.escape(line[1])}</text>')
-    out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="#888"/>'
-               f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" '
-               f'stroke="#888"/>')
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">'
-               f'{html.escape(x_label)}</text>')
-    out.append(f'<text x="12" y="{top + plot_h / 2:.1f}" text-anchor="middle" '
-               f'transform="rotate(-90 12 {top + plot_h / 2:.1f})">{html.escape(y_label)}</text>')
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _figure(fig_id: str, svg: str, caption: str) -> str:
-    return f'<figure id="{fig_id}">{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
-
-
-def _absent(section: str, message: str) -> str:
-    return f'<p class="absent" data-section="{section}">{html.escape(message)}</p>'
-
-
-def _distance_figure(distances: np.ndarray | None, note: str) -> str:
-    if distances is None:
-        return _absent("distance-histogram", f"No distance histogram: {note}.")
-    finite = distances[np.isfinite(distances)]
-    if len(finite) == 0:
-        return _absent("distance-histogram", "No distance histogram: the run emitted no pairs.")
-    lo, hi = float(finite.min()), float(finite.max())
-    if hi <= lo:
-        hi = lo + 1e-9
-    counts, edges = np.histogram(finite, bins=_HIST_BINS, range=(lo, hi))
-    labels = [f"{edges[i]:.4g}" for i in range(len(counts))]
-    svg = _bar_chart(labels, counts, x_label="distance (bin start; smaller is closer)", y_label="pairs")
-    return _figure("distance-histogram", svg,
-                   f"Distance of emitted pairs: {note}; min {lo:.4g}, median {np.median(finite):.4g}, "
-                   f"max {hi:.4g}.")
-
-
-def _shard_figure(shards: list[dict[str, Any]]) -> str:
-    if not shards:
-        return _absent("shard-sizes", "No shard sizes: the manifest lists no index shards.")
-    labels = [str(s.get("shard")) for s in shards]
-    sizes = [s.get("size", 0) or 0 for s in shards]
-    kinds = sorted({str(s.get("kind")) for s in shards})
-    return _figure("shard-sizes", _bar_chart(labels, sizes, x_label="shard", y_label="candidates"),
-                   f"Candidates per index shard ({len(shards)} shard(s), {', '.join(kinds)}; "
-                   f"total {sum(sizes):,}, largest {max(sizes):,}).")
-
-
-def _stage_figure(manifest: dict[str, Any]) -> str:
-    busy = manifest.get("stage_busy_seconds")
-    if not busy:
-        return _absent("stage-times", "No per-stage times: the manifest has no stage_busy_seconds "
-                                      "(recorded by the launcher of a local run only).")
-    stages = sorted(busy.items(), key=lambda kv: -float(kv[1]))
-    wall = manifest.get("wall_seconds")
-    caption = "Busy seconds per stage, summed over workers"
-    caption += f"; wall time {float(wall):.1f} s." if isinstance(wall, int | float) else "."
-    return _figure("stage-times", _bar_chart([k for k, _ in stages], [float(v) for _, v in stages],
-                                             x_label="stage", y_label="busy seconds"), caption)
-
-
-def _audit_figure(audit: dict[str, Any] | None) -> str:
-    if not audit:
-        return _absent("recall-audit", "No recall audit: the manifest has no audit section "
-                                       "(the audit was not run or is not recorded by this version).")
-    per_shard = sorted(((int(k), float(v)) for k, v in (audit.get("per_shard") or {}).items()))
-    overall = audit.get("recall_at_k")
-    if not per_shard and overall is None:
-        return _absent("recall-audit", "Recall audit present but empty: no true neighbour in the sample.")
-    line = (float(overall), f"overall {float(overall):.4f}") if overall is not None else None
-    svg = _bar_chart([str(s) for s, _ in per_shard], [v for _, v in per_shard], x_label="shard",
-                     y_label="recall@k", line=line, y_max=1.0)
-    return _figure("recall-audit", svg,
-                   f"Recall@k of the audit sample ({audit.get('sample_size', '?')} queries) per shard "
-                   f"holding true neighbours; dashed line: overall recall "
-                   f"{'n/a' if overall is None else f'{float(overall):.4f}'}.")
-
-
-def _cluster_bins(hist: dict[Any, Any]) -> tuple[list[str], list[int]]:
-    """Cluster-size histogram in power-of-two bins: 1, 2, 3-4, 5-8, ..."""
-    sizes = {int(k): int(v) for k, v in hist.items()}
-    if not sizes:
-        return [], []
-    top_bin = max(0, math.ceil(math.log2(max(sizes))))
-    labels, counts = [], [0] * (top_bin + 1)
-    for b in range(top_bin + 1):
-        lo, hi = (1, 1) if b == 0 else (2 ** (b - 1) + 1, 2 ** b)
-        labels.append(str(lo) if lo == hi else f"{lo}-{hi}")
-    for size, count in sizes.items():
-        counts[0 if size <= 1 else math.ceil(math.log2(size))] += count
-    return labels, counts
-
-
-def _cluster_figure(manifest: dict[str, Any]) -> str:
-    stats = manifest.get("clusters")
-    if not stats:
-        why = ("clusters are computed in dedup mode only" if manifest.get("mode") == "link"
-               else "the manifest has no clusters section")
-        return _absent("cluster-sizes", f"No cluster-size histogram: {why}.")
-    labels, counts = _cluster_bins(stats.get("cluster_size_histogram") or {})
-    if not labels:
-        return _absent("cluster-sizes", "No cluster-size histogram: no clusters.")
-    svg = _bar_chart(labels, counts, x_label="cluster size (records)", y_label="clusters (log scale)",
-                     log_y=True)
-    return _figure("cluster-sizes", svg,
-                   f"Clusters by size: {stats.get('num_clusters', sum(counts)):,} clusters, "
-                   f"{stats.get('num_giant_clusters', 0)} larger than "
-                   f"{stats.get('max_cluster_size', '?')} flagged.")
-
-
-# --------------------------------------------------------------------------------------------------
 # Tables
 
 
@@ -317,7 +150,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return f"<td>{html.escape(str(value))}</td>"
     if isinstance(value, int | float):
-        text = _fmt(value) if isinstance(value, float) else f"{value:,}"
+        text = format_number(value) if isinstance(value, float) else f"{value:,}"
         return f'<td class="num">{html.escape(text)}</td>'
     if isinstance(value, dict | list):
         return f"<td><code>{html.escape(json.dumps(value, sort_keys=True, default=str))}</code></td>"
@@ -333,7 +166,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str) 
 def _summary_section(m: dict[str, Any]) -> str:
     counts = m.get("counts") or {}
     if not counts:
-        return "<h2>Counts</h2>" + _absent("counts", "No counts: the manifest has no counts section.")
+        return "<h2>Counts</h2>" + absent("counts", "No counts: the manifest has no counts section.")
     names = [k for k in ("queries_read", "candidates_read", "input_read", "candidates_indexed",
                          "pairs_written", "dead_letters_total") if k in counts]
     names += sorted(k for k in counts if k not in names and k != "dead_letters")
@@ -408,17 +241,17 @@ def render_report(manifest: dict[str, Any], distances: np.ndarray | None, *, dis
         parts.append(f" &middot; output <code>{html.escape(output_dir)}</code>")
     parts.append("</p>")
     if manifest.get("_missing"):
-        parts.append(_absent("manifest", str(manifest["_missing"])))
+        parts.append(absent("manifest", str(manifest["_missing"])))
     if manifest.get("error"):
         parts.append(f'<p class="state-failed">Error: {html.escape(str(manifest["error"]))}</p>')
     shards = list(manifest.get("shards") or [])
     audit = manifest.get("audit")
     parts += [_summary_section(manifest),
-              "<h2>Emitted pairs</h2>", _distance_figure(distances, distance_note),
-              "<h2>Index shards</h2>", _shard_figure(shards), _shards_section(shards),
-              "<h2>Stage times</h2>", _stage_figure(manifest),
-              "<h2>Recall audit</h2>", _audit_figure(audit), _audit_section(audit)]
-    parts += ["<h2>Clusters</h2>", _cluster_figure(manifest), _cluster_section(manifest.get("clusters"))]
+              "<h2>Emitted pairs</h2>", distance_figure(distances, distance_note),
+              "<h2>Index shards</h2>", shard_figure(shards), _shards_section(shards),
+              "<h2>Stage times</h2>", stage_figure(manifest),
+              "<h2>Recall audit</h2>", audit_figure(audit), _audit_section(audit)]
+    parts += ["<h2>Clusters</h2>", cluster_figure(manifest), _cluster_section(manifest.get("clusters"))]
     flags = manifest.get("flags")
     if flags:
         parts.append("<h2>Flags</h2><details><summary>all flags</summary>"

@@ -108,7 +108,7 @@ def normalize_values(values: list[Any]) -> np.ndarray:
     Returns:
         object [n]: normalised strings or None.
     """
-    from transforms.features.preprocess import abbreviate_words, eager_tables, normalize_text
+    from transforms.features.normalize import abbreviate_words, eager_tables, normalize_text
 
     # Lone surrogates cannot be UTF-8 encoded: they compare as U+FFFD, like invalid bytes.
     texts = ["" if v is None else str(v).encode("utf-8", "replace").decode("utf-8") for v in values]

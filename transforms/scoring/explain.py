@@ -8,15 +8,13 @@ prior, each field's level and weight (with its term-frequency adjustment) and th
 Splink's waterfall chart does.
 
 It scans the input files for the two ids, so it suits spot checks, not bulk use; local files or
-any Beam filesystem. Pure numpy + the comparison code: no pipeline runs.
+any Beam filesystem. Pure numpy + the comparison code: no pipeline runs. The command line is
+``beam_jobs.commands.explain``.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
-import sys
 from typing import Any
 
 import numpy as np
@@ -24,7 +22,7 @@ import numpy as np
 from transforms.scoring.comparisons import compare_fields, concat_fields, record_fields, take_rows
 from transforms.scoring.fellegi_sunter import FellegiSunterModel, term_frequencies
 
-__all__ = ["explain_pair", "format_explanation", "explain_main", "find_records"]
+__all__ = ["explain_pair", "format_explanation", "find_records"]
 
 
 def find_records(pattern: str, flags: dict[str, Any], ids: set[str]):
@@ -128,23 +126,3 @@ def format_explanation(explained: dict[str, Any]) -> str:
         lines.append(f"{row['term']:22s} {a:24s} {b:24s} {level:11s} {row['weight']:+8.3f} "
                      f"{row['tf_adjustment']:+7.3f}")
     return "\n".join(lines)
-
-
-def explain_main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="corpus-match explain",
-                                 description="Field-by-field match weight of one pair of a scored run.")
-    ap.add_argument("--run", required=True, help="the run's --output directory")
-    ap.add_argument("--query_id", required=True)
-    ap.add_argument("--candidate_id", required=True)
-    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    ap.add_argument("--allow_incomplete", action="store_true",
-                    help="explain a pair of a run that did not finish (no DIR/_SUCCESS) too")
-    args = ap.parse_args(argv)
-    try:
-        explained = explain_pair(args.run, args.query_id, args.candidate_id,
-                                 allow_incomplete=args.allow_incomplete)
-    except (KeyError, ValueError, FileNotFoundError, OSError) as e:
-        print(f"corpus-match explain: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(explained, indent=1, default=str) if args.json else format_explanation(explained))
-    return 0

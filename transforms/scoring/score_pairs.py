@@ -40,7 +40,7 @@ from transforms.common import metrics, progress
 from transforms.common.artifacts import join_path, write_bytes, write_text
 from transforms.common.schema import FeatureBatch, PairBatch, ScoredPairBatch
 from transforms.common.sharding import assign_shards, id_sort_keys, split_by_shard, stable_hash64, str_array
-from transforms.placement.shard_records import first_occurrences
+from transforms.placement.duplicate_ids import first_occurrences
 from transforms.scoring.comparisons import (
     NUM_LEVELS,
     RecordFields,

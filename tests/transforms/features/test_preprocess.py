@@ -1,4 +1,4 @@
-"""tf.Transform preprocessing: normalisation, missing values, z-scores, IDF, ids kept aligned, reuse."""
+"""tf.Transform preprocessing: missing values, z-scores, IDF, ids kept aligned, reuse."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import apache_beam as beam  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from apache_beam.testing import test_pipeline  # noqa: E402
 
 from transforms.common.schema import FeatureBatch  # noqa: E402
@@ -22,7 +21,6 @@ from transforms.features.preprocess import (
     TransformedBatchCoder,
     feature_batch_to_arrow,
     feature_key,
-    normalize_text,
     output_feature_keys,
 )
 
@@ -89,26 +87,6 @@ def link_run(tmp_path_factory):
     out = _run(tmp, {"queries": QUERIES, "candidates": CANDIDATES},
                transform_fn_dir_out=str(tmp / "transform_fn"))
     return tmp, {role: _load(d) for role, d in out.items()}
-
-
-def _texts(values: list[str | None]) -> list[str]:
-    return [t.decode() for t in normalize_text(tf.constant([v or "" for v in values])).numpy()]
-
-
-@pytest.mark.parametrize("raw, expected", [
-    ("José", "jose"), ("ŁÓDŹ", "lodz"), ("Müller-Straße", "muller strasse"), ("Ærø", "aero"),
-    ("  John \t  SMITH ", "john smith"), ("O'Brien", "obrien"), ("Smith, J.R.", "smith j r"),
-    ("ﬁne ＡＢＣ１２", "fine abc12"), ("12 Main Street", "12 main street"), ("---", ""), ("", ""),
-])
-def test_normalize_accents_case_punctuation_whitespace(raw, expected):
-    assert _texts([raw]) == [expected]
-
-
-def test_dates_normalise_to_the_same_numbers():
-    forms = ["1987-03-12", "12/03/1987", "19870312", "12 Mar 1987", "March 12, 1987", "03/12/1987"]
-    got = _texts(forms)
-    assert len({" ".join(sorted(t.split())) for t in got}) == 1, got
-    assert _texts(["Jan Smith", "May 5"]) == ["jan smith", "may 5"]  # month words need day and year
 
 
 def test_infinite_numbers_are_dead_letters_and_nan_is_missing():

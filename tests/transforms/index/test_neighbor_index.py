@@ -1,18 +1,28 @@
 """Tests for transforms.index.neighbor_index: ScaNN and the exact twin against an independent numpy oracle.
 
-Data are seeded Gaussian clusters (20k candidates x 32 dims, 200 queries). The oracle below computes
-full float64 distance matrices itself and never calls transforms.index.neighbor_index's search code.
+Data are seeded Gaussian clusters (20k candidates x 32 dims, 200 queries). The oracle
+(tests/transforms/index/oracle_cases.py) computes full float64 distance matrices itself and never calls
+transforms.index.neighbor_index's search code.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import numpy as np
 import pytest
 
+from tests.transforms.index.oracle_cases import (
+    NUM_QUERIES,
+    SCANN_PARAMS,
+    D,
+    K,
+    N,
+    _clustered,
+    _oracle,
+    _recall,
+)
 from transforms.common.vectors import prepare_vectors
 from transforms.index.neighbor_index import (
     DISTANCES,
@@ -22,59 +32,6 @@ from transforms.index.neighbor_index import (
     build_index,
     exact_distances,
 )
-
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
-
-N, D, NUM_QUERIES, K = 20_000, 32, 200, 10
-# What beam_jobs.config.scann_params_for gives a 20k shard: 2*sqrt(n) leaves, 1.5*sqrt(leaves) searched.
-SCANN_PARAMS = {
-    "num_leaves": 283,
-    "num_leaves_to_search": 26,
-    "training_sample_size": N,
-    "quantization": "ah",
-    "anisotropic_quantization_threshold": 0.2,
-    "reorder": 100,
-}
-
-
-def _clustered(rng: np.random.Generator, centers: np.ndarray, n: int) -> np.ndarray:
-    return centers[rng.integers(len(centers), size=n)] + rng.standard_normal((n, centers.shape[1]))
-
-
-@pytest.fixture(scope="module")
-def raw_data() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(42)
-    centers = 3.0 * rng.standard_normal((100, D))
-    return _clustered(rng, centers, N), _clustered(rng, centers, NUM_QUERIES)
-
-
-@pytest.fixture(scope="module")
-def prepared(raw_data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    out = {}
-    for distance in DISTANCES:
-        (db, db_ok), (q, q_ok) = (prepare_vectors(x, distance) for x in raw_data)
-        assert db_ok.all() and q_ok.all()
-        out[distance] = db, q
-    return out
-
-
-def _oracle(distance: str, queries: np.ndarray, db: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top-k in float64 over the whole matrix; stable sort breaks ties by position."""
-    q, c = queries.astype(np.float64), db.astype(np.float64)
-    dots = q @ c.T
-    if distance == "cosine":
-        dist = 1.0 - dots
-    elif distance == "dot":
-        dist = -dots
-    else:
-        dist = (q * q).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * dots
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(dist, order, axis=1)
-
-
-@pytest.fixture(scope="module")
-def oracle(prepared) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {d: _oracle(d, prepared[d][1], prepared[d][0], K) for d in DISTANCES}
 
 
 @pytest.fixture(scope="module")
@@ -91,62 +48,6 @@ def scann_indexes(prepared) -> dict[str, ScannIndex]:
     return out
 
 
-@pytest.fixture(scope="module")
-def small_cosine() -> tuple[np.ndarray, dict]:
-    """4000 x 15 (odd) unit vectors in 20 clusters, with params for a 60-leaf tree."""
-    rng = np.random.default_rng(7)
-    db, _ = prepare_vectors(_clustered(rng, 3.0 * rng.standard_normal((20, 15)), 4000), "cosine")
-    return db, dict(SCANN_PARAMS, num_leaves=60, num_leaves_to_search=6, training_sample_size=3000,
-                    spherical=True)
-
-
-def _recall(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.mean([len(set(g) & set(w)) / len(w) for g, w in zip(got, want, strict=True)]))
-
-
-# --- prepare_vectors / exact_distances -------------------------------------------------------------
-
-def test_prepare_vectors_masks_unusable_rows():
-    raw = np.array([[3.0, 4.0], [0.0, 0.0], [np.nan, 1.0], [np.inf, 1.0], [1e300, 1.0],
-                    [1e-30, 0.0]])
-    before = raw.copy()
-    for distance, want_ok in [("cosine", [1, 0, 0, 0, 0, 1]), ("dot", [1, 1, 0, 0, 0, 1]),
-                              ("squared_l2", [1, 1, 0, 0, 0, 1])]:
-        out, ok = prepare_vectors(raw, distance)
-        assert out.dtype == np.float32 and out.flags.c_contiguous
-        assert ok.tolist() == [bool(v) for v in want_ok]
-        assert np.isfinite(out).all() and not out[~ok].any()
-    np.testing.assert_array_equal(raw, before)
-    out, _ = prepare_vectors(raw, "cosine")
-    # Norms are taken in float64, so even a 1e-30 row (denormal-ish in float32) normalises.
-    np.testing.assert_allclose(out[[0, 5]], [[0.6, 0.8], [1.0, 0.0]], rtol=1e-7)
-
-
-def test_prepare_vectors_cosine_normalises_every_block_like_float64(monkeypatch):
-    import transforms.common.vectors
-
-    # 50 rows: 8 blocks, a partial one
-    monkeypatch.setattr(transforms.common.vectors, "_NORMALIZE_BLOCK", 7)
-    rng = np.random.default_rng(5)
-    raw = rng.standard_normal((50, 5)) * rng.choice([1e-20, 1.0, 1e20], size=(50, 1))
-    raw[[3, 17]] = np.nan
-    raw[9] = 0.0
-    out, ok = prepare_vectors(raw, "cosine")
-    wide = raw.astype(np.float32).astype(np.float64)
-    with np.errstate(invalid="ignore"):  # the NaN and zero rows; compared only where ok
-        want = (wide / np.linalg.norm(wide, axis=1, keepdims=True)).astype(np.float32)
-    assert ok.tolist() == [i not in (3, 9, 17) for i in range(50)]
-    np.testing.assert_allclose(out[ok], want[ok], rtol=2e-7, atol=0)
-    assert not out[~ok].any()
-
-
-def test_prepare_vectors_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="distance"):
-        prepare_vectors(np.ones((2, 2)), "l1")
-    with pytest.raises(ValueError, match="2-D"):
-        prepare_vectors(np.ones(3), "dot")
-
-
 def test_exact_distances_formulas():
     q = np.array([[1.0, 0.0], [0.0, 2.0]], dtype=np.float32)
     c = np.array([[[1.0, 0.0], [0.0, 1.0]], [[3.0, 4.0], [0.0, -1.0]]], dtype=np.float32)
@@ -155,8 +56,6 @@ def test_exact_distances_formulas():
     np.testing.assert_array_equal(exact_distances("squared_l2", q, c), [[0.0, 2.0], [13.0, 9.0]])
     assert exact_distances("dot", q, c).dtype == np.float64
 
-
-# --- ExactIndex --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("distance", DISTANCES)
 def test_exact_index_equals_oracle(distance, prepared, oracle):
@@ -246,8 +145,6 @@ def test_exact_index_breaks_ties_by_position():
     assert distances.tolist() == [[-1.0, -1.0, -1.0]]
 
 
-# --- ScannIndex --------------------------------------------------------------------------------------
-
 @pytest.mark.parametrize("distance", DISTANCES)
 def test_scann_recall_against_oracle(distance, prepared, oracle, scann_indexes):
     positions, _ = scann_indexes[distance].search(prepared[distance][1], K)
@@ -277,18 +174,6 @@ def test_scann_completes_short_rows_by_brute_force(small_cosine):
     np.testing.assert_allclose(distances, want_dist, rtol=1e-9, atol=1e-12)
 
 
-def test_scann_build_is_deterministic(small_cosine):
-    db, params = small_cosine
-    raw = []
-    for _ in range(2):
-        index = build_index(db, distance="cosine", kind="scann", params=params, seed=3)
-        # The searcher's own (approximate) output, before exact rescoring could hide differences.
-        raw.append(index._searcher.search_batched(db[:100], final_num_neighbors=20, leaves_to_search=6,
-                                                  pre_reorder_num_neighbors=100))
-    np.testing.assert_array_equal(raw[0][0], raw[1][0])
-    np.testing.assert_array_equal(raw[0][1], raw[1][1])
-
-
 def test_scann_handles_odd_dimensions():
     # score_ah(2) gives the last of an odd number of dims a 1-dim block of its own.
     rng = np.random.default_rng(3)
@@ -300,8 +185,6 @@ def test_scann_handles_odd_dimensions():
     positions, _ = index.search(db[:50], K)
     assert _recall(positions, _oracle("squared_l2", db[:50], db, K)[0]) >= 0.95
 
-
-# --- save / load -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["scann", "exact"])
 def test_save_load_round_trip(kind, tmp_path, prepared, scann_indexes):
@@ -363,8 +246,6 @@ def test_an_index_saved_without_vectors_file_reads_vectors_npy_and_unsafe_ones_a
             NeighborIndex.load(str(tmp_path / "old"))
 
 
-# --- small shards, padding, argument checks ---------------------------------------------------------
-
 @pytest.mark.parametrize("kind", ["scann", "exact"])
 def test_shard_smaller_than_k_pads_with_minus_one_and_inf(kind):
     db = np.arange(10, dtype=np.float32).reshape(5, 2)
@@ -406,31 +287,6 @@ def test_search_edge_cases_and_argument_checks(prepared):
                     params=dict(SCANN_PARAMS, training_sample_size=100))
 
 
-def test_multithreaded_scann_builds_are_reproducible(tmp_path):
-    import hashlib
-    import os
-
-    from transforms.index.neighbor_index import build_index
-
-    rng = np.random.default_rng(7)
-    vecs = rng.standard_normal((6000, 16)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    params = {"num_leaves": 40, "num_leaves_to_search": 8, "training_sample_size": 6000,
-              "quantization": "ah", "anisotropic_quantization_threshold": 0.2, "reorder": 50,
-              "spherical": True}
-
-    def digest(threads: int) -> dict[str, str]:
-        out = tmp_path / f"t{threads}-{len(list(tmp_path.iterdir()))}"
-        build_index(vecs, distance="cosine", kind="scann",
-                    params=params | {"training_threads": threads}).save(str(out))
-        return {f: hashlib.sha256((out / "scann" / f).read_bytes()).hexdigest()
-                for f in sorted(os.listdir(out / "scann"))}
-
-    first = digest(0)
-    assert digest(0) == first
-    assert digest(1) == first
-
-
 def test_cosine_distances_of_identical_vectors_are_clamped_to_zero():
     from transforms.common.vectors import prepare_vectors
     from transforms.index.neighbor_index import clamp_distances, exact_distances
@@ -449,107 +305,3 @@ def test_cosine_distances_of_identical_vectors_are_clamped_to_zero():
     assert (clamp_distances("squared_l2", np.array([-1e-9, 0.5])) == [0.0, 0.5]).all()
     dot = np.array([-3.0, 5.0])
     assert (clamp_distances("dot", dot.copy()) == dot).all()  # unbounded
-
-
-def test_which_scann_files_may_differ_between_multithreaded_builds(tmp_path):
-    """README: with --scann_training_threads 0 only the leaf assignment (datapoint_to_token.npy) and
-    the AH codebook trained on it (ah_codebook.pb) may differ between identical builds; every other
-    file is byte-identical, and one thread makes all of them identical (on data where 0 threads did
-    differ: 430 of 20,000 assignments when this was measured)."""
-    from transforms.testing.clustered import make_link_vectors
-
-    cands, _ = make_link_vectors(20000, 1, 16, clusters=40, seed=3)
-    vecs, _ = prepare_vectors(cands, "cosine")
-    params = {"num_leaves": 283, "num_leaves_to_search": 26, "training_sample_size": 20000,
-              "quantization": "ah", "anisotropic_quantization_threshold": 0.2, "reorder": 100,
-              "spherical": True}
-
-    def digest(threads: int) -> dict[str, str]:
-        return _scann_file_digests(tmp_path, vecs, params, threads)
-
-    may_differ = {"datapoint_to_token.npy", "ah_codebook.pb"}
-    a, b = digest(0), digest(0)
-    assert a.keys() == b.keys() and may_differ <= a.keys()
-    assert {f for f in a if a[f] != b[f]} <= may_differ
-    assert digest(1) == digest(1)
-
-
-def _scann_file_digests(tmp_path, vecs, params: dict, threads: int) -> dict[str, str]:
-    """SHA-256 of every file of a ScaNN index built on ``vecs`` with ``threads`` training threads."""
-    import hashlib
-    import os
-
-    from transforms.index.neighbor_index import build_index
-
-    out = tmp_path / f"t{threads}-{len(list(tmp_path.iterdir()))}"
-    build_index(vecs, distance="cosine", kind="scann", params=params | {"training_threads": threads},
-                seed=0).save(str(out))
-    return {f: hashlib.sha256((out / "scann" / f).read_bytes()).hexdigest()
-            for f in sorted(os.listdir(out / "scann"))}
-
-
-# --- the tree trained by transforms.index.kmeans (params['tree_training'] 'sampled_kmeans') ---------------
-
-SAMPLED = {"tree_training": "sampled_kmeans"}
-
-
-@pytest.mark.parametrize("distance", DISTANCES)
-def test_sampled_tree_recall_against_oracle(distance, prepared, oracle):
-    params = dict(SCANN_PARAMS, spherical=distance == "cosine", **SAMPLED)
-    if distance == "squared_l2":
-        params["reorder"] = 200  # as scann_indexes: L2 scores are coarser under AH
-    index = build_index(prepared[distance][0], distance=distance, kind="scann", params=params)
-    assert isinstance(index, ScannIndex) and index.params["tree_training"] == "sampled_kmeans"
-    positions, distances = index.search(prepared[distance][1], K)
-    assert _recall(positions, oracle[distance][0]) >= 0.95
-    np.testing.assert_allclose(distances, exact_distances(distance, prepared[distance][1],
-                                                          index.vectors[positions]), rtol=1e-12)
-
-
-def test_sampled_tree_builds_byte_identical_files_on_any_thread_count(tmp_path):
-    """The data on which ScaNN's own multi-threaded training gave differing leaf assignments
-    (test_which_scann_files_may_differ_between_multithreaded_builds): with the sampled tree every
-    file is the same from build to build, on all cores as on one."""
-    from transforms.testing.clustered import make_link_vectors
-
-    cands, _ = make_link_vectors(20000, 1, 16, clusters=40, seed=3)
-    vecs, _ = prepare_vectors(cands, "cosine")
-    params = {"num_leaves": 283, "num_leaves_to_search": 26, "training_sample_size": 20000,
-              "quantization": "ah", "anisotropic_quantization_threshold": 0.2, "reorder": 100,
-              "spherical": True, **SAMPLED}
-
-    def digest(threads: int) -> dict[str, str]:
-        return _scann_file_digests(tmp_path, vecs, params, threads)
-
-    first = digest(0)
-    assert {"datapoint_to_token.npy", "ah_codebook.pb", "serialized_partitioner.pb"} <= first.keys()
-    assert digest(0) == first
-    assert digest(1) == first
-
-
-def test_the_partitioner_we_write_is_what_scann_serialises(tmp_path, small_cosine):
-    from transforms.index.scann import serialized_partitioner
-    from transforms.index.scann_lib import load_scann_pybind
-
-    load_scann_pybind()
-    from scann.partitioning import partitioner_pb2
-
-    db, params = small_cosine
-    # Built by ScaNN's own trainer: its centres, written back by our writer, give its bytes.
-    build_index(db, distance="cosine", kind="scann", params=params).save(str(tmp_path / "own"))
-    raw = (tmp_path / "own" / "scann" / "serialized_partitioner.pb").read_bytes()
-    parsed = partitioner_pb2.SerializedPartitioner.FromString(raw)
-    centers = np.array([list(c.dimension) for c in parsed.kmeans.kmeans_tree.root.centers])
-    assert serialized_partitioner(centers.astype(np.float32)) == raw
-
-
-def test_sampled_tree_round_trips_and_rejects_an_unknown_training(tmp_path, small_cosine):
-    db, params = small_cosine
-    index = build_index(db, distance="cosine", kind="scann", params=params | SAMPLED)
-    index.save(str(tmp_path / "saved"))
-    loaded = NeighborIndex.load(str(tmp_path / "saved"))
-    assert loaded.params["tree_training"] == "sampled_kmeans"
-    for got, want in zip(loaded.search(db[:50], K), index.search(db[:50], K), strict=True):
-        np.testing.assert_array_equal(got, want)
-    with pytest.raises(ValueError, match="tree_training"):
-        build_index(db, distance="cosine", kind="scann", params=params | {"tree_training": "faiss"})

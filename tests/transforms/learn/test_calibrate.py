@@ -19,14 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transforms.common.schema import PairBatch
-from transforms.io.write_matches import match_shard_path, write_match_shard
+from beam_jobs.commands.calibrate import calibrate_main
+from tests.transforms.learn.calibration_cases import LINK_ROWS, _matches, _write_run
 from transforms.learn.calibrate import (
     CALIBRATION_KEY,
     CalibrationLabels,
     TargetNotReachedError,
     calibrate,
-    calibrate_main,
     label_pairs,
     read_calibration_labels,
 )
@@ -36,14 +35,6 @@ TOLERANCE = 0.015
 TOP_K = 10
 
 
-def _matches(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
-    return pd.DataFrame({"query_id": [r[0] for r in rows], "candidate_id": [r[1] for r in rows],
-                         "rank": [1] * len(rows), "distance": [r[2] for r in rows]})
-
-
-# Link pairs by distance: T = true, F = false. Precision of "distance <= t" walks 1, 1, 2/3, 3/4, 3/5.
-LINK_ROWS = [("q1", "c1", 0.1), ("q2", "c2", 0.2), ("q3", "cx", 0.3), ("q4", "c4", 0.4),
-             ("q5", "cy", 0.5), ("u1", "cz", 0.15)]  # u1 is not labelled
 LINK_TRUTH = CalibrationLabels(pairs={("q1", "c1"), ("q2", "c2"), ("q4", "c4"), ("q6", "c6")},
                                labelled_ids={"q1", "q2", "q3", "q4", "q5", "q6"})
 
@@ -96,12 +87,6 @@ def test_cluster_truth_labels_singletons_too(tmp_path):
     assert labels.labelled_ids == {"r1", "r2", "r3"}
 
 
-def _write_run(out_dir: str, frame: pd.DataFrame) -> None:
-    write_match_shard(match_shard_path(out_dir, "parquet", 0, 1), PairBatch(
-        query_ids=frame["query_id"].to_numpy(object), candidate_ids=frame["candidate_id"].to_numpy(object),
-        ranks=frame["rank"].to_numpy(np.int64), distances=frame["distance"].to_numpy(np.float64)), "parquet")
-
-
 def test_probability_threshold_is_the_smallest_reaching_the_target():
     # The same pairs scored: probability falls as distance grows, so the sweep mirrors the distance one.
     matches = _matches(LINK_ROWS).assign(match_probability=lambda f: 1.0 - f["distance"])
@@ -112,22 +97,6 @@ def test_probability_threshold_is_the_smallest_reaching_the_target():
     with pytest.raises(ValueError, match="match_probability"):
         calibrate(_matches(LINK_ROWS), LINK_TRUTH, mode="link", target_precision=0.75,
                   threshold="probability")
-
-
-def test_cli_exit_codes_and_output(tmp_path):
-    out = str(tmp_path / "run")
-    _write_run(out, _matches(LINK_ROWS))
-    truth = tmp_path / "truth.csv"
-    truth.write_text("query_id,candidate_id\nq1,c1\nq2,c2\nq4,c4\nq3,c3\nq5,c5\n")
-    assert calibrate_main(["--matches", out, "--truth", str(truth), "--mode", "link",
-                           "--target_precision", "0.999", "--output", str(tmp_path / "no.json")]) == 0
-    result = json.loads((tmp_path / "no.json").read_text())
-    assert result[CALIBRATION_KEY] == 0.2
-    assert calibrate_main(["--matches", out, "--truth", str(truth), "--mode", "link",
-                           "--target_recall", "0.99"]) == 1
-    assert not os.path.exists(os.path.join(out, "calibration.json"))
-    assert calibrate_main(["--matches", str(tmp_path / "nothing"), "--truth", str(truth),
-                           "--target_precision", "0.9"]) == 2
 
 
 @pytest.mark.slow

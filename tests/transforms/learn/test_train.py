@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from beam_jobs.commands.train import train_main
 from transforms.features.default_embedder import build_default_model
 from transforms.features.embed import TFSavedModelHandler
 from transforms.features.preprocess import TransformedBatch
@@ -31,7 +32,6 @@ from transforms.learn.train import (
     preprocess_corpora,
     read_labels,
     split_by_entity,
-    train_main,
 )
 from transforms.testing.people import MATCH_FIELDS, make_dedup_corpus, write_records, write_truth
 

@@ -16,7 +16,6 @@ import pytest
 from transforms.common.schema import PairBatch
 from transforms.io import results
 from transforms.io.write_matches import match_shard_path, write_match_shard
-from transforms.run import report
 from transforms.run.report import summary_text, write_report
 
 _VOID = {"meta", "br", "img", "link", "hr", "input"}
@@ -226,9 +225,3 @@ def test_summary_text_of_a_full_and_of_an_empty_manifest():
     assert len(lines) <= 24
     empty = summary_text({})
     assert empty.splitlines()[0] == "corpus-match ? run: ?" and "?" in empty
-
-
-def test_cluster_bins_are_powers_of_two():
-    labels, counts = report._cluster_bins({"1": 5, "2": 3, "3": 1, "4": 2, "5": 1, "1000": 1})
-    assert labels[:4] == ["1", "2", "3-4", "5-8"] and labels[-1] == "513-1024"
-    assert counts[:4] == [5, 3, 3, 1] and counts[-1] == 1 and sum(counts) == 13

@@ -10,8 +10,8 @@ argv lists through :mod:`subprocess` (no shell), so what is printed is what runs
 - ``schedule``: ``gcloud scheduler jobs create http`` POSTing a ``flexTemplates:launch`` body nightly.
 
 This module also owns the template's parameter metadata (:func:`template_metadata`, written to
-templates/match_corpora/metadata.json by generate_metadata.py so the two cannot drift) and the
-``{date}`` placeholder of dated paths (:func:`expand_date_placeholders`). It never calls Google Cloud
+templates/match_corpora/metadata.json by generate_metadata.py so the two cannot drift); the
+``{date}`` placeholder of dated paths is ``beam_jobs.dated_paths``. It never calls Google Cloud
 APIs itself and imports nothing heavy at module level (the Flex Template shim imports it at launch).
 """
 
@@ -30,12 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from beam_jobs.dated_paths import DATE_FLAGS, expand_date_placeholders
 from transforms.common.flags import FLAGS, JOB_FLAGS, Flag
 
 __all__ = [
     "template_main",
-    "expand_date_placeholders",
-    "expand_date_flags",
     "template_metadata",
     "flag_regex",
     "validate_template_parameters",
@@ -46,7 +45,6 @@ __all__ = [
     "schedule_command",
     "gcloud_dict_item",
     "format_command",
-    "DATE_FLAGS",
     "SDK_IMAGE_ENV",
     "SDK_IMAGE_BUILD_ARG",
     "DOCKERFILE",
@@ -65,8 +63,6 @@ DEFAULT_IMAGE_NAME = "corpus-matcher"
 SDK_IMAGE_BUILD_ARG = "SDK_CONTAINER_IMAGE"
 SDK_IMAGE_ENV = "CORPUS_MATCHER_SDK_CONTAINER_IMAGE"
 
-# Flags whose values may carry a {date} placeholder (nightly runs read dated exports, write dated output).
-DATE_FLAGS = ("queries", "candidates", "input", "output")
 # Template parameters that must be Cloud Storage paths (the template runs on Dataflow: no local paths),
 # by the flags' template kind (transforms.common.flags).
 GCS_GLOB_FLAGS = tuple(f.name for f in JOB_FLAGS if f.template_kind == "gcs_glob")  # * ? [..] allowed
@@ -92,77 +88,11 @@ _SCHEDULER_JOB_RE = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
-_DATE_RE = re.compile(r"\{date(?::([^{}]*))?\}")
 # gcloud's alternate-delimiter escaping (`gcloud topic escaping`): '^D^k=v,w' splits items on D, not ','.
 _GCLOUD_DELIMITERS = ("~", "|", "@", "#", "%", "!", "+")
 
 _EXIT_USAGE = 2
 _EXIT_MISSING_TOOL = 127
-
-
-# --------------------------------------------------------------------------------------- dates
-
-
-def _utc_date(now: datetime.datetime | datetime.date | None) -> datetime.date:
-    if now is None:
-        return datetime.datetime.now(datetime.UTC).date()
-    if isinstance(now, datetime.datetime):
-        # Naive datetimes are taken as UTC already; aware ones are converted.
-        return now.astimezone(datetime.UTC).date() if now.tzinfo else now.date()
-    return now
-
-
-def expand_date_placeholders(value: str, now: datetime.datetime | datetime.date | None = None) -> str:
-    """Replaces ``{date}`` with the UTC date (``YYYY-MM-DD``) and ``{date:FMT}`` with ``strftime(FMT)``.
-
-    Used for nightly runs: a fixed launch body with ``--output gs://b/runs/{date}`` writes a new
-    directory every day. The date is the day the job is *launched* (UTC), not the data's day.
-    Other braces are left alone; the expansion is idempotent.
-
-    Args:
-        value: a flag value, e.g. ``gs://bucket/runs/{date}`` or ``gs://b/x/{date:%Y/%m/%d}/*.parquet``.
-        now: the launch time; ``None`` means now. Naive datetimes are read as UTC.
-
-    Returns:
-        ``value`` with every date placeholder replaced.
-
-    Raises:
-        ValueError: on an empty format (``{date:}``).
-    """
-    if "{date" not in value:
-        return value
-    day = _utc_date(now)
-
-    def _sub(match: re.Match[str]) -> str:
-        fmt = match.group(1)
-        if fmt is None:
-            return day.isoformat()
-        if not fmt:
-            raise ValueError(f"empty date format in {value!r}; use {{date}} or {{date:%Y/%m/%d}}")
-        return day.strftime(fmt)
-
-    return _DATE_RE.sub(_sub, value)
-
-
-def expand_date_flags(argv: Sequence[str], now: datetime.datetime | datetime.date | None = None) -> list[str]:
-    """Expands date placeholders in the values of :data:`DATE_FLAGS` in an argv list.
-
-    Both ``--output=VALUE`` and ``--output VALUE`` forms are handled; other arguments pass unchanged.
-    """
-    out = list(argv)
-    names = {f"--{name}" for name in DATE_FLAGS}
-    i = 0
-    while i < len(out):
-        arg = out[i]
-        flag, eq, val = arg.partition("=")
-        if flag in names:
-            if eq:
-                out[i] = f"{flag}={expand_date_placeholders(val, now)}"
-            elif i + 1 < len(out):
-                out[i + 1] = expand_date_placeholders(out[i + 1], now)
-                i += 1
-        i += 1
-    return out
 
 
 # ------------------------------------------------------------------------------------ metadata
@@ -399,7 +329,7 @@ class _UsageError(Exception):
 
 
 def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]  # beam_jobs/commands/template.py -> the repository
 
 
 def _parse_labels(values: Sequence[str]) -> dict[str, str]:

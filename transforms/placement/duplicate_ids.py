@@ -1,11 +1,10 @@
-"""Groups validated records into shards by a stable hash of their id, removing duplicate ids.
+"""Finds and drops repeated record ids: the first occurrence (smallest source file, then row) wins.
 
-Every record of an id lands in the same shard, so a shard sees all copies of a duplicated id: the first
-occurrence (smallest source file, then row) is kept and the others go to dead letters. A shard's rows
-come out sorted by id, so what is built from them (an index, query batches) does not depend on the
-order in which the runner delivered them.
-
-The number of shards can be a singleton PCollection (sized from the corpus in the pipeline).
+``FindDuplicateIds`` groups only ids and origins (by id hash, into ``id_buckets`` buckets), never the
+vectors, and returns each repeated (id, origin) with the origin of the kept first occurrence; the
+``drop_*`` helpers remove the named rows from a batch and make their dead letters (stage validate).
+:func:`first_occurrences` / :func:`sort_and_dedupe` are the one definition of "first occurrence",
+also used when a shard is assembled (``transforms.placement.place``).
 """
 
 from __future__ import annotations
@@ -13,72 +12,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 
 from transforms.common import metrics
-from transforms.common.dead_letters import DEAD_LETTER_TAG, make_dead_letter
+from transforms.common.dead_letters import make_dead_letter
 from transforms.common.schema import VectorBatch
 from transforms.common.sharding import assign_shards, split_by_shard
 
-__all__ = ["ShardRecords", "ShardResult", "SplitQueryBatches", "concat_batches", "sort_and_dedupe",
-           "first_occurrences", "FindDuplicateIds", "id_buckets", "DUPLICATE_ID_REASON",
-           "drop_rows", "drop_duplicate_ids", "drop_indexed_ids",
-           "split_batch", "shard_sizing", "bytes_per_vector"]
+__all__ = ["FindDuplicateIds", "DUPLICATE_ID_REASON", "id_buckets", "first_occurrences", "sort_and_dedupe",
+           "drop_rows", "drop_duplicate_ids", "drop_indexed_ids"]
 
 _LOGGER = logging.getLogger(__name__)
-
-
-class ShardResult(NamedTuple):
-    shards: beam.PCollection  # (shard: int, VectorBatch) with all rows of the shard
-    dead_letters: beam.PCollection
-
-
-def bytes_per_vector(dims: int) -> int:
-    """Estimated worker memory per indexed vector while a shard is built or searched.
-
-    Our float32 copy (exact rescoring) + ScaNN's float32 dataset for reordering + 4-bit hash codes
-    (twice: SOAR files each vector in a second leaf with a code of its own) + the id, doubled for
-    training/partitioning buffers and Python overhead during the build.
-    """
-    return 2 * (4 * dims + 4 * dims + 2 * (dims // 2) + 64)
-
-
-def shard_sizing(num_records: int, dims: int, *, fixed: int | None, max_shard_vectors: int,
-                 worker_memory_gb: float) -> dict:
-    """Shard count and capacity for a corpus; ``ok`` is False when one shard cannot fit a worker.
-
-    Capacity is the smaller of --max_shard_vectors and what --worker_memory_gb holds at these dims.
-    Without --num_shards the count is ceil(records / capacity); with it, a shard larger than the
-    capacity is an error naming the flags to change.
-    """
-    fits = int(worker_memory_gb * (1 << 30) // max(1, bytes_per_vector(max(dims, 1))))
-    capacity = max(1, min(max_shard_vectors, fits))
-    if fixed:
-        per_shard = math.ceil(num_records / fixed)
-        if per_shard > capacity:
-            gb = per_shard * bytes_per_vector(dims) / (1 << 30)
-            return {"ok": False, "num_shards": fixed, "capacity": capacity,
-                    "message": (f"--num_shards {fixed} makes shards of ~{per_shard} vectors x {dims} "
-                                f"dims (~{gb:.1f} GB), more than one worker holds (capacity {capacity}: "
-                                f"--max_shard_vectors {max_shard_vectors}, --worker_memory_gb "
-                                f"{worker_memory_gb}); raise --num_shards or --worker_memory_gb")}
-        # Hash shards are not perfectly even; routing packs partitions up to the capacity.
-        return {"ok": True, "num_shards": fixed, "capacity": capacity, "message": ""}
-    return {"ok": True, "num_shards": max(1, math.ceil(num_records / capacity)),
-            "capacity": capacity, "message": ""}
-
-
-def concat_batches(parts: Iterable[VectorBatch]) -> VectorBatch | None:
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return None
-    return VectorBatch(ids=np.concatenate([p.ids for p in parts]),
-                       vectors=np.concatenate([p.vectors for p in parts]),
-                       origins=np.concatenate([p.origins for p in parts]))
 
 
 def _origin_key(origin: str) -> tuple[str, int]:
@@ -120,65 +67,6 @@ def sort_and_dedupe(batch: VectorBatch) -> tuple[VectorBatch, np.ndarray, np.nda
     """
     order, keep, kept_row = first_occurrences(batch.ids, batch.origins)
     return VectorBatch(batch.ids[order], batch.vectors[order], batch.origins[order]), keep, kept_row
-
-
-def split_batch(batch: VectorBatch, shard_of: np.ndarray,
-                num_shards: int) -> Iterator[tuple[int, VectorBatch]]:
-    """(shard, the batch's rows of that shard) for every shard that has rows; row order is kept."""
-    for shard, rows in split_by_shard(shard_of, num_shards):
-        yield shard, VectorBatch(batch.ids[rows], batch.vectors[rows], batch.origins[rows])
-
-
-class _SplitByShardFn(beam.DoFn):
-    def process(self, batch: VectorBatch, num_shards: int) -> Iterator[tuple[int, VectorBatch]]:
-        yield from split_batch(batch, assign_shards(batch.ids, num_shards), num_shards)
-
-
-class _AssembleShardFn(beam.DoFn):
-    def __init__(self, role: str):
-        self._role = role
-        self._dups = Metrics.counter(metrics.NAMESPACE, f"{role}_duplicate_ids")
-
-    def process(self, element: tuple[int, Iterable[VectorBatch]]) -> Iterator[Any]:
-        shard, parts = element
-        whole = concat_batches(parts)
-        if whole is None:
-            return
-        ordered, keep, kept_row = sort_and_dedupe(whole)
-        for d in np.flatnonzero(~keep):
-            self._dups.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, make_dead_letter(
-                "validate", ordered.ids[d],
-                DUPLICATE_ID_REASON.format(ordered.origins[kept_row[d]]),
-                ordered.vectors[d], ordered.origins[d]))
-        deduped = ordered if keep.all() else VectorBatch(
-            ordered.ids[keep], ordered.vectors[keep], ordered.origins[keep])
-        _LOGGER.info("%s shard %d: %d records, %d duplicate ids dropped", self._role, shard,
-                     len(deduped), int((~keep).sum()))
-        yield shard, deduped
-
-
-class ShardRecords(beam.PTransform):
-    """VectorBatch -> (shard, all of the shard's VectorBatch rows sorted by id, duplicates removed).
-
-    Args:
-        num_shards: a singleton PCollection holding the shard count.
-        role: corpus role for metrics and logs.
-    """
-
-    def __init__(self, *, num_shards: beam.PCollection, role: str):
-        super().__init__()
-        self._num_shards = num_shards
-        self._role = role
-
-    def expand(self, batches):
-        split = batches | "SplitByShard" >> beam.ParDo(
-            _SplitByShardFn(), num_shards=beam.pvalue.AsSingleton(self._num_shards))
-        out = (split
-               | "GroupByShard" >> beam.GroupByKey()
-               | "AssembleShard" >> beam.ParDo(_AssembleShardFn(self._role)).with_outputs(
-                   DEAD_LETTER_TAG, main="shards"))
-        return ShardResult(shards=out.shards, dead_letters=out[DEAD_LETTER_TAG])
 
 
 # Most records per id bucket when duplicate ids are looked for (ids and origins only, no vectors):
@@ -305,31 +193,3 @@ def drop_indexed_ids(batch: VectorBatch, indexed: dict) -> tuple[VectorBatch, li
         (str(i) in indexed for i in batch.ids), dtype=bool, count=len(batch)))]
     return drop_rows(batch, drop, [f"id is already in the kept index ({indexed[str(batch.ids[r])]}); "
                                    "--append adds new ids only" for r in drop])
-
-
-class _SplitQueryBatchesFn(beam.DoFn):
-    def __init__(self, batch_size: int, prefix: str):
-        self._batch_size = batch_size
-        self._prefix = prefix
-
-    def process(self, element: tuple[int, VectorBatch]) -> Iterator[tuple[str, VectorBatch]]:
-        shard, batch = element
-        for chunk, start in enumerate(range(0, len(batch), self._batch_size)):
-            sl = slice(start, start + self._batch_size)
-            yield (f"{self._prefix}-{shard:05d}-{chunk:06d}",
-                   VectorBatch(batch.ids[sl], batch.vectors[sl], batch.origins[sl]))
-
-
-class SplitQueryBatches(beam.PTransform):
-    """(shard, VectorBatch) -> (batch_key, VectorBatch of at most batch_size rows), keys stable."""
-
-    def __init__(self, *, batch_size: int, prefix: str = "q"):
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self._batch_size = batch_size
-        self._prefix = prefix
-
-    def expand(self, shards):
-        return shards | "SplitQueryBatches" >> beam.ParDo(
-            _SplitQueryBatchesFn(self._batch_size, self._prefix))
