@@ -1,8 +1,8 @@
 """The exact top-K of the audit's sample queries within one shard, and the type holding it.
 
 The index build computes it beside ScaNN's build, from the shard's rows it already holds
-(``BuildShardIndexes(audit_sample=...)``); the recall audit (:mod:`transforms.quality.audit`) merges the
-parts into the sample's global truth. What it does not do: choose the sample or score recall.
+(``BuildShardIndexes(audit_sample=...)``); :mod:`transforms.quality.ground_truth` merges the parts
+into the sample's global truth. What it does not do: choose the sample or score recall.
 """
 
 from __future__ import annotations

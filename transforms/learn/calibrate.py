@@ -57,7 +57,6 @@ curve or extrapolate beyond the labelled pairs.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from typing import Any, NamedTuple
@@ -66,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from transforms.learn.evaluate import load_truth
+from transforms.run.plots import figure_png
 
 __all__ = [
     "CALIBRATION_KEY",
@@ -360,11 +360,7 @@ def plot_calibration(result: dict[str, Any]) -> bytes | None:
     right.set_ylabel("precision")
     right.set_title("precision-recall (labelled pairs)")
     right.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def refit_scorer(run_dir: str, matches: pd.DataFrame, labels: CalibrationLabels, *, mode: str,

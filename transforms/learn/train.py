@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import io
 import json
 import logging
 import os
@@ -105,6 +104,7 @@ from transforms.io.read_corpus import ReadCorpus
 from transforms.io.validate import ValidateRecords
 from transforms.learn.evaluate import evaluate, load_truth
 from transforms.learn.negatives import NEGATIVES as _NEGATIVES
+from transforms.run.plots import figure_png
 
 __all__ = [
     "TRANSFORM_FN_DIRNAME",
@@ -863,11 +863,7 @@ def _plot(report: dict[str, Any]) -> bytes | None:
     right.set_title("validation (held-out entities)")
     right.set_xlabel("epoch")
     right.legend(loc="center right", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def _raw_fields(config: TrainConfig, roles: dict[str, str], space: _Space) -> Any:

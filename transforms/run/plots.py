@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["absent", "audit_figure", "cluster_figure", "distance_figure", "format_number", "shard_figure",
-           "stage_figure"]
+           "stage_figure", "figure_png"]
 
 _HIST_BINS = 40
 
@@ -200,3 +200,16 @@ def cluster_figure(manifest: dict[str, Any]) -> str:
                    f"Clusters by size: {stats.get('num_clusters', sum(counts)):,} clusters, "
                    f"{stats.get('num_giant_clusters', 0)} larger than "
                    f"{stats.get('max_cluster_size', '?')} flagged.")
+
+
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (90 dpi, tight layout); the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
