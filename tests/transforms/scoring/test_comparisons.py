@@ -97,7 +97,7 @@ def _gram_counts_reference(value: str) -> dict[str, int]:
     return out
 
 
-@pytest.mark.parametrize("chunk", [7, 1 << 16])  # rows per packed sort: chunk edges change nothing
+@pytest.mark.parametrize("chunk", [7, 1 << 16])  # rows per sparse matrix: chunk edges change nothing
 def test_gram_cosine_equals_a_per_pair_count_oracle(monkeypatch, chunk):
     monkeypatch.setattr(comparisons, "_GRAM_CHUNK", chunk)
     rng = np.random.default_rng(0)
