@@ -37,7 +37,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms.common import metrics, progress
-from transforms.common.artifacts import join_path, write_bytes, write_text
+from transforms.common.artifacts import join_path, read_bytes, write_bytes, write_text
 from transforms.common.schema import FeatureBatch, PairBatch, ScoredPairBatch
 from transforms.common.sharding import assign_shards, id_sort_keys, split_by_shard, stable_hash64, str_array
 from transforms.placement.duplicate_ids import first_occurrences
@@ -63,7 +63,8 @@ from transforms.scoring.fellegi_sunter import (
 )
 
 __all__ = ["ScorePairs", "ScoreResult", "ComparedPairs", "SCORERS", "DISTANCE_FIELD", "model_path",
-           "scoring_buckets", "distance_levels", "random_pair_levels", "sketch_path"]
+           "scoring_buckets", "distance_levels", "random_pair_levels", "sketch_path",
+           "level_patterns_path", "read_level_patterns"]
 
 _LOGGER = logging.getLogger(__name__)
 SCORERS = ("none", "fields", "model")
@@ -489,8 +490,9 @@ class _ScoreFn(beam.DoFn):
             yield out
 
 
-def _write_model(model: FellegiSunterModel, output_dir: str, sketch) -> dict[str, Any]:
-    """Writes DIR/scoring/model.json and the term-frequency sketch beside it (for ``explain``)."""
+def _write_model(model: FellegiSunterModel, output_dir: str, sketch, histograms=None) -> dict[str, Any]:
+    """Writes DIR/scoring/model.json, the term-frequency sketch beside it (for ``explain``) and, for
+    a fitted model, the level-pattern histograms it was fitted on (:func:`read_level_patterns`)."""
     import io
     import json
 
@@ -499,6 +501,18 @@ def _write_model(model: FellegiSunterModel, output_dir: str, sketch) -> dict[str
     buf = io.BytesIO()
     np.savez_compressed(buf, sketch=table)
     write_bytes(sketch_path(output_dir), buf.getvalue())
+    if histograms is not None:
+        rank1, everything = histograms
+        keys = sorted(everything)
+        width = len(model.fields)
+        patterns = (np.frombuffer(b"".join(keys), dtype=np.int8).reshape(len(keys), width) if keys
+                    else np.zeros((0, width), np.int8))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, patterns=patterns,
+                            counts=np.array([everything[k] for k in keys], dtype=np.int64),
+                            rank1_counts=np.array([rank1.get(k, 0) for k in keys], dtype=np.int64),
+                            fields=np.array(model.fields))
+        write_bytes(level_patterns_path(output_dir), buf.getvalue())
     return json.loads(model.to_json())
 
 
@@ -603,8 +617,9 @@ class ScorePairs(beam.PTransform):
                 right_sample=beam.pvalue.AsSingleton(right_sample),
                 sketch=beam.pvalue.AsSingleton(sketch), cuts=beam.pvalue.AsSingleton(cuts),
                 fields=names, kinds=kinds)
+        fitted = {} if self._given is not None else {"histograms": beam.pvalue.AsSingleton(histogram)}
         written = model | "WriteModel" >> beam.Map(_write_model, self._output_dir,
-                                                   sketch=beam.pvalue.AsSingleton(sketch))
+                                                   sketch=beam.pvalue.AsSingleton(sketch), **fitted)
         scored = compared | "ScorePairs" >> beam.ParDo(
             _ScoreFn(self._min), model=beam.pvalue.AsSingleton(model),
             sketch=beam.pvalue.AsSingleton(sketch))
@@ -615,3 +630,20 @@ def sketch_path(output_dir: str) -> str:
     from transforms.common.artifacts import join_path
 
     return join_path(output_dir, "scoring", "term_frequencies.npz")
+
+
+def level_patterns_path(output_dir: str) -> str:
+    return join_path(output_dir, "scoring", "level_patterns.npz")
+
+
+def read_level_patterns(output_dir: str) -> tuple[tuple[str, ...], dict[bytes, int], dict[bytes, int]]:
+    """A scored run's EM input (``DIR/scoring/level_patterns.npz``): (fields, histogram of the
+    rank-1 pairs, histogram of all candidate pairs), each ``{int8 pattern bytes: pairs}`` as
+    ``fellegi_sunter`` takes them, to refit or inspect the model offline."""
+    import io
+
+    data = np.load(io.BytesIO(read_bytes(level_patterns_path(output_dir))))
+    keys = [row.tobytes() for row in data["patterns"]]
+    everything = dict(zip(keys, (int(n) for n in data["counts"]), strict=True))
+    rank1 = {k: int(n) for k, n in zip(keys, data["rank1_counts"], strict=True) if n}
+    return tuple(str(f) for f in data["fields"]), rank1, everything

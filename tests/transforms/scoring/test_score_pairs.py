@@ -13,8 +13,8 @@ import pytest
 
 from transforms.common.schema import FeatureBatch, PairBatch, ScoredPairBatch
 from transforms.scoring.comparisons import compare_fields, record_fields, take_rows
-from transforms.scoring.fellegi_sunter import FellegiSunterModel, term_frequencies, term_sketch
-from transforms.scoring.score_pairs import ScorePairs, distance_levels, model_path
+from transforms.scoring.fellegi_sunter import FellegiSunterModel, pattern_histogram, term_frequencies, term_sketch
+from transforms.scoring.score_pairs import ScorePairs, distance_levels, model_path, read_level_patterns
 from transforms.testing.people import MATCH_FIELDS, make_link_corpora
 
 FIELDS = MATCH_FIELDS
@@ -102,6 +102,11 @@ def test_scores_equal_the_fitted_model_on_directly_compared_records(tmp_path, li
     freq = term_frequencies(sketch, agreed)
     np.testing.assert_allclose(scored.match_weights, model.weights(levels, freq), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(scored.match_probabilities, 1 / (1 + 2.0 ** -scored.match_weights))
+    # The EM input written beside the model is the histogram of these same levels.
+    fields, rank1, everything = read_level_patterns(str(tmp_path))
+    assert fields == model.fields
+    assert everything == pattern_histogram(levels)
+    assert rank1 == pattern_histogram(levels[scored.ranks == 1])
 
 
 def test_true_links_score_high_and_others_low(tmp_path, link_data):
