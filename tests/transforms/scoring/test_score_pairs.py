@@ -13,7 +13,12 @@ import pytest
 
 from transforms.common.schema import FeatureBatch, PairBatch, ScoredPairBatch
 from transforms.scoring.comparisons import compare_fields, record_fields, take_rows
-from transforms.scoring.fellegi_sunter import FellegiSunterModel, pattern_histogram, term_frequencies, term_sketch
+from transforms.scoring.fellegi_sunter import (
+    FellegiSunterModel,
+    pattern_histogram,
+    term_frequencies,
+    term_sketch,
+)
 from transforms.scoring.score_pairs import ScorePairs, distance_levels, model_path, read_level_patterns
 from transforms.testing.people import MATCH_FIELDS, make_link_corpora
 
