@@ -309,7 +309,9 @@ def _sibling_is_matches(tables: list[np.ndarray], match: int, split_field: int,
     close) at least ``_KIN_AGREEMENT`` as often as the match class: moved people (the address
     differs, identity agrees) and noisier duplicates are matches; people of one household (the
     address agrees, given name and birth date do not) are not. ``derived`` fields (the embedding
-    distance, a function of every field, the split one included) are no witness.
+    distance, a function of every field, the split one included) are a weaker witness: the other
+    half is not matches either if it is close on one less than ``_DERIVED_KIN_AGREEMENT`` as often
+    as the matches (where the matches are close on it at least half the time).
     """
     sibling = 1 - match
     others = [k for k in range(len(tables)) if k not in (0, 1)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transforms.scoring.comparisons import MISSING, NUM_LEVELS
 from transforms.scoring import fellegi_sunter
+from transforms.scoring.comparisons import MISSING, NUM_LEVELS
 from transforms.scoring.fellegi_sunter import (
     FellegiSunterModel,
     agreement_rates,
