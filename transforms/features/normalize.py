@@ -8,7 +8,8 @@ whitespace into one space, month names next to a day and a year into numbers (``
 ``12 3 1987``), splits 8-digit dates (``19850307`` / ``07031985`` -> three numbers) and drops leading
 zeros from numbers (``07/03/1985`` and ``1985-3-7`` give the same numbers). Common street-type and
 company-suffix words have a canonical short form (``street`` -> ``st``, ``limited`` -> ``ltd``):
-:func:`abbreviation_table` for the tokeniser's TF ops, :func:`abbreviate_words` for Python callers.
+:func:`abbreviation_table`, applied to word tokens by :func:`abbreviate_tokens` (the tokeniser's
+and :func:`compiled_normalizer`'s one definition).
 
 The lookup tables are built here; tracking them in a tf.Transform graph (``tft.make_and_track_object``)
 is ``transforms.features.preprocess``'s job, so this module needs TensorFlow but not tf.Transform.
@@ -27,7 +28,7 @@ import tensorflow as tf
 
 __all__ = [
     "normalize_text",
-    "abbreviate_words",
+    "abbreviate_tokens",
     "fold_table",
     "abbreviation_table",
     "lookup_tables",
@@ -119,18 +120,16 @@ def eager_tables() -> tuple:
 
 @lru_cache(maxsize=1)
 def compiled_normalizer() -> Callable[[tf.Tensor], tf.Tensor]:
-    """:func:`normalize_text` then :func:`abbreviate_words`, as one ``tf.function`` over a
-    ``tf.string [n]`` batch, traced once per
-    process with the :func:`eager_tables`: the same ops as eager or tf.Transform callers run, in
-    one graph call instead of about a hundred eager dispatches (the scorer normalises every batch;
-    eager dispatch was 80 % of its cost)."""
+    """:func:`normalize_text`, then each word abbreviated (:func:`abbreviate_tokens`), as one
+    ``tf.function`` over a ``tf.string [n]`` batch, traced once per process with the
+    :func:`eager_tables`: the ops the tokeniser runs, in one graph call instead of about a hundred
+    eager dispatches (the scorer normalises every batch; eager dispatch was 80 % of its cost)."""
     tables = eager_tables()
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def normalize(texts: tf.Tensor) -> tf.Tensor:
-        words = tf.strings.split(normalize_text(texts, tables))  # single spaces: split(" ") alike
-        short = tables[1].lookup(words.flat_values)
-        words = words.with_flat_values(tf.where(tf.equal(short, ""), words.flat_values, short))
+        words = tf.strings.split(normalize_text(texts, tables))
+        words = words.with_flat_values(abbreviate_tokens(words.flat_values, tables[1]))
         return tf.strings.reduce_join(words, axis=-1, separator=" ")
 
     return normalize
@@ -194,8 +193,7 @@ def normalize_text(texts: tf.Tensor, tables: tuple | None = None) -> tf.Tensor:
     return tf.strings.strip(texts)
 
 
-def abbreviate_words(text: str) -> str:
-    """Normalised text with each word replaced by its canonical short form (as the tokens are)."""
-    if not text:
-        return text
-    return " ".join(_ABBREVIATIONS.get(w, w) for w in text.split(" "))
+def abbreviate_tokens(words: tf.Tensor, abbreviations: tf.lookup.StaticHashTable) -> tf.Tensor:
+    """Each word (a flat tf.string tensor) replaced by its canonical short form, where it has one."""
+    short = abbreviations.lookup(words)
+    return tf.where(tf.equal(short, ""), words, short)

@@ -62,7 +62,13 @@ from tfx_bsl.tfxio import tensor_adapter
 
 from transforms.common.dead_letters import DEAD_LETTER_TAG, DeadLetter, make_dead_letter
 from transforms.common.schema import FeatureBatch, Role
-from transforms.features.normalize import abbreviation_table, fold_table, lookup_tables, normalize_text
+from transforms.features.normalize import (
+    abbreviate_tokens,
+    abbreviation_table,
+    fold_table,
+    lookup_tables,
+    normalize_text,
+)
 
 __all__ = [
     "HASH_BUCKETS",
@@ -175,9 +181,7 @@ def _tokens(texts: tf.Tensor, abbreviations: tf.lookup.StaticHashTable) -> tuple
                                                                                   tf.RaggedTensor]:
     """Normalised text -> (hashed gram ids, hashed word ids), ragged [n, None] int64 each."""
     words = tf.strings.split(texts)  # ragged [n, words]; '' -> no words
-    flat = words.flat_values
-    short = abbreviations.lookup(flat)
-    words = words.with_flat_values(tf.where(tf.equal(short, ""), flat, short))
+    words = words.with_flat_values(abbreviate_tokens(words.flat_values, abbreviations))
     padded = words.with_flat_values(tf.strings.join([_BOUNDARY, words.flat_values, _BOUNDARY]))
     words = tf.concat([words, _date_tokens(texts)], axis=1)
     chars = tf.strings.unicode_split(padded, "UTF-8", errors="replace")  # [n, words, chars]

@@ -48,6 +48,7 @@ __all__ = [
     "agreement_rates",
     "pattern_histogram",
     "merge_histograms",
+    "unpack_histogram",
     "estimate_u",
     "fit_em",
     "fit_em_classes",
@@ -72,6 +73,9 @@ _SPLIT_MIN_SHARE = 0.05
 # class is "different" on in this share of its pairs) less than this fraction as often as the matches.
 _IDENTITY_DIFFERENT = 0.6
 _KIN_AGREEMENT = 0.5
+# A derived field witnesses where the matches are close on it at least this often, and the other
+# half less than this fraction as often.
+_DERIVED_MIN_CLOSE = 0.5
 _DERIVED_KIN_AGREEMENT = 0.25
 _CLOSE_LEVELS = 3
 _FLOOR = 1e-6
@@ -167,7 +171,8 @@ def merge_histograms(histograms: list[dict[bytes, int]]) -> dict[bytes, int]:
     return out
 
 
-def _unpack(histogram: dict[bytes, int], num_fields: int) -> tuple[np.ndarray, np.ndarray]:
+def unpack_histogram(histogram: dict[bytes, int], num_fields: int) -> tuple[np.ndarray, np.ndarray]:
+    """A histogram as (int8 patterns [P, F], float64 counts [P]), patterns in sorted byte order."""
     keys = sorted(histogram)  # a fixed order: the fit does not depend on how workers merged
     patterns = np.frombuffer(b"".join(keys), dtype=np.int8).reshape(len(keys), num_fields)
     counts = np.array([histogram[k] for k in keys], dtype=np.float64)
@@ -237,7 +242,7 @@ def fit_em(histogram: dict[bytes, int], u: np.ndarray, *, fit_u: bool = True,
     prior = _PRIOR_INIT
     if not histogram:
         return m, u, prior, 0, True
-    patterns, counts = _unpack(histogram, num_fields)
+    patterns, counts = unpack_histogram(histogram, num_fields)
     cells = _cells(patterns)
     converged = False
     iteration = 0
@@ -316,12 +321,12 @@ def _sibling_is_matches(tables: list[np.ndarray], match: int, split_field: int,
     """
     sibling = 1 - match
     others = [k for k in range(len(tables)) if k not in (0, 1)]
-    fields = np.arange(tables[match].shape[0]) != split_field
-    fields[list(derived)] = False
-    for k in others:
-        fields &= tables[k][:, -1] >= _IDENTITY_DIFFERENT
+    compared = np.arange(tables[match].shape[0]) != split_field  # fields that may witness
+    compared[list(derived)] = False
+    different = np.array([tables[k][:, -1] >= _IDENTITY_DIFFERENT for k in others])
     close = [t[:, :_CLOSE_LEVELS].sum(axis=1) for t in (tables[match], tables[sibling])]
-    if not np.all(close[1][fields] >= _KIN_AGREEMENT * close[0][fields]):
+    agrees = close[1] >= _KIN_AGREEMENT * close[0]
+    if not np.all(agrees[compared & different.all(axis=0)]):
         return False
     # A derived field is a weaker witness (the split field moves it too): the other half is another
     # entity if it is far on one where the matches are close *and* disagrees on a field that some
@@ -330,14 +335,10 @@ def _sibling_is_matches(tables: list[np.ndarray], match: int, split_field: int,
     # of pairs, the matches in all, while a far non-match class (people born the same day) agreed
     # on the birth date and so left no identity field but the one split on. FEBRL4's noisier
     # duplicates are far on the distance too, but agree on every field as the matches do.
-    far = [d for d in derived if d != split_field and close[0][d] >= 0.5
-           and close[1][d] < _DERIVED_KIN_AGREEMENT * close[0][d]]
-    if far:
-        some = np.arange(tables[match].shape[0]) != split_field
-        some[list(derived)] = False
-        some &= np.any([tables[k][:, -1] >= _IDENTITY_DIFFERENT for k in others], axis=0)
-        if np.any(close[1][some] < _KIN_AGREEMENT * close[0][some]):
-            return False
+    far = any(d != split_field and close[0][d] >= _DERIVED_MIN_CLOSE
+              and close[1][d] < _DERIVED_KIN_AGREEMENT * close[0][d] for d in derived)
+    if far and not np.all(agrees[compared & different.any(axis=0)]):
+        return False
     return True
 
 
@@ -377,7 +378,7 @@ def fit_em_classes(histogram: dict[bytes, int], u: np.ndarray, *, seed_share: fl
     num_fields = u.shape[0]
     if not histogram:
         return np.tile(_M_INIT, (num_fields, 1)), np.array(u, dtype=np.float64), _PRIOR_INIT, 0, True
-    patterns, counts = _unpack(histogram, num_fields)
+    patterns, counts = unpack_histogram(histogram, num_fields)
     cells = _cells(patterns)
     m_init = np.tile(_M_INIT, (num_fields, 1))
     evidence = _log_likelihoods(cells, m_init) - _log_likelihoods(cells, u)
@@ -454,7 +455,7 @@ def fit_em_fields_first(histogram: dict[bytes, int], u: np.ndarray, *, derived: 
         _masked(histogram, num_fields, derived), u, split=split, derived=derived)
     if not histogram or not derived:
         return m, u_fit, prior, iterations, converged
-    patterns, counts = _unpack(histogram, num_fields)
+    patterns, counts = unpack_histogram(histogram, num_fields)
     fields_only = patterns.copy()
     fields_only[:, list(derived)] = MISSING
     post = _posterior(_cells(fields_only), m, u_fit, prior)
@@ -498,7 +499,7 @@ def fit_prior(histogram: dict[bytes, int], m: np.ndarray, u: np.ndarray, *, star
     """EM for the prior alone over another set of pairs, m and u fixed."""
     if not histogram:
         return start
-    patterns, counts = _unpack(histogram, m.shape[0])
+    patterns, counts = unpack_histogram(histogram, m.shape[0])
     cells = _cells(patterns)
     prior = start
     for _ in range(max_iterations):

@@ -17,7 +17,8 @@ Flow, all on batches (never one pair or one record per element):
    a count-min sketch of every record's values, summed in a CombineFn. One small step fits m, u
    and the prior by three-class EM (``fellegi_sunter.fit_with_derived``: the embedding distance
    in the EM, or, where it would define the classes, fitted after the fields) and writes
-   ``DIR/scoring/model.json`` (or takes a given model: ``model_json``).
+   ``DIR/scoring/model.json`` (or takes a given model: ``model_json``), and beside it the EM's
+   input, ``level_patterns.npz`` (:func:`read_level_patterns`).
 4. **Score.** Every pair gets ``match_weight`` and ``match_probability``; pairs below
    ``min_probability`` are dropped. Ranks are re-assigned by the match files' writer
    (``WriteMatches(rank_by_weight=True)``), where all rows of a query meet anyway.
@@ -60,6 +61,7 @@ from transforms.scoring.fellegi_sunter import (
     probability,
     term_frequencies,
     term_sketch,
+    unpack_histogram,
 )
 
 __all__ = ["ScorePairs", "ScoreResult", "ComparedPairs", "SCORERS", "DISTANCE_FIELD", "model_path",
@@ -503,14 +505,10 @@ def _write_model(model: FellegiSunterModel, output_dir: str, sketch, histograms=
     write_bytes(sketch_path(output_dir), buf.getvalue())
     if histograms is not None:
         rank1, everything = histograms
-        keys = sorted(everything)
-        width = len(model.fields)
-        patterns = (np.frombuffer(b"".join(keys), dtype=np.int8).reshape(len(keys), width) if keys
-                    else np.zeros((0, width), np.int8))
+        patterns, counts = unpack_histogram(everything, len(model.fields))
         buf = io.BytesIO()
-        np.savez_compressed(buf, patterns=patterns,
-                            counts=np.array([everything[k] for k in keys], dtype=np.int64),
-                            rank1_counts=np.array([rank1.get(k, 0) for k in keys], dtype=np.int64),
+        np.savez_compressed(buf, patterns=patterns, counts=counts.astype(np.int64),
+                            rank1_counts=np.array([rank1.get(p.tobytes(), 0) for p in patterns], np.int64),
                             fields=np.array(model.fields))
         write_bytes(level_patterns_path(output_dir), buf.getvalue())
     return json.loads(model.to_json())
@@ -627,12 +625,11 @@ class ScorePairs(beam.PTransform):
 
 
 def sketch_path(output_dir: str) -> str:
-    from transforms.common.artifacts import join_path
-
     return join_path(output_dir, "scoring", "term_frequencies.npz")
 
 
 def level_patterns_path(output_dir: str) -> str:
+    """Where a scored run keeps its EM input: ``DIR/scoring/level_patterns.npz``."""
     return join_path(output_dir, "scoring", "level_patterns.npz")
 
 
